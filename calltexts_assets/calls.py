@@ -13,7 +13,7 @@ DIRECTIONS = {1: "outgoing", 2: "incoming", 3: "incoming_redirected", 4: "callba
 
 # Call ids become file names; anything outside this alphabet (slashes, "..", NUL,
 # whitespace) could escape the export root, so such a row is rejected, not "cleaned".
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 class InvalidCallRow(ValueError):
@@ -21,7 +21,7 @@ class InvalidCallRow(ValueError):
 
 
 def is_safe_id(value: str) -> bool:
-    return bool(_SAFE_ID.match(value)) and ".." not in value
+    return bool(_SAFE_ID.fullmatch(value)) and ".." not in value
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""The trigger API: start an export over a period, follow it, scrape its metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from calltexts_assets.api.idempotency import IdempotencyStore, request_hash
+from calltexts_assets.api.launcher import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    SUMMARY_TAG,
+    ExportRequest,
+    Launcher,
+    LaunchError,
+)
+from calltexts_assets.api.period import CallExportBody, PeriodError, PeriodPolicy, parse_body
+
+log = logging.getLogger(__name__)
+
+TASK_PATH = "/tasks/call_export"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _json(status_code: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=_dumps(payload),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _error(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status_code, {"detail": detail}, headers)
+
+
+def _idempotency_key(request: Request) -> str | Response:
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None or not raw.strip():
+        return _error(400, "the Idempotency-Key header is required (a UUID, e.g. uuid4())")
+    try:
+        return str(uuid.UUID(raw.strip()))  # one spelling per key: lower case, hyphens
+    except ValueError:
+        return _error(400, f"the Idempotency-Key header must be a UUID, got {raw[:64]!r}")
+
+
+def _replay(stored_status: int, body: bytes) -> Response:
+    return Response(
+        content=body,
+        status_code=stored_status,
+        media_type="application/json",
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
+def create_app(
+    launcher: Launcher,
+    store: IdempotencyStore,
+    *,
+    policy: PeriodPolicy | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+    replay_wait_sec: float = 10.0,
+) -> FastAPI:
+    """The API over a launcher and an idempotency store (both injectable for tests)."""
+    policy = policy or PeriodPolicy()
+    registry = metrics_registry or CollectorRegistry(auto_describe=False)
+    app = FastAPI(title="calltexts", version="1")
+
+    body_schema = {
+        "requestBody": {
+            "content": {"application/json": {"schema": CallExportBody.model_json_schema()}}
+        },
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            }
+        ],
+    }
+
+    @app.post(TASK_PATH, status_code=202, openapi_extra=body_schema)
+    async def start_export(request: Request) -> Response:
+        raw_body = await request.body()
+        # The store and the launcher block: off the event loop, so that concurrent
+        # requests with one key really race on the database.
+        return await run_in_threadpool(_start_export, request, raw_body)
+
+    def _start_export(request: Request, raw_body: bytes) -> Response:
+        key = _idempotency_key(request)
+        if isinstance(key, Response):
+            return key
+        try:
+            raw = json.loads(raw_body) if raw_body.strip() else {}
+        except ValueError:
+            return _error(400, "the body is not valid JSON")
+        try:
+            body = parse_body(raw)
+            period_from, period_to = policy.resolve(body)
+        except PeriodError as exc:
+            return _error(422, str(exc))
+
+        hash_ = request_hash(raw)
+        for _ in range(3):  # a released reservation may be taken over by this request
+            stored = store.reserve(key, hash_)
+            if stored is None:
+                break
+            if stored.request_hash != hash_:
+                return _error(422, "this Idempotency-Key was used with a different request body")
+            if not stored.completed:
+                stored = store.wait_completed(key, replay_wait_sec)
+            if stored is None:
+                continue
+            if stored.completed and stored.response_body is not None:
+                assert stored.status_code is not None
+                return _replay(stored.status_code, stored.response_body)
+            return _error(
+                409,
+                "a request with this Idempotency-Key is still being processed; retry later",
+                {"Retry-After": "5"},
+            )
+        else:
+            return _error(409, "this Idempotency-Key is contended; retry later")
+
+        export = ExportRequest(period_from, period_to, body.generate_summary, key)
+        try:
+            run_id = launcher.launch(export)
+        except LaunchError as exc:
+            store.release(key)
+            return _error(503, str(exc))
+        except Exception:
+            store.release(key)
+            raise
+        payload = {
+            "run_id": run_id,
+            "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+            "status_url": f"{TASK_PATH}/{run_id}",
+        }
+        content = _dumps(payload)
+        store.complete(key, 202, content)
+        return Response(content=content, status_code=202, media_type="application/json")
+
+    # Sync handlers run in FastAPI's thread pool: the instance and the database block.
+    @app.get(TASK_PATH + "/{run_id}")
+    def export_status(run_id: str) -> Response:
+        state = launcher.status(run_id) if _is_run_id(run_id) else None
+        if state is None:
+            return _error(404, f"no call export run {run_id[:64]!r}")
+        summary = state.tags.get(SUMMARY_TAG)
+        return _json(
+            200,
+            {
+                "run_id": state.run_id,
+                "status": state.status,
+                "period": {
+                    "from": state.tags.get(RANGE_START_TAG),
+                    "to": state.tags.get(RANGE_END_TAG),
+                },
+                "generate_summary": None if summary is None else summary == "true",
+                "created_at": _iso(state.created_at),
+                "started_at": _iso(state.started_at),
+                "finished_at": _iso(state.finished_at),
+            },
+        )
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            log.warning("health check: database unreachable: %s", type(exc).__name__)
+            return _json(503, {"status": "error", "database": "unreachable"})
+        return _json(200, {"status": "ok"})
+
+    return app
+
+
+def _is_run_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

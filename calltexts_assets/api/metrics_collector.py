@@ -1,0 +1,198 @@
+"""`/metrics` of the API: the export's metrics computed at scrape time from shared state.
+
+Runs are separate processes, so the API cannot hold their counters. It reads them instead:
+- the ledger's `call_records`: calls per status, transcribed minutes, cost (monotonic: a
+  transcribed call stays transcribed and keeps its cost);
+- `run_metrics` (one row per run, written by `metrics.record_run`): transcript outcomes,
+  retries, Bitrix24 rate limiting;
+- the Dagster instance: runs per status, their durations, whether the latest one failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from calltexts_assets import ledger, metrics
+from calltexts_assets.metrics import MetricSpec
+
+log = logging.getLogger(__name__)
+
+_FINISHED = {
+    DagsterRunStatus.SUCCESS: metrics.RUN_SUCCESS,
+    DagsterRunStatus.FAILURE: metrics.RUN_FAILURE,
+    DagsterRunStatus.CANCELED: "canceled",
+}
+_IN_PROGRESS = {
+    DagsterRunStatus.QUEUED: "queued",
+    DagsterRunStatus.NOT_STARTED: "queued",
+    DagsterRunStatus.STARTING: "started",
+    DagsterRunStatus.STARTED: "started",
+    DagsterRunStatus.CANCELING: "started",
+}
+
+
+def _counter(spec: MetricSpec) -> CounterMetricFamily:
+    return CounterMetricFamily(spec.base, spec.doc, labels=spec.labels or None)
+
+
+def _gauge(spec: MetricSpec) -> GaugeMetricFamily:
+    return GaugeMetricFamily(spec.name, spec.doc, labels=spec.labels or None)
+
+
+class ExportCollector(Collector):
+    """A prometheus-client collector over the ledger database and the Dagster instance."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        instance: Callable[[], DagsterInstance] | None,
+        *,
+        job_name: str = "calls_export",
+        budget_usd: float = 0.0,
+        timezone: str = "Europe/Moscow",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.instance = instance
+        self.job_name = job_name
+        self.budget_usd = budget_usd
+        self.zone = ZoneInfo(timezone)
+        self.clock = clock or (lambda: datetime.now(self.zone))
+        # The API may start before the first run has created anything.
+        ledger.metadata.create_all(engine)
+        metrics.metadata.create_all(engine)
+
+    def describe(self) -> list[Metric]:
+        return []  # no scrape at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._ledger_metrics()
+        yield from self._summary_metrics()
+        budget = _gauge(metrics.BUDGET)
+        budget.add_metric([], self.budget_usd)
+        yield budget
+        if self.instance is not None:
+            try:
+                yield from self._run_metrics(self.instance())
+            except Exception as exc:  # the ledger metrics are still worth serving
+                log.warning("cannot read runs from the Dagster instance: %s", exc)
+
+    def _ledger_metrics(self) -> Iterator[Metric]:
+        records = ledger.call_records.c
+        month = self.clock().astimezone(self.zone).strftime("%Y-%m")
+        with self.engine.connect() as conn:
+            by_status = conn.execute(
+                sa.select(records.status, sa.func.count()).group_by(records.status)
+            ).all()
+            seconds, cost = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(records.stt_duration_sec), 0.0),
+                    sa.func.coalesce(sa.func.sum(records.cost), 0.0),
+                )
+            ).one()
+            # Ledger run ids are the calls' days, so the month is a prefix.
+            month_cost = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(records.cost), 0.0)).where(
+                    records.run_id.like(f"{month}-%")
+                )
+            ).scalar_one()
+        calls = _gauge(metrics.CALLS)
+        for status, count in sorted(by_status):
+            calls.add_metric([status], count)
+        minutes = _counter(metrics.MINUTES)
+        minutes.add_metric([], float(seconds) / 60.0)
+        total_cost = _counter(metrics.COST)
+        total_cost.add_metric([], float(cost))
+        month_gauge = _gauge(metrics.MONTH_COST)
+        month_gauge.add_metric([], float(month_cost))
+        yield from (calls, minutes, total_cost, month_gauge)
+
+    def _summary_metrics(self) -> Iterator[Metric]:
+        rows = metrics.run_metrics.c
+        with self.engine.connect() as conn:
+            ok, error, skipped, limited = conn.execute(
+                sa.select(
+                    *(
+                        sa.func.coalesce(sa.func.sum(column), 0)
+                        for column in (
+                            rows.transcripts_ok,
+                            rows.transcripts_error,
+                            rows.transcripts_skipped,
+                            rows.rate_limited,
+                        )
+                    )
+                )
+            ).one()
+            retries_json = conn.execute(sa.select(rows.retries)).scalars().all()
+        transcripts = _counter(metrics.TRANSCRIPTS)
+        for status, count in zip(metrics.TRANSCRIPT_STATUSES, (ok, error, skipped), strict=True):
+            transcripts.add_metric([status], int(count))
+        retries: Counter[str] = Counter(dict.fromkeys(metrics.SERVICES, 0))
+        for text in retries_json:
+            retries.update(json.loads(text or "{}"))
+        retry_family = _counter(metrics.RETRIES)
+        for service, count in sorted(retries.items()):
+            retry_family.add_metric([service], count)
+        rate_limited = _counter(metrics.RATE_LIMITED)
+        rate_limited.add_metric([], int(limited))
+        yield from (transcripts, retry_family, rate_limited)
+
+    def _run_metrics(self, instance: DagsterInstance) -> Iterator[Metric]:
+        records = instance.get_run_records(RunsFilter(job_name=self.job_name))
+        finished: Counter[str] = Counter({metrics.RUN_SUCCESS: 0, metrics.RUN_FAILURE: 0})
+        in_progress: Counter[str] = Counter({"queued": 0, "started": 0})
+        durations: list[float] = []
+        last_end: tuple[float, str] | None = None
+        last_success = 0.0
+        for record in records:
+            status = record.dagster_run.status
+            if status in _IN_PROGRESS:
+                in_progress[_IN_PROGRESS[status]] += 1
+            if status not in _FINISHED:
+                continue
+            label = _FINISHED[status]
+            finished[label] += 1
+            if record.start_time and record.end_time:
+                durations.append(record.end_time - record.start_time)
+            if record.end_time:
+                if last_end is None or record.end_time > last_end[0]:
+                    last_end = (record.end_time, label)
+                if label == metrics.RUN_SUCCESS:
+                    last_success = max(last_success, record.end_time)
+
+        runs = _counter(metrics.RUNS)
+        for label, count in sorted(finished.items()):
+            runs.add_metric([label], count)
+        active = _gauge(metrics.RUNS_IN_PROGRESS)
+        for label, count in sorted(in_progress.items()):
+            active.add_metric([label], count)
+        failed = _gauge(metrics.LAST_RUN_FAILED)
+        failed.add_metric([], 1 if last_end and last_end[1] == metrics.RUN_FAILURE else 0)
+        success = _gauge(metrics.LAST_SUCCESS)
+        success.add_metric([], last_success)
+        yield from (runs, active, failed, success, _histogram(durations))
+
+
+def _histogram(durations: list[float]) -> HistogramMetricFamily:
+    buckets = [
+        (str(bound), sum(1 for d in durations if d <= bound)) for bound in metrics.DURATION_BUCKETS
+    ]
+    buckets.append(("+Inf", len(durations)))
+    return HistogramMetricFamily(
+        metrics.DURATION.name, metrics.DURATION.doc, buckets=buckets, sum_value=sum(durations)
+    )

@@ -1,0 +1,67 @@
+"""`calltexts api serve`: the API wired to the ledger database and the Dagster deployment."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from datetime import date
+
+import uvicorn
+from dagster import DagsterInstance
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from calltexts_assets.api.app import create_app
+from calltexts_assets.api.idempotency import IdempotencyStore
+from calltexts_assets.api.launcher import DagsterLauncher
+from calltexts_assets.api.metrics_collector import ExportCollector
+from calltexts_assets.api.period import PeriodPolicy
+from calltexts_assets.ledger import Ledger
+
+WEBSERVER_ENV = "DAGSTER_WEBSERVER_URL"
+DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
+
+
+@functools.cache
+def _instance() -> DagsterInstance:
+    # One instance per process: DagsterInstance.get() opens storage every time it is called.
+    return DagsterInstance.get()
+
+
+def _last_exportable_day() -> date:
+    from calltexts_assets.assets.partitions import daily_partitions
+
+    last = daily_partitions.get_last_partition_key()
+    return date.fromisoformat(last) if last else date.min
+
+
+def build_app(env: Mapping[str, str] = os.environ) -> FastAPI:
+    # Imported here: they pull in the asset graph, which tests of create_app do not need.
+    from calltexts_assets.assets.partitions import PORTAL_TIMEZONE
+    from calltexts_assets.settings import database_url, env_float
+
+    ledger = Ledger(database_url(env))  # creates the ledger tables the metrics read
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        ExportCollector(
+            ledger.engine,
+            _instance,
+            budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0, env),
+            timezone=PORTAL_TIMEZONE,
+        )
+    )
+    launcher = DagsterLauncher(
+        env.get(WEBSERVER_ENV) or DEFAULT_WEBSERVER_URL,
+        _instance,
+        location_name=env.get("DAGSTER_CODE_LOCATION") or None,
+    )
+    policy = PeriodPolicy(timezone=PORTAL_TIMEZONE, last_exportable_day=_last_exportable_day)
+    return create_app(
+        launcher, IdempotencyStore(ledger.engine), policy=policy, metrics_registry=registry
+    )
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve the API until interrupted (configuration from the environment)."""
+    uvicorn.run(build_app(), host=host, port=port, log_level="info")

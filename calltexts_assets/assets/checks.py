@@ -1,0 +1,33 @@
+"""Quality gates as Dagster asset check results, computed by the pure code in quality.py."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from calltexts_assets.quality import CheckOutcome
+
+_SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
+
+
+def check_spec(name: str, asset: str, description: str, *, blocking: bool = False):
+    return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+
+
+def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=_SEVERITY[outcome.severity],
+        metadata=outcome.metadata(),
+        description=outcome.summary or None,
+    )
+
+
+def table_preview(frame: pl.DataFrame, rows: int = 10) -> dg.MarkdownMetadataValue:
+    head = frame.head(rows)
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    for row in head.iter_rows():
+        cells = ("" if v is None else str(v).replace("|", "\\|") for v in row)
+        lines.append("| " + " | ".join(cells) + " |")
+    return dg.MarkdownMetadataValue("\n".join(lines))

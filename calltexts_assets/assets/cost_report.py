@@ -1,0 +1,90 @@
+"""cost_report: the period's summary for the operations team, Markdown and PDF."""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.registry_csv import registry_csv
+from calltexts_assets.cost import forecast
+from calltexts_assets.quality import (
+    cost_matches,
+    coverage,
+    duplicate_transcripts,
+    duration_variance,
+)
+from calltexts_assets.report import build_report_data, render_markdown, render_pdf
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.storage_keys import report_key
+
+
+def run_seconds(context: dg.AssetExecutionContext) -> float:
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record and record.start_time else None
+    return datetime.now(UTC).timestamp() - started if started else 0.0
+
+
+@dg.asset(
+    deps=[registry_csv],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="reporting",
+    kinds={"markdown", "pdf"},
+    description="exports/<from>_<to>/reports/summary_<from>_<to>.md and .pdf: calls, minutes, "
+    "cost in USD and RUB, forecast vs actual, variance, exceptions, recommendations.",
+)
+def cost_report(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    ledger: LedgerResource,
+    export_settings: ExportSettings,
+) -> dg.MaterializeResult:
+    period = run_period(context)
+    records = ledger.get().records(period.export_ids)
+    price = export_settings.price_per_minute_usd
+    plan = forecast(
+        [r.duration_sec for r in records if r.recording_url],
+        price_per_minute=price,
+        usd_rub_rate=export_settings.usd_rub_rate,
+    )
+    data = build_report_data(
+        records,
+        period_from=period.first.isoformat(),
+        period_to=period.last.isoformat(),
+        forecast=plan,
+        price_per_minute=price,
+        usd_rub_rate=export_settings.usd_rub_rate,
+        budget_usd=export_settings.budget_usd,
+        run_seconds=run_seconds(context),
+        checks=[
+            duration_variance(records),
+            coverage(records),
+            duplicate_transcripts(records),
+            cost_matches(records, price),
+        ],
+        is_sandbox=export_settings.is_sandbox,
+    )
+    store = storage.get()
+    md_key = report_key(period.first, period.last, "md")
+    pdf_key = report_key(period.first, period.last, "pdf")
+    store.write_text(md_key, render_markdown(data))
+    store.write_bytes(pdf_key, render_pdf(data))
+    return dg.MaterializeResult(
+        metadata={
+            "period": period.label,
+            "calls": data.calls_total,
+            "transcribed": data.transcribed,
+            "missing_audio": data.missing_audio,
+            "errors": data.errors,
+            "billable_minutes": data.billable_minutes,
+            "cost_usd": dg.FloatMetadataValue(float(data.cost_usd)),
+            "cost_rub": dg.FloatMetadataValue(float(data.cost_rub)),
+            "forecast_cost_usd": dg.FloatMetadataValue(float(plan.cost_usd)),
+            "warnings": dg.JsonMetadataValue(list(data.warnings)),
+            "markdown": dg.PathMetadataValue(store.uri(md_key)),
+            "pdf": dg.PathMetadataValue(store.uri(pdf_key)),
+        }
+    )

@@ -1,0 +1,67 @@
+"""The one partitioning of every asset: calendar days in the portal's time zone."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+PORTAL_TIMEZONE = os.getenv("CALLTEXTS_TIMEZONE", "Europe/Moscow")
+PARTITIONS_START = os.getenv("CALLTEXTS_PARTITIONS_START", "2025-01-01")
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=PARTITIONS_START, timezone=PORTAL_TIMEZONE, end_offset=0
+)
+
+# A 60-day backfill is one run (one process, one Bitrix24 listing), not 60.
+single_run = dg.BackfillPolicy.single_run()
+
+
+@dataclass(frozen=True)
+class RunPeriod:
+    """The days a run covers: one partition, or the whole range of a single-run backfill."""
+
+    days: tuple[date, ...]
+    start: datetime  # aware, portal time zone, inclusive
+    end: datetime  # exclusive
+
+    @property
+    def first(self) -> date:
+        return self.days[0]
+
+    @property
+    def last(self) -> date:
+        return self.days[-1]
+
+    @property
+    def export_ids(self) -> list[str]:
+        """Ledger run ids: one per day."""
+        return [d.isoformat() for d in self.days]
+
+    @property
+    def label(self) -> str:
+        return f"{self.first.isoformat()}_{self.last.isoformat()}"
+
+
+def period_for_days(first: date, last: date, tz: str = PORTAL_TIMEZONE) -> RunPeriod:
+    zone = ZoneInfo(tz)
+    days = tuple(first + timedelta(days=i) for i in range((last - first).days + 1))
+    start = datetime(first.year, first.month, first.day, tzinfo=zone)
+    end_day = last + timedelta(days=1)
+    end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone)
+    return RunPeriod(days=days, start=start, end=end)
+
+
+def run_period(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> RunPeriod:
+    """The run's period through the range API, which works for one partition and for ranges
+    (`context.partition_key` raises inside a range run)."""
+    key_range = context.partition_key_range
+    return period_for_days(date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
+
+
+def export_day(started_at: datetime, tz: str = PORTAL_TIMEZONE) -> str:
+    """The partition (ledger run id) a call belongs to: its start date in the portal zone."""
+    return started_at.astimezone(ZoneInfo(tz)).date().isoformat()

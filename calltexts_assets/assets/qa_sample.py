@@ -1,0 +1,51 @@
+"""qa_sample: 50 transcribed calls picked reproducibly per period, for the QA analyst."""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from calltexts_assets.assets.checks import check_result, check_spec
+from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.transcripts import transcripts
+from calltexts_assets.quality import qa_sample as pick_sample
+from calltexts_assets.quality import qa_sample_csv, qa_sample_outcome
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.storage_keys import qa_sample_key
+
+
+@dg.asset(
+    deps=[transcripts],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="reporting",
+    kinds={"csv"},
+    check_specs=[
+        check_spec(
+            "qa_sample",
+            "qa_sample",
+            "min(50, transcribed calls) distinct transcribed calls, seeded by the period.",
+        )
+    ],
+    description="exports/<from>_<to>/reports/qa_sample_<from>_<to>.csv: the same period "
+    "always gives the same calls.",
+)
+def qa_sample(
+    context: dg.AssetExecutionContext, storage: StorageResource, ledger: LedgerResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    period = run_period(context)
+    records = ledger.get().records(period.export_ids)
+    sample = pick_sample(records, period.label)
+    store = storage.get()
+    key = qa_sample_key(period.first, period.last)
+    store.write_bytes(key, qa_sample_csv(sample))
+    yield dg.MaterializeResult(
+        metadata={
+            "period": period.label,
+            "calls": len(sample),
+            "path": dg.PathMetadataValue(store.uri(key)),
+            "call_ids": dg.JsonMetadataValue([r.call_id for r in sample]),
+        }
+    )
+    yield check_result(qa_sample_outcome(sample, records))

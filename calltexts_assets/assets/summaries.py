@@ -1,0 +1,62 @@
+"""summaries: an optional short summary and tags per transcribed call."""
+
+
+from functools import partial
+
+import dagster as dg
+
+from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.transcripts import transcripts
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.resources.summariser import SummariserResource
+from calltexts_assets.run_context import CallSteps
+from calltexts_assets.summarise_call import needs_summary, summarise_record
+
+
+class SummariesConfig(dg.Config):
+    generate_summary: bool | None = None  # None: EXPORT_SUMMARY_ENABLED decides
+
+
+@dg.asset(
+    deps=[transcripts],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="calls",
+    kinds={"openai", "storage"},
+    description="exports/<month>/summary/call_<id>.md, only when EXPORT_SUMMARY_ENABLED or run "
+    "config generate_summary; none for calls in an error status.",
+)
+def summaries(
+    context: dg.AssetExecutionContext,
+    config: SummariesConfig,
+    summariser: SummariserResource,
+    storage: StorageResource,
+    ledger: LedgerResource,
+    export_settings: ExportSettings,
+) -> dg.MaterializeResult:
+    period = run_period(context)
+    enabled = (
+        export_settings.summaries_enabled
+        if config.generate_summary is None
+        else config.generate_summary
+    )
+    if not enabled:
+        return dg.MaterializeResult(metadata={"period": period.label, "enabled": False})
+    db = ledger.get()
+    todo = [r for r in db.records(period.export_ids) if needs_summary(r)]
+    steps = CallSteps(context, db, stage="summaries", failure_status=None)
+    tally = steps.run(
+        todo,
+        partial(summarise_record, summariser=summariser, storage=storage.get()),
+        max_workers=export_settings.max_concurrency,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "period": period.label,
+            "enabled": True,
+            "summarised_now": tally.outcomes["summarised"],
+            "failed_now": tally.outcomes["failed"],
+        }
+    )

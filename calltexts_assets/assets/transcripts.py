@@ -1,0 +1,91 @@
+"""transcripts: one text file per call with audio, dialogue by roles."""
+
+
+from collections.abc import Iterator
+from functools import partial
+
+import dagster as dg
+
+from calltexts_assets.assets.checks import check_result, check_spec
+from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.raw_audio import raw_audio
+from calltexts_assets.ledger import Status
+from calltexts_assets.quality import coverage, duplicate_transcripts
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.resources.whisper import WhisperResource
+from calltexts_assets.run_context import CallSteps
+from calltexts_assets.transcribe_audio import needs_transcript, transcribe_record
+
+
+@dg.asset(
+    deps=[raw_audio],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="calls",
+    kinds={"openai", "storage"},
+    pool="stt",
+    check_specs=[
+        check_spec(
+            "coverage",
+            "transcripts",
+            ">= 99 % of calls with available audio have a transcript (warn from 98 %).",
+        ),
+        check_spec(
+            "duplicate_transcripts",
+            "transcripts",
+            "No call transcribed twice, no two files for one record.",
+            blocking=True,
+        ),
+    ],
+    description="exports/<month>/transcripts/call_<id>.txt: UTF-8, metadata header, dialogue "
+    "by roles (stereo: left = operator, right = client). Calls already transcribed are skipped.",
+)
+def transcripts(
+    context: dg.AssetExecutionContext,
+    whisper: WhisperResource,
+    storage: StorageResource,
+    ledger: LedgerResource,
+    export_settings: ExportSettings,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    period = run_period(context)
+    db = ledger.get()
+    todo = [r for r in db.records(period.export_ids) if needs_transcript(r)]
+    steps = CallSteps(context, db, stage="transcripts", failure_status=Status.TRANSCRIPTION_ERROR)
+    tally = steps.run(
+        todo,
+        partial(
+            transcribe_record,
+            whisper=whisper,
+            storage=storage.get(),
+            price_per_minute=export_settings.price_per_minute_usd,
+            labels=export_settings.role_labels,
+            mask_phones=export_settings.mask_phones_in_transcripts,
+            sandbox=export_settings.is_sandbox,
+        ),
+        max_workers=export_settings.max_concurrency,
+    )
+    records = db.records(period.export_ids)
+    transcribed = [r for r in records if r.status == Status.TRANSCRIBED]
+    yield dg.MaterializeResult(
+        metadata={
+            "period": period.label,
+            "transcribed_now": tally.outcomes["transcribed"],
+            "failed_now": tally.outcomes["failed"],
+            "transcribed_total": len(transcribed),
+            "transcription_errors": sum(r.status == Status.TRANSCRIPTION_ERROR for r in records),
+            "audio_minutes": dg.FloatMetadataValue(
+                round(sum(r.stt_duration_sec or 0 for r in transcribed) / 60, 1)
+            ),
+            "cost_usd": dg.FloatMetadataValue(round(sum(r.cost or 0 for r in transcribed), 4)),
+            "languages": dg.JsonMetadataValue(
+                sorted({r.language for r in transcribed if r.language})
+            ),
+        }
+    )
+    store = storage.get()
+    months = sorted({day.strftime("%Y-%m") for day in period.days})
+    stored_keys = [o.key for m in months for o in store.list(f"exports/{m}/transcripts/")]
+    yield check_result(coverage(records))
+    yield check_result(duplicate_transcripts(records, stored_keys))

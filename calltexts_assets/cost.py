@@ -1,0 +1,119 @@
+"""Transcription tariff arithmetic: billable minutes, USD and RUB, the pre-run forecast.
+
+Rounding rules (the registry, the report and the cost check all rely on them):
+- A call is billed per started minute: `ceil(seconds / 60)`; 0 s costs nothing. Durations
+  are first rounded to whole milliseconds, so float noise from summed chunk durations
+  (33.319 + 19.382 + 67.299 = 120.00000000000001) does not add a minute.
+- Money is `Decimal`, computed exactly: prices and rates given as floats are read through
+  `str()` (0.006 stays 0.006, not its binary expansion). Nothing is rounded per call.
+- Rounding happens once, for display: USD to 4 places (tariffs go down to $0.003/min),
+  RUB to 2 places (kopecks), both ROUND_HALF_UP. Totals are sums of exact values, rounded
+  at the end, so a report total equals the sum of the registry's rows to the displayed place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
+
+PRICE_PER_MINUTE_USD = 0.006  # whisper-1
+USD_RUB_RATE = 100.0
+USD_PLACES = 4
+RUB_PLACES = 2
+
+
+def _dec(value: float | int | str | Decimal) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def billable_minutes(duration_sec: float) -> int:
+    """Started minutes of a call: ceil(duration / 60); 0 s -> 0."""
+    if duration_sec < 0 or math.isnan(duration_sec):
+        raise ValueError(f"duration must be >= 0 s, got {duration_sec!r}")
+    millis = round(duration_sec * 1000)
+    return -(-millis // 60_000)
+
+
+def call_cost_usd(
+    duration_sec: float, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+) -> Decimal:
+    """Exact cost of one call: billable minutes x tariff."""
+    return billable_minutes(duration_sec) * _dec(price_per_minute)
+
+
+def to_rub(usd: Decimal | float, rate: float | Decimal = USD_RUB_RATE) -> Decimal:
+    """Exact RUB amount at `rate` RUB per USD (round with `round_rub` for display)."""
+    return _dec(usd) * _dec(rate)
+
+
+def round_usd(value: Decimal | float) -> Decimal:
+    return _dec(value).quantize(Decimal(1).scaleb(-USD_PLACES), rounding=ROUND_HALF_UP)
+
+
+def round_rub(value: Decimal | float) -> Decimal:
+    return _dec(value).quantize(Decimal(1).scaleb(-RUB_PLACES), rounding=ROUND_HALF_UP)
+
+
+def format_usd(value: Decimal | float) -> str:
+    """Fixed 4-place form ("0.0180") used in the registry CSV and the report."""
+    return f"{round_usd(value):.{USD_PLACES}f}"
+
+
+def format_rub(value: Decimal | float) -> str:
+    return f"{round_rub(value):.{RUB_PLACES}f}"
+
+
+class HasDurations(Protocol):
+    """What `billed_seconds` reads of a ledger row (`CallRecord` fits)."""
+
+    @property
+    def duration_sec(self) -> int: ...
+    @property
+    def audio_duration_sec(self) -> float | None: ...
+    @property
+    def stt_duration_sec(self) -> float | None: ...
+
+
+def billed_seconds(record: HasDurations) -> float:
+    """The duration a call is billed on: what the STT reported (the audio it was sent),
+    else the measured audio, else Bitrix24's duration (a call not yet downloaded)."""
+    for value in (record.stt_duration_sec, record.audio_duration_sec):
+        if value is not None:
+            return float(value)
+    return float(record.duration_sec)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    calls: int
+    minutes: int  # billable minutes, summed per call
+    cost_usd: Decimal  # exact
+    cost_rub: Decimal  # exact
+
+    @property
+    def cost_usd_display(self) -> str:
+        return format_usd(self.cost_usd)
+
+    @property
+    def cost_rub_display(self) -> str:
+        return format_rub(self.cost_rub)
+
+
+def forecast(
+    durations_sec: Iterable[float],
+    *,
+    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    usd_rub_rate: float | Decimal = USD_RUB_RATE,
+) -> Forecast:
+    """Pre-run estimate from Bitrix24 durations of the calls that have a recording.
+
+    Minutes are rounded up per call, as they will be billed, not over the sum."""
+    durations = list(durations_sec)
+    minutes = sum(billable_minutes(d) for d in durations)
+    usd = minutes * _dec(price_per_minute)
+    return Forecast(
+        calls=len(durations), minutes=minutes, cost_usd=usd, cost_rub=to_rub(usd, usd_rub_rate)
+    )

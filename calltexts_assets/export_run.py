@@ -1,0 +1,47 @@
+"""`calltexts run`: one Dagster run of the `calls_export` job over a range of days."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+import dagster as dg
+
+from calltexts_assets.assets.partitions import period_for_days
+from calltexts_assets.settings import home_dir
+
+
+def range_tags(period_from: date, period_to: date) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": period_from.isoformat(),
+        "dagster/asset_partition_range_end": period_to.isoformat(),
+    }
+
+
+def summaries_run_config(enabled: bool) -> dict:
+    return {"ops": {"summaries": {"config": {"generate_summary": True}}}} if enabled else {}
+
+
+def run_export(period_from: date, period_to: date, *, summaries: bool = False) -> int:
+    from calltexts_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    job = defs.get_job_def("calls_export")
+    period = period_for_days(period_from, period_to)
+    print(f"Exporting {period.label} ({len(period.days)} days) in one run...")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={**range_tags(period_from, period_to), "actor": "calltexts run"},
+            run_config=summaries_run_config(summaries),
+            raise_on_error=False,
+        )
+    ledger = defs.resources["ledger"].get()
+    statuses = Counter(r.status for r in ledger.records(period.export_ids))
+    print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    print("Calls by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        print(f"Check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {verdict}")
+    print(f"Outputs: {home_dir() / 'exports'} (registry and report under {period.label}/)")
+    return 0 if result.success else 1

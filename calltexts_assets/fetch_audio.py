@@ -1,0 +1,76 @@
+"""raw_audio's per-call step: download a recording once, keep it with its checksum."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from calltexts_assets import audio
+from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.resources.bitrix24 import Bitrix24Client, RecordingMissing
+from calltexts_assets.resources.storage import Storage
+from calltexts_assets.run_context import StepOutcome
+from calltexts_assets.storage_keys import raw_audio_key
+
+# States in which the call's audio is already stored; the download is done unless the
+# stored object is gone or no longer matches its checksum.
+_HAS_AUDIO = {Status.DOWNLOADED, Status.TRANSCRIBED, Status.TRANSCRIPTION_ERROR}
+
+
+def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bool) -> bool:
+    if record.status not in _HAS_AUDIO or not record.audio_path or not record.checksum:
+        return False
+    if storage.stat(record.audio_path) != record.audio_bytes:
+        return False
+    return not verify_checksum or storage.sha256(record.audio_path) == record.checksum
+
+
+def needs_fetch(record: CallRecord, *, retry_missing: bool) -> bool:
+    if record.status in (Status.NO_RECORDING, Status.INVALID) or not record.recording_url:
+        return False
+    return record.status != Status.MISSING_AUDIO or retry_missing
+
+
+def fetch_recording(
+    record: CallRecord,
+    *,
+    client: Bitrix24Client,
+    storage: Storage,
+    verify_checksum: bool,
+) -> StepOutcome:
+    """Download to a local spool file (so a retry restarts cleanly and the duration is read
+    from the header), then store it atomically under its layout key."""
+    if audio_is_stored(record, storage, verify_checksum=verify_checksum):
+        return StepOutcome("stored", counts_attempt=False)
+    assert record.recording_url
+    key = raw_audio_key(record.call_id, datetime.fromisoformat(record.started_at))
+    # A re-download of a transcribed call's lost file keeps the call's later progress.
+    status = record.status if record.status in _HAS_AUDIO else Status.DOWNLOADED
+    with tempfile.NamedTemporaryFile(prefix="calltexts-", suffix=".mp3") as spool:
+        try:
+            downloaded = client.download(record.recording_url, spool)
+        except RecordingMissing as exc:
+            return StepOutcome(
+                "missing",
+                {"status": Status.MISSING_AUDIO, "error_code": exc.code, "error_message": str(exc)},
+            )
+        spool.flush()
+        info = audio.probe(Path(spool.name))
+        with open(spool.name, "rb") as source:
+            stored = storage.write_stream(key, iter(lambda: source.read(1 << 20), b""))
+    if stored.sha256 != downloaded.sha256:
+        raise OSError(f"stored copy of call {record.call_id} differs from the download")
+    return StepOutcome(
+        "downloaded",
+        {
+            "status": status,
+            "audio_path": key,
+            "audio_bytes": stored.size,
+            "checksum": stored.sha256,
+            "audio_duration_sec": info.duration_sec,
+            "error_code": None,
+            "error_message": None,
+        },
+        bytes=stored.size,
+    )

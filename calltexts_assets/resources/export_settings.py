@@ -1,0 +1,21 @@
+"""Business settings of an export, shared by the assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+class ExportSettings(dg.ConfigurableResource):
+    """Defaults come from the environment in definitions.py; run config can override
+    `generate_summary` per run (see the summaries asset)."""
+
+    summaries_enabled: bool = False
+    max_concurrency: int = 10
+    price_per_minute_usd: float = 0.006
+    usd_rub_rate: float = 100.0
+    budget_usd: float = 0.0  # 0: no budget set
+    mask_phones_in_transcripts: bool = False
+    role_labels: str = "ru"  # "ru" or "en"
+    verify_checksums: bool = True
+    retry_missing_audio: bool = False
+    is_sandbox: bool = False

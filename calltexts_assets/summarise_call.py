@@ -1,0 +1,43 @@
+"""summaries' per-call step: transcript -> summary/call_<id>.md with tags."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.resources.storage import Storage
+from calltexts_assets.resources.summariser import SummariserResource
+from calltexts_assets.run_context import StepOutcome
+from calltexts_assets.storage_keys import summary_key
+
+
+def needs_summary(record: CallRecord) -> bool:
+    # Calls in an error status have no transcript worth summarising.
+    return record.status == Status.TRANSCRIBED and not record.summary_path
+
+
+def summary_document(record: CallRecord, markdown: str, tags: list[str]) -> str:
+    tag_line = ", ".join(tags) if tags else "—"
+    return f"# Звонок {record.call_id}\n\n{markdown.strip()}\n\nТеги: {tag_line}\n"
+
+
+def summarise_record(
+    record: CallRecord, *, summariser: SummariserResource, storage: Storage
+) -> StepOutcome:
+    assert record.transcript_path
+    transcript = storage.read_bytes(record.transcript_path).decode("utf-8")
+    meta = {
+        "call_id": record.call_id,
+        "started_at": record.started_at,
+        "direction": record.direction,
+        "duration_sec": record.duration_sec,
+        "language": record.language,
+    }
+    summary = summariser.summarise(transcript, meta)
+    key = summary_key(record.call_id, datetime.fromisoformat(record.started_at))
+    storage.write_text(key, summary_document(record, summary.markdown, summary.tags))
+    return StepOutcome(
+        "summarised",
+        {"summary_path": key, "tags": json.dumps(summary.tags, ensure_ascii=False)},
+    )

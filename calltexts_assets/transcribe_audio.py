@@ -1,0 +1,67 @@
+"""transcripts' per-call step: stored recording -> transcript file, cost and language."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from calltexts_assets.cost import call_cost_usd
+from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.resources.storage import Storage
+from calltexts_assets.run_context import StepOutcome
+from calltexts_assets.storage_keys import transcript_key
+from calltexts_assets.transcript_format import TranscriptHeader, render_transcript
+from calltexts_assets.transcription import SpeechToText, transcribe_call
+
+# A transcription error is retried by the next run; the download is never repeated for it.
+TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
+
+
+def needs_transcript(record: CallRecord) -> bool:
+    return record.status in TRANSCRIBABLE and bool(record.audio_path)
+
+
+def header_for(record: CallRecord, *, sandbox: bool) -> TranscriptHeader:
+    return TranscriptHeader(
+        call_id=record.call_id,
+        started_at=datetime.fromisoformat(record.started_at),
+        direction=record.direction,
+        phone_from=record.phone_from,
+        phone_to=record.phone_to,
+        duration_sec=record.duration_sec,
+        sandbox=sandbox,
+    )
+
+
+def transcribe_record(
+    record: CallRecord,
+    *,
+    whisper: SpeechToText,
+    storage: Storage,
+    price_per_minute: float,
+    labels: str,
+    mask_phones: bool,
+    sandbox: bool,
+) -> StepOutcome:
+    """The transcript key is a function of the call alone and is written atomically, so a
+    re-run after a crash overwrites the same object: never a second transcript of a call."""
+    assert record.audio_path
+    with storage.local_path(record.audio_path) as path:
+        transcript = transcribe_call(path, whisper)
+    key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
+    text = render_transcript(
+        header_for(record, sandbox=sandbox), transcript, labels=labels, mask_phones=mask_phones
+    )
+    storage.write_text(key, text)
+    return StepOutcome(
+        "transcribed",
+        {
+            "status": Status.TRANSCRIBED,
+            "transcript_path": key,
+            "language": transcript.language,
+            "model": transcript.model,
+            "stt_duration_sec": transcript.duration_sec,
+            "cost": float(call_cost_usd(transcript.duration_sec, price_per_minute)),
+            "error_code": None,
+            "error_message": None,
+        },
+    )

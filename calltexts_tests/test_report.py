@@ -1,0 +1,262 @@
+import io
+import math
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+
+from calltexts_assets.cost import call_cost_usd, forecast
+from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.quality import CheckOutcome, coverage, duplicate_transcripts
+from calltexts_assets.report import (
+    MAX_EXCEPTIONS,
+    ReportData,
+    build_report_data,
+    render_markdown,
+    render_pdf,
+)
+
+DAY = "2026-11-24"
+PRICE = 0.006
+RATE = 92.5
+STT_SECONDS = [30.0, 61.0, 125.5, 240.0, 59.2, 600.0, 7.0]
+
+
+def make_record(n: int = 1, **changes: Any) -> CallRecord:
+    """A transcribed call; its cost follows the tariff unless `changes` say otherwise."""
+    call_id = f"call{n}"
+    seconds = float(changes.pop("seconds", 90.0))
+    values: dict[str, Any] = {
+        "run_id": DAY,
+        "call_id": call_id,
+        "record_id": f"rec{n}",
+        "started_at": f"{DAY}T10:{n % 60:02d}:00+03:00",
+        "call_type": 2,
+        "direction": "incoming",
+        "phone_from": "+79161234567",
+        "phone_to": "+74951234567",
+        "portal_user_id": "7",
+        "duration_sec": round(seconds),
+        "recording_url": f"https://portal.example/rec/{n}.mp3",
+        "audio_path": f"exports/2026-11/raw/2026/11/24/call_{call_id}.mp3",
+        "audio_bytes": 1000,
+        "checksum": "ab" * 32,
+        "audio_duration_sec": seconds,
+        "transcript_path": f"exports/2026-11/transcripts/call_{call_id}.txt",
+        "language": "russian",
+        "model": "whisper-1",
+        "stt_duration_sec": seconds,
+        "cost": float(call_cost_usd(seconds, PRICE)),
+        "summary_path": None,
+        "tags": None,
+        "status": Status.TRANSCRIBED,
+        "error_code": None,
+        "error_message": None,
+        "attempts": 1,
+        "dagster_run_id": "run-1",
+    }
+    values.update(changes)
+    return CallRecord(**values)
+
+
+def failed(n: int, status: str, error_code: str | None, message: str = "") -> CallRecord:
+    return make_record(
+        n,
+        status=status,
+        error_code=error_code,
+        error_message=message or None,
+        transcript_path=None,
+        language=None,
+        audio_duration_sec=None,
+        stt_duration_sec=None,
+        cost=None,
+        attempts=3,
+    )
+
+
+def period() -> list[CallRecord]:
+    records = [make_record(n, seconds=s) for n, s in enumerate(STT_SECONDS, start=1)]
+    records += [
+        failed(11, Status.MISSING_AUDIO, "http_404", "запись удалена | 404"),
+        failed(12, Status.NO_RECORDING, None),  # answered (90 s) but not recorded
+        failed(13, Status.TRANSCRIPTION_ERROR, "stt_5xx", "Сервер распознавания недоступен"),
+        failed(14, Status.INVALID, "invalid_row", "unsafe CALL_ID"),
+    ]
+    return records
+
+
+def build(records: list[CallRecord], **overrides: Any) -> ReportData:
+    arguments: dict[str, Any] = {
+        "period_from": DAY,
+        "period_to": DAY,
+        "forecast": forecast([r.duration_sec for r in records], price_per_minute=PRICE),
+        "price_per_minute": PRICE,
+        "usd_rub_rate": RATE,
+        "budget_usd": None,
+        "run_seconds": 3725.4,
+        "checks": [coverage(records), duplicate_transcripts(records)],
+        "is_sandbox": False,
+    }
+    arguments.update(overrides)
+    return build_report_data(records, **arguments)
+
+
+def expected_figures() -> dict[str, str]:
+    """The report's numbers computed straight from the test data, not through report.py."""
+    minutes = sum(math.ceil(s / 60) for s in STT_SECONDS)
+    usd = minutes * Decimal("0.006")
+    rub = usd * Decimal("92.5")
+    return {
+        "calls": "11",
+        "with_audio": "8",  # 11 less missing_audio, no_recording and invalid
+        "transcribed": "7",
+        "billable": f"{minutes} мин ({minutes / 60:.2f} ч)",
+        "actual": f"{sum(STT_SECONDS) / 60:.1f} мин ({sum(STT_SECONDS) / 3600:.2f} ч)",
+        "usd": f"{usd:.4f}",
+        "rub": f"{rub.quantize(Decimal('0.01')):.2f}",
+        "variance": f"{variance() * 100:.2f} %",
+    }
+
+
+def variance() -> float:
+    # Bitrix24 reports whole seconds (round() in make_record); the audio has the fractions.
+    bitrix = sum(round(s) for s in STT_SECONDS)
+    return abs(sum(STT_SECONDS) - bitrix) / bitrix
+
+
+def test_report_data_numbers() -> None:
+    data = build(period())
+    minutes = sum(math.ceil(s / 60) for s in STT_SECONDS)
+    assert (data.calls_total, data.transcribed, data.calls_with_audio) == (11, 7, 8)
+    assert (data.missing_audio, data.no_recording, data.errors, data.pending) == (1, 1, 2, 0)
+    assert data.billable_minutes == minutes
+    assert data.transcribed_seconds == pytest.approx(sum(STT_SECONDS))
+    assert data.cost_usd == minutes * Decimal("0.006")
+    assert data.cost_rub == data.cost_usd * Decimal("92.5")
+    assert data.coverage == pytest.approx(7 / 8)
+    assert data.duration_variance == pytest.approx(variance())
+    assert data.exceptions_total == 4
+
+
+def test_markdown_shows_the_numbers_computed_from_the_records() -> None:
+    markdown = render_markdown(build(period()))
+    figures = expected_figures()
+    assert markdown.startswith(f"# Отчёт по выгрузке звонков за {DAY}\n")
+    for label, value in [
+        ("Всего звонков", figures["calls"]),
+        ("С доступной записью", figures["with_audio"]),
+        ("Расшифровано", figures["transcribed"]),
+        ("Запись не найдена (missing_audio)", "1"),
+        ("Нет записи в Bitrix24 (no_recording)", "1"),
+        ("Ошибки (download, transcription, invalid)", "2"),
+        ("К оплате (минуты с округлением вверх)", figures["billable"]),
+        ("Фактически расшифровано", figures["actual"]),
+        ("Стоимость, USD", figures["usd"]),
+        ("Стоимость, RUB", figures["rub"]),
+        ("Покрытие расшифровкой", "87.50 %"),
+        ("Расхождение с Bitrix24", f"{figures['variance']} (порог 0.50 %)"),
+        ("Время выполнения", "1:02:05"),
+    ]:
+        assert f"| {label} | {value} |" in markdown
+    # the exceptions, with a "|" in a message escaped so the table holds
+    assert "| call11 | 2026-11-24 10:11 | missing_audio | http_404 | запись удалена \\| 404 |" in (
+        markdown
+    )
+    assert "| call13 | 2026-11-24 10:13 | transcription_error | stt_5xx |" in markdown
+    assert "| coverage | ОШИБКА |" in markdown
+    assert "| duplicate_transcripts | OK |" in markdown
+
+
+def test_recommendations_follow_the_data() -> None:
+    markdown = render_markdown(build(period()))
+    assert "настройки записи разговоров" in markdown  # missing_audio
+    assert "включена ли запись разговоров" in markdown  # an answered call without recording
+    assert "Запустите выгрузку за период повторно" in markdown  # transcription_error
+    assert "(invalid): 1" in markdown
+
+    clean = render_markdown(build([make_record(n) for n in range(1, 4)], checks=[]))
+    assert "Действий не требуется." in clean
+    assert "Нет: все звонки расшифрованы." in clean
+
+
+def test_variance_and_failed_checks_lead_to_recommendations() -> None:
+    records = [make_record(1, audio_duration_sec=120.0, duration_sec=90)]
+    broken = CheckOutcome("cost_matches", False, 1.0, 0.0, summary="1 call off")
+    markdown = render_markdown(build(records, checks=[broken]))
+    assert "перекачайте звонки" in markdown
+    assert "Проверка cost_matches не пройдена: 1 call off." in markdown
+
+
+def test_forecast_overrun_and_budget_warnings() -> None:
+    records = period()
+    low = forecast([60], price_per_minute=PRICE)  # 1 minute forecast, many spent
+    data = build(records, forecast=low, budget_usd=0.01)
+    assert data.forecast_delta is not None and data.forecast_delta > 0.2
+    markdown = render_markdown(data)
+    assert "## Предупреждения" in markdown
+    assert "выше прогноза" in markdown and "(порог +20 %)" in markdown
+    assert "Бюджет превышен" in markdown
+
+    exact = forecast(STT_SECONDS, price_per_minute=PRICE)
+    calm = build(records, forecast=exact, budget_usd=0)  # 0: no budget
+    assert calm.forecast_delta == 0.0 and calm.warnings == ()
+    assert "| Бюджет | не задан |" in render_markdown(calm)
+
+
+def test_sandbox_output_is_labelled() -> None:
+    data = build(period(), is_sandbox=True)
+    markdown = render_markdown(data)
+    assert markdown.splitlines()[0].startswith("# ПЕСОЧНИЦА (sandbox): ")
+    assert "синтетических данных" in markdown
+    assert "ПЕСОЧНИЦА" not in render_markdown(build(period()))
+
+
+def test_a_range_is_named_in_the_title() -> None:
+    data = build(period(), period_to="2026-11-26")
+    assert data.title == "Отчёт по выгрузке звонков за 2026-11-24 — 2026-11-26"
+
+
+def test_exceptions_are_capped() -> None:
+    records = [failed(n, Status.MISSING_AUDIO, "http_404") for n in range(MAX_EXCEPTIONS + 5)]
+    data = build(records)
+    assert len(data.exceptions) == MAX_EXCEPTIONS and data.exceptions_total == MAX_EXCEPTIONS + 5
+    assert "... и ещё 5: см. реестр CSV." in render_markdown(data)
+
+
+def _pdf_text(pdf: bytes) -> str:
+    reader = PdfReader(io.BytesIO(pdf))
+    return "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_pdf_has_the_totals_and_cyrillic_as_text() -> None:
+    pdf = render_pdf(build(period(), is_sandbox=True))
+    assert pdf.startswith(b"%PDF-")
+    text = _pdf_text(pdf)
+    figures = expected_figures()
+    assert "ПЕСОЧНИЦА (sandbox): Отчёт по выгрузке звонков" in text
+    for line in [
+        f"Всего звонков {figures['calls']}",
+        f"Расшифровано {figures['transcribed']}",
+        f"К оплате (минуты с округлением вверх) {figures['billable']}",
+        f"Стоимость, USD {figures['usd']}",
+        f"Стоимость, RUB {figures['rub']}",
+    ]:
+        assert line in text
+    assert "Сервер распознавания недоступен" in text
+    assert "Рекомендации" in text
+
+
+def test_quoted_html_cannot_break_the_markdown() -> None:
+    records = [failed(1, Status.DOWNLOAD_ERROR, "http_502", "<html>\n<b>Bad | gateway</b>")]
+    markdown = render_markdown(build(records, period_from=date(2026, 11, 24)))
+    row = next(line for line in markdown.splitlines() if line.startswith("| call1 |"))
+    assert row.endswith("| &lt;html&gt; &lt;b&gt;Bad \\| gateway&lt;/b&gt; |")
+    assert f"за {DAY}" in markdown.splitlines()[0]  # a date works as well as its ISO string
+
+
+def test_missed_calls_are_not_exceptions() -> None:
+    missed = make_record(1, seconds=0, status=Status.NO_RECORDING, recording_url=None)
+    data = build([missed, make_record(2)])
+    assert data.exceptions_total == 0 and data.no_recording == 1

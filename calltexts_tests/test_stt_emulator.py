@@ -1,0 +1,188 @@
+"""The OpenAI-compatible STT emulator, driven through the real openai SDK on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from calltexts_assets.sandbox import tones
+from calltexts_assets.sandbox.script import CallScript, call_script
+from calltexts_assets.sandbox.server import RunningServer
+from calltexts_assets.sandbox.stt import SttEmulator
+
+KEY = "sk-sandbox-test"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> SttEmulator:
+    return SttEmulator(api_key=KEY, max_file_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def server(emulator: SttEmulator) -> Iterator[RunningServer]:
+    with emulator.serve() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _clean(emulator: SttEmulator) -> None:
+    emulator.reset()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def mono_call(tmp_path_factory: pytest.TempPathFactory) -> tuple[CallScript, Path]:
+    script = call_script("emulator-mono", 40, stereo=False)
+    path = tmp_path_factory.mktemp("stt") / "call.mp3"
+    path.write_bytes(tones.render_mp3(script))
+    return script, path
+
+
+def test_verbose_json_returns_the_script(client: openai.OpenAI, mono_call) -> None:
+    script, path = mono_call
+    with path.open("rb") as f:
+        result = client.audio.transcriptions.create(
+            file=f,
+            model="whisper-1",
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
+        )
+    assert result.text == script.text()
+    assert result.language == "russian"
+    assert abs(result.duration - 40) < 0.1
+    assert [s.text.strip() for s in result.segments] == [t.text for t in script.turns]
+    for segment, turn in zip(result.segments, script.turns, strict=True):
+        assert abs(segment.start - turn.start) < 0.03 and abs(segment.end - turn.end) < 0.03
+        assert segment.text.startswith(" ")  # as Whisper writes it
+    assert [s.id for s in result.segments] == list(range(len(script.turns)))
+
+
+def test_json_and_text_formats_and_gpt4o_models(client: openai.OpenAI, mono_call) -> None:
+    script, path = mono_call
+    as_json = client.audio.transcriptions.create(
+        file=path.open("rb"), model="gpt-4o-mini-transcribe", response_format="json"
+    )
+    assert as_json.text == script.text()
+    as_text = client.audio.transcriptions.create(
+        file=path.open("rb"), model="whisper-1", response_format="text"
+    )
+    assert str(as_text).strip() == script.text()
+    with pytest.raises(openai.BadRequestError, match="not compatible"):
+        client.audio.transcriptions.create(
+            file=path.open("rb"), model="gpt-4o-transcribe", response_format="verbose_json"
+        )
+
+
+def test_rejects_unknown_model_bad_language_and_non_audio(client: openai.OpenAI, mono_call):
+    _, path = mono_call
+    with pytest.raises(openai.BadRequestError, match="Invalid model"):
+        client.audio.transcriptions.create(file=path.open("rb"), model="whisper-2")
+    with pytest.raises(openai.BadRequestError, match="ISO-639-1"):
+        client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1", language="rus")
+    with pytest.raises(openai.BadRequestError, match="Invalid file format") as info:
+        client.audio.transcriptions.create(file=("x.mp3", b"no audio here"), model="whisper-1")
+    assert info.value.body["type"] == "invalid_request_error"
+
+
+def test_over_the_size_limit_is_413(client: openai.OpenAI, emulator: SttEmulator) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        client.audio.transcriptions.create(file=("big.mp3", b"\0" * 200_001), model="whisper-1")
+    assert info.value.status_code == 413
+    assert "Maximum content size limit (200000) exceeded" in info.value.message
+    assert emulator.stats()["by_status"] == {"413": 1}
+
+
+def test_429_with_retry_after_then_success(client: openai.OpenAI, emulator, mono_call) -> None:
+    script, path = mono_call
+    emulator.set_faults(rate_limit=1, retry_after_sec=2)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    assert info.value.response.headers["retry-after"] == "2"
+    result = client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    assert result.text == script.text()
+    stats = emulator.stats()
+    assert (stats["requests"], stats["transcriptions"]) == (2, 1)
+    assert stats["by_status"] == {"429": 1, "200": 1}
+
+
+def test_server_errors_timeouts_and_chosen_bad_requests(server, emulator, mono_call) -> None:
+    _, path = mono_call
+    impatient = openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0, timeout=0.2)
+    emulator.set_faults(server_error=1, unavailable=1, timeout=1, hang_sec=5, bad_request_on={5})
+    with pytest.raises(openai.APITimeoutError):  # timeouts are drawn first
+        impatient.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    with pytest.raises(openai.InternalServerError) as first:
+        impatient.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    with pytest.raises(openai.InternalServerError) as second:
+        impatient.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    assert (first.value.status_code, second.value.status_code) == (500, 503)
+    ok = openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0, timeout=5)
+    ok.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")  # request 4
+    with pytest.raises(openai.BadRequestError):  # request 5
+        ok.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+    assert emulator.stats()["requests"] == 5
+
+
+def test_faults_and_stats_over_http(server: RunningServer, client, mono_call) -> None:
+    _, path = mono_call
+    with httpx.Client(base_url=server.url) as http:
+        faults = http.post("/_sandbox/faults", json={"server_error": 1}).json()
+        assert faults["server_error"] == 1
+        assert http.post("/_sandbox/faults", json={"nonsense": 1}).status_code == 400
+        with pytest.raises(openai.InternalServerError):
+            client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+        stats = http.get("/_sandbox/stats").json()
+        assert stats["requests"] == 1 and stats["by_status"] == {"500": 1}
+        http.post("/_sandbox/reset")
+        assert http.get("/_sandbox/stats").json()["requests"] == 0
+
+
+def test_wrong_key_is_401(server: RunningServer, mono_call) -> None:
+    _, path = mono_call
+    stranger = openai.OpenAI(api_key="sk-wrong", base_url=server.url + "/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+
+
+def test_chat_completion_summarises_the_transcript(client: openai.OpenAI, emulator) -> None:
+    transcript = "[00:01] Оператор: заказ доставка\n[00:05] Клиент: заказ оплата заказ да"
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "user", "content": f"Перескажи.\n<transcript>\n{transcript}\n</transcript>"}
+        ],
+    )
+    content = completion.choices[0].message.content or ""
+    assert "«заказ»" in content
+    assert content.splitlines()[-1] == "Теги: заказ, доставка, оплата"
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+    again = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "user", "content": f"Перескажи.\n<transcript>\n{transcript}\n</transcript>"}
+        ],
+    )
+    assert again.choices[0].message.content == content  # deterministic
+    assert emulator.stats()["chat_completions"] == 2
+
+
+def test_fast_mode_decodes_each_upload_once(mono_call) -> None:
+    script, path = mono_call
+    fast = SttEmulator(fast=True, latency_per_audio_min_sec=0.03)
+    with fast.serve() as running:
+        client = openai.OpenAI(api_key="x", base_url=running.url + "/v1", max_retries=0)
+        texts = {
+            client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1").text
+            for _ in range(3)
+        }
+    assert texts == {script.text()}
+    stats = fast.stats()
+    assert (stats["transcriptions"], stats["decodes"]) == (3, 1)
