@@ -10,12 +10,14 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.assets import all_assets
+from calltexts_assets.jobs import calls_export
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.resources.summariser import SummariserResource
 from calltexts_assets.resources.whisper import WhisperResource
+from calltexts_assets.schedules import daily_export, weekly_catch_up
 from calltexts_assets.settings import database_url, env_flag, env_float, home_dir
 
 
@@ -81,17 +83,11 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     }
 
 
-calls_export = dg.define_asset_job(
-    "calls_export",
-    selection=dg.AssetSelection.all(),
-    description="Every asset of the export for a day or a range of days (one run over a range).",
-)
-
-
 def build_definitions(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets,
         jobs=[calls_export],
+        schedules=[daily_export, weekly_catch_up],
         resources=build_resources(env),
     )
 

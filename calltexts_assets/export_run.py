@@ -7,19 +7,15 @@ from datetime import date
 
 import dagster as dg
 
-from calltexts_assets.assets.partitions import period_for_days
+from calltexts_assets.assets.partitions import period_for_days, range_tags
 from calltexts_assets.settings import home_dir
 
 
-def range_tags(period_from: date, period_to: date) -> dict[str, str]:
-    return {
-        "dagster/asset_partition_range_start": period_from.isoformat(),
-        "dagster/asset_partition_range_end": period_to.isoformat(),
-    }
-
-
-def summaries_run_config(enabled: bool) -> dict:
-    return {"ops": {"summaries": {"config": {"generate_summary": True}}}} if enabled else {}
+def export_run_config(summaries: bool) -> dict:
+    config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if summaries:
+        config["ops"] = {"summaries": {"config": {"generate_summary": True}}}
+    return config
 
 
 def run_export(period_from: date, period_to: date, *, summaries: bool = False) -> int:
@@ -33,7 +29,7 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
         result = job.execute_in_process(
             instance=instance,
             tags={**range_tags(period_from, period_to), "actor": "calltexts run"},
-            run_config=summaries_run_config(summaries),
+            run_config=export_run_config(summaries),
             raise_on_error=False,
         )
     ledger = defs.resources["ledger"].get()

@@ -42,7 +42,7 @@ def fetch_recording(
     """Download to a local spool file (so a retry restarts cleanly and the duration is read
     from the header), then store it atomically under its layout key."""
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
-        return StepOutcome("stored", counts_attempt=False)
+        return StepOutcome("stored")
     assert record.recording_url
     key = raw_audio_key(record.call_id, datetime.fromisoformat(record.started_at))
     # A re-download of a transcribed call's lost file keeps the call's later progress.

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,6 +169,9 @@ class Ledger:
         self.url = url
         self._is_sqlite = url.startswith("sqlite")
         connect_args = {"check_same_thread": False, "timeout": 30} if self._is_sqlite else {}
+        database = sa.engine.make_url(url).database
+        if self._is_sqlite and database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self._is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)

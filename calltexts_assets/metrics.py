@@ -77,7 +77,12 @@ RATE_LIMITED = MetricSpec(
     "counter",
     "Bitrix24 answers that said 'slow down' (HTTP 429 or 503 QUERY_LIMIT_EXCEEDED).",
 )
-BUDGET = MetricSpec("call_export_budget_usd", "gauge", "Monthly speech-to-text budget (0: none).")
+BUDGET = MetricSpec(
+    "call_export_budget_usd", "gauge", "Speech-to-text budget of one run in USD (0: none)."
+)
+LAST_RUN_COST = MetricSpec(
+    "call_export_last_run_cost_usd", "gauge", "Speech-to-text cost of the latest run (USD)."
+)
 LAST_RUN_FAILED = MetricSpec(
     "call_export_last_run_failed", "gauge", "1 while the latest finished export run failed."
 )
@@ -93,7 +98,8 @@ RUNS_IN_PROGRESS = MetricSpec(
     "call_export_runs_in_progress", "gauge", "Export runs queued or running.", ("status",)
 )
 
-SPECS: tuple[MetricSpec, ...] = (
+# What every run exposes (and pushes); the API exposes these and API_SPECS.
+RUN_SPECS: tuple[MetricSpec, ...] = (
     RUNS,
     TRANSCRIPTS,
     DURATION,
@@ -102,12 +108,12 @@ SPECS: tuple[MetricSpec, ...] = (
     RETRIES,
     RATE_LIMITED,
     BUDGET,
+    LAST_RUN_COST,
     LAST_RUN_FAILED,
     LAST_SUCCESS,
-    CALLS,
-    MONTH_COST,
-    RUNS_IN_PROGRESS,
 )
+API_SPECS: tuple[MetricSpec, ...] = (CALLS, MONTH_COST, RUNS_IN_PROGRESS)
+SPECS = RUN_SPECS + API_SPECS
 # Every sample name either the runs or the API expose (alert rules may use only these).
 METRIC_NAMES: frozenset[str] = frozenset(s for spec in SPECS for s in spec.samples)
 
@@ -156,6 +162,7 @@ class RunMetrics:
         self.retries = Counter(RETRIES.base, RETRIES.doc, RETRIES.labels, registry=r)
         self.rate_limited = Counter(RATE_LIMITED.base, RATE_LIMITED.doc, registry=r)
         self.budget = Gauge(BUDGET.base, BUDGET.doc, registry=r)
+        self.last_run_cost = Gauge(LAST_RUN_COST.base, LAST_RUN_COST.doc, registry=r)
         self.last_run_failed = Gauge(LAST_RUN_FAILED.base, LAST_RUN_FAILED.doc, registry=r)
         self.last_success = Gauge(LAST_SUCCESS.base, LAST_SUCCESS.doc, registry=r)
         # Label sets exist from the start, so dashboards show 0 rather than "no data".
@@ -178,6 +185,7 @@ class RunMetrics:
             self.retries.labels(service=service).inc(count)
         self.rate_limited.inc(summary.rate_limited)
         self.budget.set(summary.budget_usd)
+        self.last_run_cost.set(summary.cost_usd)
         self.last_run_failed.set(1 if summary.status == RUN_FAILURE else 0)
         if summary.status == RUN_SUCCESS:
             self.last_success.set(finished.timestamp())

@@ -19,12 +19,14 @@ from calltexts_assets.resources.bitrix24 import Bitrix24AuthError
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """What one call's step did. `label` is counted in the asset's metadata."""
+    """What one call's step did. `label` is counted in the asset's metadata.
+
+    A call's `attempts` in the ledger count its failed steps only (the registry's
+    retry_count): a call exported at the first try has 0."""
 
     label: str
     updates: dict[str, Any] = field(default_factory=dict)
     bytes: int = 0
-    counts_attempt: bool = True
 
 
 # Failures that concern the whole run, not one call: stop at once, record nothing against
@@ -100,13 +102,9 @@ class CallSteps:
             )
             self._log(record, "failed", started, code)
             return "failed"
-        if outcome.counts_attempt or outcome.updates:
-            attempts = record.attempts + 1 if outcome.counts_attempt else record.attempts
+        if outcome.updates:
             self.ledger.update(
-                record.key,
-                **outcome.updates,
-                attempts=attempts,
-                dagster_run_id=self.context.run.run_id,
+                record.key, **outcome.updates, dagster_run_id=self.context.run.run_id
             )
         with self._lock:
             self.bytes += outcome.bytes

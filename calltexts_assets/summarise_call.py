@@ -17,6 +17,12 @@ def needs_summary(record: CallRecord) -> bool:
     return record.status == Status.TRANSCRIBED and not record.summary_path
 
 
+def dialogue_of(transcript_file: str) -> str:
+    """The dialogue lines of a transcript file (after the header's blank line)."""
+    _header, _blank, dialogue = transcript_file.partition("\n\n")
+    return dialogue.strip()
+
+
 def summary_document(record: CallRecord, markdown: str, tags: list[str]) -> str:
     tag_line = ", ".join(tags) if tags else "—"
     return f"# Звонок {record.call_id}\n\n{markdown.strip()}\n\nТеги: {tag_line}\n"
@@ -26,7 +32,8 @@ def summarise_record(
     record: CallRecord, *, summariser: SummariserResource, storage: Storage
 ) -> StepOutcome:
     assert record.transcript_path
-    transcript = storage.read_bytes(record.transcript_path).decode("utf-8")
+    # Only the dialogue leaves the company: the header carries the client's phone number.
+    transcript = dialogue_of(storage.read_bytes(record.transcript_path).decode("utf-8"))
     meta = {
         "call_id": record.call_id,
         "started_at": record.started_at,

@@ -112,3 +112,30 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("BITRIX24_", "OPENAI_", "CHATGPT_", "CALLTEXTS_")):
             monkeypatch.delenv(name, raising=False)
+
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+
+
+def _is_loopback(host: object) -> bool:
+    if host is None:
+        return True
+    name = host.decode() if isinstance(host, bytes) else str(host)
+    return name in _LOOPBACK_NAMES or name.startswith("127.")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """No test may reach a non-loopback address: refuse the lookup itself."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            raise OSError(f"test tried to reach non-loopback host {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = guarded  # type: ignore[assignment]
+    yield
+    socket.getaddrinfo = real_getaddrinfo  # type: ignore[assignment]

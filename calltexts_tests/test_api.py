@@ -47,6 +47,7 @@ POLICY = PeriodPolicy(
     timezone="Europe/Moscow",
     now=lambda: NOW,
     last_exportable_day=lambda: date(2026, 11, 24),  # daily partitions end yesterday
+    first_exportable_day=date(2025, 1, 1),
 )
 BODY = {"period_from": "2026-11-01", "period_to": "2026-11-03", "generate_summary": True}
 
@@ -166,6 +167,7 @@ def test_missing_or_invalid_key_is_400(
         ({"period_from": "2026-11-26"}, "is in the future"),
         ({"period_to": "2026-11-25"}, "not complete yet; the last day to export is 2026-11-24"),
         ({"period_from": "2026-01-01", "period_to": "2026-11-01"}, "allow_long_period"),
+        ({"period_from": "2024-12-31"}, "before the first exportable day 2025-01-01"),
         ({"generate_summary": "yes"}, "generate_summary: Input should be a valid boolean"),
         ({"period": "2026-11"}, "period: unknown field"),
         (["2026-11-01"], "must be a JSON object"),
@@ -274,29 +276,8 @@ def test_openapi_documents_the_body_and_header(client: TestClient) -> None:
     assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
 
 
-# -- the real launcher: an in-process Dagster webserver ----------------------------------------
+# -- the real launcher: an in-process Dagster webserver over the real code location -----------
 # (private dagster modules only here, to host the webserver in the test process)
-
-_daily = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Moscow")
-
-
-@dg.asset(partitions_def=_daily, backfill_policy=dg.BackfillPolicy.single_run())
-def call_list() -> None: ...
-
-
-@dg.asset(
-    partitions_def=_daily,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[call_list],
-    config_schema={"generate_summary": dg.Field(bool, is_required=False)},
-)
-def summaries() -> None: ...
-
-
-fake_defs = dg.Definitions(
-    assets=[call_list, summaries],
-    jobs=[dg.define_asset_job("calls_export", selection=dg.AssetSelection.all())],
-)
 
 
 @pytest.fixture
@@ -306,7 +287,7 @@ def dagster_webserver(tmp_path: Path) -> Iterator[tuple[str, dg.DagsterInstance]
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=__name__, attribute="fake_defs"),
+        LoadableTargetOrigin(module_name="calltexts_assets.definitions", attribute="defs"),
         location_name="calltexts",
     )
     with (

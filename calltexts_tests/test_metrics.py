@@ -43,6 +43,7 @@ SUMMARY = RunSummary(
     retries={"whisper": 3, "bitrix24": 1},
     rate_limited=4,
     budget_usd=50.0,
+    finished_at=datetime(2026, 11, 4, 2, 0, tzinfo=UTC),
 )
 
 
@@ -74,6 +75,7 @@ def test_record_run_fills_a_dedicated_registry(tmp_path: Path) -> None:
     assert value(text, "call_export_retry_total", service="whisper") == 3
     assert value(text, "bitrix24_rate_limited_total") == 4
     assert value(text, "call_export_budget_usd") == 50
+    assert value(text, "call_export_last_run_cost_usd") == 1.9
     # nothing leaks into the global registry
     from prometheus_client import REGISTRY
 
@@ -81,7 +83,7 @@ def test_record_run_fills_a_dedicated_registry(tmp_path: Path) -> None:
 
 
 def test_every_defined_name_is_exposed_by_the_runs_or_the_api() -> None:
-    run_side = {s for spec in metrics.SPECS[:10] for s in spec.samples}
+    run_side = {s for spec in metrics.RUN_SPECS for s in spec.samples}
     assert run_side <= metrics.METRIC_NAMES
     text = generate_latest(RunMetrics().registry).decode()
     exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
@@ -244,6 +246,8 @@ def test_api_metrics_from_ledger_rows_and_dagster_runs(ledger: Ledger) -> None:
             transcripts_error=1,
             retries={"whisper": 2},
             rate_limited=11,
+            cost_usd=0.5,
+            finished_at=datetime(2026, 11, 5, 2, 0, tzinfo=UTC),
         ),
     )
     with dg.DagsterInstance.ephemeral() as instance:
@@ -276,6 +280,7 @@ def test_api_metrics_from_ledger_rows_and_dagster_runs(ledger: Ledger) -> None:
     assert value(text, "call_export_retry_total", service="whisper") == 5
     assert value(text, "call_export_retry_total", service="bitrix24") == 1
     assert value(text, "bitrix24_rate_limited_total") == 15
+    assert value(text, "call_export_last_run_cost_usd") == 0.5  # run-2 finished last
     # Dagster runs
     assert value(text, "call_export_runs_total", status="success") == 1
     assert value(text, "call_export_runs_total", status="failure") == 1

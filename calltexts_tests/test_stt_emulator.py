@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from calltexts_assets.resources.summariser import SummariserResource
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import CallScript, call_script
 from calltexts_assets.sandbox.server import RunningServer
@@ -186,3 +187,16 @@ def test_fast_mode_decodes_each_upload_once(mono_call) -> None:
     assert texts == {script.text()}
     stats = fast.stats()
     assert (stats["transcriptions"], stats["decodes"]) == (3, 1)
+
+
+def test_summariser_resource_against_the_emulator(server: RunningServer, emulator) -> None:
+    summariser = SummariserResource(api_key=KEY, base_url=server.url + "/v1")
+    summary = summariser.summarise("[00:01] Клиент: возврат товар возврат", {"call_id": "c1"})
+    assert summary.tags == ["возврат", "товар"]
+    assert "Теги" not in summary.markdown and "«возврат»" in summary.markdown
+
+
+def test_bad_fault_values_are_refused(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/_sandbox/faults", json={"rate_limit": "many"}).status_code == 400
+        assert http.post("/_sandbox/faults", json={"rate_limit": "2"}).json()["rate_limit"] == 2

@@ -185,3 +185,9 @@ def test_summariser_rejection_is_a_summary_error() -> None:
     with pytest.raises(SummaryError) as info:
         SummariserResource(api_key="k", retry_wait_scale=0.001).summarise("text", {})
     assert info.value.code == "401" and info.value.attempts == 1
+
+
+def test_missing_api_key_for_openai_is_a_clear_error(audio_file: Path) -> None:
+    with pytest.raises(TranscriptionError, match="no API key") as info:
+        WhisperResource(api_key="").transcribe_file(audio_file)
+    assert info.value.code == "config"

@@ -4,7 +4,7 @@ Runs are separate processes, so the API cannot hold their counters. It reads the
 - the ledger's `call_records`: calls per status, transcribed minutes, cost (monotonic: a
   transcribed call stays transcribed and keeps its cost);
 - `run_metrics` (one row per run, written by `metrics.record_run`): transcript outcomes,
-  retries, Bitrix24 rate limiting;
+  retries, Bitrix24 rate limiting, the latest run's cost;
 - the Dagster instance: runs per status, their durations, whether the latest one failed.
 """
 
@@ -139,6 +139,9 @@ class ExportCollector(Collector):
                 )
             ).one()
             retries_json = conn.execute(sa.select(rows.retries)).scalars().all()
+            last_cost = conn.execute(
+                sa.select(rows.cost_usd).order_by(rows.finished_at.desc()).limit(1)
+            ).scalar()
         transcripts = _counter(metrics.TRANSCRIPTS)
         for status, count in zip(metrics.TRANSCRIPT_STATUSES, (ok, error, skipped), strict=True):
             transcripts.add_metric([status], int(count))
@@ -150,7 +153,9 @@ class ExportCollector(Collector):
             retry_family.add_metric([service], count)
         rate_limited = _counter(metrics.RATE_LIMITED)
         rate_limited.add_metric([], int(limited))
-        yield from (transcripts, retry_family, rate_limited)
+        last_run_cost = _gauge(metrics.LAST_RUN_COST)
+        last_run_cost.add_metric([], float(last_cost or 0.0))
+        yield from (transcripts, retry_family, rate_limited, last_run_cost)
 
     def _run_metrics(self, instance: DagsterInstance) -> Iterator[Metric]:
         records = instance.get_run_records(RunsFilter(job_name=self.job_name))

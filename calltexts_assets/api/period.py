@@ -65,6 +65,7 @@ class PeriodPolicy:
     max_days: int = 90
     # The last day that is a partition: yesterday while today's calls are still coming in.
     last_exportable_day: Callable[[], date] | None = None
+    first_exportable_day: date | None = None  # the first partition
     now: Callable[[], datetime] | None = None
 
     def today(self) -> date:
@@ -87,6 +88,11 @@ class PeriodPolicy:
         if period_to > last:
             raise PeriodError(
                 f"period_to {period_to} is not complete yet; the last day to export is {last}"
+            )
+        first = self.first_exportable_day
+        if first is not None and period_from < first:
+            raise PeriodError(
+                f"period_from {period_from} is before the first exportable day {first}"
             )
         if period_from > period_to:
             raise PeriodError(f"period_from {period_from} is after period_to {period_to}")

@@ -38,7 +38,7 @@ def _last_exportable_day() -> date:
 
 def build_app(env: Mapping[str, str] = os.environ) -> FastAPI:
     # Imported here: they pull in the asset graph, which tests of create_app do not need.
-    from calltexts_assets.assets.partitions import PORTAL_TIMEZONE
+    from calltexts_assets.assets.partitions import PARTITIONS_START, PORTAL_TIMEZONE
     from calltexts_assets.settings import database_url, env_float
 
     ledger = Ledger(database_url(env))  # creates the ledger tables the metrics read
@@ -56,7 +56,11 @@ def build_app(env: Mapping[str, str] = os.environ) -> FastAPI:
         _instance,
         location_name=env.get("DAGSTER_CODE_LOCATION") or None,
     )
-    policy = PeriodPolicy(timezone=PORTAL_TIMEZONE, last_exportable_day=_last_exportable_day)
+    policy = PeriodPolicy(
+        timezone=PORTAL_TIMEZONE,
+        last_exportable_day=_last_exportable_day,
+        first_exportable_day=date.fromisoformat(PARTITIONS_START),
+    )
     return create_app(
         launcher, IdempotencyStore(ledger.engine), policy=policy, metrics_registry=registry
     )

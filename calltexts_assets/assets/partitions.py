@@ -65,3 +65,22 @@ def run_period(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
 def export_day(started_at: datetime, tz: str = PORTAL_TIMEZONE) -> str:
     """The partition (ledger run id) a call belongs to: its start date in the portal zone."""
     return started_at.astimezone(ZoneInfo(tz)).date().isoformat()
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Run tags of a single-run backfill over [first, last]."""
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def days_of_run_tags(tags: dict[str, str]) -> list[str]:
+    """Export ids (days) a run covered, from its partition tags; [] when not partitioned."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    if not first or not last:
+        return []
+    return period_for_days(date.fromisoformat(first), date.fromisoformat(last)).export_ids

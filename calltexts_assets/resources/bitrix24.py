@@ -334,7 +334,14 @@ class Bitrix24Client:
             )
         previous = after_id
         for row in page:
-            stat_id = int(row["ID"])
+            try:
+                stat_id = int(row["ID"])
+            except (KeyError, TypeError, ValueError):
+                raise Bitrix24Error(
+                    f"{STAT_METHOD} row without a numeric ID in page {name}",
+                    method=STAT_METHOD,
+                    code="bad_row",
+                ) from None
             # Keyset paging is only gap-free if the portal really sorted by ID ascending.
             if stat_id <= previous:
                 raise Bitrix24Error(

@@ -155,6 +155,8 @@ class OpenAIResourceBase(dg.ConfigurableResource):
         """One client per resource instance (connection pool shared by threads)."""
         with self._client_lock:
             if self._client is None:
+                if not self.api_key and "api.openai.com" in self.base_url:
+                    raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
                 _scrubber.secrets.update(self.secrets())
                 http_client = httpx.Client(
                     proxy=self.proxy_url or None, timeout=self.timeout_sec, trust_env=False

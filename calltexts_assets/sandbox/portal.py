@@ -257,8 +257,9 @@ class _Filter:
             return
         sample = _Row(0, datetime.now(zone), {})
         for key, value in raw.items():
-            match = _FILTER_KEY.match(key)
-            assert match
+            match = _FILTER_KEY.match(str(key))
+            if match is None:  # an empty key filters nothing
+                continue
             op, name = match.group(1) or "=", match.group(2)
             like = _compare_key(sample, name, zone)
             if isinstance(value, dict):  # FILTER[CALL_TYPE][]=1&...: one of

@@ -64,8 +64,14 @@ class Faults:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        coerced = {}  # JSON from /_sandbox/faults is untyped; all or nothing is applied
         for name, value in changes.items():
-            setattr(self, name, set(value) if name == "bad_request_on" else value)
+            current = getattr(self, name)
+            coerced[name] = (
+                {int(v) for v in value} if isinstance(current, set) else type(current)(value)
+            )
+        for name, value in coerced.items():
+            setattr(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
