@@ -157,9 +157,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from calltexts_assets.retention_run import run_retention
+    from calltexts_assets.retention_job import run_retention_job
 
-    return run_retention(dry_run=args.dry_run)
+    return run_retention_job(dry_run=args.dry_run)
 
 
 def main(argv: list[str] | None = None) -> int:

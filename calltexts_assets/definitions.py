@@ -17,7 +17,9 @@ from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.resources.summariser import SummariserResource
 from calltexts_assets.resources.whisper import WhisperResource
+from calltexts_assets.retention_job import retention
 from calltexts_assets.schedules import daily_export, weekly_catch_up
+from calltexts_assets.sensors import record_export_failure, record_export_success
 from calltexts_assets.settings import database_url, env_flag, env_float, home_dir
 
 
@@ -79,6 +81,7 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
             budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0, env),
             mask_phones_in_transcripts=env_flag("TRANSCRIPT_MASK_PHONES", False, env),
             is_sandbox=env_flag("CALLTEXTS_SANDBOX", False, env),
+            log_dir=str(home_dir(env) / "logs"),
         ),
     }
 
@@ -86,8 +89,9 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 def build_definitions(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets,
-        jobs=[calls_export],
+        jobs=[calls_export, retention],
         schedules=[daily_export, weekly_catch_up],
+        sensors=[record_export_success, record_export_failure],
         resources=build_resources(env),
     )
 

@@ -8,7 +8,10 @@ from datetime import date
 import dagster as dg
 
 from calltexts_assets.assets.partitions import period_for_days, range_tags
-from calltexts_assets.settings import home_dir
+from calltexts_assets.metrics import record_run
+from calltexts_assets.resources.ledger import ledger_for
+from calltexts_assets.run_summary import summarise_run
+from calltexts_assets.settings import database_url, env_float, home_dir
 
 
 def export_run_config(summaries: bool) -> dict:
@@ -32,7 +35,16 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
             run_config=export_run_config(summaries),
             raise_on_error=False,
         )
-    ledger = defs.resources["ledger"].get()
+        # No daemon runs the sensors here: record the run for the metrics directly.
+        # (The resources hold unresolved EnvVars outside a run: read the settings directly.)
+        ledger = ledger_for(database_url())
+        summary = summarise_run(
+            instance,
+            result.run_id,
+            succeeded=result.success,
+            budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0),
+        )
+        record_run(summary, engine=ledger.engine)
     statuses = Counter(r.status for r in ledger.records(period.export_ids))
     print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     print("Calls by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))

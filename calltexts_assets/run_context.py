@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,6 +16,7 @@ from calltexts_assets.concurrency import Tally, run_bounded
 from calltexts_assets.ledger import CallRecord, Ledger
 from calltexts_assets.masking import mask_url
 from calltexts_assets.resources.bitrix24 import Bitrix24AuthError
+from calltexts_assets.runlog import RunLog, open_for_dagster_run
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,14 @@ class CallSteps:
         *,
         stage: str,
         failure_status: str | None,
-        run_log: Any | None = None,
+        log_dir: str | Path,
     ) -> None:
         self.context = context
         self.ledger = ledger
         self.stage = stage
         self.failure_status = failure_status
-        self.run_log = run_log
+        self.log_dir = Path(log_dir)
+        self.run_log: RunLog | None = None
         self.bytes = 0
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
@@ -118,12 +121,15 @@ class CallSteps:
         *,
         max_workers: int,
     ) -> Tally:
-        tally = run_bounded(
-            records,
-            lambda r: self._one(r, work),
-            max_workers=max_workers,
-            name=lambda r: r.call_id,
-        )
+        with open_for_dagster_run(self.log_dir, self.context) as self.run_log:
+            self.run_log.event("stage_start", stage=self.stage, calls=len(records))
+            tally = run_bounded(
+                records,
+                lambda r: self._one(r, work),
+                max_workers=max_workers,
+                name=lambda r: r.call_id,
+            )
+            self.run_log.event("stage_end", stage=self.stage, **dict(tally.outcomes))
         if self._fatal is not None:
             raise dg.Failure(
                 description=f"{self.stage} stopped: {clean_message(self._fatal)}. Calls not "

@@ -147,6 +147,14 @@ class RunLog:
         self.close()
 
 
+def open_for_dagster_run(directory: str | os.PathLike[str], context: Any) -> RunLog:
+    """The run log of the Dagster run of `context` (an asset or op context): named after
+    the run's creation time, so every step of the run appends to the same file."""
+    run_id = context.run.run_id
+    record = context.instance.get_run_record_by_id(run_id)
+    return RunLog(directory, run_id, started_at=record.create_timestamp if record else None)
+
+
 class RunLogHandler(logging.Handler):
     """Sends log records into a run log as `log` events, scrubbed like every other line."""
 

@@ -109,9 +109,7 @@ def start_child(
     if stats_path is not None:
         cmd += ["--stats-json", str(stats_path)]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_child(

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -218,6 +218,21 @@ def test_empty_body_replays_on_another_day(engine: sa.Engine, launcher: FakeLaun
     assert len(launcher.launched) == 1
 
 
+def test_a_replay_is_not_judged_by_todays_rules(engine: sa.Engine, launcher: FakeLauncher) -> None:
+    """85 days when first sent; 95 days (over the limit) ten days later: still a replay."""
+    key, body = new_key(), {"period_from": "2026-09-01"}
+    first = post(
+        TestClient(create_app(launcher, IdempotencyStore(engine), policy=POLICY)), body, key
+    )
+    later = PeriodPolicy(now=lambda: datetime(2026, 12, 5, 10, 0, tzinfo=MOSCOW))
+    again = post(
+        TestClient(create_app(launcher, IdempotencyStore(engine), policy=later)), body, key
+    )
+    assert first.status_code == again.status_code == 202
+    assert first.content == again.content
+    assert len(launcher.launched) == 1
+
+
 def test_failed_launch_releases_the_key(client: TestClient, launcher: FakeLauncher) -> None:
     key = new_key()
     launcher.fail = True
@@ -336,3 +351,29 @@ def test_real_launcher_reports_what_dagster_refused(
     assert response.status_code == 503
     assert "JobNotFoundError" in response.json()["detail"], response.text
     assert instance.get_runs() == []
+
+
+def test_real_launcher_without_a_webserver(engine: sa.Engine) -> None:
+    from calltexts_assets.sandbox.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    launcher = DagsterLauncher(url, dg.DagsterInstance.ephemeral)
+    client = TestClient(create_app(launcher, IdempotencyStore(engine), policy=POLICY))
+    response = post(client, BODY, new_key())
+    assert response.status_code == 503
+    assert f"cannot reach the Dagster webserver at {url}" in response.json()["detail"]
+
+
+def test_purge_forgets_old_completed_keys_only(engine: sa.Engine) -> None:
+    now = [datetime(2026, 11, 1, tzinfo=MOSCOW)]
+    store = IdempotencyStore(engine, clock=lambda: now[0])
+    store.reserve("old-done", "h")
+    store.complete("old-done", 202, b"{}")
+    store.reserve("old-pending", "h")
+    now[0] = datetime(2026, 12, 15, tzinfo=MOSCOW)
+    store.reserve("new-done", "h")
+    store.complete("new-done", 202, b"{}")
+    assert store.purge(timedelta(days=30)) == 1
+    assert store.get("old-done") is None
+    assert store.get("old-pending") is not None  # its request may still be running
+    assert store.get("new-done") is not None

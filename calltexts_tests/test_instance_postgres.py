@@ -130,3 +130,23 @@ def test_materialize_a_call_list_partition_through_postgres(
     event = instance.get_latest_materialization_event(dg.AssetKey("call_list"))
     assert event is not None and event.run_id == run.run_id
     assert instance.get_materialized_partitions(dg.AssetKey("call_list")) == {day.isoformat()}
+
+
+def test_idempotency_keys_arbitrate_races_on_postgres(pg_url: str) -> None:
+    """The API's key table on the production database: one winner among racing requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calltexts_assets.api.idempotency import IdempotencyStore, request_hash
+
+    engine = sa.create_engine(pg_url, pool_size=10)
+    try:
+        store = IdempotencyStore(engine)
+        key, hash_ = str(uuid.uuid4()), request_hash({"period_from": "2026-11-01"})
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            claims = list(pool.map(lambda _: store.reserve(key, hash_), range(10)))
+        assert sum(claim is None for claim in claims) == 1
+        store.complete(key, 202, b'{"run_id":"r"}')
+        stored = store.get(key)
+        assert stored is not None and stored.response_body == b'{"run_id":"r"}'
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,26 @@ def test_two_days_export_every_artifact(
     assert sandbox.portal.request_count("records") == 0
     assert sandbox.stt.stats()["requests"] == 0
     assert ledger.count_rows() == len(records)
+
+
+def test_run_log_masks_phones_and_never_holds_secrets(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY
+
+    sandbox.stt.set_faults(server_error=1)  # an error path writes its message to the log too
+    result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")
+    assert result.success
+    logs = list((tmp_path / "logs").glob("call_export_*.jsonl"))
+    assert len(logs) == 1  # every step of the run appends to one file
+    text = logs[0].read_text(encoding="utf-8")
+    events = [json.loads(line) for line in text.splitlines()]
+    assert {e["correlation_id"] for e in events} == {result.run_id}
+    assert {e["stage"] for e in events if e["event"] == "call_step"} == {
+        "raw_audio",
+        "transcripts",
+    }
+    secrets = [sandbox.config.webhook_code, SANDBOX_API_KEY]
+    phones = {row["PHONE_NUMBER"] for row in sandbox.portal.rows}
+    for needle in [*secrets, *phones]:
+        assert needle not in text

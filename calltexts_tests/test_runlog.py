@@ -10,9 +10,17 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from calltexts_assets.runlog import RunLog, RunLogHandler, ScrubFilter, scrub, scrub_text
+from calltexts_assets.runlog import (
+    RunLog,
+    RunLogHandler,
+    ScrubFilter,
+    open_for_dagster_run,
+    scrub,
+    scrub_text,
+)
 
 RUN_ID = "c331e3ba-f0ca-416a-bec7-26077fa833b4"
 STARTED = datetime(2026, 11, 25, 7, 30, 1, 123456, tzinfo=UTC)
@@ -111,6 +119,25 @@ def test_concurrent_writers_keep_lines_whole(tmp_path: Path) -> None:
     records = lines(logs[0].path)
     assert len(records) == 1600
     assert len({r["call_id"] for r in records}) == 1600
+
+
+def test_every_step_of_a_dagster_run_writes_one_file(tmp_path: Path) -> None:
+    # contexts unannotated: dagster rejects string annotations (from __future__) of them
+    @dg.asset
+    def first(context) -> None:  # type: ignore[no-untyped-def]
+        with open_for_dagster_run(tmp_path, context) as log:
+            log.event("step", stage="first")
+
+    @dg.asset(deps=[first])
+    def second(context) -> None:  # type: ignore[no-untyped-def]
+        with open_for_dagster_run(tmp_path, context) as log:
+            log.event("step", stage="second")
+
+    result = dg.materialize([first, second])
+    [path] = tmp_path.glob("call_export_*.jsonl")
+    records = lines(path)
+    assert [r["stage"] for r in records] == ["first", "second"]
+    assert {r["correlation_id"] for r in records} == {result.run_id}
 
 
 def test_closed_log_refuses_writes(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from calltexts_assets.api.idempotency import IdempotencyStore, request_hash
+from calltexts_assets.api.idempotency import IdempotencyStore, StoredKey, request_hash
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TASK_PATH = "/tasks/call_export"
 REPLAYED_HEADER = "Idempotent-Replayed"
+_RETRY = {"Retry-After": "5"}
 
 
 def _json(status_code: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -92,6 +93,19 @@ def create_app(
         ],
     }
 
+    def _answer_known(key: str, hash_: str, known: StoredKey) -> Response:
+        """The stored answer of a key, once its first request has one."""
+        if known.request_hash != hash_:
+            return _error(422, "this Idempotency-Key was used with a different request body")
+        if not known.completed:
+            waited = store.wait_completed(key, replay_wait_sec)
+            if waited is None:  # its launch failed and released it: the client may retry
+                return _error(409, "the first request with this key failed; retry it", _RETRY)
+            known = waited
+        if known.status_code is None or known.response_body is None:
+            return _error(409, "a request with this key is still being processed", _RETRY)
+        return _replay(known.status_code, known.response_body)
+
     @app.post(TASK_PATH, status_code=202, openapi_extra=body_schema)
     async def start_export(request: Request) -> Response:
         raw_body = await request.body()
@@ -107,33 +121,20 @@ def create_app(
             raw = json.loads(raw_body) if raw_body.strip() else {}
         except ValueError:
             return _error(400, "the body is not valid JSON")
+        hash_ = request_hash(raw)
+        # A known key answers first: its request was valid when it was made, even if
+        # "today" has moved on since (defaults, the 90-day limit).
+        known = store.get(key)
+        if known is not None:
+            return _answer_known(key, hash_, known)
         try:
             body = parse_body(raw)
             period_from, period_to = policy.resolve(body)
         except PeriodError as exc:
             return _error(422, str(exc))
-
-        hash_ = request_hash(raw)
-        for _ in range(3):  # a released reservation may be taken over by this request
-            stored = store.reserve(key, hash_)
-            if stored is None:
-                break
-            if stored.request_hash != hash_:
-                return _error(422, "this Idempotency-Key was used with a different request body")
-            if not stored.completed:
-                stored = store.wait_completed(key, replay_wait_sec)
-            if stored is None:
-                continue
-            if stored.completed and stored.response_body is not None:
-                assert stored.status_code is not None
-                return _replay(stored.status_code, stored.response_body)
-            return _error(
-                409,
-                "a request with this Idempotency-Key is still being processed; retry later",
-                {"Retry-After": "5"},
-            )
-        else:
-            return _error(409, "this Idempotency-Key is contended; retry later")
+        known = store.reserve(key, hash_)  # the database picks one winner among racers
+        if known is not None:
+            return _answer_known(key, hash_, known)
 
         export = ExportRequest(period_from, period_to, body.generate_summary, key)
         try:

@@ -60,19 +60,20 @@ class IdempotencyStore:
 
     def reserve(self, key: str, hash_: str) -> StoredKey | None:
         """Claim `key` for this request: None when claimed, else the row that holds it."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(idempotency_keys).values(
-                        key=key, request_hash=hash_, created_at=self.clock()
+        for _ in range(2):  # the holder may release the key between our insert and read
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.insert(idempotency_keys).values(
+                            key=key, request_hash=hash_, created_at=self.clock()
+                        )
                     )
-                )
-            return None
-        except sa.exc.IntegrityError:
-            stored = self.get(key)
-            if stored is None:  # released between our insert and read: try once more
-                return self.reserve(key, hash_)
-            return stored
+                return None
+            except sa.exc.IntegrityError:
+                stored = self.get(key)
+                if stored is not None:
+                    return stored
+        raise RuntimeError(f"idempotency key {key} keeps changing hands")
 
     def complete(self, key: str, status_code: int, body: bytes) -> None:
         stmt = (

@@ -90,18 +90,17 @@ def run_config(request: ExportRequest) -> dict[str, Any]:
     return {"ops": {"summaries": {"config": {"generate_summary": request.generate_summary}}}}
 
 
-def _reason(exc: Exception) -> str:
-    """A short reason from a DagsterGraphQLClientError: (kind, message or list of errors)."""
-    if len(exc.args) >= 2:
+def _reason(exc: Exception, webserver_url: str) -> str:
+    """A short reason from a DagsterGraphQLClientError (whose text quotes the whole query)."""
+    if len(exc.args) >= 2:  # Dagster answered: (kind, message or list of errors)
         kind, body = exc.args[0], exc.args[1]
         if isinstance(body, list):
             body = "; ".join(
                 str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in body
             )
         return f"{kind}: {body}"
-    # Transport errors quote the whole GraphQL query after the first line.
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    cause = exc.__cause__ or exc
+    return f"cannot reach the Dagster webserver at {webserver_url} ({type(cause).__name__})"
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -167,7 +166,8 @@ class DagsterLauncher:
                 tags=run_tags(request),
             )
         except DagsterGraphQLClientError as exc:
-            raise LaunchError(mask_text(f"Dagster did not launch the run: {_reason(exc)}")) from exc
+            reason = _reason(exc, self.webserver_url)
+            raise LaunchError(mask_text(f"Dagster did not launch the run: {reason}")) from exc
 
     def status(self, run_id: str) -> RunState | None:
         return run_state(self.instance(), run_id, self.job_name)

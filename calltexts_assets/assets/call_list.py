@@ -1,6 +1,5 @@
 """call_list: every call of the run's days, as Bitrix24 telephony statistics list them."""
 
-
 import hashlib
 from collections import Counter
 from typing import Any

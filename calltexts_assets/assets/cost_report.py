@@ -1,6 +1,5 @@
 """cost_report: the period's summary for the operations team, Markdown and PDF."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg

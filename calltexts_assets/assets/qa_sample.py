@@ -1,6 +1,5 @@
 """qa_sample: 50 transcribed calls picked reproducibly per period, for the QA analyst."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """raw_audio: every recording of the run's calls, downloaded once and kept with its sha256."""
 
-
 from functools import partial
 
 import dagster as dg
@@ -40,7 +39,13 @@ def raw_audio(
         for record in db.records(period.export_ids)
         if needs_fetch(record, retry_missing=export_settings.retry_missing_audio)
     ]
-    steps = CallSteps(context, db, stage="raw_audio", failure_status=Status.DOWNLOAD_ERROR)
+    steps = CallSteps(
+        context,
+        db,
+        stage="raw_audio",
+        failure_status=Status.DOWNLOAD_ERROR,
+        log_dir=export_settings.log_dir,
+    )
     tally = steps.run(
         todo,
         partial(

@@ -1,6 +1,5 @@
 """registry_csv: one `;`-separated row per call of the run's period, for Excel."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

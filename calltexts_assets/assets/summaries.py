@@ -1,6 +1,5 @@
 """summaries: an optional short summary and tags per transcribed call."""
 
-
 from functools import partial
 
 import dagster as dg
@@ -46,7 +45,9 @@ def summaries(
         return dg.MaterializeResult(metadata={"period": period.label, "enabled": False})
     db = ledger.get()
     todo = [r for r in db.records(period.export_ids) if needs_summary(r)]
-    steps = CallSteps(context, db, stage="summaries", failure_status=None)
+    steps = CallSteps(
+        context, db, stage="summaries", failure_status=None, log_dir=export_settings.log_dir
+    )
     tally = steps.run(
         todo,
         partial(summarise_record, summariser=summariser, storage=storage.get()),
@@ -58,5 +59,6 @@ def summaries(
             "enabled": True,
             "summarised_now": tally.outcomes["summarised"],
             "failed_now": tally.outcomes["failed"],
+            "summariser_retries": summariser.stats.retries,
         }
     )

@@ -1,6 +1,5 @@
 """transcripts: one text file per call with audio, dialogue by roles."""
 
-
 from collections.abc import Iterator
 from functools import partial
 
@@ -9,7 +8,7 @@ import dagster as dg
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
 from calltexts_assets.assets.raw_audio import raw_audio
-from calltexts_assets.ledger import Status
+from calltexts_assets.ledger import CallRecord, Status
 from calltexts_assets.quality import coverage, duplicate_transcripts
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -17,6 +16,14 @@ from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.resources.whisper import WhisperResource
 from calltexts_assets.run_context import CallSteps
 from calltexts_assets.transcribe_audio import needs_transcript, transcribe_record
+
+
+def _minutes(records: list[CallRecord]) -> float:
+    return round(sum((r.stt_duration_sec or 0.0 for r in records), 0.0) / 60, 2)
+
+
+def _cost(records: list[CallRecord]) -> float:
+    return round(sum((r.cost or 0.0 for r in records), 0.0), 4)
 
 
 @dg.asset(
@@ -52,7 +59,13 @@ def transcripts(
     period = run_period(context)
     db = ledger.get()
     todo = [r for r in db.records(period.export_ids) if needs_transcript(r)]
-    steps = CallSteps(context, db, stage="transcripts", failure_status=Status.TRANSCRIPTION_ERROR)
+    steps = CallSteps(
+        context,
+        db,
+        stage="transcripts",
+        failure_status=Status.TRANSCRIPTION_ERROR,
+        log_dir=export_settings.log_dir,
+    )
     tally = steps.run(
         todo,
         partial(
@@ -68,17 +81,22 @@ def transcripts(
     )
     records = db.records(period.export_ids)
     transcribed = [r for r in records if r.status == Status.TRANSCRIBED]
+    attempted = {r.key for r in todo}
+    now = [r for r in transcribed if r.key in attempted]
     yield dg.MaterializeResult(
         metadata={
             "period": period.label,
-            "transcribed_now": tally.outcomes["transcribed"],
+            "transcribed_now": len(now),
             "failed_now": tally.outcomes["failed"],
+            "skipped_already_done": len(transcribed) - len(now),
             "transcribed_total": len(transcribed),
             "transcription_errors": sum(r.status == Status.TRANSCRIPTION_ERROR for r in records),
-            "audio_minutes": dg.FloatMetadataValue(
-                round(sum(r.stt_duration_sec or 0 for r in transcribed) / 60, 1)
-            ),
-            "cost_usd": dg.FloatMetadataValue(round(sum(r.cost or 0 for r in transcribed), 4)),
+            "audio_minutes_now": dg.FloatMetadataValue(_minutes(now)),
+            "audio_minutes_total": dg.FloatMetadataValue(_minutes(transcribed)),
+            "cost_usd_now": dg.FloatMetadataValue(_cost(now)),
+            "cost_usd_total": dg.FloatMetadataValue(_cost(transcribed)),
+            "whisper_requests": whisper.stats.requests,
+            "whisper_retries": whisper.stats.retries,
             "languages": dg.JsonMetadataValue(
                 sorted({r.language for r in transcribed if r.language})
             ),

@@ -19,3 +19,4 @@ class ExportSettings(dg.ConfigurableResource):
     verify_checksums: bool = True
     retry_missing_audio: bool = False
     is_sandbox: bool = False
+    log_dir: str = "var/logs"  # logs/call_export_<timestamp>.jsonl of every run
