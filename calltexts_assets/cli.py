@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sandbox-calls-per-day", type=int, default=20)
     run.add_argument("--sandbox-seed", type=int, default=7)
 
-    dev = commands.add_parser("dev", help="dagster dev (UI + daemon), with the sandbox if needed")
+    dev = commands.add_parser(
+        "dev", help="dagster dev (UI + daemon) and the API, with the sandbox if needed"
+    )
     _add_sandbox_args(dev, days=7, calls_per_day=20)
+    dev.add_argument("--api-port", type=int, default=8080)
 
     sandbox = commands.add_parser("sandbox", help="the Bitrix24 and STT emulators")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
@@ -135,18 +138,28 @@ def _cmd_sandbox_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_processes(api_port: int) -> int:
+    """The HTTP trigger API in a thread of this process, then `dagster dev` (UI + daemon)."""
+    from calltexts_assets.api import build_app
+    from calltexts_assets.sandbox.server import serve_in_thread
+
+    with serve_in_thread(build_app(), port=api_port) as api:
+        print(f"API: {api.url}/tasks/call_export (metrics at {api.url}/metrics)")
+        command = ["dagster", "dev", "-m", "calltexts_assets.definitions"]
+        return subprocess.call(command, env=os.environ.copy())
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
-    command = ["dagster", "dev", "-m", "calltexts_assets.definitions"]
     if credentials_configured():
-        return subprocess.call(command)
+        return _dev_processes(args.api_port)
     start = portal_today() - timedelta(days=args.days)
     with sandbox_environment(
         seed=args.seed, start=start, days=args.days, calls_per_day=args.calls_per_day
     ):
         print("No Bitrix24 credentials set: the UI runs against the SANDBOX portal")
-        return subprocess.call(command, env=os.environ.copy())
+        return _dev_processes(args.api_port)
 
 
 def _cmd_api(args: argparse.Namespace) -> int:

@@ -1,0 +1,206 @@
+"""Benchmark: a 60-day backfill of the sandbox portal, the way users run it.
+
+    python benchmarks/full_period.py                       # 60 days x 150 calls
+    python benchmarks/full_period.py --days 3 --calls-per-day 50   # quick
+    python benchmarks/full_period.py --sequential-baseline # + concurrency 1 on 3 days
+
+One `calltexts run`-style run (export_run.run_export: one Dagster run over the range,
+range tags) in a child process against the SANDBOX (Bitrix24 emulator limited to 2 req/s,
+client limiter at 2 req/s; STT emulator with latency per audio minute, fast mode). Then a
+no-op re-run of the same range. Recordings are rendered into an on-disk cache first (timed
+apart, not part of the pipeline's wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import harness
+from harness import RunFigures, Workload
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--calls-per-day", type=int, default=150)
+    parser.add_argument("--concurrency", type=int, default=10, help="calls at once in an asset")
+    parser.add_argument(
+        "--stt-latency-ms", type=float, default=30.0, help="STT latency per audio minute"
+    )
+    parser.add_argument("--sequential-baseline", action="store_true")
+    parser.add_argument("--baseline-days", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, default=harness.DEFAULT_CACHE)
+    parser.add_argument("--workdir", type=Path, help="run roots here (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the run roots")
+    return parser.parse_args(argv)
+
+
+def lower_bound(
+    fig: RunFigures, *, latency_per_min: float, concurrency: int, rps: float, bandwidth: float
+) -> tuple[float, dict[str, float]]:
+    """max(STT latency / concurrency, REST requests / rate, download bytes / bandwidth)."""
+    stt_latency = latency_per_min * fig.stt["audio_seconds"] / 60
+    rest = sum(n for name, n in fig.portal["http_requests"].items() if name != "records")
+    parts = {
+        "STT latency / concurrency": stt_latency / concurrency,
+        f"REST requests / {rps:g} rps": rest / rps,
+        "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
+    }
+    return max(parts.values()), parts
+
+
+def throughput(fig: RunFigures, minutes: float) -> str:
+    return (
+        f"{fig.calls / fig.run_sec:.2f} calls/s, {minutes / fig.run_sec:.2f} audio min/s "
+        f"(run_export time {fig.run_sec:.1f} s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    latency = args.stt_latency_ms / 1000
+    first, last = harness.period_ending_yesterday(args.days)
+    # Baseline days (if any) come first in the seed, so the two share one sandbox.
+    base_first = first - timedelta(days=args.baseline_days) if args.sequential_baseline else first
+    seeded_days = args.days + (first - base_first).days
+    everything = Workload.seed(base_first, seeded_days, args.calls_per_day)
+    main_load = Workload.seed(first, args.days, args.calls_per_day)
+
+    print("SANDBOX benchmark: full-period backfill (synthetic calls, emulated services)")
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {harness.machine()}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"period: {first} .. {last}; workload: {main_load.describe()}")
+    print(
+        f"settings: concurrency {args.concurrency}; Bitrix24 portal limit 2 req/s (burst 50), "
+        f"client limiter 2 req/s; STT latency {args.stt_latency_ms:g} ms per audio minute, "
+        "fast mode; real retry waits (scale 1)"
+    )
+
+    warm_sec, rendered = harness.warm_audio_cache(
+        everything, args.cache_dir, workers=max(1, harness.os.cpu_count() or 1)
+    )
+    print(
+        f"warm-up (EXCLUDED from the pipeline figures): rendered {rendered} recordings "
+        f"({len(everything.with_audio) - rendered} already cached) in {warm_sec:,.1f} s "
+        f"into {args.cache_dir}"
+    )
+    bandwidth = harness.loopback_bandwidth()
+    print(f"loopback bandwidth (one TCP stream, measured): {bandwidth / 2**30:.2f} GiB/s")
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="calltexts-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sandbox = harness.start_benchmark_sandbox(everything, args.cache_dir)
+    try:
+        print(f"\n1) backfill of {args.days} days, one run, concurrency {args.concurrency}")
+        full = harness.run_export_child(
+            "backfill",
+            sandbox,
+            work / "main",
+            first,
+            last,
+            concurrency=args.concurrency,
+            stt_latency_per_min=latency,
+        )
+        harness.print_run(full, audio_minutes=main_load.audio_minutes)
+        bound, parts = lower_bound(
+            full, latency_per_min=latency, concurrency=args.concurrency, rps=2, bandwidth=bandwidth
+        )
+        print("    lower bound = max(" + ", ".join(f"{k} {v:,.1f} s" for k, v in parts.items()))
+        print(
+            f"    lower bound {bound:,.1f} s; efficiency bound / wall = {bound / full.wall_sec:.1%}"
+            f" (run_export alone: {bound / full.run_sec:.1%})"
+        )
+        print(f"    throughput: {throughput(full, main_load.audio_minutes)}")
+
+        print(f"\n2) no-op re-run of the same {args.days} days (target < 30 s)")
+        again = harness.run_export_child(
+            "no-op",
+            sandbox,
+            work / "main",
+            first,
+            last,
+            concurrency=args.concurrency,
+            stt_latency_per_min=latency,
+        )
+        harness.print_run(again, audio_minutes=0)
+        downloads = again.portal["http_requests"].get("records", 0)
+        verdict = "OK" if again.wall_sec < 30 and downloads == 0 else "MISSED"
+        print(
+            f"    {verdict}: {again.wall_sec:.1f} s wall, {downloads} downloads, "
+            f"{again.stt['requests']} STT requests"
+        )
+
+        if args.sequential_baseline:
+            _baseline(args, sandbox, work, base_first, first, full, main_load, latency)
+    finally:
+        sandbox.stop()
+        if not args.keep:
+            harness.remove_tree(work)
+    return 0
+
+
+def _baseline(
+    args: argparse.Namespace,
+    sandbox: harness.Sandbox,
+    work: Path,
+    base_first: date,
+    first: date,
+    full: RunFigures,
+    main_load: Workload,
+    latency: float,
+) -> None:
+    base_last = first - timedelta(days=1)
+    load = Workload.seed(base_first, args.baseline_days, args.calls_per_day)
+    print(
+        f"\n3) sequential baseline on a SUBSET: {args.baseline_days} other days "
+        f"({base_first} .. {base_last}: {load.describe()}), concurrency 1 (one call at a time)"
+    )
+    seq = harness.run_export_child(
+        "sequential",
+        sandbox,
+        work / "sequential",
+        base_first,
+        base_last,
+        concurrency=1,
+        stt_latency_per_min=latency,
+    )
+    harness.print_run(seq, audio_minutes=load.audio_minutes)
+    print(f"    throughput: {throughput(seq, load.audio_minutes)}")
+    print(f"   the same {args.baseline_days} days at concurrency {args.concurrency}:")
+    same = harness.run_export_child(
+        "concurrent-subset",
+        sandbox,
+        work / "concurrent-subset",
+        base_first,
+        base_last,
+        concurrency=args.concurrency,
+        stt_latency_per_min=latency,
+    )
+    harness.print_run(same, audio_minutes=load.audio_minutes)
+    print(f"    throughput: {throughput(same, load.audio_minutes)}")
+    ratio_same = seq.run_sec / same.run_sec
+    per_call_seq = seq.calls / seq.run_sec
+    per_call_full = full.calls / full.run_sec
+    per_min_seq = load.audio_minutes / seq.run_sec
+    per_min_full = main_load.audio_minutes / full.run_sec
+    print(
+        f"    SPEED-UP concurrent vs sequential on the same {seq.calls} calls: "
+        f"{ratio_same:.2f}x (run_export time {seq.run_sec:.1f} s -> {same.run_sec:.1f} s)"
+    )
+    print(
+        f"    SPEED-UP of the full {args.days}-day run vs the sequential subset, per call: "
+        f"{per_call_full / per_call_seq:.2f}x, per audio minute: "
+        f"{per_min_full / per_min_seq:.2f}x (different calls: per-call figures, not totals)"
+    )
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"\nbenchmark finished in {time.monotonic() - started:,.0f} s")
+    sys.exit(code)

@@ -1,0 +1,388 @@
+"""What the benchmarks share: a sandbox with an on-disk audio cache, a timed warm-up that
+renders the recordings, export runs in a child process (the `calltexts run` code path)
+with their CPU, memory and request figures, and a loopback bandwidth probe.
+
+The sandbox (portal + STT emulator) runs in this process; the pipeline runs in a child, so
+its CPU time and peak RSS are its own and the emulators' costs are reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/<script>.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+import psutil  # noqa: E402
+
+from calltexts_assets.ledger import Ledger  # noqa: E402
+from calltexts_assets.sandbox.portal import (  # noqa: E402
+    AudioCache,
+    PortalConfig,
+    default_audio_renderer,
+)
+from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
+from calltexts_assets.sandbox.seed import SeedSpec, recording_is_stereo  # noqa: E402
+from calltexts_assets.sandbox.server import RunningServer, serve_in_thread  # noqa: E402
+from calltexts_assets.sandbox.stt import SttEmulator  # noqa: E402
+from calltexts_assets.settings import portal_today  # noqa: E402
+from calltexts_tests.pipeline_subprocess import ChildLayout, child_env, start_child  # noqa: E402
+
+DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
+SEED = 7  # the CLI's default sandbox seed
+
+
+# -- the period and its calls ---------------------------------------------------------------
+
+
+def period_ending_yesterday(days: int) -> tuple[date, date]:
+    """The last `days` full days, as `calltexts run --days N` picks them."""
+    last = portal_today() - timedelta(days=1)
+    return last - timedelta(days=days - 1), last
+
+
+@dataclass(frozen=True)
+class Workload:
+    spec: SeedSpec
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def seed(cls, first: date, days: int, calls_per_day: int) -> Workload:
+        spec = SeedSpec(SEED, first, days, calls_per_day)
+        return cls(spec, spec.rows())
+
+    @property
+    def with_audio(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("RECORD_FILE_ID")]
+
+    @property
+    def audio_minutes(self) -> float:
+        return sum(int(r["CALL_DURATION"]) for r in self.with_audio) / 60
+
+    def describe(self) -> str:
+        durations = sorted(int(r["CALL_DURATION"]) for r in self.with_audio)
+        stereo = sum(recording_is_stereo(r["CALL_ID"]) for r in self.with_audio)
+        median = durations[len(durations) // 2] if durations else 0
+        return (
+            f"{len(self.rows)} calls ({self.spec.days} days x {self.spec.calls_per_day}), "
+            f"{len(durations)} with a recording ({stereo} stereo), "
+            f"{self.audio_minutes:,.0f} audio minutes; duration median {median} s, "
+            f"max {durations[-1] if durations else 0} s, "
+            f"{sum(d >= 1200 for d in durations)} at the 20-min cap"
+        )
+
+
+# -- warm-up: render every recording into the on-disk cache ---------------------------------
+
+_worker_cache: AudioCache | None = None
+
+
+def _render_init(cache_dir: str, version: str) -> None:
+    global _worker_cache
+    _worker_cache = AudioCache(default_audio_renderer, cache_dir, 0, version)
+
+
+def _render_one(job: tuple[str, int]) -> int:
+    call_id, duration = job
+    assert _worker_cache is not None
+    before = _worker_cache.renders
+    _worker_cache.get(call_id, duration, recording_is_stereo(call_id))
+    return _worker_cache.renders - before
+
+
+def warm_audio_cache(workload: Workload, cache_dir: Path, workers: int) -> tuple[float, int]:
+    """Render what the portal will serve into `cache_dir` (the portal's own cache format and
+    keys); returns (seconds, recordings rendered now). Already cached ones are skipped."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # The portal reads CALL_DURATION as int(float(...)), and keys the cache on it.
+    jobs = sorted(
+        ((r["CALL_ID"], int(float(r["CALL_DURATION"]))) for r in workload.with_audio),
+        key=lambda job: -job[1],  # longest first: even load across the workers
+    )
+    started = time.monotonic()
+    ctx = multiprocessing.get_context("fork")
+    initargs = (str(cache_dir), PortalConfig().cache_version)
+    with ctx.Pool(workers, initializer=_render_init, initargs=initargs) as pool:
+        rendered = sum(pool.imap_unordered(_render_one, jobs, chunksize=8))
+    return time.monotonic() - started, rendered
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+
+def start_benchmark_sandbox(
+    workload: Workload, cache_dir: Path, *, portal_rate: float = 2.0
+) -> Sandbox:
+    """Portal with its leaky bucket at `portal_rate` req/s (Bitrix24's 2), audio from the
+    cache. The STT server of each run is started by `fresh_stt` instead."""
+    spec = workload.spec
+    return start_sandbox(
+        seed=spec.seed,
+        start=spec.start,
+        days=spec.days,
+        calls_per_day=spec.calls_per_day,
+        cache_dir=cache_dir,
+        portal_config={"rate_per_sec": portal_rate},
+    )
+
+
+@contextmanager
+def fresh_stt(latency_per_min: float) -> Iterator[tuple[SttEmulator, RunningServer]]:
+    """A new STT emulator per run: its counters and its decode cache start empty, so no
+    run profits from another's decodes."""
+    emulator = SttEmulator(
+        api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, fast=True
+    )
+    server = serve_in_thread(emulator.app)
+    try:
+        yield emulator, server
+    finally:
+        server.stop()
+
+
+# -- one export run in a child process --------------------------------------------------------
+
+
+@dataclass
+class RunFigures:
+    label: str
+    calls: int
+    wall_sec: float  # child start to exit (Python start-up and Dagster load included)
+    run_sec: float  # run_export alone
+    exit_code: int
+    child: dict[str, Any]  # the child's own rusage report (pipeline_subprocess --stats-json)
+    peak_rss_tree_mib: float  # sampled: pipeline process + its ffmpeg children
+    sandbox_cpu_sec: float  # emulators (this process) and their ffmpeg decodes
+    portal: dict[str, Any]
+    stt: dict[str, Any]
+    ledger_rows: int = 0
+    ledger_bytes: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    download_bytes: int = 0
+
+    @property
+    def pipeline_cpu_sec(self) -> float:
+        c = self.child
+        return c["cpu_user_sec"] + c["cpu_sys_sec"] + c["children_cpu_sec"]
+
+
+class _RssSampler(threading.Thread):
+    """Peak RSS of a process tree, sampled (ru_maxrss gives the exact peak per process)."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                total = 0
+                for proc in tree:
+                    with suppress(psutil.NoSuchProcess):
+                        total += proc.memory_info().rss
+                self.peak = max(self.peak, total)
+            except psutil.NoSuchProcess:
+                return
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
+def _cpu_of_this_process() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_export_child(
+    label: str,
+    sandbox: Sandbox,
+    root: Path,
+    first: date,
+    last: date,
+    *,
+    concurrency: int,
+    stt_latency_per_min: float,
+    requests_per_second: float = 2.0,
+) -> RunFigures:
+    """One `calltexts run --from first --to last` in a child against the sandbox."""
+    layout = ChildLayout.under(root)
+    sandbox.portal.reset_stats()
+    with fresh_stt(stt_latency_per_min) as (stt, stt_server):
+        env = child_env(
+            layout,
+            webhook_url=sandbox.webhook_url,
+            stt_base_url=f"{stt_server.url}/v1",
+            api_key=SANDBOX_API_KEY,
+            concurrency=concurrency,
+            requests_per_second=requests_per_second,
+        )
+        stats_path = root / f"{label}.stats.json"
+        stats_path.unlink(missing_ok=True)
+        cpu_before = _cpu_of_this_process()
+        started = time.monotonic()
+        child = start_child(first, last, env, log_path=root / f"{label}.log", stats_path=stats_path)
+        sampler = _RssSampler(child.pid)
+        sampler.start()
+        code = child.wait()
+        wall = time.monotonic() - started
+        sampler.stop()
+        child_stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+        pipeline_cpu = sum(
+            child_stats.get(k, 0.0) for k in ("cpu_user_sec", "cpu_sys_sec", "children_cpu_sec")
+        )
+        # This process's children include the pipeline child once it is reaped.
+        sandbox_cpu = _cpu_of_this_process() - cpu_before - pipeline_cpu
+        stt_stats = stt.stats()
+    ledger = Ledger(layout.ledger_url)
+    try:
+        records = ledger.records([d.isoformat() for d in _days(first, last)])
+        rows = ledger.count_rows()
+    finally:
+        ledger.dispose()
+    statuses: dict[str, int] = {}
+    for record in records:
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+    db_path = layout.home / "ledger.sqlite"
+    db_bytes = sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
+    return RunFigures(
+        label=label,
+        calls=len(records),
+        wall_sec=wall,
+        run_sec=child_stats.get("run_sec", float("nan")),
+        exit_code=code,
+        child=child_stats,
+        peak_rss_tree_mib=sampler.peak / 2**20,
+        sandbox_cpu_sec=sandbox_cpu,
+        portal=sandbox.portal.stats(),
+        stt=stt_stats,
+        ledger_rows=rows,
+        ledger_bytes=db_bytes,
+        statuses=dict(sorted(statuses.items())),
+        download_bytes=sum(r.audio_bytes or 0 for r in records),
+    )
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+# -- loopback bandwidth -----------------------------------------------------------------------
+
+
+def loopback_bandwidth(total_mib: int = 512, chunk: int = 1 << 20) -> float:
+    """Bytes per second through one TCP connection on 127.0.0.1 (sender and receiver in
+    two threads of this process): the ceiling for moving recordings over loopback."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    received = 0
+
+    def receive() -> None:
+        nonlocal received
+        conn, _ = server.accept()
+        with conn:
+            buf = bytearray(chunk)
+            while (n := conn.recv_into(buf)) > 0:
+                received += n
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    payload = os.urandom(chunk)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        started = time.monotonic()
+        for _ in range(total_mib):
+            sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        reader.join()
+        elapsed = time.monotonic() - started
+    server.close()
+    return received / elapsed
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {mem:.1f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def print_run(fig: RunFigures, *, audio_minutes: float) -> None:
+    c = fig.child
+    per_call = fig.pipeline_cpu_sec / fig.calls if fig.calls else float("nan")
+    print(f"  [{fig.label}] exit code {fig.exit_code}; calls by status {fig.statuses}")
+    print(
+        f"    wall {fig.wall_sec:,.1f} s (process start to exit; run_export alone "
+        f"{fig.run_sec:,.1f} s, Python+Dagster import {c.get('import_sec', 0):.1f} s)"
+    )
+    python_cpu = c.get("cpu_user_sec", 0) + c.get("cpu_sys_sec", 0)
+    print(
+        f"    pipeline CPU {fig.pipeline_cpu_sec:,.1f} s = python {python_cpu:,.1f} s"
+        f" + ffmpeg children {c.get('children_cpu_sec', 0):,.1f} s; "
+        f"{per_call * 1000:,.0f} ms CPU per call, "
+        f"{fig.pipeline_cpu_sec / max(audio_minutes, 1e-9):.3f} s per audio minute"
+    )
+    print(
+        f"    sandbox CPU (portal + STT emulator + their ffmpeg decodes, not the pipeline's) "
+        f"{fig.sandbox_cpu_sec:,.1f} s"
+    )
+    print(
+        f"    peak RSS: pipeline process {c.get('peak_rss_mib', 0):,.0f} MiB (ru_maxrss), "
+        f"largest ffmpeg child {c.get('children_peak_rss_mib', 0):,.0f} MiB, "
+        f"process tree sampled {fig.peak_rss_tree_mib:,.0f} MiB"
+    )
+    print(f"    ledger: {fig.ledger_rows} rows, {mib(fig.ledger_bytes)} on disk")
+    p = fig.portal
+    print(
+        f"    portal requests: HTTP {p['http_requests']}, REST commands {p['requests']}, "
+        f"responses {p['responses']}, refused by its rate limit {p['rate_limited']}"
+    )
+    s = fig.stt
+    print(
+        f"    STT requests: {s['requests']} ({s['transcriptions']} transcriptions, "
+        f"{s['decodes']} decodes, {s['audio_seconds'] / 60:,.0f} channel-minutes, "
+        f"{mib(s['bytes_received'])} uploaded, by status {s['by_status']}, "
+        f"max in flight {s['max_in_flight']})"
+    )
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
