@@ -37,6 +37,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=harness.DEFAULT_CACHE)
     parser.add_argument("--workdir", type=Path, help="run roots here (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the run roots")
+    parser.add_argument(
+        "--py-spy", action="store_true", help="profile the backfill's Python threads (py-spy)"
+    )
     return parser.parse_args(argv)
 
 
@@ -105,8 +108,17 @@ def main(argv: list[str] | None = None) -> int:
             last,
             concurrency=args.concurrency,
             stt_latency_per_min=latency,
+            py_spy=work / "backfill.pyspy.txt" if args.py_spy else None,
         )
         harness.print_run(full, audio_minutes=main_load.audio_minutes)
+        if args.py_spy and (work / "backfill.pyspy.txt").exists():
+            inclusive, leaves = harness.top_frames(work / "backfill.pyspy.txt")
+            print("    py-spy (pipeline's Python threads), project functions, inclusive:")
+            for name, share in inclusive:
+                print(f"      {share:6.1%}  {name}")
+            print("    py-spy, self time (leaf functions):")
+            for name, share in leaves:
+                print(f"      {share:6.1%}  {name}")
         bound, parts = lower_bound(
             full, latency_per_min=latency, concurrency=args.concurrency, rps=2, bandwidth=bandwidth
         )

@@ -12,12 +12,15 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -29,7 +32,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/<script>.py`
     sys.path.insert(0, str(REPO_ROOT))
 
+import dagster  # noqa: E402
 import psutil  # noqa: E402
+
+# The assets' beta parameters (backfill_policy) warn at import; figures are the output here.
+warnings.filterwarnings("ignore", category=dagster.BetaWarning)
+warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
 
 from calltexts_assets.ledger import Ledger  # noqa: E402
 from calltexts_assets.sandbox.portal import (  # noqa: E402
@@ -143,17 +151,64 @@ def start_benchmark_sandbox(
 
 
 @contextmanager
-def fresh_stt(latency_per_min: float) -> Iterator[tuple[SttEmulator, RunningServer]]:
+def fresh_stt(
+    latency_per_min: float, kind: type[SttEmulator] = SttEmulator
+) -> Iterator[tuple[SttEmulator, RunningServer]]:
     """A new STT emulator per run: its counters and its decode cache start empty, so no
     run profits from another's decodes."""
-    emulator = SttEmulator(
-        api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, fast=True
-    )
+    emulator = kind(api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, fast=True)
     server = serve_in_thread(emulator.app)
     try:
         yield emulator, server
     finally:
         server.stop()
+
+
+# -- cheap stand-ins for the memory benchmark (scale.py) --------------------------------------
+
+_FRAME_BYTES = 144  # MPEG-2 layer III, 16 kHz mono, 32 kbps CBR: 144-byte frames, no padding
+_FRAME_SEC = 576 / 16000
+
+
+class SlicedRecordings:
+    """Portal audio for calls of any length without rendering each: slices of one mono
+    CBR MP3 (a 700 Hz tone, no Xing header), cut at frame boundaries. Valid MP3 whose
+    header duration is the call's; the pipeline handles it like any mono recording."""
+
+    def __init__(self, max_sec: int = 1210) -> None:
+        from calltexts_assets.audio import ffmpeg_exe
+
+        source = f"sine=frequency=700:sample_rate=16000:duration={max_sec}"
+        self.base = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", source,
+             "-ac", "1", "-c:a", "libmp3lame", "-b:a", "32k", "-write_xing", "0",
+             "-id3v2_version", "0", "-f", "mp3", "pipe:1"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+
+    def get(self, call_id: str, duration_sec: int, stereo: bool) -> bytes:
+        frames = max(1, round(duration_sec / _FRAME_SEC))
+        return self.base[: frames * _FRAME_BYTES]
+
+
+class HeaderOnlyStt(SttEmulator):
+    """The STT emulator with its listening part replaced: the duration comes from the MP3
+    header and the 'words' are one every 3 s. Same HTTP API, latency, stats; no decode."""
+
+    def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
+        import io
+
+        import mutagen.mp3
+
+        from calltexts_assets.sandbox.script import VOCABULARY
+
+        duration = float(mutagen.mp3.MP3(io.BytesIO(data)).info.length)
+        starts = [i * 3.0 for i in range(max(1, int(duration // 3)))]
+        words = [
+            (t, min(t + 0.5, duration), VOCABULARY[i % len(VOCABULARY)])
+            for i, t in enumerate(starts)
+        ]
+        return duration, words
 
 
 # -- one export run in a child process --------------------------------------------------------
@@ -189,14 +244,14 @@ class _RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.peak = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         try:
             root = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 tree = [root, *root.children(recursive=True)]
                 total = 0
@@ -206,10 +261,10 @@ class _RssSampler(threading.Thread):
                 self.peak = max(self.peak, total)
             except psutil.NoSuchProcess:
                 return
-            self._stop.wait(self.every)
+            self._halt.wait(self.every)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
@@ -229,11 +284,13 @@ def run_export_child(
     concurrency: int,
     stt_latency_per_min: float,
     requests_per_second: float = 2.0,
+    py_spy: Path | None = None,
+    stt_kind: type[SttEmulator] = SttEmulator,
 ) -> RunFigures:
     """One `calltexts run --from first --to last` in a child against the sandbox."""
     layout = ChildLayout.under(root)
     sandbox.portal.reset_stats()
-    with fresh_stt(stt_latency_per_min) as (stt, stt_server):
+    with fresh_stt(stt_latency_per_min, stt_kind) as (stt, stt_server):
         env = child_env(
             layout,
             webhook_url=sandbox.webhook_url,
@@ -249,7 +306,10 @@ def run_export_child(
         child = start_child(first, last, env, log_path=root / f"{label}.log", stats_path=stats_path)
         sampler = _RssSampler(child.pid)
         sampler.start()
+        spy = _start_py_spy(child.pid, py_spy) if py_spy else None
         code = child.wait()
+        if spy is not None:
+            spy.wait()
         wall = time.monotonic() - started
         sampler.stop()
         child_stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
@@ -286,6 +346,65 @@ def run_export_child(
         statuses=dict(sorted(statuses.items())),
         download_bytes=sum(r.audio_bytes or 0 for r in records),
     )
+
+
+def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the pipeline's Python threads (not its ffmpeg children) into collapsed stacks."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "50"]
+    return subprocess.Popen(
+        [*cmd, "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<path>[^()]*?)(?::\d+)?\)$")
+
+
+def _frame_name(frame: str) -> str:
+    """`func (path/to/file.py:123)` -> `func (file.py)`: lines of one function merged."""
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    return f"{match['func']} ({match['path'].rsplit('/', 1)[-1]})"
+
+
+# py-spy names frames by module-relative file; the project's modules are known by name.
+_PROJECT_FILES = {
+    p.name for p in (REPO_ROOT / "calltexts_assets").rglob("*.py") if p.name != "__init__.py"
+}
+
+
+def _is_project(name: str) -> bool:
+    return name.endswith(")") and name.rsplit("(", 1)[-1][:-1] in _PROJECT_FILES
+
+
+def top_frames(raw: Path, count: int = 8) -> tuple[list[tuple[str, float]], ...]:
+    """From py-spy's collapsed stacks: (share of samples per project function, inclusive;
+    share per leaf function, i.e. self time). Idle waits (ffmpeg, sockets) are not sampled,
+    so these split the pipeline's Python CPU, not its wall time."""
+    inclusive: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or not stack:
+            continue
+        weight = int(n)
+        samples += weight
+        frames = [f for f in stack.split(";") if " (" in f]
+        if frames:
+            leaf = _frame_name(frames[-1])
+            leaves[leaf] = leaves.get(leaf, 0) + weight
+        for name in {n for n in map(_frame_name, frames) if _is_project(n)}:
+            inclusive[name] = inclusive.get(name, 0) + weight
+
+    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
+        top = sorted(table.items(), key=lambda kv: -kv[1])[:count]
+        return [(name, n / samples) for name, n in top]
+
+    return (ranked(inclusive), ranked(leaves)) if samples else ([], [])
 
 
 def _days(first: date, last: date) -> list[date]:
@@ -354,20 +473,24 @@ def print_run(fig: RunFigures, *, audio_minutes: float) -> None:
         f"{fig.run_sec:,.1f} s, Python+Dagster import {c.get('import_sec', 0):.1f} s)"
     )
     python_cpu = c.get("cpu_user_sec", 0) + c.get("cpu_sys_sec", 0)
+    per_minute = (
+        f", {fig.pipeline_cpu_sec / audio_minutes:.3f} s per audio minute" if audio_minutes else ""
+    )
     print(
         f"    pipeline CPU {fig.pipeline_cpu_sec:,.1f} s = python {python_cpu:,.1f} s"
         f" + ffmpeg children {c.get('children_cpu_sec', 0):,.1f} s; "
-        f"{per_call * 1000:,.0f} ms CPU per call, "
-        f"{fig.pipeline_cpu_sec / max(audio_minutes, 1e-9):.3f} s per audio minute"
+        f"{per_call * 1000:,.0f} ms CPU per call{per_minute}"
     )
+    cores = os.cpu_count() or 1
+    floor = (fig.pipeline_cpu_sec + fig.sandbox_cpu_sec) / cores
     print(
         f"    sandbox CPU (portal + STT emulator + their ffmpeg decodes, not the pipeline's) "
-        f"{fig.sandbox_cpu_sec:,.1f} s"
+        f"{fig.sandbox_cpu_sec:,.1f} s; CPU floor (pipeline + sandbox CPU) / {cores} cores "
+        f"= {floor:,.1f} s"
     )
     print(
-        f"    peak RSS: pipeline process {c.get('peak_rss_mib', 0):,.0f} MiB (ru_maxrss), "
-        f"largest ffmpeg child {c.get('children_peak_rss_mib', 0):,.0f} MiB, "
-        f"process tree sampled {fig.peak_rss_tree_mib:,.0f} MiB"
+        f"    peak RSS: pipeline process {c.get('peak_rss_mib', 0):,.0f} MiB (VmHWM), "
+        f"process tree with ffmpeg children {fig.peak_rss_tree_mib:,.0f} MiB (sampled)"
     )
     print(f"    ledger: {fig.ledger_rows} rows, {mib(fig.ledger_bytes)} on disk")
     p = fig.portal

@@ -281,33 +281,10 @@ class Ledger:
         unknown = set(values) - set(_RECORD_FIELDS)
         if unknown:
             raise ValueError(f"unknown ledger fields: {sorted(unknown)}")
-        run_id, call_id, record_id = key
-        stmt = (
-            sa.update(call_records)
-            .where(
-                call_records.c.run_id == run_id,
-                call_records.c.call_id == call_id,
-                call_records.c.record_id == record_id,
-            )
-            .values(**values, updated_at=_now())
-        )
+        stmt = sa.update(call_records).where(*_key_filter(key)).values(**values, updated_at=_now())
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(stmt).rowcount != 1:
                 raise KeyError(f"no ledger row for {key}")
-
-    def add_attempt(self, key: tuple[str, str, str]) -> None:
-        run_id, call_id, record_id = key
-        stmt = (
-            sa.update(call_records)
-            .where(
-                call_records.c.run_id == run_id,
-                call_records.c.call_id == call_id,
-                call_records.c.record_id == record_id,
-            )
-            .values(attempts=call_records.c.attempts + 1, updated_at=_now())
-        )
-        with self._write_lock, self.engine.begin() as conn:
-            conn.execute(stmt)
 
     def records(self, run_ids: Sequence[str]) -> list[CallRecord]:
         stmt = (
@@ -319,11 +296,8 @@ class Ledger:
             return [CallRecord(**row._mapping) for row in conn.execute(stmt)]
 
     def record(self, key: tuple[str, str, str]) -> CallRecord | None:
-        run_id, call_id, record_id = key
         stmt = sa.select(*[call_records.c[name] for name in _RECORD_FIELDS]).where(
-            call_records.c.run_id == run_id,
-            call_records.c.call_id == call_id,
-            call_records.c.record_id == record_id,
+            *_key_filter(key)
         )
         with self.engine.connect() as conn:
             row = conn.execute(stmt).first()
@@ -332,6 +306,15 @@ class Ledger:
     def count_rows(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(call_records)).scalar_one()
+
+
+def _key_filter(key: tuple[str, str, str]) -> tuple[Any, ...]:
+    run_id, call_id, record_id = key
+    return (
+        call_records.c.run_id == run_id,
+        call_records.c.call_id == call_id,
+        call_records.c.record_id == record_id,
+    )
 
 
 class _NullLock:

@@ -21,7 +21,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets, call_list
 from calltexts_assets.ledger import CallRecord, Ledger, Status
@@ -469,6 +468,33 @@ def test_valid_header_with_corrupt_frames_ends_in_an_error_status(
     assert bad.status in Status.ERRORS, (bad.status, bad.transcript_path, bad.cost)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: a transcribed call without speech has language '' and the blocking "
+    "registry_complete check requires a language for every transcribed row: one such call "
+    "fails registry_csv and skips cost_report for the whole period",
+)
+def test_a_call_without_speech_does_not_block_the_period_report(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    rows = sandbox.portal.rows
+    # A 1-second call: too short for a word of the call script (real portals have many).
+    quiet = rows[0]
+    quiet["CALL_DURATION"] = "1"
+    sandbox.portal.set_rows(rows)
+
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    records = by_call(resources["ledger"].get())
+    assert records[quiet["CALL_ID"]].status == Status.TRANSCRIBED
+    assert records[quiet["CALL_ID"]].language == ""  # "Язык: —" in its transcript
+    report = tmp_path / f"store/exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["registry_complete"], checks
+    assert result.success and report.exists()
+
+
 # -- expired token mid-run -------------------------------------------------------------------
 
 
@@ -555,12 +581,6 @@ def test_a_completed_export_is_marked_finished_in_call_exports(
         assert export["finished_at"] is not None, export
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=sa.exc.ArgumentError,
-    reason="BUG: export_run.run_export reads the ledger through the unresolved "
-    "dg.EnvVar('CALLTEXTS_DATABASE_URL') after the run and crashes",
-)
 def test_calltexts_run_with_a_database_url_reports_its_result(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -578,8 +598,10 @@ def test_calltexts_run_with_a_database_url_reports_its_result(
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    # A day without seeded calls: the run itself is quick and succeeds.
+    # A day without seeded calls: the run itself is quick. Reading the ledger afterwards
+    # once crashed on the unresolved dg.EnvVar of the database URL.
     assert run_export(date(2026, 10, 1), date(2026, 10, 1)) == 0
+    assert (tmp_path / "pg-stand-in.sqlite").exists()
 
 
 # -- kill -9 mid-stage, then a re-run --------------------------------------------------------

@@ -19,44 +19,24 @@ from calltexts_assets.quality import (
     registry_complete,
 )
 from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
+from calltexts_tests.factories import transcribed_record
 
 DAY = "2026-11-24"
 
 
 def make_record(n: int = 1, **changes: Any) -> CallRecord:
     """A transcribed 100 s call whose audio measures exactly what Bitrix24 says."""
-    call_id = f"call{n}"
-    values: dict[str, Any] = {
-        "run_id": DAY,
-        "call_id": call_id,
-        "record_id": f"rec{n}",
-        "started_at": f"{DAY}T{9 + n // 3600 % 12:02d}:{n // 60 % 60:02d}:{n % 60:02d}+03:00",
-        "call_type": 1,
-        "direction": "outgoing",
-        "phone_from": "+74951234567",
-        "phone_to": "+79161234567",
-        "portal_user_id": "7",
-        "duration_sec": 100,
-        "recording_url": f"https://portal.example/rec/{n}.mp3",
-        "audio_path": f"exports/2026-11/raw/2026/11/24/call_{call_id}.mp3",
-        "audio_bytes": 1000,
-        "checksum": "ab" * 32,
-        "audio_duration_sec": 100.0,
-        "transcript_path": f"exports/2026-11/transcripts/call_{call_id}.txt",
-        "language": "russian",
-        "model": "whisper-1",
-        "stt_duration_sec": 100.0,
-        "cost": 0.012,  # ceil(100 s) = 2 min x 0.006
-        "summary_path": None,
-        "tags": None,
-        "status": Status.TRANSCRIBED,
-        "error_code": None,
-        "error_message": None,
-        "attempts": 1,
-        "dagster_run_id": "run-1",
-    }
-    values.update(changes)
-    return CallRecord(**values)
+    changes.setdefault("call_id", f"call{n}")
+    changes.setdefault(
+        "started_at", f"{DAY}T{9 + n // 3600 % 12:02d}:{n // 60 % 60:02d}:{n % 60:02d}+03:00"
+    )
+    return transcribed_record(
+        n,
+        day=DAY,
+        seconds=100.0,
+        incoming=False,
+        **changes,
+    )
 
 
 def not_transcribed(n: int, status: str, error_code: str | None = "stt_5xx") -> CallRecord:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from calltexts_assets.cost import call_cost_usd, forecast
+from calltexts_assets.cost import forecast
 from calltexts_assets.ledger import CallRecord, Status
 from calltexts_assets.quality import CheckOutcome, coverage, duplicate_transcripts
 from calltexts_assets.report import (
@@ -17,6 +17,7 @@ from calltexts_assets.report import (
     render_markdown,
     render_pdf,
 )
+from calltexts_tests.factories import transcribed_record
 
 DAY = "2026-11-24"
 PRICE = 0.006
@@ -26,39 +27,15 @@ STT_SECONDS = [30.0, 61.0, 125.5, 240.0, 59.2, 600.0, 7.0]
 
 def make_record(n: int = 1, **changes: Any) -> CallRecord:
     """A transcribed call; its cost follows the tariff unless `changes` say otherwise."""
-    call_id = f"call{n}"
     seconds = float(changes.pop("seconds", 90.0))
-    values: dict[str, Any] = {
-        "run_id": DAY,
-        "call_id": call_id,
-        "record_id": f"rec{n}",
-        "started_at": f"{DAY}T10:{n % 60:02d}:00+03:00",
-        "call_type": 2,
-        "direction": "incoming",
-        "phone_from": "+79161234567",
-        "phone_to": "+74951234567",
-        "portal_user_id": "7",
-        "duration_sec": round(seconds),
-        "recording_url": f"https://portal.example/rec/{n}.mp3",
-        "audio_path": f"exports/2026-11/raw/2026/11/24/call_{call_id}.mp3",
-        "audio_bytes": 1000,
-        "checksum": "ab" * 32,
-        "audio_duration_sec": seconds,
-        "transcript_path": f"exports/2026-11/transcripts/call_{call_id}.txt",
-        "language": "russian",
-        "model": "whisper-1",
-        "stt_duration_sec": seconds,
-        "cost": float(call_cost_usd(seconds, PRICE)),
-        "summary_path": None,
-        "tags": None,
-        "status": Status.TRANSCRIBED,
-        "error_code": None,
-        "error_message": None,
-        "attempts": 1,
-        "dagster_run_id": "run-1",
-    }
-    values.update(changes)
-    return CallRecord(**values)
+    changes.setdefault("call_id", f"call{n}")
+    changes.setdefault("started_at", f"{DAY}T10:{n % 60:02d}:00+03:00")
+    return transcribed_record(
+        n,
+        day=DAY,
+        seconds=seconds,
+        **changes,
+    )
 
 
 def failed(n: int, status: str, error_code: str | None, message: str = "") -> CallRecord:

@@ -1,0 +1,56 @@
+"""Ledger rows for the pure tests (registry, quality, report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calltexts_assets.cost import call_cost_usd
+from calltexts_assets.ledger import CallRecord, Status
+
+PORTAL_NUMBER = "+74951234567"
+CLIENT_NUMBER = "+79161234567"
+
+
+def transcribed_record(
+    n: int,
+    *,
+    day: str,
+    call_id: str,
+    started_at: str,
+    seconds: float,
+    incoming: bool = True,
+    **changes: Any,
+) -> CallRecord:
+    """A transcribed call whose audio measures `seconds` and whose cost follows the tariff;
+    `changes` override any field."""
+    values: dict[str, Any] = {
+        "run_id": day,
+        "call_id": call_id,
+        "record_id": f"rec{n}",
+        "started_at": started_at,
+        "call_type": 2 if incoming else 1,
+        "direction": "incoming" if incoming else "outgoing",
+        "phone_from": CLIENT_NUMBER if incoming else PORTAL_NUMBER,
+        "phone_to": PORTAL_NUMBER if incoming else CLIENT_NUMBER,
+        "portal_user_id": "7",
+        "duration_sec": round(seconds),
+        "recording_url": f"https://portal.example/rec/{n}.mp3",
+        "audio_path": f"exports/2026-11/raw/2026/11/24/call_{call_id}.mp3",
+        "audio_bytes": 1000,
+        "checksum": "ab" * 32,
+        "audio_duration_sec": seconds,
+        "transcript_path": f"exports/2026-11/transcripts/call_{call_id}.txt",
+        "language": "russian",
+        "model": "whisper-1",
+        "stt_duration_sec": seconds,
+        "cost": float(call_cost_usd(seconds)),
+        "summary_path": None,
+        "tags": None,
+        "status": Status.TRANSCRIBED,
+        "error_code": None,
+        "error_message": None,
+        "attempts": 1,
+        "dagster_run_id": "run-1",
+    }
+    values.update(changes)
+    return CallRecord(**values)
