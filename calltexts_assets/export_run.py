@@ -8,9 +8,8 @@ from datetime import date
 import dagster as dg
 
 from calltexts_assets.assets.partitions import period_for_days, range_tags
-from calltexts_assets.metrics import record_run
 from calltexts_assets.resources.ledger import ledger_for
-from calltexts_assets.run_summary import summarise_run
+from calltexts_assets.run_summary import finish_run
 from calltexts_assets.settings import database_url, env_float, home_dir
 
 
@@ -38,13 +37,13 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
         # No daemon runs the sensors here: record the run for the metrics directly.
         # (The resources hold unresolved EnvVars outside a run: read the settings directly.)
         ledger = ledger_for(database_url())
-        summary = summarise_run(
+        finish_run(
             instance,
             result.run_id,
+            ledger,
             succeeded=result.success,
             budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0),
         )
-        record_run(summary, engine=ledger.engine)
     statuses = Counter(r.status for r in ledger.records(period.export_ids))
     print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     print("Calls by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))

@@ -8,7 +8,8 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets.partitions import days_of_run_tags
-from calltexts_assets.metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary
+from calltexts_assets.ledger import Ledger
+from calltexts_assets.metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary, record_run
 
 
 def _first_metadata_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
@@ -57,3 +58,23 @@ def summarise_run(
         budget_usd=budget_usd,
         finished_at=datetime.fromtimestamp(end, UTC),
     )
+
+
+def finish_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    ledger: Ledger,
+    *,
+    succeeded: bool,
+    budget_usd: float = 0.0,
+) -> RunSummary:
+    """Close the run's days in the ledger and record the run for the metrics (idempotent:
+    the sensors and `calltexts run` may both do it)."""
+    summary = summarise_run(instance, run_id, succeeded=succeeded, budget_usd=budget_usd)
+    run = instance.get_run_by_id(run_id)
+    for day in days_of_run_tags(dict(run.tags)) if run else []:
+        export = ledger.export(day)
+        if export and export["dagster_run_id"] == run_id:
+            ledger.finish_export(day, "success" if succeeded else "failed")
+    record_run(summary, engine=ledger.engine)
+    return summary

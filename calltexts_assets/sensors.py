@@ -2,10 +2,9 @@
 
 import dagster as dg
 
-from calltexts_assets.metrics import record_run
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
-from calltexts_assets.run_summary import summarise_run
+from calltexts_assets.run_summary import finish_run
 
 
 def _record(
@@ -16,10 +15,13 @@ def _record(
     succeeded: bool,
 ) -> None:
     run_id = context.dagster_run.run_id
-    summary = summarise_run(
-        context.instance, run_id, succeeded=succeeded, budget_usd=settings.budget_usd
+    summary = finish_run(
+        context.instance,
+        run_id,
+        ledger.get(),
+        succeeded=succeeded,
+        budget_usd=settings.budget_usd,
     )
-    record_run(summary, engine=ledger.get().engine)
     context.log.info(f"recorded run {run_id} as {summary.status}")
 
 

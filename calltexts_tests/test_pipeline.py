@@ -64,3 +64,44 @@ def test_run_log_masks_phones_and_never_holds_secrets(
     phones = {row["PHONE_NUMBER"] for row in sandbox.portal.rows}
     for needle in [*secrets, *phones]:
         assert needle not in text
+
+
+def test_run_sensors_close_the_days_and_record_the_run(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    import sqlalchemy as sa
+
+    from calltexts_assets.sensors import record_export_failure, record_export_success
+
+    sandbox.portal.add_fault(kind="expired_token", target="*", times=None)
+    failed = materialize_range(
+        all_assets, resources, instance, "2026-11-01", "2026-11-01", raise_on_error=False
+    )
+    assert not failed.success
+    sandbox.portal.clear_faults()
+    ok = materialize_range(all_assets, resources, instance, "2026-11-02", "2026-11-02")
+    for sensor, result, status in (
+        (record_export_failure, failed, dg.DagsterEventType.RUN_FAILURE),
+        (record_export_success, ok, dg.DagsterEventType.RUN_SUCCESS),
+    ):
+        run = instance.get_run_by_id(result.run_id)
+        event = next(iter(instance.all_logs(result.run_id, of_type=status)))
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=event.dagster_event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={k: resources[k] for k in ("ledger", "export_settings")},
+        )
+        if sensor is record_export_failure:
+            context = context.for_run_failure()
+        sensor(context)
+    ledger = resources["ledger"].get()
+    assert ledger.export("2026-11-02")["status"] == "success"
+    with ledger.engine.connect() as conn:
+        rows = {r.run_id: r for r in conn.execute(sa.text("SELECT * FROM run_metrics"))}
+    assert rows[failed.run_id].status == "failure"
+    assert rows[ok.run_id].status == "success"
+    assert rows[ok.run_id].transcripts_ok == sum(
+        r.status == "transcribed" for r in ledger.records(["2026-11-02"])
+    )

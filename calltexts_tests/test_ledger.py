@@ -1,0 +1,104 @@
+"""The ledger on SQLite and on the real PostgreSQL: idempotent listing, progress kept."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from calltexts_assets.calls import call_from_row
+from calltexts_assets.ledger import Ledger, Status
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+DAY = "2026-11-24"
+
+
+def _row(n: int, **changes: object) -> dict[str, object]:
+    return {
+        "ID": str(n),
+        "CALL_ID": f"call.{n}",
+        "CALL_TYPE": "2",
+        "CALL_DURATION": "61",
+        "CALL_START_DATE": f"{DAY}T10:00:{n:02d}+03:00",
+        "PHONE_NUMBER": "+79991234567",
+        "PORTAL_NUMBER": "+74950000000",
+        "PORTAL_USER_ID": "5",
+        "CALL_RECORD_URL": f"https://portal.example/rec/{n}.mp3",
+        "RECORD_FILE_ID": str(1000 + n),
+        **changes,
+    }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "sqlite":
+        db = Ledger(f"sqlite:///{tmp_path / 'nested' / 'ledger.db'}")
+        yield db
+        db.dispose()
+        return
+    schema = f"ledger_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    db = Ledger(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_relisting_adds_no_rows_and_keeps_progress(ledger: Ledger) -> None:
+    calls = [call_from_row(_row(n)) for n in range(1, 4)]
+    assert ledger.upsert_listed(DAY, calls) == 3
+    key = (DAY, "call.1", "1001")
+    ledger.update(key, status=Status.TRANSCRIBED, transcript_path="t.txt", attempts=2)
+    changed = [call_from_row(_row(1, CALL_DURATION="62")), *calls[1:]]
+    ledger.upsert_listed(DAY, changed)
+    assert ledger.count_rows() == 3
+    record = ledger.record(key)
+    assert record is not None
+    assert (record.status, record.transcript_path, record.attempts) == ("transcribed", "t.txt", 2)
+    assert record.duration_sec == 62  # Bitrix24's view is refreshed
+
+
+def test_call_without_recording_is_listed_as_such(ledger: Ledger) -> None:
+    call = call_from_row(_row(1, CALL_RECORD_URL="", RECORD_FILE_ID=""))
+    ledger.upsert_listed(DAY, [call])
+    [record] = ledger.records([DAY])
+    assert (record.status, record.record_id) == (Status.NO_RECORDING, "")
+
+
+def test_unique_key_is_enforced_by_the_database(ledger: Ledger) -> None:
+    from calltexts_assets.ledger import call_records
+
+    ledger.upsert_listed(DAY, [call_from_row(_row(1))])
+    row = {
+        "run_id": DAY, "call_id": "call.1", "record_id": "1001", "started_at": "",
+        "call_type": 2, "direction": "", "phone_from": "", "phone_to": "",
+        "portal_user_id": "", "duration_sec": 0, "status": "listed", "attempts": 0,
+    }  # fmt: skip
+    with pytest.raises(sa.exc.IntegrityError), ledger.engine.begin() as conn:
+        conn.execute(sa.insert(call_records).values(**row))
+
+
+def test_update_rejects_unknown_fields_and_unknown_rows(ledger: Ledger) -> None:
+    ledger.upsert_listed(DAY, [call_from_row(_row(1))])
+    with pytest.raises(ValueError, match="unknown ledger fields"):
+        ledger.update((DAY, "call.1", "1001"), colour="red")
+    with pytest.raises(KeyError):
+        ledger.update((DAY, "nope", ""), status=Status.TRANSCRIBED)
+
+
+def test_exports_are_one_row_per_day(ledger: Ledger) -> None:
+    ledger.start_export(DAY, DAY, DAY, actor="a", dagster_run_id="r1")
+    ledger.start_export(DAY, DAY, DAY, actor="b", dagster_run_id="r2")
+    ledger.finish_export(DAY, "success")
+    export = ledger.export(DAY)
+    assert export is not None
+    assert (export["actor"], export["dagster_run_id"], export["status"]) == ("b", "r2", "success")
