@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         bound, parts = lower_bound(
             full, latency_per_min=latency, concurrency=args.concurrency, rps=2, bandwidth=bandwidth
         )
-        print("    lower bound = max(" + ", ".join(f"{k} {v:,.1f} s" for k, v in parts.items()))
+        terms = ", ".join(f"{k} {v:,.1f} s" for k, v in parts.items())
+        print(f"    lower bound = max({terms})")
         print(
             f"    lower bound {bound:,.1f} s; efficiency bound / wall = {bound / full.wall_sec:.1%}"
             f" (run_export alone: {bound / full.run_sec:.1%})"

@@ -48,7 +48,8 @@ def _run_point(
     per_day = max(1, round(target / args.days / MINUTES_PER_CALL))
     first, last = harness.period_ending_yesterday(args.days)
     load = Workload.seed(first, args.days, per_day)
-    print(f"\n~{target:,} audio minutes: {load.describe()}")
+    served = "" if args.faithful else " (memory mode: every recording served as mono)"
+    print(f"\n~{target:,} audio minutes: {load.describe()}{served}")
     if args.faithful:
         seconds, rendered = harness.warm_audio_cache(load, args.cache_dir, workers=2)
         print(f"  warm-up (excluded): rendered {rendered} recordings in {seconds:,.0f} s")

@@ -13,6 +13,7 @@ from calltexts_assets.transcript_format import TranscriptHeader, render_transcri
 from calltexts_assets.transcription import SpeechToText, transcribe_call
 
 # A transcription error is retried by the next run; the download is never repeated for it.
+UNDETERMINED_LANGUAGE = "und"
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
 
 
@@ -57,7 +58,9 @@ def transcribe_record(
         {
             "status": Status.TRANSCRIBED,
             "transcript_path": key,
-            "language": transcript.language,
+            # A call without speech (or a model that reports no language) still has a value:
+            # the hint, else "und" (ISO 639 "undetermined").
+            "language": transcript.language or whisper.language or UNDETERMINED_LANGUAGE,
             "model": transcript.model,
             "stt_duration_sec": transcript.duration_sec,
             "cost": float(call_cost_usd(transcript.duration_sec, price_per_minute)),

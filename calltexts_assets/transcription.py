@@ -29,6 +29,7 @@ class SpeechToText(Protocol):
     """What transcription needs of WhisperResource (tests may pass a stand-in)."""
 
     model: str
+    language: str
     max_file_bytes: int
     max_chunk_seconds: float
 
@@ -73,6 +74,21 @@ class _Tally:
         self.chunks += 1
         if result.language and result.segments:
             self.languages[result.language] += len(result.segments)
+
+
+# MP3 encoder padding and Bitrix24's whole seconds make small differences normal; a recording
+# that decodes to much less than its header announces is damaged (zeroed or cut frames).
+_LENGTH_TOLERANCE = 0.9
+_LENGTH_SLACK_SEC = 1.0
+
+
+def check_decoded_length(decoded_sec: float, header_sec: float) -> None:
+    """Raise AudioError when the audio is much shorter than its header says."""
+    if decoded_sec < header_sec * _LENGTH_TOLERANCE - _LENGTH_SLACK_SEC:
+        raise audio.AudioError(
+            f"corrupt recording: its frames decode to {decoded_sec:.1f} s of the "
+            f"{header_sec:.1f} s its header announces"
+        )
 
 
 def _lines(result: SttResult, offset: float, speaker: str) -> list[DialogueLine]:
@@ -132,11 +148,14 @@ def transcribe_call(
     ):
         # The common short mono call: send the file as it is, no decode.
         result = whisper.transcribe_file(path)
+        if result.duration:  # the STT decoded the file: it must have found all of it
+            check_decoded_length(result.duration, info.duration_sec)
         tally.add(result)
         lines = _lines(result, 0.0, mono_role)
     else:
         with tempfile.TemporaryDirectory(prefix="calltexts-chunks-", dir=workdir) as tmp:
             decoded = audio.load(path, sample_rate=min(info.sample_rate, WORKING_RATE))
+            check_decoded_length(decoded.duration_seconds, info.duration_sec)
             if decoded.channels >= 2 and split_stereo and not audio.channels_identical(decoded):
                 left, right = audio.split_channels(decoded)[:2]
                 streams = list(zip(stereo_roles, (left, right), strict=True))

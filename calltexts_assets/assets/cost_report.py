@@ -42,7 +42,8 @@ def cost_report(
     export_settings: ExportSettings,
 ) -> dg.MaterializeResult:
     period = run_period(context)
-    records = ledger.get().records(period.export_ids)
+    db = ledger.get()
+    records = db.records(period.export_ids)
     price = export_settings.price_per_minute_usd
     plan = forecast(
         [r.duration_sec for r in records if r.recording_url],
@@ -71,6 +72,8 @@ def cost_report(
     pdf_key = report_key(period.first, period.last, "pdf")
     store.write_text(md_key, render_markdown(data))
     store.write_bytes(pdf_key, render_pdf(data))
+    for day in period.export_ids:  # the last asset of the graph: the days are done
+        db.finish_export(day, "success")
     return dg.MaterializeResult(
         metadata={
             "period": period.label,

@@ -65,9 +65,7 @@ def start_sandbox(
     portal_config: dict[str, Any] | None = None,
     stt_options: dict[str, Any] | None = None,
 ) -> Sandbox:
-    config = PortalConfig(
-        cache_dir=str(cache_dir) if cache_dir else None, **(portal_config or {})
-    )
+    config = PortalConfig(cache_dir=str(cache_dir) if cache_dir else None, **(portal_config or {}))
     app = create_portal_app(seed=SeedSpec(seed, start, days, calls_per_day), config=config)
     stt = SttEmulator(api_key=SANDBOX_API_KEY, **(stt_options or {}))
     portal_server = serve_in_thread(app, host, portal_port)
