@@ -24,7 +24,7 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
     from calltexts_assets.definitions import build_definitions
 
     defs = build_definitions()
-    job = defs.get_job_def("calls_export")
+    job = defs.resolve_job_def("calls_export")
     period = period_for_days(period_from, period_to)
     print(f"Exporting {period.label} ({len(period.days)} days) in one run...")
     with dg.DagsterInstance.get() as instance:

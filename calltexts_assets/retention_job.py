@@ -59,7 +59,7 @@ def run_retention_job(*, dry_run: bool) -> int:
     """`calltexts retention [--dry-run]` runs the same job in process."""
     from calltexts_assets.definitions import build_definitions
 
-    job = build_definitions().get_job_def("retention")
+    job = build_definitions().resolve_job_def("retention")
     config = {"ops": {"apply_retention": {"config": {"dry_run": dry_run}}}}
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, run_config=config)
