@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from calltexts_assets.assets.partitions import daily_partitions, export_day, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, export_day, run_period
 from calltexts_assets.calls import Call, InvalidCallRow, call_from_row, calls_fingerprint
 from calltexts_assets.cost import forecast
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
@@ -31,8 +31,7 @@ def normalise_rows(rows: list[dict[str, Any]]) -> tuple[list[Call], list[tuple[s
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="calls",
     kinds={"bitrix24"},
     description="The day's calls from Bitrix24 `voximplant.statistic.get` (all pages), "

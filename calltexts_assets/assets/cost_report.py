@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.cost import forecast
 from calltexts_assets.quality import (
@@ -28,8 +28,7 @@ def run_seconds(context: dg.AssetExecutionContext) -> float:
 
 @dg.asset(
     deps=[registry_csv],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="reporting",
     kinds={"markdown", "pdf"},
     description="exports/<from>_<to>/reports/summary_<from>_<to>.md and .pdf: calls, minutes, "

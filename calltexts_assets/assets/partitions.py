@@ -19,6 +19,9 @@ daily_partitions = dg.DailyPartitionsDefinition(
 # A 60-day backfill is one run (one process, one Bitrix24 listing), not 60.
 single_run = dg.BackfillPolicy.single_run()
 
+# What every asset of the graph shares: `@dg.asset(**DAILY_SINGLE_RUN, ...)`.
+DAILY_SINGLE_RUN = {"partitions_def": daily_partitions, "backfill_policy": single_run}
+
 
 @dataclass(frozen=True)
 class RunPeriod:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.transcripts import transcripts
 from calltexts_assets.quality import qa_sample as pick_sample
 from calltexts_assets.quality import qa_sample_csv, qa_sample_outcome
@@ -16,8 +16,7 @@ from calltexts_assets.storage_keys import qa_sample_key
 
 @dg.asset(
     deps=[transcripts],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="reporting",
     kinds={"csv"},
     check_specs=[

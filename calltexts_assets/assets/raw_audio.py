@@ -5,7 +5,7 @@ from functools import partial
 import dagster as dg
 
 from calltexts_assets.assets.call_list import call_list
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.fetch_audio import fetch_recording, needs_fetch
 from calltexts_assets.ledger import Status
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
@@ -17,8 +17,7 @@ from calltexts_assets.run_context import CallSteps
 
 @dg.asset(
     deps=[call_list],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="calls",
     kinds={"bitrix24", "storage"},
     description="Recordings at exports/<month>/raw/YYYY/MM/DD/call_<id>.mp3. 404/410 -> "

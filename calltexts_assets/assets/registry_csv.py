@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.quality import cost_matches, duration_variance, registry_complete
 from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
@@ -17,8 +17,7 @@ from calltexts_assets.storage_keys import registry_key
 
 @dg.asset(
     deps=[summaries],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="reporting",
     kinds={"csv", "storage"},
     check_specs=[

@@ -4,7 +4,7 @@ from functools import partial
 
 import dagster as dg
 
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.transcripts import transcripts
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -20,8 +20,7 @@ class SummariesConfig(dg.Config):
 
 @dg.asset(
     deps=[transcripts],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="calls",
     kinds={"openai", "storage"},
     description="exports/<month>/summary/call_<id>.md, only when EXPORT_SUMMARY_ENABLED or run "

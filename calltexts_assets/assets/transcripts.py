@@ -6,7 +6,7 @@ from functools import partial
 import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec
-from calltexts_assets.assets.partitions import daily_partitions, run_period, single_run
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.raw_audio import raw_audio
 from calltexts_assets.ledger import CallRecord, Status
 from calltexts_assets.quality import coverage, duplicate_transcripts
@@ -28,8 +28,7 @@ def _cost(records: list[CallRecord]) -> float:
 
 @dg.asset(
     deps=[raw_audio],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY_SINGLE_RUN,
     group_name="calls",
     kinds={"openai", "storage"},
     pool="stt",
