@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets, call_list, raw_audio, summaries, transcripts
 from calltexts_assets.ledger import Status
+from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.sandbox.runtime import Sandbox
 from calltexts_tests.conftest import make_sandbox, materialize_range, sandbox_resources
@@ -132,8 +133,9 @@ def test_whisper_400_is_recorded_not_retried_and_retried_by_the_next_run(
     sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
 ) -> None:
     assert materialize_range([call_list, raw_audio], resources, instance, DAY1, DAY2).success
-    resources["export_settings"] = resources["export_settings"].model_copy(
-        update={"max_concurrency": 1}
+    # A new resource: Dagster ignores pydantic's model_copy(update=...) at run time.
+    resources["export_settings"] = ExportSettings(
+        is_sandbox=True, max_concurrency=1, log_dir=resources["export_settings"].log_dir
     )
     sandbox.stt.set_faults(bad_request_on={1})
     assert materialize_range([transcripts], resources, instance, DAY1, DAY2, raise_on_error=False)
