@@ -82,6 +82,7 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
             mask_phones_in_transcripts=env_flag("TRANSCRIPT_MASK_PHONES", False, env),
             is_sandbox=env_flag("CALLTEXTS_SANDBOX", False, env),
             log_dir=str(home_dir(env) / "logs"),
+            work_dir=str(home_dir(env) / "tmp"),
         ),
     }
 

@@ -38,6 +38,7 @@ def fetch_recording(
     client: Bitrix24Client,
     storage: Storage,
     verify_checksum: bool,
+    workdir: Path,
 ) -> StepOutcome:
     """Download to a local spool file (so a retry restarts cleanly and the duration is read
     from the header), then store it atomically under its layout key."""
@@ -47,7 +48,7 @@ def fetch_recording(
     key = raw_audio_key(record.call_id, datetime.fromisoformat(record.started_at))
     # A re-download of a transcribed call's lost file keeps the call's later progress.
     status = record.status if record.status in _HAS_AUDIO else Status.DOWNLOADED
-    with tempfile.NamedTemporaryFile(prefix="calltexts-", suffix=".mp3") as spool:
+    with tempfile.NamedTemporaryFile(prefix="spool-", suffix=".mp3", dir=workdir) as spool:
         try:
             downloaded = client.download(record.recording_url, spool)
         except RecordingMissing as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from calltexts_assets.cost import call_cost_usd
 from calltexts_assets.ledger import CallRecord, Status
@@ -42,12 +43,13 @@ def transcribe_record(
     labels: str,
     mask_phones: bool,
     sandbox: bool,
+    workdir: Path,
 ) -> StepOutcome:
     """The transcript key is a function of the call alone and is written atomically, so a
     re-run after a crash overwrites the same object: never a second transcript of a call."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
-        transcript = transcribe_call(path, whisper)
+        transcript = transcribe_call(path, whisper, workdir=workdir)
     key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
     text = render_transcript(
         header_for(record, sandbox=sandbox), transcript, labels=labels, mask_phones=mask_phones

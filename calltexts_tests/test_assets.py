@@ -135,7 +135,10 @@ def test_whisper_400_is_recorded_not_retried_and_retried_by_the_next_run(
     assert materialize_range([call_list, raw_audio], resources, instance, DAY1, DAY2).success
     # A new resource: Dagster ignores pydantic's model_copy(update=...) at run time.
     resources["export_settings"] = ExportSettings(
-        is_sandbox=True, max_concurrency=1, log_dir=resources["export_settings"].log_dir
+        is_sandbox=True,
+        max_concurrency=1,
+        log_dir=resources["export_settings"].log_dir,
+        work_dir=resources["export_settings"].work_dir,
     )
     sandbox.stt.set_faults(bad_request_on={1})
     assert materialize_range([transcripts], resources, instance, DAY1, DAY2, raise_on_error=False)

@@ -32,6 +32,7 @@ def test_two_days_export_every_artifact(
     ).exists()
     for evaluation in result.get_asset_check_evaluations():
         assert evaluation.passed, evaluation
+    assert not list((tmp_path / "tmp").iterdir())  # no spooled audio or chunks left behind
 
     # A second run over the same days downloads and transcribes nothing.
     sandbox.portal.reset_stats()

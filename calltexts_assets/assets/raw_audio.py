@@ -13,6 +13,7 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.run_context import CallSteps
+from calltexts_assets.workdir import prepared_workdir
 
 
 @dg.asset(
@@ -52,6 +53,7 @@ def raw_audio(
             client=client,
             storage=storage.get(),
             verify_checksum=export_settings.verify_checksums,
+            workdir=prepared_workdir(export_settings.work_dir),
         ),
         max_workers=export_settings.max_concurrency,
     )

@@ -16,6 +16,7 @@ from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.resources.whisper import WhisperResource
 from calltexts_assets.run_context import CallSteps
 from calltexts_assets.transcribe_audio import needs_transcript, transcribe_record
+from calltexts_assets.workdir import prepared_workdir
 
 
 def _minutes(records: list[CallRecord]) -> float:
@@ -75,6 +76,7 @@ def transcripts(
             labels=export_settings.role_labels,
             mask_phones=export_settings.mask_phones_in_transcripts,
             sandbox=export_settings.is_sandbox,
+            workdir=prepared_workdir(export_settings.work_dir),
         ),
         max_workers=export_settings.max_concurrency,
     )

@@ -19,4 +19,5 @@ class ExportSettings(dg.ConfigurableResource):
     verify_checksums: bool = True
     retry_missing_audio: bool = False
     is_sandbox: bool = False
+    work_dir: str = "var/tmp"  # spooled downloads and audio chunks (personal data)
     log_dir: str = "var/logs"  # logs/call_export_<timestamp>.jsonl of every run
