@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import date, datetime
 from pathlib import Path
 
 from calltexts_assets.cost import call_cost_usd
@@ -20,6 +21,12 @@ TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
 
 def needs_transcript(record: CallRecord) -> bool:
     return record.status in TRANSCRIBABLE and bool(record.audio_path)
+
+
+def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> list[str]:
+    """Every transcript file in the month folders the days fall in (for the duplicates check)."""
+    months = sorted({day.strftime("%Y-%m") for day in days})
+    return [o.key for m in months for o in storage.list(f"exports/{m}/transcripts/")]
 
 
 def header_for(record: CallRecord, *, sandbox: bool) -> TranscriptHeader:

@@ -18,6 +18,7 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.storage_keys import report_key
+from calltexts_assets.transcribe_audio import stored_transcript_keys
 
 
 def run_seconds(context: dg.AssetExecutionContext) -> float:
@@ -49,6 +50,7 @@ def cost_report(
         price_per_minute=price,
         usd_rub_rate=export_settings.usd_rub_rate,
     )
+    store = storage.get()
     data = build_report_data(
         records,
         period_from=period.first.isoformat(),
@@ -61,12 +63,12 @@ def cost_report(
         checks=[
             duration_variance(records),
             coverage(records),
-            duplicate_transcripts(records),
+            # The same evidence as the transcripts check: the ledger and the stored files.
+            duplicate_transcripts(records, stored_transcript_keys(store, period.days)),
             cost_matches(records, price),
         ],
         is_sandbox=export_settings.is_sandbox,
     )
-    store = storage.get()
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")
     store.write_text(md_key, render_markdown(data))

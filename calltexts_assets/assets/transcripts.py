@@ -15,7 +15,11 @@ from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.resources.whisper import WhisperResource
 from calltexts_assets.run_context import CallSteps
-from calltexts_assets.transcribe_audio import needs_transcript, transcribe_record
+from calltexts_assets.transcribe_audio import (
+    needs_transcript,
+    stored_transcript_keys,
+    transcribe_record,
+)
 from calltexts_assets.workdir import prepared_workdir
 
 
@@ -103,8 +107,6 @@ def transcripts(
             ),
         }
     )
-    store = storage.get()
-    months = sorted({day.strftime("%Y-%m") for day in period.days})
-    stored_keys = [o.key for m in months for o in store.list(f"exports/{m}/transcripts/")]
+    stored_keys = stored_transcript_keys(storage.get(), period.days)
     yield check_result(coverage(records))
     yield check_result(duplicate_transcripts(records, stored_keys))
