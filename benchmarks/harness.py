@@ -154,9 +154,8 @@ def start_benchmark_sandbox(
 def fresh_stt(
     latency_per_min: float, kind: type[SttEmulator] = SttEmulator
 ) -> Iterator[tuple[SttEmulator, RunningServer]]:
-    """A new STT emulator per run: its counters and its decode cache start empty, so no
-    run profits from another's decodes."""
-    emulator = kind(api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, fast=True)
+    """A new STT emulator per run, so its counters are that run's."""
+    emulator = kind(api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min)
     server = serve_in_thread(emulator.app)
     try:
         yield emulator, server
@@ -192,17 +191,18 @@ class SlicedRecordings:
 
 
 class HeaderOnlyStt(SttEmulator):
-    """The STT emulator with its listening part replaced: the duration comes from the MP3
-    header and the 'words' are one every 3 s. Same HTTP API, latency, stats; no decode."""
+    """The STT emulator with its listening part replaced: the duration comes from the
+    file's header (MP3 as sent whole, WAV chunks) and the 'words' are one
+    every 3 s. Same HTTP API, latency, stats; no decode."""
 
     def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
         import io
 
-        import mutagen.mp3
+        import soundfile
 
         from calltexts_assets.sandbox.script import VOCABULARY
 
-        duration = float(mutagen.mp3.MP3(io.BytesIO(data)).info.length)
+        duration = float(soundfile.info(io.BytesIO(data)).duration)
         starts = [i * 3.0 for i in range(max(1, int(duration // 3)))]
         words = [
             (t, min(t + 0.5, duration), VOCABULARY[i % len(VOCABULARY)])
@@ -235,6 +235,11 @@ class RunFigures:
     def pipeline_cpu_sec(self) -> float:
         c = self.child
         return c["cpu_user_sec"] + c["cpu_sys_sec"] + c["children_cpu_sec"]
+
+    @property
+    def cpu_floor_sec(self) -> float:
+        """The least wall time the CPU work (pipeline and emulators) takes on this machine."""
+        return (self.pipeline_cpu_sec + self.sandbox_cpu_sec) / (os.cpu_count() or 1)
 
 
 class _RssSampler(threading.Thread):
@@ -481,12 +486,10 @@ def print_run(fig: RunFigures, *, audio_minutes: float) -> None:
         f" + ffmpeg children {c.get('children_cpu_sec', 0):,.1f} s; "
         f"{per_call * 1000:,.0f} ms CPU per call{per_minute}"
     )
-    cores = os.cpu_count() or 1
-    floor = (fig.pipeline_cpu_sec + fig.sandbox_cpu_sec) / cores
     print(
-        f"    sandbox CPU (portal + STT emulator + their ffmpeg decodes, not the pipeline's) "
-        f"{fig.sandbox_cpu_sec:,.1f} s; CPU floor (pipeline + sandbox CPU) / {cores} cores "
-        f"= {floor:,.1f} s"
+        f"    sandbox CPU (portal + STT emulator, not the pipeline's) "
+        f"{fig.sandbox_cpu_sec:,.1f} s; CPU floor (pipeline + sandbox CPU) / "
+        f"{os.cpu_count() or 1} cores = {fig.cpu_floor_sec:,.1f} s"
     )
     print(
         f"    peak RSS: pipeline process {c.get('peak_rss_mib', 0):,.0f} MiB (VmHWM), "

@@ -1,7 +1,9 @@
 """Audio tooling: find ffmpeg, read headers, decode, split by channel and by size/duration.
 
 Headers are read with mutagen, never with ffprobe (the imageio-ffmpeg wheel ships none),
-and audio is decoded only when a split or a channel separation needs the samples.
+and audio is decoded only when a split or a channel separation needs the samples; then
+in-process by libsndfile where it can, since an ffmpeg process per call and per chunk
+cost more CPU than the decoding itself.
 """
 
 from __future__ import annotations
@@ -12,20 +14,13 @@ import math
 import re
 import shutil
 import subprocess
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mutagen
 import numpy as np
-
-with warnings.catch_warnings():
-    # pydub warns at import when no ffmpeg is on PATH (we never let it run one) and
-    # about its use of the deprecated audioop module.
-    warnings.simplefilter("ignore", RuntimeWarning)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from pydub import AudioSegment
+import soundfile
 
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the Whisper API limit per file
 MAX_CHUNK_SECONDS = 15 * 60
@@ -116,17 +111,54 @@ def probe(path: str | Path) -> AudioInfo:
     return AudioInfo(float(length), int(channels), int(rate), path.stat().st_size)
 
 
-def load(path: str | Path, *, sample_rate: int | None = None) -> AudioSegment:
-    """Decode to 16-bit PCM with our ffmpeg and wrap it in an AudioSegment.
+@dataclass(frozen=True)
+class Pcm:
+    """Decoded audio: int16 samples shaped (n, channels) and their rate."""
 
-    Building the segment from raw data keeps pydub from calling ffprobe. `sample_rate`
-    resamples while decoding (Whisper works at 16 kHz anyway; less memory for long calls).
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_sec(self) -> float:
+        return len(self.samples) / self.rate
+
+    def channel(self, index: int) -> Pcm:
+        """One channel as mono (a view: no copy of a long call's samples)."""
+        return Pcm(self.samples[:, index : index + 1], self.rate)
+
+    def downmix(self) -> Pcm:
+        mixed = self.samples.mean(axis=1, dtype=np.float32, keepdims=True)
+        return Pcm(mixed.astype(np.int16), self.rate)
+
+
+def load(path: str | Path, *, max_rate: int | None = None) -> Pcm:
+    """Decode a recording to 16-bit PCM.
+
+    Files at or below `max_rate` decode in-process with libsndfile (MP3 via mpg123, FLAC,
+    WAV, Ogg): no ffmpeg process per call. Higher rates, and formats libsndfile cannot
+    read, go through ffmpeg, which also resamples to `max_rate` (Whisper works at 16 kHz).
     """
-    AudioSegment.converter = ffmpeg_exe()  # should anything in pydub shell out, ours
+    path = Path(path)
     info = probe(path)
-    rate = sample_rate or info.sample_rate
-    raw = decode_pcm(Path(path), sample_rate=rate, channels=info.channels)
-    return AudioSegment(data=raw, sample_width=2, frame_rate=rate, channels=info.channels)
+    rate = min(info.sample_rate, max_rate or info.sample_rate)
+    ints = _read_in_process(path) if rate == info.sample_rate else None
+    if ints is None or ints.shape[1] != info.channels:
+        raw = decode_pcm(path, sample_rate=rate, channels=info.channels)
+        ints = np.frombuffer(raw, dtype=np.int16).reshape(-1, info.channels)
+    return Pcm(ints, rate)
+
+
+def _read_in_process(path: Path) -> np.ndarray | None:
+    """int16 samples shaped (n, channels), or None when libsndfile cannot read the file."""
+    try:
+        ints, _ = soundfile.read(path, dtype="int16", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return ints
 
 
 def decode_pcm(source: bytes | Path, *, sample_rate: int, channels: int) -> bytes:
@@ -140,46 +172,17 @@ def decode_pcm(source: bytes | Path, *, sample_rate: int, channels: int) -> byte
     return raw[: len(raw) - len(raw) % (2 * channels)]
 
 
-def split_channels(segment: AudioSegment) -> list[AudioSegment]:
-    """One mono segment per channel (left first)."""
-    if segment.channels == 1:
-        return [segment]
-    if segment.sample_width != 2:
-        return segment.split_to_mono()
-    ints = pcm16(segment)  # numpy: several times faster than pydub's per-channel audioop
-    return [
-        AudioSegment(
-            data=np.ascontiguousarray(ints[:, c]).tobytes(),
-            sample_width=2,
-            frame_rate=segment.frame_rate,
-            channels=1,
-        )
-        for c in range(segment.channels)
-    ]
-
-
-def pcm16(segment: AudioSegment) -> np.ndarray:
-    """A (n, channels) int16 view of a 16-bit segment's samples (no copy)."""
-    return np.frombuffer(segment.raw_data, dtype=np.int16).reshape(-1, segment.channels)
-
-
 def _mono_float(ints: np.ndarray) -> np.ndarray:
     x = ints.astype(np.float32) / 32768.0
     return x.mean(axis=1) if x.ndim == 2 else x
 
 
-def samples(segment: AudioSegment) -> np.ndarray:
-    """The segment's samples as float32 in [-1, 1], shaped (n,) for mono, (n, ch) else."""
-    x = np.frombuffer(segment.raw_data, dtype=np.int16).astype(np.float32) / 32768.0
-    return x if segment.channels == 1 else x.reshape(-1, segment.channels)
-
-
-def channels_identical(segment: AudioSegment, tolerance_db: float = 40.0) -> bool:
+def channels_identical(pcm: Pcm, tolerance_db: float = 40.0) -> bool:
     """True when a 'stereo' file carries the same signal on both channels (dual mono)."""
-    if segment.channels < 2:
+    if pcm.channels < 2:
         return True
     # Every 7th frame is plenty to tell a copy from two voices, at a seventh of the cost.
-    x = samples(segment)[::7] if segment.sample_width != 2 else pcm16(segment)[::7] / 32768.0
+    x = pcm.samples[::7, :2].astype(np.float32) / 32768.0
     total = float(np.sqrt(np.mean(np.square(x[:, 0] + x[:, 1])))) + 1e-12
     diff = float(np.sqrt(np.mean(np.square(x[:, 0] - x[:, 1]))))
     return diff == 0.0 or 20 * math.log10(total / diff) >= tolerance_db
@@ -260,45 +263,41 @@ def encode_pcm(
     return out
 
 
+def chunk_bytes_per_sec(sample_rate: int, channels: int) -> float:
+    """Bytes per second of a chunk: 16-bit PCM (WAV; its 44-byte header is in plan_chunks'
+    2 % margin)."""
+    return 2.0 * sample_rate * channels
+
+
 def export_chunks(
-    segment: AudioSegment,
+    pcm: Pcm,
     spans: Sequence[tuple[float, float]],
     out_dir: str | Path,
     *,
     stem: str = "chunk",
-    bitrate: str = "64k",
     snap_sec: float = SNAP_SECONDS,
 ) -> list[Chunk]:
-    """Write each span of a mono or stereo segment as an MP3 into `out_dir`.
+    """Write each span of a mono or stereo recording as 16-bit WAV into `out_dir`.
 
+    WAV is what every Whisper server reads (whisper.cpp's server without ffmpeg reads only
+    WAV); it is lossless, so the STT hears the recording's own samples, not a second lossy
+    generation; and it costs no encoding. FLAC would halve the upload of speech for ~10 ms
+    CPU per channel-minute on each side; a LAME re-encode cost ~15x that.
     Inner cuts move back to the nearest pause (within `snap_sec`) so no word is split in
     two; `plan_chunks` left room for that. Silent chunks are written but flagged.
     """
     out_dir = Path(out_dir)
-    rate = segment.frame_rate
-    ints = pcm16(segment) if segment.sample_width == 2 else None
-    if ints is None:
-        raise AudioError("export_chunks expects 16-bit audio (as `load` gives)")
+    ints, rate = pcm.samples, pcm.rate
     cuts = [spans[0][0]] if spans else []
     for _, end in spans[:-1]:
         cuts.append(snap_to_pause(ints, rate, end, snap_sec) if snap_sec > 0 else end)
     if spans:
         cuts.append(spans[-1][1])
     chunks: list[Chunk] = []
-    frame_bytes = segment.sample_width * segment.channels
     for i, (start, end) in enumerate(itertools.pairwise(cuts)):
         a, b = round(start * rate), round(end * rate)
-        raw = segment.raw_data[a * frame_bytes : b * frame_bytes]
-        path = encode_pcm(
-            raw, rate, segment.channels, out_dir / f"{stem}_{i:03d}.mp3", bitrate=bitrate
-        )
+        path = out_dir / f"{stem}_{i:03d}.wav"
+        soundfile.write(path, ints[a:b], rate, format="WAV", subtype="PCM_16")
         silent = is_silent(_mono_float(ints[a:b:SILENCE_STRIDE]), rate // SILENCE_STRIDE)
         chunks.append(Chunk(path, a / rate, b / rate, silent))
     return chunks
-
-
-def bitrate_bytes_per_sec(bitrate: str) -> float:
-    """'64k' -> 8000.0 bytes per second."""
-    text = bitrate.strip().lower()
-    factor = 1000 if text.endswith("k") else 1
-    return float(text.rstrip("k")) * factor / 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -32,12 +32,24 @@ def run_bounded(
     caller decides (the assets record it against the call and fail the step at the end).
     """
     tally = Tally()
-    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="call") as pool:
-        futures = {pool.submit(work, item): item for item in items}
-        for future in as_completed(futures):
+    limit = max(1, max_workers)
+    pending: dict[Future[str], T] = {}
+
+    def settle(done: set[Future[str]]) -> None:
+        for future in done:
+            item = pending.pop(future)
             try:
                 tally.outcomes[future.result()] += 1
             except Exception as exc:
                 tally.outcomes["crashed"] += 1
-                tally.crashes.append((name(futures[future]), exc))
+                tally.crashes.append((name(item), exc))
+
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="call") as pool:
+        # A window of twice the workers keeps them busy; submitting all items at once would
+        # hold a future per call of a 60-day backfill in memory.
+        for item in items:
+            if len(pending) >= 2 * limit:
+                settle(wait(pending, return_when=FIRST_COMPLETED).done)
+            pending[pool.submit(work, item)] = item
+        settle(wait(pending).done)
     return tally

@@ -11,6 +11,7 @@ from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.jobs import calls_export
+from calltexts_assets.memory import return_large_buffers_to_os
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -21,6 +22,10 @@ from calltexts_assets.retention_job import retention
 from calltexts_assets.schedules import daily_export, weekly_catch_up
 from calltexts_assets.sensors import record_export_failure, record_export_success
 from calltexts_assets.settings import database_url, env_flag, env_float, home_dir
+
+# Every process that loads the code location (run, step subprocess, webserver) decodes or
+# may decode audio: keep its freed buffers from pinning memory.
+return_large_buffers_to_os()
 
 
 def _secret(name: str, env: Mapping[str, str]) -> Any:

@@ -104,7 +104,7 @@ _LISTED_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     run_id: str
     call_id: str
@@ -172,7 +172,10 @@ class Ledger:
         database = sa.engine.make_url(url).database
         if self._is_sqlite and database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        # A file cannot drop a connection the way a server does: ping PostgreSQL only.
+        self.engine = sa.create_engine(
+            url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite
+        )
         if self._is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising writes here avoids "database is locked"

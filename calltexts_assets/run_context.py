@@ -105,13 +105,15 @@ class CallSteps:
             )
             self._log(record, "failed", started, code)
             return "failed"
+        # A call left as it was (already stored) is counted in stage_end only: a no-op
+        # re-run of 60 days would otherwise log thousands of lines that say nothing.
         if outcome.updates:
             self.ledger.update(
                 record.key, **outcome.updates, dagster_run_id=self.context.run.run_id
             )
+            self._log(record, outcome.label, started, outcome.updates.get("error_code"))
         with self._lock:
             self.bytes += outcome.bytes
-        self._log(record, outcome.label, started, outcome.updates.get("error_code"))
         return outcome.label
 
     def run(

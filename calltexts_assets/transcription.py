@@ -8,21 +8,23 @@ offset; the two channels are then interleaved by time. Mono has one speaker labe
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pydub import AudioSegment
-
 from calltexts_assets import audio
 from calltexts_assets.resources.whisper import SttResult
 
 MONO_ROLE = "speaker"
 WORKING_RATE = 16_000  # Whisper resamples to 16 kHz anyway; decoding to it saves memory
-CHUNK_BITRATE = "64k"  # mono chunks: 8 KB/s, 7.2 MB for 15 minutes
+# Decoding is CPU-bound and a 20-minute stereo call takes ~80 MB as PCM: more decodes at once
+# than cores gain nothing, and the bound keeps peak memory independent of the concurrency.
+_DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
 
 
 class SpeechToText(Protocol):
@@ -98,31 +100,44 @@ def _lines(result: SttResult, offset: float, speaker: str) -> list[DialogueLine]
     ]
 
 
-def _transcribe_stream(
-    segment: AudioSegment,
-    speaker: str,
-    whisper: SpeechToText,
-    workdir: Path,
-    tally: _Tally,
-    bitrate: str,
-) -> list[DialogueLine]:
-    """Chunk one decoded stream by the API limits and transcribe the chunks with speech."""
-    info = audio.AudioInfo(segment.duration_seconds, segment.channels, segment.frame_rate, 0)
+def _write_chunks(
+    pcm: audio.Pcm, speaker: str, whisper: SpeechToText, workdir: Path
+) -> list[audio.Chunk]:
+    """One decoded stream cut by the API limits into WAV files."""
+    info = audio.AudioInfo(pcm.duration_sec, pcm.channels, pcm.rate, 0)
     spans = audio.plan_chunks(
         info,
         whisper.max_file_bytes,
         whisper.max_chunk_seconds,
-        bytes_per_sec=audio.bitrate_bytes_per_sec(bitrate) * segment.channels,
+        bytes_per_sec=audio.chunk_bytes_per_sec(pcm.rate, pcm.channels),
     )
-    chunks = audio.export_chunks(segment, spans, workdir, stem=speaker, bitrate=bitrate)
-    lines: list[DialogueLine] = []
-    for chunk in chunks:
-        if chunk.silent:  # a muted side of the line: nothing to pay for
-            continue
-        result = whisper.transcribe_file(chunk.path)
-        tally.add(result)
-        lines += _lines(result, chunk.start, speaker)
-    return lines
+    return audio.export_chunks(pcm, spans, workdir, stem=speaker)
+
+
+def _decode_to_chunks(
+    path: Path,
+    info: audio.AudioInfo,
+    whisper: SpeechToText,
+    workdir: Path,
+    *,
+    stereo_roles: Sequence[str],
+    mono_role: str,
+    split_stereo: bool,
+) -> list[tuple[str, audio.Chunk]]:
+    """(speaker, chunk) for every chunk of the call, stereo split by channel."""
+    with _DECODE_SLOTS:
+        decoded = audio.load(path, max_rate=WORKING_RATE)
+        check_decoded_length(decoded.duration_sec, info.duration_sec)
+        if decoded.channels >= 2 and split_stereo and not audio.channels_identical(decoded):
+            streams = [(role, decoded.channel(c)) for c, role in enumerate(stereo_roles[:2])]
+        else:
+            # Dual-mono "stereo" would transcribe every word twice: treat it as mono.
+            streams = [(mono_role, decoded.downmix() if decoded.channels > 1 else decoded)]
+        return [
+            (speaker, chunk)
+            for speaker, pcm in streams
+            for chunk in _write_chunks(pcm, speaker, whisper, workdir)
+        ]
 
 
 def transcribe_call(
@@ -132,7 +147,6 @@ def transcribe_call(
     stereo_roles: Sequence[str] = ("operator", "client"),
     mono_role: str = MONO_ROLE,
     split_stereo: bool = True,
-    chunk_bitrate: str = CHUNK_BITRATE,
     workdir: str | Path | None = None,
 ) -> Transcript:
     """Transcribe one recording; raises TranscriptionError / AudioError on failure."""
@@ -154,18 +168,21 @@ def transcribe_call(
         lines = _lines(result, 0.0, mono_role)
     else:
         with tempfile.TemporaryDirectory(prefix="calltexts-chunks-", dir=workdir) as tmp:
-            decoded = audio.load(path, sample_rate=min(info.sample_rate, WORKING_RATE))
-            check_decoded_length(decoded.duration_seconds, info.duration_sec)
-            if decoded.channels >= 2 and split_stereo and not audio.channels_identical(decoded):
-                left, right = audio.split_channels(decoded)[:2]
-                streams = list(zip(stereo_roles, (left, right), strict=True))
-            else:
-                # Dual-mono "stereo" would transcribe every word twice: treat it as mono.
-                streams = [(mono_role, decoded.set_channels(1))]
-            for speaker, stream in streams:
-                lines += _transcribe_stream(
-                    stream, speaker, whisper, Path(tmp), tally, chunk_bitrate
-                )
+            chunks = _decode_to_chunks(
+                path,
+                info,
+                whisper,
+                Path(tmp),
+                stereo_roles=stereo_roles,
+                mono_role=mono_role,
+                split_stereo=split_stereo,
+            )
+            for speaker, chunk in chunks:
+                if chunk.silent:  # a muted side of the line: nothing to pay for
+                    continue
+                result = whisper.transcribe_file(chunk.path)
+                tally.add(result)
+                lines += _lines(result, chunk.start, speaker)
     order = {speaker: i for i, speaker in enumerate((*stereo_roles, mono_role))}
     lines.sort(key=lambda line: (line.start, order.get(line.speaker, len(order))))
     language = tally.languages.most_common(1)[0][0] if tally.languages else ""

@@ -175,20 +175,6 @@ def test_chat_completion_summarises_the_transcript(client: openai.OpenAI, emulat
     assert emulator.stats()["chat_completions"] == 2
 
 
-def test_fast_mode_decodes_each_upload_once(mono_call) -> None:
-    script, path = mono_call
-    fast = SttEmulator(fast=True, latency_per_audio_min_sec=0.03)
-    with fast.serve() as running:
-        client = openai.OpenAI(api_key="x", base_url=running.url + "/v1", max_retries=0)
-        texts = {
-            client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1").text
-            for _ in range(3)
-        }
-    assert texts == {script.text()}
-    stats = fast.stats()
-    assert (stats["transcriptions"], stats["decodes"]) == (3, 1)
-
-
 def test_summariser_resource_against_the_emulator(server: RunningServer, emulator) -> None:
     summariser = SummariserResource(api_key=KEY, base_url=server.url + "/v1")
     summary = summariser.summarise("[00:01] Клиент: возврат товар возврат", {"call_id": "c1"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 
 import numpy as np
@@ -90,12 +89,3 @@ def test_decoder_ignores_silence_and_foreign_tones() -> None:
     assert _decoded(np.zeros(rate * 2, dtype=np.int16)) == []
     assert _decoded(foreign) == []
     assert _decoded(np.zeros(0, dtype=np.int16)) == []
-
-
-def test_rendering_is_fast() -> None:
-    script = call_script("speed", 300, stereo=True)
-    started = time.perf_counter()
-    mp3 = tones.render_mp3(script)
-    per_minute = (time.perf_counter() - started) / 5
-    assert mp3[:3] == b"ID3" or mp3[0] == 0xFF
-    assert per_minute <= 0.6  # target 0.3 s; slack for a loaded CI machine

@@ -78,7 +78,7 @@ class PortalConfig:
     public_url: str = ""  # base of CALL_RECORD_URL; empty = the URL the request came to
     cache_dir: str | None = None  # on-disk cache of rendered recordings
     memory_cache_bytes: int = 64 * 1024 * 1024
-    cache_version: str = "1"  # bump when the audio renderer changes
+    cache_version: str = "2"  # bump when the audio renderer changes
 
 
 @dataclass

@@ -37,7 +37,9 @@ TURN_PAUSE_SEC = (0.80, 1.60)
 WORDS_PER_TURN = (3, 12)
 LEAD_IN_SEC = (0.3, 1.0)
 TAIL_SEC = 0.3  # silence kept before the end of the recording
-_QUANTUM = 0.01  # times are multiples of 10 ms, exact in samples at any common rate
+# Times are whole MP3 frames (576 samples at 16 kHz = 36 ms): the sandbox's MP3s are joined
+# from pre-encoded frames (mp3_frames.py), so every word must start and end on a frame.
+_QUANTUM = 576 / 16_000
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def _seed(call_id: str) -> int:
 
 
 def _q(value: float) -> float:
-    return round(round(value / _QUANTUM) * _QUANTUM, 2)
+    return round(round(value / _QUANTUM) * _QUANTUM, 3)  # 3 decimals: exact multiples of 36 ms
 
 
 def call_script(call_id: str, duration_sec: int, stereo: bool) -> CallScript:

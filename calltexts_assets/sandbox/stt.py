@@ -1,8 +1,8 @@
 """An OpenAI-compatible speech-to-text (and chat) server for the sandbox.
 
-It really listens to what it is sent: the uploaded audio is decoded with ffmpeg and the
-tones of `tones.py` are turned back into words, so the text depends on what the client
-actually uploaded (which channel, which span), as it would with real Whisper.
+It really listens to what it is sent: the uploaded audio is decoded (libsndfile, else
+ffmpeg) and the tones of `tones.py` are turned back into words, so the text depends on
+what the client actually uploaded (which channel, which span), as it would with real Whisper.
 
     emulator = SttEmulator(api_key="sk-test", faults=Faults(rate_limit=1))
     with serve_in_thread(emulator.app) as server:  # base_url = server.url + "/v1"
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import math
 import re
 import threading
@@ -21,6 +22,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+import soundfile
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -85,11 +88,25 @@ class SttStats:
     transcriptions: int = 0  # successful transcriptions
     chat_completions: int = 0
     audio_seconds: float = 0.0  # decoded audio of successful transcriptions
-    decodes: int = 0  # ffmpeg decodes run (fewer than transcriptions in fast mode)
+    decodes: int = 0  # uploads decoded (fewer than transcriptions when some were refused)
     bytes_received: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
+
+
+def _decode_upload(data: bytes) -> tuple[np.ndarray, int]:
+    """Samples (stereo is downmixed by decode_words, as Whisper does) and their rate.
+
+    libsndfile reads MP3, FLAC, WAV and Ogg in-process; anything else goes to ffmpeg.
+    """
+    try:
+        ints, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        return tones.decode_pcm(data, tones.SAMPLE_RATE, channels=1), tones.SAMPLE_RATE
+    if len(ints) == 0:
+        raise AudioError("no audio frames")
+    return ints, int(rate)
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str):
@@ -138,17 +155,14 @@ class SttEmulator:
         latency_per_audio_min_sec: float = 0.0,
         fixed_latency_sec: float = 0.0,
         faults: Faults | None = None,
-        fast: bool = False,
     ) -> None:
         self.api_key = api_key
         self.max_file_bytes = max_file_bytes
         self.latency_per_audio_min_sec = latency_per_audio_min_sec
         self.fixed_latency_sec = fixed_latency_sec
         self.faults = faults or Faults()
-        self.fast = fast  # cache decodes by sha256: benchmarks send the same bytes often
         self._stats = SttStats()
         self._lock = threading.Lock()  # the Python API is called from other threads
-        self._cache: dict[str, tuple[float, list[tuple[float, float, str]]]] = {}
         self.app = Starlette(
             routes=[
                 Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
@@ -248,16 +262,10 @@ class SttEmulator:
         return await self._guarded(request, self._transcribe)
 
     def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
-        key = hashlib.sha256(data).hexdigest() if self.fast else ""
-        if key and key in self._cache:
-            return self._cache[key]
-        pcm = tones.decode_pcm(data, tones.SAMPLE_RATE, channels=1)  # downmix, as Whisper does
+        pcm, rate = _decode_upload(data)
         with self._lock:
             self._stats.decodes += 1
-        result = (len(pcm) / tones.SAMPLE_RATE, tones.decode_words(pcm, tones.SAMPLE_RATE))
-        if key:
-            self._cache[key] = result
-        return result
+        return len(pcm) / rate, tones.decode_words(pcm, rate)
 
     async def _transcribe(self, request: Request) -> Response:
         form = await request.form()

@@ -33,6 +33,7 @@ ACTIVE_RMS = 0.02  # ~-34 dBFS; tones sit at ~-13 dBFS (-19 dBFS when a stereo f
 MERGE_GAP_SEC = 0.04  # codec wobble inside a word, far below the 0.12 s gap between words
 MIN_WORD_SEC = 0.10  # shorter bursts are artefacts (or a word cut by a careless split)
 TOLERANCE_HZ = STEP_HZ * 0.35
+ANALYSIS_SEC = 0.128  # of each word's middle, for its pitch
 
 
 def word_frequency(index: int) -> float:
@@ -73,9 +74,22 @@ def encode(pcm: np.ndarray, sample_rate: int, *, fmt: str = "mp3", bitrate: str 
         return encode_pcm(raw, sample_rate, channels, out, bitrate=bitrate).read_bytes()
 
 
-def render_mp3(script: CallScript, *, bitrate: str = BITRATE) -> bytes:
-    """The call recording as MP3 bytes (16 kHz, 32 kbps by default)."""
-    return encode(render_pcm(script), SAMPLE_RATE, fmt="mp3", bitrate=bitrate)
+def render_mp3(
+    script: CallScript, *, bitrate: str = BITRATE, bank_dir: Path | None = None
+) -> bytes:
+    """The call recording as MP3 bytes (16 kHz, 32 kbps by default).
+
+    Joined from pre-encoded frames (mp3_frames.py; `bank_dir` keeps its bank on disk), as
+    the sandbox must serve thousands of audio minutes fast. A script whose words are off the
+    36 ms frame grid (call_script never makes one) is encoded whole instead.
+    """
+    # Imported here: mp3_frames draws its bank with this module's tones.
+    from calltexts_assets.sandbox import mp3_frames
+
+    try:
+        return mp3_frames.render(script, bitrate=bitrate, cache_dir=bank_dir)
+    except mp3_frames.NotSpliceable:
+        return encode(render_pcm(script), SAMPLE_RATE, fmt="mp3", bitrate=bitrate)
 
 
 def render_wav(script: CallScript, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -91,9 +105,18 @@ def decode_pcm(data: bytes, sample_rate: int = SAMPLE_RATE, channels: int = 1) -
 
 def _as_mono_float(pcm: np.ndarray) -> np.ndarray:
     x = np.asarray(pcm)
-    scale = 32768.0 if x.dtype == np.int16 else 1.0
-    x = x.astype(np.float32) / scale
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]  # one channel: no mean to take (it would copy the whole call)
+    scale = np.float32(1 / 32768 if x.dtype == np.int16 else 1.0)
+    x = x.astype(np.float32) * scale
     return x.mean(axis=1) if x.ndim == 2 else x
+
+
+@functools.lru_cache(maxsize=256)
+def _window(length: int) -> np.ndarray:
+    window = np.hanning(length)
+    window.flags.writeable = False  # shared through the cache
+    return window
 
 
 def _active_runs(rms: np.ndarray, frame_sec: float) -> list[tuple[int, int]]:
@@ -109,8 +132,13 @@ def _active_runs(rms: np.ndarray, frame_sec: float) -> list[tuple[int, int]]:
 
 
 def _dominant_hz(x: np.ndarray, sample_rate: int) -> float:
-    n_fft = 1 << max(int(np.ceil(np.log2(len(x)))), int(np.log2(sample_rate)) + 1)
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)), n=n_fft))
+    # The middle 0.128 s of a word pins its pitch: bins of ~4 Hz (2 Hz error at most) against
+    # 32 Hz between words. The whole word and a 1 Hz grid cost 4x the FFT for nothing.
+    span = min(len(x), int(sample_rate * ANALYSIS_SEC))
+    start = (len(x) - span) // 2
+    x = x[start : start + span]
+    n_fft = 1 << max(int(np.ceil(np.log2(span))), int(np.log2(sample_rate)) - 1)
+    spectrum = np.abs(np.fft.rfft(x * _window(span), n=n_fft))
     return float(np.argmax(spectrum)) * sample_rate / n_fft
 
 
