@@ -85,6 +85,7 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
             usd_rub_rate=env_float("USD_RUB_RATE", 100.0, env),
             budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0, env),
             mask_phones_in_transcripts=env_flag("TRANSCRIPT_MASK_PHONES", False, env),
+            verify_checksums=env_flag("CALLTEXTS_VERIFY_CHECKSUMS", False, env),
             is_sandbox=env_flag("CALLTEXTS_SANDBOX", False, env),
             log_dir=str(home_dir(env) / "logs"),
             work_dir=str(home_dir(env) / "tmp"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from calltexts_assets import audio
@@ -19,11 +19,20 @@ _HAS_AUDIO = {Status.DOWNLOADED, Status.TRANSCRIBED, Status.TRANSCRIPTION_ERROR}
 
 
 def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bool) -> bool:
+    """The stored copy is the one downloaded: same size and, unless it was modified after it
+    was hashed (or `verify_checksum` asks for it), not hashed again. Re-reading every
+    recording would make a no-op re-run of 60 days read gigabytes to change nothing."""
     if record.status not in _HAS_AUDIO or not record.audio_path or not record.checksum:
         return False
-    if storage.stat(record.audio_path) != record.audio_bytes:
+    stored = storage.info(record.audio_path)
+    if stored is None or stored.size != record.audio_bytes:
         return False
-    return not verify_checksum or storage.sha256(record.audio_path) == record.checksum
+    hashed_at = record.audio_stored_at
+    if hashed_at is not None and hashed_at.tzinfo is None:
+        hashed_at = hashed_at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    if verify_checksum or hashed_at is None or stored.modified_at > hashed_at:
+        return storage.sha256(record.audio_path) == record.checksum
+    return True
 
 
 def needs_fetch(record: CallRecord, *, retry_missing: bool) -> bool:
@@ -69,6 +78,7 @@ def fetch_recording(
             "audio_path": key,
             "audio_bytes": stored.size,
             "checksum": stored.sha256,
+            "audio_stored_at": datetime.now(UTC),
             "audio_duration_sec": info.duration_sec,
             "error_code": None,
             "error_message": None,

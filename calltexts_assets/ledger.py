@@ -72,6 +72,8 @@ call_records = sa.Table(
     sa.Column("audio_bytes", sa.BigInteger),
     sa.Column("checksum", sa.String(64)),
     sa.Column("audio_duration_sec", sa.Float),
+    # when the stored copy was written and hashed: a copy not modified since is trusted
+    sa.Column("audio_stored_at", sa.DateTime(timezone=True)),
     # transcripts
     sa.Column("transcript_path", sa.Text),
     sa.Column("language", sa.String(16)),
@@ -133,6 +135,7 @@ class CallRecord:
     error_message: str | None
     attempts: int
     dagster_run_id: str | None
+    audio_stored_at: datetime | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -182,6 +185,27 @@ class Ledger:
         # under the asset's thread pool. PostgreSQL handles concurrency itself.
         self._write_lock = threading.Lock() if self._is_sqlite else _NullLock()
         metadata.create_all(self.engine)
+        self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        """Columns added to the tables since a ledger was created (all nullable): a ledger
+        from an earlier version keeps working without a migration tool."""
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=self.engine.dialect)
+                try:
+                    with self._write_lock, self.engine.begin() as conn:
+                        conn.execute(
+                            sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                        )
+                except sa.exc.DBAPIError:
+                    # Another process (a second step of the run) added it first.
+                    added = sa.inspect(self.engine).get_columns(table.name)
+                    if column.name not in {c["name"] for c in added}:
+                        raise
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,7 +16,9 @@ class ExportSettings(dg.ConfigurableResource):
     budget_usd: float = 0.0  # 0: no budget set
     mask_phones_in_transcripts: bool = False
     role_labels: str = "ru"  # "ru" or "en"
-    verify_checksums: bool = True
+    # True: hash every stored recording on every run (an audit); else only those modified
+    # since they were stored
+    verify_checksums: bool = False
     retry_missing_audio: bool = False
     is_sandbox: bool = False
     work_dir: str = "var/tmp"  # spooled downloads and audio chunks (personal data)

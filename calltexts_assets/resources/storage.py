@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -73,8 +74,8 @@ class Storage(ABC):
         """The whole object; FileNotFoundError if absent."""
 
     @abstractmethod
-    def stat(self, key: str) -> int | None:
-        """The object's size in bytes, or None if there is no object at key."""
+    def info(self, key: str) -> ObjectInfo | None:
+        """The object's size and last modification, or None if there is no object at key."""
 
     @abstractmethod
     def iter_bytes(self, key: str) -> Iterator[bytes]:
@@ -105,8 +106,13 @@ class Storage(ABC):
     def write_text(self, key: str, text: str) -> StoredObject:
         return self.write_stream(key, [text.encode("utf-8")])
 
+    def stat(self, key: str) -> int | None:
+        """The object's size in bytes, or None if there is no object at key."""
+        found = self.info(key)
+        return found.size if found else None
+
     def exists(self, key: str) -> bool:
-        return self.stat(key) is not None
+        return self.info(key) is not None
 
     def sha256(self, key: str) -> str:
         digest = hashlib.sha256()
@@ -159,9 +165,15 @@ class LocalStorage(Storage):
             while chunk := source.read(_READ_CHUNK):
                 yield chunk
 
-    def stat(self, key: str) -> int | None:
+    def info(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
-        return path.stat().st_size if path.is_file() else None
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
@@ -309,14 +321,14 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def stat(self, key: str) -> int | None:
+    def info(self, key: str) -> ObjectInfo | None:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
         except ClientError as exc:
             if _is_missing(exc):
                 return None
             raise
-        return int(head["ContentLength"])
+        return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"])
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
