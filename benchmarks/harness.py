@@ -192,8 +192,8 @@ class SlicedRecordings:
 
 class HeaderOnlyStt(SttEmulator):
     """The STT emulator with its listening part replaced: the duration comes from the
-    file's header (MP3 as sent whole, WAV chunks) and the 'words' are one
-    every 3 s. Same HTTP API, latency, stats; no decode."""
+    file's header (MP3 sent whole, WAV chunks) and the 'words' are one every 3 s.
+    Same HTTP API, latency, stats; no decode."""
 
     def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
         import io

@@ -8,12 +8,11 @@ audio minutes), one export run goes through it in a child process (the `calltext
 path), then a no-op re-run of the same days. Printed: calls, audio minutes, ledger rows and
 size, peak RSS of the pipeline process, and how RSS changes per 1,000 calls.
 
-Memory mode (default), because 2 cores cannot decode and re-encode 29,000 minutes of audio
-in a sitting (see full_period.py: ~0.4 CPU s per audio minute): recordings are slices of one
-mono MP3 (no rendering), and the STT emulator reads durations from MP3 headers instead of
-listening. The pipeline's code path is that of mono recordings: <= 15 min sent as they are,
-longer ones decoded, split and re-encoded. `--faithful` uses the full sandbox instead
-(rendered stereo/mono mix, listening STT; hours at these sizes).
+Memory mode (default), so that the run measures the pipeline's bookkeeping within the time
+budget: recordings are slices of one mono MP3, and the STT emulator reads durations from
+headers instead of listening. The pipeline's code path is that of mono recordings: <= 15 min
+sent as they are, longer ones decoded and chunked. `--faithful` uses the full sandbox instead
+(stereo/mono mix, listening STT; ~25 min for both sizes).
 """
 
 from __future__ import annotations
