@@ -61,7 +61,8 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _run_ffmpeg(args: Sequence[str], data: bytes | None = None) -> bytes:
+def run_ffmpeg(args: Sequence[str], data: bytes | None = None) -> bytes:
+    """Run our ffmpeg quietly on `data` (stdin); its stdout, or AudioError with its stderr."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
     proc = subprocess.run(cmd, input=data, capture_output=True)
     if proc.returncode != 0:
@@ -166,7 +167,7 @@ def decode_pcm(source: bytes | Path, *, sample_rate: int, channels: int) -> byte
     data = source if isinstance(source, bytes) else None
     src = "pipe:0" if data is not None else str(source)
     pcm_out = ["-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(sample_rate), "-ac", str(channels)]
-    raw = _run_ffmpeg(["-i", src, *pcm_out, "pipe:1"], data)
+    raw = run_ffmpeg(["-i", src, *pcm_out, "pipe:1"], data)
     if not raw and data:
         raise AudioError("ffmpeg decoded no audio")
     return raw[: len(raw) - len(raw) % (2 * channels)]
@@ -259,7 +260,7 @@ def encode_pcm(
     Xing header with the exact length). Other suffixes use ffmpeg's default codec."""
     codec = ["-c:a", "libmp3lame", "-b:a", bitrate] if out.suffix == ".mp3" else []
     pcm_in = ["-f", "s16le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:0"]
-    _run_ffmpeg([*pcm_in, *codec, "-y", str(out)], raw)
+    run_ffmpeg([*pcm_in, *codec, "-y", str(out)], raw)
     return out
 
 

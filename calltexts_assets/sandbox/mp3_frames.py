@@ -22,7 +22,6 @@ import argparse
 import functools
 import hashlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from calltexts_assets.audio import ffmpeg_exe
+from calltexts_assets.audio import ffmpeg_exe, run_ffmpeg
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import (
     VOCABULARY,
@@ -171,26 +170,12 @@ def _lame_args(channels: int, kbps: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _ffmpeg(args: Sequence[str], data: bytes) -> bytes:
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *args]
-    proc = subprocess.run(cmd, input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise Mp3FrameError(f"ffmpeg failed: {proc.stderr.decode(errors='replace')[-500:]}")
-    return proc.stdout
-
-
 def encode(pcm: np.ndarray, kbps: int) -> bytes:
     """int16 (n, channels) samples as a raw CBR MP3 without reservoir, tags or info frame."""
     channels = pcm.shape[1]
     pcm_in = ["-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", str(channels), "-i", "pipe:0"]
     raw = np.ascontiguousarray(pcm, dtype=np.int16).tobytes()
-    return _ffmpeg([*pcm_in, *_lame_args(channels, kbps), "pipe:1"], raw)
-
-
-def decode(data: bytes, channels: int) -> np.ndarray:
-    out = ["-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", str(channels), "pipe:1"]
-    raw = _ffmpeg(["-f", "mp3", "-i", "pipe:0", *out], data)
-    return np.frombuffer(raw, dtype=np.int16).reshape(-1, channels)
+    return run_ffmpeg([*pcm_in, *_lame_args(channels, kbps), "pipe:1"], raw)
 
 
 @functools.cache
@@ -203,7 +188,7 @@ def codec_delay(kbps: int) -> int:
     lead, length, search = 8 * FRAME_SAMPLES, 8 * FRAME_SAMPLES, 4 * FRAME_SAMPLES
     pcm = np.zeros((lead + length + search + 4 * FRAME_SAMPLES, 1), dtype=np.int16)
     pcm[lead : lead + length, 0] = tones._tone(len(VOCABULARY) // 2, length, SAMPLE_RATE)
-    decoded = decode(encode(pcm, kbps), 1)[:, 0].astype(np.float64)
+    decoded = tones.decode_pcm(encode(pcm, kbps), SAMPLE_RATE, channels=1)[:, 0].astype(np.float64)
     reference = pcm[lead : lead + length, 0].astype(np.float64)
     window = decoded[lead : lead + length + search]
     if len(window) < length + search:
