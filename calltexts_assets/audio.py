@@ -1,7 +1,7 @@
 """Audio tooling: find ffmpeg, read headers, decode, split by channel and by size/duration.
 
-Headers are read with mutagen, never with ffprobe (the imageio-ffmpeg wheel ships none),
-and audio is decoded only when a split or a channel separation needs the samples; then
+Headers are read by libsndfile, else mutagen, never with ffprobe (the imageio-ffmpeg wheel
+ships none), and audio is decoded only when a split or a channel separation needs the samples; then
 in-process by libsndfile where it can, since an ffmpeg process per call and per chunk
 cost more CPU than the decoding itself.
 """
@@ -99,6 +99,19 @@ def _probe_with_ffmpeg(path: Path) -> AudioInfo:
 def probe(path: str | Path) -> AudioInfo:
     """Duration, channels and sample rate from the file's headers (no decode)."""
     path = Path(path)
+    # libsndfile counts MP3 frames exactly, minus the encoder's delay and padding (mutagen is
+    # ~0.08 s long on LAME files), in C; mutagen knows more containers (m4a).
+    try:
+        sf_info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        sf_info = None
+    if sf_info is not None and sf_info.frames > 0 and sf_info.samplerate and sf_info.channels:
+        return AudioInfo(
+            sf_info.frames / sf_info.samplerate,
+            int(sf_info.channels),
+            int(sf_info.samplerate),
+            path.stat().st_size,
+        )
     try:
         parsed = mutagen.File(path)
     except mutagen.MutagenError:

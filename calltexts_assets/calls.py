@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -108,13 +106,3 @@ def call_from_row(row: dict[str, Any]) -> Call:
         crm_entity_type=_text(row, "CRM_ENTITY_TYPE"),
         crm_entity_id=_text(row, "CRM_ENTITY_ID"),
     )
-
-
-def calls_fingerprint(calls: list[Call]) -> str:
-    """Stable hash of a call list: the data version of `call_list`."""
-    payload = json.dumps(
-        [c.to_json() for c in sorted(calls, key=lambda c: (c.call_id, c.record_id))],
-        sort_keys=True,
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -110,10 +110,11 @@ def forecast(
 ) -> Forecast:
     """Pre-run estimate from Bitrix24 durations of the calls that have a recording.
 
-    Minutes are rounded up per call, as they will be billed, not over the sum."""
-    durations = list(durations_sec)
-    minutes = sum(billable_minutes(d) for d in durations)
+    Minutes are rounded up per call, as they will be billed, not over the sum. The
+    durations are read once, as they come (a generator over the ledger is fine)."""
+    calls = minutes = 0
+    for duration in durations_sec:
+        calls += 1
+        minutes += billable_minutes(duration)
     usd = minutes * _dec(price_per_minute)
-    return Forecast(
-        calls=len(durations), minutes=minutes, cost_usd=usd, cost_rub=to_rub(usd, usd_rub_rate)
-    )
+    return Forecast(calls=calls, minutes=minutes, cost_usd=usd, cost_rub=to_rub(usd, usd_rub_rate))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import date
 
 import dagster as dg
@@ -44,7 +43,7 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
             succeeded=result.success,
             budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0),
         )
-    statuses = Counter(r.status for r in ledger.records(period.export_ids))
+    statuses = ledger.totals(period.export_ids).statuses
     print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     print("Calls by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
     for evaluation in result.get_asset_check_evaluations():

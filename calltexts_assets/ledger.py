@@ -9,8 +9,8 @@ last touched a row is kept in `dagster_run_id`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,8 @@ class Ledger:
                 raise KeyError(f"no ledger row for {key}")
 
     def records(self, run_ids: Sequence[str]) -> list[CallRecord]:
+        """Every row of the given days at once: for tests and small periods. The assets go
+        through `iter_records` / `days` so that memory does not grow with the period."""
         stmt = (
             sa.select(*[call_records.c[name] for name in _RECORD_FIELDS])
             .where(call_records.c.run_id.in_(list(run_ids)))
@@ -321,6 +323,43 @@ class Ledger:
         )
         with self.engine.connect() as conn:
             return [CallRecord(**row._mapping) for row in conn.execute(stmt)]
+
+    def days(self, run_ids: Iterable[str]) -> Iterator[list[CallRecord]]:
+        """The rows of one day (export id) at a time, in the order given; within a day by
+        start time then call id. A day is read when the previous one has been consumed, so
+        rows updated meanwhile are read as they are then."""
+        for run_id in run_ids:
+            yield self.records([run_id])
+
+    def iter_records(self, run_ids: Iterable[str]) -> Iterator[CallRecord]:
+        """All rows of the given days, read a day at a time (see `days`)."""
+        for day in self.days(run_ids):
+            yield from day
+
+    def totals(self, run_ids: Sequence[str]) -> PeriodTotals:
+        """Counts and sums of the given days, computed by the database."""
+        c = call_records.c
+        in_period = c.run_id.in_(list(run_ids))
+        transcribed = c.status == Status.TRANSCRIBED
+        by_status = sa.select(
+            c.status,
+            sa.func.count(),
+            sa.func.count(c.audio_path),
+            sa.func.sum(sa.case((transcribed, c.stt_duration_sec), else_=0.0)),
+            sa.func.sum(sa.case((transcribed, c.cost), else_=0.0)),
+        ).where(in_period)
+        languages = sa.select(c.language).distinct().where(in_period, transcribed)
+        totals = PeriodTotals()
+        with self.engine.connect() as conn:
+            for status, count, with_audio, seconds, cost in conn.execute(
+                by_status.group_by(c.status)
+            ):
+                totals.statuses[status] = count
+                totals.with_audio += with_audio
+                totals.transcribed_seconds += seconds or 0.0
+                totals.transcribed_cost += cost or 0.0
+            totals.languages = sorted(lang for (lang,) in conn.execute(languages) if lang)
+        return totals
 
     def record(self, key: tuple[str, str, str]) -> CallRecord | None:
         stmt = sa.select(*[call_records.c[name] for name in _RECORD_FIELDS]).where(
@@ -333,6 +372,29 @@ class Ledger:
     def count_rows(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(call_records)).scalar_one()
+
+    def has_summaries(self, run_ids: Iterable[str]) -> bool:
+        """Whether any call of the given days has a summary; the database answers (EXISTS)
+        without a row being read into memory."""
+        c = call_records.c
+        # A NULL path compares as unknown, so `!= ""` leaves out both "" and NULL.
+        found = sa.exists().where(c.run_id.in_(list(run_ids)), c.summary_path != "")
+        with self.engine.connect() as conn:
+            return bool(conn.execute(sa.select(found)).scalar_one())
+
+
+@dataclass
+class PeriodTotals:
+    """What the assets report of a period as a whole (`Ledger.totals`)."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    with_audio: int = 0  # rows with a stored recording
+    transcribed_seconds: float = 0.0
+    transcribed_cost: float = 0.0
+    languages: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return self.statuses.get(status, 0)
 
 
 def _key_filter(key: tuple[str, str, str]) -> tuple[Any, ...]:

@@ -10,13 +10,15 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 import yaml
@@ -35,6 +37,7 @@ DEFAULT_SCHEMA_PATH = (
 )
 SEPARATOR = ";"
 COST_DECIMALS = USD_PLACES
+PREVIEW_ROWS = 10  # rows of the file shown in the asset's metadata
 
 _HEAD = (
     "datetime_start",
@@ -177,11 +180,74 @@ def registry_frame(
     return pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String))
 
 
+def _csv_bytes(frame: pl.DataFrame, *, header: bool) -> bytes:
+    """The frame's rows as CSV text; with `header`, after the BOM and the header line. The one
+    place the file's format is set: the whole-frame and the streaming writer both use it."""
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, separator=SEPARATOR, include_bom=header, include_header=header)
+    return buffer.getvalue()
+
+
 def write_registry_csv(frame: pl.DataFrame) -> bytes:
     """`;`-separated UTF-8 with BOM: Excel (ru locale) opens it with Cyrillic intact."""
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, separator=SEPARATOR, include_bom=True)
-    return buffer.getvalue()
+    return _csv_bytes(frame, header=True)
+
+
+@dataclass(frozen=True)
+class RegistryWritten:
+    """What `write_registry_file` wrote: the row count, the size and the first rows (for the
+    asset's preview), so that nothing has to read the file back for its metadata."""
+
+    rows: int
+    size: int
+    preview: list[dict[str, str]]
+
+
+def _has_start(record: CallRecord) -> bool:
+    return chronological(record)[0] == 0
+
+
+def write_registry_file(
+    days: Iterable[Iterable[CallRecord]],
+    sink: BinaryIO,
+    *,
+    summaries_enabled: bool,
+    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    preview_rows: int = PREVIEW_ROWS,
+) -> RegistryWritten:
+    """Write the registry of `days` (the export days, in calendar order) to `sink`, holding
+    one day's rows at a time; the bytes are those of `write_registry_csv` over
+    `registry_frame(registry_rows(...))` of every record at once.
+
+    A call belongs to the export day of its start time, so sorting each day and writing the
+    days in order is the global `chronological` order. Rows whose start time does not parse
+    sort after all others, so they are held back and written last (there are few: statistic
+    rows that could not be exported)."""
+    rows = size = 0
+    preview: list[dict[str, str]] = []
+
+    def emit(records: Iterable[CallRecord], *, header: bool = False) -> None:
+        nonlocal rows, size
+        batch = [
+            registry_row(r, summaries_enabled=summaries_enabled, price_per_minute=price_per_minute)
+            for r in sorted(records, key=chronological)
+        ]
+        if not batch and not header:
+            return
+        data = _csv_bytes(registry_frame(batch, summaries_enabled=summaries_enabled), header=header)
+        sink.write(data)
+        rows, size = rows + len(batch), size + len(data)
+        preview.extend(batch[: preview_rows - len(preview)])
+
+    emit((), header=True)
+    undated: list[CallRecord] = []
+    for day in days:
+        dated: list[CallRecord] = []
+        for record in day:
+            (dated if _has_start(record) else undated).append(record)
+        emit(dated)
+    emit(undated)
+    return RegistryWritten(rows=rows, size=size, preview=preview)
 
 
 # -- the data dictionary ---------------------------------------------------------------------
@@ -312,56 +378,125 @@ class Problem:
         return f"row {self.row} (call {self.call_id or '?'}): {self.message}"
 
 
+# A registry to check: its bytes, a file path, or a seekable binary stream (left open).
+RegistrySource = bytes | str | os.PathLike[str] | BinaryIO
+_READ_CHUNK = 1024 * 1024
+
+
+@contextmanager
+def _opened(source: RegistrySource) -> Iterator[BinaryIO]:
+    if isinstance(source, bytes):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as file:
+            yield file
+    elif not source.seekable():
+        raise ValueError("a registry stream must be seekable (it is read twice)")
+    else:
+        yield source
+
+
+def _decode_error(exc: UnicodeDecodeError, shift: int) -> str:
+    """`str(exc)` with positions counted from the start of the text, as decoding the whole file
+    at once reports them (the incremental decoder counts from its current chunk)."""
+    start = exc.start + shift
+    if exc.end - exc.start == 1:
+        where = f"byte 0x{exc.object[exc.start]:02x} in position {start}"
+    else:
+        where = f"bytes in position {start}-{exc.end + shift - 1}"
+    return f"'{exc.encoding}' codec can't decode {where}: {exc.reason}"
+
+
+def _utf8_error(stream: BinaryIO) -> str | None:
+    """Why the rest of `stream` is not UTF-8, or None; read a chunk at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes given to the decoder before this chunk
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        pending = len(decoder.getstate()[0])  # an incomplete character from the last chunk
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            return _decode_error(exc, offset - pending)
+        if not chunk:
+            return None
+        offset += len(chunk)
+
+
 def registry_problems(
-    data: bytes,
+    source: RegistrySource,
     schema_path: Path | str = DEFAULT_SCHEMA_PATH,
     *,
     summaries_enabled: bool | None = None,
-) -> list[Problem]:
-    """Every problem of a registry file against the dictionary (see validate_registry_csv)."""
+) -> Iterator[Problem]:
+    """Every problem of a registry file against the dictionary (see validate_registry_csv),
+    found reading it a line at a time: memory does not grow with the file.
+
+    A file that is not UTF-8 gives only its file-level problems: the text is checked first
+    (a cheap pass), so no row is reported from a file that cannot be read as a whole."""
     specs = load_registry_schema(schema_path)
-    problems: list[Problem] = []
-    if not data.startswith(codecs.BOM_UTF8):
-        problems.append(Problem(0, "", "file does not start with the UTF-8 byte order mark"))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return [*problems, Problem(0, "", f"file is not UTF-8: {exc}")]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATOR)
+    with _opened(source) as stream:
+        start = stream.tell()
+        has_bom = stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+        if not has_bom:
+            yield Problem(0, "", "file does not start with the UTF-8 byte order mark")
+            stream.seek(start)
+        if (error := _utf8_error(stream)) is not None:
+            yield Problem(0, "", f"file is not UTF-8: {error}")
+            return
+        stream.seek(start)
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+        try:
+            yield from _csv_problems(
+                csv.reader(text, delimiter=SEPARATOR), specs, summaries_enabled
+            )
+        finally:
+            text.detach()  # closing the wrapper would close the caller's stream
+
+
+def _csv_problems(
+    reader: Iterator[list[str]], specs: Sequence[ColumnSpec], summaries_enabled: bool | None
+) -> Iterator[Problem]:
     header = next(reader, None)
     if header is None:
-        return [*problems, Problem(0, "", "file is empty (no header)")]
+        yield Problem(0, "", "file is empty (no header)")
+        return
     if summaries_enabled is None:
         summaries_enabled = "summary_path" in header
     expected = schema_columns(specs, summaries_enabled)
     if header != expected:
-        return [*problems, Problem(0, "", f"header is {header}, expected {expected}")]
+        yield Problem(0, "", f"header is {header}, expected {expected}")
+        return
     active = [s for s in specs if s.name in expected]
     for number, cells in enumerate(reader, start=1):
         if len(cells) != len(header):
-            message = f"has {len(cells)} fields, expected {len(header)}"
-            problems.append(Problem(number, "", message))
+            yield Problem(number, "", f"has {len(cells)} fields, expected {len(header)}")
             continue
         row = dict(zip(header, cells, strict=True))
-        problems.extend(Problem(number, row["call_id"], m) for m in _row_problems(active, row))
-    return problems
+        for message in _row_problems(active, row):
+            yield Problem(number, row["call_id"], message)
 
 
 def validate_registry_csv(
-    data: bytes,
+    source: RegistrySource,
     schema_path: Path | str = DEFAULT_SCHEMA_PATH,
     *,
     summaries_enabled: bool | None = None,
     max_problems: int = 50,
 ) -> list[str]:
-    """Problems of a registry file against the dictionary; an empty list means valid.
+    """Problems of a registry file (bytes, a path or a seekable binary stream) against the
+    dictionary; an empty list means valid.
 
     Checks the BOM, that it decodes as UTF-8 and parses with `;`, that the header is the
     dictionary's columns (with the summary columns when `summaries_enabled`, or, when None,
     if the header has them), and each row's field count, required cells and value types.
     At most `max_problems` are listed, then a count of the rest."""
-    found = registry_problems(data, schema_path, summaries_enabled=summaries_enabled)
-    listed = [str(p) for p in found[:max_problems]]
-    if len(found) > max_problems:
-        listed.append(f"... and {len(found) - max_problems} more problems")
+    listed: list[str] = []
+    found = 0
+    for problem in registry_problems(source, schema_path, summaries_enabled=summaries_enabled):
+        found += 1
+        if found <= max_problems:
+            listed.append(str(problem))
+    if found > max_problems:
+        listed.append(f"... and {found - max_problems} more problems")
     return listed

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from fpdf import FPDF
@@ -31,9 +33,10 @@ from calltexts_assets.ledger import CallRecord, Status
 from calltexts_assets.quality import (
     VARIANCE_THRESHOLD,
     CheckOutcome,
-    coverage,
-    duration_variance,
-    has_audio,
+    CoverageTally,
+    DurationTally,
+    FloatSum,
+    Smallest,
 )
 from calltexts_assets.registry import chronological, record_cost_usd
 
@@ -233,22 +236,63 @@ def _is_exception(record: CallRecord) -> bool:
     return record.status != Status.TRANSCRIBED
 
 
-def _exception_rows(records: Sequence[CallRecord]) -> list[ExceptionRow]:
-    """Calls without a transcript that someone may need to look at, errors first."""
-    failed = sorted(
-        filter(_is_exception, records),
-        key=lambda r: (r.status not in Status.ERRORS, r.status, chronological(r)),
+def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str, str, str]]:
+    """Errors first, then by status, then in time order."""
+    return (record.status not in Status.ERRORS, record.status, chronological(record))
+
+
+def _exception_row(record: CallRecord) -> ExceptionRow:
+    return ExceptionRow(
+        call_id=record.call_id,
+        started_at=_local_time(record.started_at),
+        status=record.status,
+        error_code=record.error_code or "",
+        message=(record.error_message or "")[:_MESSAGE_CHARS],
     )
-    return [
-        ExceptionRow(
-            call_id=r.call_id,
-            started_at=_local_time(r.started_at),
-            status=r.status,
-            error_code=r.error_code or "",
-            message=(r.error_message or "")[:_MESSAGE_CHARS],
+
+
+def _exception_entry(record: CallRecord) -> tuple[Any, ExceptionRow]:
+    # The row is built as the call goes by: only the first MAX_EXCEPTIONS are kept.
+    return _exception_key(record), _exception_row(record)
+
+
+class _Totals:
+    """The report's figures as running totals over one pass of the rows (a period may have
+    20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.counts: Counter[str] = Counter()
+        self.calls = 0
+        self.transcribed = 0
+        self.billable_minutes = 0
+        self.bitrix24_seconds = 0
+        self.answered_without_recording = 0
+        self.cost_usd = Decimal(0)
+        self.transcribed_seconds = FloatSum()  # as sum() over a list, to the last bit
+        self.durations = DurationTally()
+        self.coverage = CoverageTally()
+        self.exceptions: Smallest[tuple[Any, ExceptionRow]] = Smallest(
+            MAX_EXCEPTIONS, key=itemgetter(0)
         )
-        for r in failed
-    ]
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        self.counts[r.status] += 1
+        self.bitrix24_seconds += r.duration_sec
+        if (cost := record_cost_usd(r, self.price)) is not None:
+            self.cost_usd += cost
+        if r.status == Status.TRANSCRIBED:
+            self.transcribed += 1
+            billed = billed_seconds(r)
+            self.billable_minutes += billable_minutes(billed)
+            self.transcribed_seconds.add(billed)
+        if r.status == Status.NO_RECORDING and r.duration_sec > 0:
+            self.answered_without_recording += 1
+        self.durations.add(r)
+        self.coverage.add(r)
+        if _is_exception(r):
+            self.exceptions.add(_exception_entry(r))
 
 
 def build_report_data(
@@ -267,41 +311,33 @@ def build_report_data(
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
     means no budget (the settings' 0 default)."""
     period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
-    rows = list(records)
-    counts = Counter(r.status for r in rows)
-    transcribed = [r for r in rows if r.status == Status.TRANSCRIBED]
     price = Decimal(str(price_per_minute))
     rate = Decimal(str(usd_rub_rate))
     budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
 
-    costs = [c for r in rows if (c := record_cost_usd(r, price)) is not None]
-    cost_usd = sum(costs, Decimal(0))
+    totals = _Totals(price)
+    for r in records:
+        totals.add(r)
+    counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd
+    bitrix_sec, transcribed_sec = totals.bitrix24_seconds, totals.transcribed_seconds.value
     cost_rub = to_rub(cost_usd, rate)
-    billed = [billed_seconds(r) for r in transcribed]
-    minutes = sum(billable_minutes(s) for s in billed)
-    transcribed_sec = sum(billed)
-    bitrix_sec = sum(r.duration_sec for r in rows)
-    variance = duration_variance(rows).value
-    cover = coverage(rows).value
+    variance = totals.durations.value
+    cover = totals.coverage.value
     delta = (
         float((cost_usd - forecast.cost_usd) / forecast.cost_usd)
         if forecast is not None and forecast.cost_usd > 0
         else None
     )
-    answered_without = sum(
-        1 for r in rows if r.status == Status.NO_RECORDING and r.duration_sec > 0
-    )
     warnings = _warnings(cost_usd, forecast, delta, budget)
     tips = _recommendations(
         counts,
-        answered_without,
+        totals.answered_without_recording,
         variance,
         delta,
         budget is not None and cost_usd > budget,
         checks,
     )
-    exceptions = _exception_rows(rows)
-    with_audio = sum(1 for r in rows if has_audio(r))
+    with_audio = totals.coverage.with_audio
     errors = sum(counts[s] for s in _FAILED)
     pending = sum(counts[s] for s in _PENDING)
 
@@ -321,9 +357,9 @@ def build_report_data(
         Section(
             "Звонки",
             (
-                ("Всего звонков", str(len(rows))),
+                ("Всего звонков", str(totals.calls)),
                 ("С доступной записью", str(with_audio)),
-                ("Расшифровано", str(len(transcribed))),
+                ("Расшифровано", str(totals.transcribed)),
                 ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
                 ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
                 ("Ошибки (download, transcription, invalid)", str(errors)),
@@ -361,9 +397,9 @@ def build_report_data(
         is_sandbox=is_sandbox,
         period_from=period_from,
         period_to=period_to,
-        calls_total=len(rows),
+        calls_total=totals.calls,
         calls_with_audio=with_audio,
-        transcribed=len(transcribed),
+        transcribed=totals.transcribed,
         no_recording=counts[Status.NO_RECORDING],
         missing_audio=counts[Status.MISSING_AUDIO],
         errors=errors,
@@ -384,8 +420,8 @@ def build_report_data(
         run_seconds=run_seconds,
         sections=sections,
         checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
-        exceptions=tuple(exceptions[:MAX_EXCEPTIONS]),
-        exceptions_total=len(exceptions),
+        exceptions=tuple(row for _, row in totals.exceptions.items()),
+        exceptions_total=totals.exceptions.total,
         warnings=tuple(warnings),
         recommendations=tuple(tips),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class CallSteps:
         stage: str,
         failure_status: str | None,
         log_dir: str | Path,
+        summed: tuple[str, ...] = (),
     ) -> None:
         self.context = context
         self.ledger = ledger
@@ -66,6 +67,8 @@ class CallSteps:
         self.log_dir = Path(log_dir)
         self.run_log: RunLog | None = None
         self.bytes = 0
+        # Totals of these numeric updates over the calls done now (e.g. minutes, cost).
+        self.sums = dict.fromkeys(summed, 0.0)
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
 
@@ -114,17 +117,20 @@ class CallSteps:
             self._log(record, outcome.label, started, outcome.updates.get("error_code"))
         with self._lock:
             self.bytes += outcome.bytes
+            for name in self.sums:
+                self.sums[name] += outcome.updates.get(name) or 0.0
         return outcome.label
 
     def run(
         self,
-        records: Sequence[CallRecord],
+        records: Iterable[CallRecord],
         work: Callable[[CallRecord], StepOutcome],
         *,
         max_workers: int,
     ) -> Tally:
+        """`records` may be a generator over the ledger: it is consumed as workers free up."""
         with open_for_dagster_run(self.log_dir, self.context) as self.run_log:
-            self.run_log.event("stage_start", stage=self.stage, calls=len(records))
+            self.run_log.event("stage_start", stage=self.stage)
             tally = run_bounded(
                 records,
                 lambda r: self._one(r, work),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
@@ -23,10 +23,11 @@ def needs_transcript(record: CallRecord) -> bool:
     return record.status in TRANSCRIBABLE and bool(record.audio_path)
 
 
-def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> list[str]:
-    """Every transcript file in the month folders the days fall in (for the duplicates check)."""
-    months = sorted({day.strftime("%Y-%m") for day in days})
-    return [o.key for m in months for o in storage.list(f"exports/{m}/transcripts/")]
+def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> Iterator[str]:
+    """Every transcript file in the month folders the days fall in (for the duplicates
+    check), one at a time."""
+    for month in sorted({day.strftime("%Y-%m") for day in days}):
+        yield from storage.keys(f"exports/{month}/transcripts/")
 
 
 def header_for(record: CallRecord, *, sandbox: bool) -> TranscriptHeader:

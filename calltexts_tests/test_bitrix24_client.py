@@ -477,3 +477,16 @@ def test_resource_shares_one_client_and_works_in_an_asset() -> None:
     result = dg.materialize([listed], resources={"bitrix24": resource})
     metadata = result.asset_materializations_for_node("listed")[0].metadata
     assert metadata["rows"].value == 3 and metadata["requests"].value == 1
+
+
+@respx.mock
+def test_call_batches_come_one_request_at_a_time(client: Bitrix24Client) -> None:
+    rows = make_rows(2600)
+    portal = FakeBatchPortal(rows, "error")
+    respx.post(f"{API}/batch.json").mock(side_effect=portal)
+    batches = client.iter_call_batches(DAY, DAY + timedelta(days=2))
+    first = next(batches)
+    # The second request is made only when the caller is done with the first answer.
+    assert (len(first), portal.batches) == (2500, 1)
+    assert [len(b) for b in batches] == [100]
+    assert portal.batches == 2

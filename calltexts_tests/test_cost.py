@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -62,6 +63,21 @@ def test_forecast_sums_minutes_rounded_per_call() -> None:
     )
     assert plan.cost_usd_display == "0.0240"
     assert plan.cost_rub_display == "2.40"
+
+
+def test_forecast_reads_a_generator_once() -> None:
+    durations: list[float] = [30, 30, 61, 0, 1200, 59.9996]
+    calls: list[float] = []
+
+    def listed() -> Iterator[float]:  # as the report feeds it from the ledger, row by row
+        for duration in durations:
+            calls.append(duration)
+            yield duration
+
+    plan = forecast(listed(), price_per_minute=0.006, usd_rub_rate=100.0)
+    assert calls == durations  # read once
+    assert plan == forecast(durations, price_per_minute=0.006, usd_rub_rate=100.0)
+    assert (plan.calls, plan.minutes) == (6, 1 + 1 + 2 + 0 + 20 + 1)
 
 
 def test_forecast_of_nothing_is_zero() -> None:

@@ -102,3 +102,37 @@ def test_exports_are_one_row_per_day(ledger: Ledger) -> None:
     export = ledger.export(DAY)
     assert export is not None
     assert (export["actor"], export["dagster_run_id"], export["status"]) == ("b", "r2", "success")
+
+
+def test_days_are_read_one_at_a_time_and_see_updates(ledger: Ledger) -> None:
+    other = "2026-11-25"
+    ledger.upsert_listed(DAY, [call_from_row(_row(n)) for n in (3, 1, 2)])
+    ledger.upsert_listed(other, [call_from_row(_row(n, CALL_ID=f"late.{n}")) for n in (5, 4)])
+    days = ledger.days([DAY, other])
+    first = next(days)
+    assert [r.call_id for r in first] == ["call.1", "call.2", "call.3"]
+    ledger.update((other, "late.4", "1004"), status=Status.DOWNLOADED)
+    (second,) = list(days)
+    assert [(r.call_id, r.status) for r in second] == [
+        ("late.4", Status.DOWNLOADED),
+        ("late.5", Status.LISTED),
+    ]
+    assert [r.call_id for r in ledger.iter_records([other, DAY])] == [
+        "late.4", "late.5", "call.1", "call.2", "call.3",
+    ]  # fmt: skip
+
+
+def test_totals_are_counted_by_the_database(ledger: Ledger) -> None:
+    ledger.upsert_listed(DAY, [call_from_row(_row(n)) for n in range(1, 5)])
+    ledger.upsert_listed("2026-11-01", [call_from_row(_row(9))])  # another day: not counted
+    done = {"status": Status.TRANSCRIBED, "audio_path": "a.mp3"}
+    ledger.update((DAY, "call.1", "1001"), **done, stt_duration_sec=61.5, cost=0.012, language="ru")
+    ledger.update((DAY, "call.2", "1002"), **done, stt_duration_sec=30.0, cost=0.006, language="en")
+    ledger.update((DAY, "call.3", "1003"), status=Status.TRANSCRIPTION_ERROR, audio_path="b.mp3")
+    totals = ledger.totals([DAY])
+    assert totals.statuses == {Status.TRANSCRIBED: 2, Status.TRANSCRIPTION_ERROR: 1, "listed": 1}
+    assert totals.count(Status.MISSING_AUDIO) == 0
+    assert totals.with_audio == 3
+    assert totals.transcribed_seconds == pytest.approx(91.5)
+    assert totals.transcribed_cost == pytest.approx(0.018)
+    assert totals.languages == ["en", "ru"]

@@ -1,13 +1,16 @@
 import codecs
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 import yaml
 
+from calltexts_assets import registry
 from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.quality import registry_complete
 from calltexts_assets.registry import (
     COST_DECIMALS,
     DEFAULT_SCHEMA_PATH,
@@ -18,6 +21,7 @@ from calltexts_assets.registry import (
     schema_columns,
     validate_registry_csv,
     write_registry_csv,
+    write_registry_file,
 )
 from calltexts_tests.factories import transcribed_record
 
@@ -215,6 +219,130 @@ def test_frame_rejects_rows_with_other_columns() -> None:
         registry_frame(rows, summaries_enabled=True)
 
 
+# -- the streamed file ------------------------------------------------------------------------
+
+
+def invalid(call_id: str, run_id: str, started_at: str = "") -> CallRecord:
+    """A statistic row that could not be exported: no start time (sorts last)."""
+    return make_record(
+        0,
+        call_id=call_id,
+        run_id=run_id,
+        status=Status.INVALID,
+        started_at=started_at,
+        direction="",
+        phone_from="",
+        phone_to="",
+        duration_sec=0,
+        recording_url=None,
+        record_id="",
+        transcript_path=None,
+        language=None,
+        cost=None,
+        error_code="invalid_row",
+    )
+
+
+def varied_days() -> list[list[CallRecord]]:
+    """Four export days (one empty) with every value the CSV has to quote or leave empty,
+    invalid rows in two days, and each day out of order as a ledger might give it."""
+    d1, d2, d4 = "2026-11-23", "2026-11-24", "2026-11-26"  # nothing on the 25th
+    summary = "exports/2026-11/summary/call_s.md"
+    day1 = [
+        make_record(
+            1, run_id=d1, started_at=f"{d1}T09:00:00+03:00", tags='["доставка", "жалоба; срочно"]'
+        ),
+        make_record(2, run_id=d1, started_at=f"{d1}T09:00:00+03:00", summary_path=summary),
+        make_record(3, run_id=d1, started_at=f"{d1}T23:59:59+03:00", tags='=HYPERLINK("x")'),
+        invalid('bad;id "q"', d1),
+        make_record(
+            4,
+            run_id=d1,
+            started_at=f"{d1}T10:00:00.500000+03:00",
+            status=Status.MISSING_AUDIO,
+            error_code="ошибка;\nсети",
+            transcript_path=None,
+            language=None,
+            cost=None,
+        ),
+        make_record(5, run_id=d1, started_at=f"{d1}T06:30:00+00:00", phone_from=""),  # 09:30 MSK
+    ]
+    day2 = [
+        make_record(6, run_id=d2, started_at=f"{d2}T08:00:00+03:00", tags="строка\nвторая"),
+        make_record(7, run_id=d2, started_at=f"{d2}T08:00:01+03:00", tags="-1+1", language="uk"),
+        make_record(8, run_id=d2, started_at=f"{d2}T08:00:02+03:00", tags='"цитата"'),
+        make_record(9, run_id=d2, started_at=f"{d2}T08:00:03+03:00", cost=None),  # the tariff
+        *(make_record(n, run_id=d2, started_at=f"{d2}T12:{n:02d}:00+03:00") for n in range(10, 14)),
+        invalid("inv.2", d2),
+        invalid("inv.1", d2, started_at="not a date"),
+    ]
+    day4 = [
+        make_record(
+            14,
+            run_id=d4,
+            started_at=f"{d4}T00:00:00+03:00",
+            status=Status.NO_RECORDING,
+            recording_url=None,
+            record_id="",
+            cost=None,
+            transcript_path=None,
+            language=None,
+            duration_sec=0,
+        )
+    ]
+    return [day1[::-1], day2[::-1], [], day4]
+
+
+def streamed(days: list[list[CallRecord]], summaries: bool, **kw: Any) -> tuple[bytes, Any]:
+    sink = io.BytesIO()
+    written = write_registry_file(
+        days, sink, summaries_enabled=summaries, price_per_minute=0.006, **kw
+    )
+    return sink.getvalue(), written
+
+
+@pytest.mark.parametrize("summaries", [False, True])
+def test_streamed_file_is_byte_identical_to_the_whole_period_file(summaries: bool) -> None:
+    days = varied_days()
+    records = [r for day in days for r in day]
+    expected = csv_bytes(records, summaries)
+    # The fixture exercises what the format has to get right.
+    needles = ['"bad;id ""q"""', ";;", '"ошибка;\nсети"']
+    if summaries:
+        needles += ['"доставка, жалоба; срочно"', '"\'=HYPERLINK(""x"")"', '"строка\nвторая"']
+        needles += ['"""цитата"""', ";'-1+1;"]
+    for needle in needles:
+        assert needle.encode() in expected, needle
+
+    data, written = streamed(days, summaries)
+
+    assert data == expected
+    assert (written.rows, written.size) == (len(records), len(expected))
+    rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
+    assert written.preview == rows[:10]
+    assert [r["call_id"] for r in rows[-3:]] == ['bad;id "q"', "inv.1", "inv.2"]
+    assert validate_registry_csv(data) == [
+        f"row {len(rows) - 1} (call inv.1): datetime_start='not a date' is not an ISO 8601 "
+        "date-time"
+    ]
+
+
+@pytest.mark.parametrize("days", [[], [[]], [[], []]])
+def test_streamed_empty_period_is_the_header_alone(days: list[list[CallRecord]]) -> None:
+    for summaries in (False, True):
+        data, written = streamed(days, summaries)
+        assert data == write_registry_csv(registry_frame([], summaries_enabled=summaries))
+        assert (written.rows, written.size, written.preview) == (0, len(data), [])
+
+
+def test_streamed_preview_runs_on_into_the_held_back_rows() -> None:
+    day = [invalid("inv.b", DAY), make_record(2), invalid("inv.a", DAY), make_record(1)]
+    _, written = streamed([day], False)
+    assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a", "inv.b"]
+    _, written = streamed([day], False, preview_rows=3)
+    assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a"]
+
+
 # -- validation ------------------------------------------------------------------------------
 
 
@@ -310,3 +438,50 @@ def test_validation_caps_the_list() -> None:
     data = csv_bytes([make_record(n, language=None) for n in range(1, 8)])
     problems = validate_registry_csv(data, max_problems=5)
     assert len(problems) == 6 and problems[-1] == "... and 2 more problems"
+
+
+def test_validation_reads_a_path_or_a_stream_as_it_reads_bytes(tmp_path: Path) -> None:
+    data = csv_bytes([make_record(1), make_record(2), failed(3, Status.MISSING_AUDIO, None)])
+    data = _with_cell(data, "call.2", "transcription_cost", "1")
+    expected = validate_registry_csv(data)
+    assert len(expected) == 2
+    path = tmp_path / "registry.csv"
+    path.write_bytes(data)
+    assert validate_registry_csv(path) == validate_registry_csv(str(path)) == expected
+    stream = io.BytesIO(data)
+    assert validate_registry_csv(stream) == expected
+    assert not stream.closed  # the caller's stream is left open
+    assert registry_complete(path).details == registry_complete(data).details
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+@pytest.mark.parametrize("bom", [True, False])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff",  # never valid
+        b"\xd0A",  # a 2-byte character cut short
+        b"\xe2\x82A",  # a 3-byte character cut short: a range of bytes
+    ],
+)
+def test_not_utf8_is_reported_as_the_whole_file_decode_reports_it(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, bom: bool, damage: bytes
+) -> None:
+    monkeypatch.setattr(registry, "_READ_CHUNK", chunk)  # errors across chunk boundaries
+    good = csv_bytes([make_record(1, tags="звонок"), make_record(2)], summaries=True)
+    good = good if bom else good[len(codecs.BOM_UTF8) :]
+    middle = good.index("звонок".encode()) + 2
+    for data in (good[:middle] + damage + good[middle:], good + "ж".encode()[:1]):
+        with pytest.raises(UnicodeDecodeError) as whole:
+            data.decode("utf-8-sig")
+        no_bom = [] if bom else ["file does not start with the UTF-8 byte order mark"]
+        assert validate_registry_csv(data) == [*no_bom, f"file is not UTF-8: {whole.value}"]
+
+
+def test_registry_complete_keeps_the_first_problems_and_every_call_id() -> None:
+    data = csv_bytes([make_record(n, language=None) for n in range(1, 31)])
+    outcome = registry_complete(data)
+    assert not outcome.passed and outcome.value == 30.0
+    assert len(outcome.details["problems"]) == 20
+    assert outcome.details["problems"][0].startswith("row 1 (call call.1): language is empty")
+    assert outcome.offending_call_ids == tuple(sorted(f"call.{n}" for n in range(1, 31)))

@@ -1,5 +1,9 @@
+import dataclasses
 import io
 import math
+import random
+from collections import Counter
+from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -7,9 +11,11 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from calltexts_assets.cost import forecast
+from calltexts_assets import report
+from calltexts_assets.cost import billed_seconds, forecast
 from calltexts_assets.ledger import CallRecord, Status
 from calltexts_assets.quality import CheckOutcome, coverage, duplicate_transcripts
+from calltexts_assets.registry import chronological, record_cost_usd
 from calltexts_assets.report import (
     MAX_EXCEPTIONS,
     ReportData,
@@ -17,6 +23,7 @@ from calltexts_assets.report import (
     render_markdown,
     render_pdf,
 )
+from calltexts_tests import quality_reference as reference
 from calltexts_tests.factories import transcribed_record
 
 DAY = "2026-11-24"
@@ -64,7 +71,8 @@ def period() -> list[CallRecord]:
     return records
 
 
-def build(records: list[CallRecord], **overrides: Any) -> ReportData:
+def arguments(records: list[CallRecord], **overrides: Any) -> dict[str, Any]:
+    """build_report_data's arguments but the rows: forecast and checks from `records`."""
     arguments: dict[str, Any] = {
         "period_from": DAY,
         "period_to": DAY,
@@ -77,7 +85,11 @@ def build(records: list[CallRecord], **overrides: Any) -> ReportData:
         "is_sandbox": False,
     }
     arguments.update(overrides)
-    return build_report_data(records, **arguments)
+    return arguments
+
+
+def build(records: list[CallRecord], **overrides: Any) -> ReportData:
+    return build_report_data(records, **arguments(records, **overrides))
 
 
 def expected_figures() -> dict[str, str]:
@@ -237,3 +249,98 @@ def test_missed_calls_are_not_exceptions() -> None:
     missed = make_record(1, seconds=0, status=Status.NO_RECORDING, recording_url=None)
     data = build([missed, make_record(2)])
     assert data.exceptions_total == 0 and data.no_recording == 1
+
+
+# -- one pass --------------------------------------------------------------------------------
+
+
+class OneShot:
+    """Rows that can be read once, like `Ledger.iter_records`; a second pass fails."""
+
+    def __init__(self, rows: list[CallRecord]) -> None:
+        self._rows = rows
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[CallRecord]:
+        self.passes += 1
+        assert self.passes == 1, "the rows were read twice"
+        return (r for r in self._rows)
+
+
+def busy_period(seed: int, calls: int = 400) -> list[CallRecord]:
+    """A shuffled period with every status, some rows without a start time and rows that
+    are the same call with another error message (equal sort keys: input order decides)."""
+    rng = random.Random(seed)
+    statuses = [Status.TRANSCRIBED] * 6 + [
+        Status.LISTED,
+        Status.DOWNLOADED,
+        Status.NO_RECORDING,
+        Status.MISSING_AUDIO,
+        Status.DOWNLOAD_ERROR,
+        Status.TRANSCRIPTION_ERROR,
+        Status.INVALID,
+    ]
+    records = []
+    for n in range(calls):
+        status = rng.choice(statuses)
+        when = {} if rng.random() < 0.9 else {"started_at": "not a time"}
+        if status == Status.TRANSCRIBED:
+            seconds = rng.choice([*STT_SECONDS, 0.0, 1200.0])
+            audio = rng.choice([seconds, seconds, seconds + 3.7, None])
+            records.append(make_record(n, seconds=seconds, audio_duration_sec=audio, **when))
+        else:
+            code = rng.choice(["http_404", "stt_5xx", None])
+            record = failed(n, status, code, f"message {n}")
+            if rng.random() < 0.2:
+                record = dataclasses.replace(record, duration_sec=0, cost=0.006)
+            records.append(dataclasses.replace(record, **when))
+            if rng.random() < 0.1:
+                records.append(dataclasses.replace(records[-1], error_message=f"again {n}"))
+    rng.shuffle(records)
+    return records
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_report_data_read_in_one_pass_is_the_same(seed: int) -> None:
+    records = busy_period(seed)
+    rows = OneShot(records)
+    data = build_report_data(rows, **arguments(records))
+    assert rows.passes == 1
+    assert data == build(records)
+    # the figures as the list-based report computed them
+    transcribed = [r for r in records if r.status == Status.TRANSCRIBED]
+    assert data.calls_total == len(records) and data.transcribed == len(transcribed)
+    assert data.transcribed_seconds == sum([billed_seconds(r) for r in transcribed])
+    assert data.bitrix24_seconds == sum(r.duration_sec for r in records)
+    costs = [c for r in records if (c := record_cost_usd(r, Decimal(str(PRICE)))) is not None]
+    assert data.cost_usd == sum(costs, Decimal(0))
+    assert data.duration_variance == reference.duration_variance(records).value
+    assert data.coverage == reference.coverage(records).value
+    assert data.status_counts == dict(sorted(Counter(r.status for r in records).items()))
+
+
+def _exceptions_as_before(records: list[CallRecord]) -> list[tuple[str, str, str]]:
+    def is_exception(r: CallRecord) -> bool:
+        if r.status == Status.NO_RECORDING:
+            return r.duration_sec > 0
+        return r.status != Status.TRANSCRIBED
+
+    failed_rows = sorted(
+        filter(is_exception, records),
+        key=lambda r: (r.status not in Status.ERRORS, r.status, chronological(r)),
+    )
+    return [(r.call_id, r.status, (r.error_message or "")[:160]) for r in failed_rows]
+
+
+@pytest.mark.parametrize("cap", [1, 5, 40, MAX_EXCEPTIONS])
+def test_the_first_exceptions_are_kept_in_order_and_all_counted(
+    cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = busy_period(7, calls=600)
+    expected = _exceptions_as_before(records)
+    assert len(expected) > cap  # the cut happens
+    monkeypatch.setattr(report, "MAX_EXCEPTIONS", cap)
+    data = build_report_data(OneShot(records), **arguments(records))
+    got = [(e.call_id, e.status, e.message) for e in data.exceptions]
+    assert got == expected[:cap]
+    assert data.exceptions_total == len(expected)

@@ -171,6 +171,8 @@ def test_list_is_a_string_prefix_and_skips_temp_files(storage: LocalStorage) -> 
     assert [o.key for o in storage.list("exports/2026-1")] == keys[:3]
     assert [o.key for o in storage.list("exports/2026-11/transcripts/call_b")] == keys[1:2]
     assert storage.list("nothing/here") == []
+    assert sorted(storage.keys("exports/2026-1")) == keys[:3]  # same filter, lazily
+    assert list(storage.keys("nothing/here")) == []
     info = storage.list("logs/")[0]
     assert info.size == len(keys[3])
     assert info.modified_at.tzinfo is not None

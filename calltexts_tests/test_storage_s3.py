@@ -123,6 +123,7 @@ def test_list_stat_delete_and_local_path(s3_server: S3Server, s3_bucket: str) ->
 
     assert [o.key for o in storage.list()] == keys
     assert [o.key for o in storage.list("exports/2026-11/")] == keys[:2]
+    assert sorted(storage.keys("exports/")) == keys
     info = storage.list("exports/2026-12")[0]
     assert info.size == len(keys[2])
     assert info.modified_at.tzinfo is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calltexts_assets.audio import probe
+from calltexts_assets.audio import load, probe
 from calltexts_assets.resources.whisper import WhisperResource
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import CallScript, Turn, call_script
@@ -164,3 +164,17 @@ def test_turn_model_is_what_tests_expect() -> None:
     # Guards the helpers above: roles alternate and each turn is one segment's worth.
     turns: tuple[Turn, ...] = call_script("x", 30, True).turns
     assert all(b.start - a.end >= 0.6 for a, b in pairwise(turns))
+
+
+@pytest.mark.parametrize(("seconds", "stereo"), [(7, False), (61, True)])
+def test_probe_reads_the_exact_duration_of_an_mp3(
+    tmp_path: Path, seconds: int, stereo: bool
+) -> None:
+    # The duration check compares this with Bitrix24's whole seconds: the encoder's delay
+    # and padding (~0.08 s, which a plain header read adds) must not count.
+    path = _write(tmp_path, call_script("probe", seconds, stereo=stereo))
+    decoded = load(path)
+    info = probe(path)
+    assert info.duration_sec == pytest.approx(decoded.duration_sec, abs=0.001)
+    assert info.duration_sec == pytest.approx(seconds, abs=0.036)  # the sandbox's frame grid
+    assert (info.channels, info.size_bytes) == (decoded.channels, path.stat().st_size)

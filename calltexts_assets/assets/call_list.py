@@ -1,33 +1,16 @@
 """call_list: every call of the run's days, as Bitrix24 telephony statistics list them."""
 
-import hashlib
-from collections import Counter
-from typing import Any
+from collections import Counter, defaultdict
 
 import dagster as dg
 
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, export_day, run_period
-from calltexts_assets.calls import Call, InvalidCallRow, call_from_row, calls_fingerprint
+from calltexts_assets.calls import Call
 from calltexts_assets.cost import forecast
+from calltexts_assets.listing import Listing
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
-
-
-def normalise_rows(rows: list[dict[str, Any]]) -> tuple[list[Call], list[tuple[str, str]]]:
-    """Valid calls (first occurrence of each key wins) and (placeholder id, reason) of the rest."""
-    calls: dict[tuple[str, str], Call] = {}
-    invalid: list[tuple[str, str]] = []
-    for row in rows:
-        try:
-            call = call_from_row(row)
-        except InvalidCallRow as exc:
-            # The unsafe id never becomes a key; a stable placeholder keeps the row visible.
-            digest = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()[:12]
-            invalid.append((f"invalid-{digest}", str(exc)))
-            continue
-        calls.setdefault((call.call_id, call.record_id), call)
-    return list(calls.values()), invalid
 
 
 @dg.asset(
@@ -46,34 +29,37 @@ def call_list(
     period = run_period(context)
     db = ledger.get()
     client = bitrix24.get_client()
-    rows = client.list_calls(period.start, period.end)
-    calls, invalid = normalise_rows(rows)
-
-    by_day: dict[str, list[Call]] = {day: [] for day in period.export_ids}
-    for call in calls:
-        by_day.setdefault(export_day(call.started_at), []).append(call)
     actor = context.run.tags.get("dagster/user", context.run.tags.get("actor", "dagster"))
-    for day, day_calls in by_day.items():
+    for day in period.export_ids:
         db.start_export(day, day, day, actor=actor, dagster_run_id=context.run.run_id)
-        db.upsert_listed(day, day_calls, dagster_run_id=context.run.run_id)
-    for placeholder, reason in invalid:
-        context.log.error(f"statistic row rejected: {reason}")
-        db.record_invalid(period.first.isoformat(), placeholder, reason)
 
-    with_recording = [c for c in calls if c.has_recording]
+    # One `batch` answer (<= 2,500 rows) at a time: a long period is never in memory whole.
+    listing = Listing()
+    per_day: Counter[str] = Counter()
+    for rows in client.iter_call_batches(period.start, period.end):
+        calls, invalid = listing.add(rows)
+        by_day: dict[str, list[Call]] = defaultdict(list)
+        for call in calls:
+            by_day[export_day(call.started_at)].append(call)
+        for day, day_calls in by_day.items():
+            per_day[day] += len(day_calls)
+            db.upsert_listed(day, day_calls, dagster_run_id=context.run.run_id)
+        for placeholder, reason in invalid:
+            context.log.error(f"statistic row rejected: {reason}")
+            db.record_invalid(period.first.isoformat(), placeholder, reason)
+
     plan = forecast(
-        [c.duration_sec for c in with_recording],
+        listing.recording_durations,
         price_per_minute=export_settings.price_per_minute_usd,
         usd_rub_rate=export_settings.usd_rub_rate,
     )
-    per_day = Counter(export_day(c.started_at) for c in calls)
     return dg.MaterializeResult(
         metadata={
             "period": period.label,
-            "calls": len(calls),
-            "calls_with_recording": len(with_recording),
-            "minutes": dg.FloatMetadataValue(round(sum(c.duration_sec for c in calls) / 60, 1)),
-            "rejected_rows": len(invalid),
+            "calls": listing.calls,
+            "calls_with_recording": len(listing.recording_durations),
+            "minutes": dg.FloatMetadataValue(round(listing.seconds / 60, 1)),
+            "rejected_rows": listing.rejected,
             "calls_per_day": dg.JsonMetadataValue(dict(sorted(per_day.items()))),
             "forecast_billable_minutes": plan.minutes,
             "forecast_cost_usd": dg.FloatMetadataValue(float(plan.cost_usd)),
@@ -82,5 +68,5 @@ def call_list(
             "bitrix24_retries": client.stats.retries,
             "bitrix24_limit_hits": client.stats.limit_hits,
         },
-        data_version=dg.DataVersion(calls_fingerprint(calls)),
+        data_version=dg.DataVersion(listing.fingerprint),
     )

@@ -43,16 +43,25 @@ def cost_report(
 ) -> dg.MaterializeResult:
     period = run_period(context)
     db = ledger.get()
-    records = db.records(period.export_ids)
+    days = period.export_ids
+    # Every consumer gets its own pass over the ledger, read a day at a time, so memory does
+    # not grow with the period (a 60-day period may have 20,000+ calls).
     price = export_settings.price_per_minute_usd
     plan = forecast(
-        [r.duration_sec for r in records if r.recording_url],
+        (r.duration_sec for r in db.iter_records(days) if r.recording_url),
         price_per_minute=price,
         usd_rub_rate=export_settings.usd_rub_rate,
     )
     store = storage.get()
+    checks = [
+        duration_variance(db.iter_records(days)),
+        coverage(db.iter_records(days)),
+        # The same evidence as the transcripts check: the ledger and the stored files.
+        duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, period.days)),
+        cost_matches(db.iter_records(days), price),
+    ]
     data = build_report_data(
-        records,
+        db.iter_records(days),
         period_from=period.first.isoformat(),
         period_to=period.last.isoformat(),
         forecast=plan,
@@ -60,13 +69,7 @@ def cost_report(
         usd_rub_rate=export_settings.usd_rub_rate,
         budget_usd=export_settings.budget_usd,
         run_seconds=run_seconds(context),
-        checks=[
-            duration_variance(records),
-            coverage(records),
-            # The same evidence as the transcripts check: the ledger and the stored files.
-            duplicate_transcripts(records, stored_transcript_keys(store, period.days)),
-            cost_matches(records, price),
-        ],
+        checks=checks,
         is_sandbox=export_settings.is_sandbox,
     )
     md_key = report_key(period.first, period.last, "md")

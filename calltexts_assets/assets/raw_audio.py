@@ -34,11 +34,11 @@ def raw_audio(
     period = run_period(context)
     db = ledger.get()
     client = bitrix24.get_client()
-    todo = [
+    todo = (
         record
-        for record in db.records(period.export_ids)
+        for record in db.iter_records(period.export_ids)
         if needs_fetch(record, retry_missing=export_settings.retry_missing_audio)
-    ]
+    )
     steps = CallSteps(
         context,
         db,
@@ -57,15 +57,15 @@ def raw_audio(
         ),
         max_workers=export_settings.max_concurrency,
     )
-    records = db.records(period.export_ids)
+    totals = db.totals(period.export_ids)
     return dg.MaterializeResult(
         metadata={
             "period": period.label,
             "downloaded": tally.outcomes["downloaded"],
             "skipped_already_stored": tally.outcomes["stored"],
             "failed": tally.outcomes["failed"],
-            "missing_audio": sum(r.status == Status.MISSING_AUDIO for r in records),
-            "calls_with_audio": sum(bool(r.audio_path) for r in records),
+            "missing_audio": totals.count(Status.MISSING_AUDIO),
+            "calls_with_audio": totals.with_audio,
             "bytes_downloaded": steps.bytes,
         }
     )

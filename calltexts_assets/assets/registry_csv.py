@@ -1,6 +1,8 @@
 """registry_csv: one `;`-separated row per call of the run's period, for Excel."""
 
+import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import dagster as dg
 
@@ -8,11 +10,20 @@ from calltexts_assets.assets.checks import check_result, check_spec, table_previ
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.quality import cost_matches, duration_variance, registry_complete
-from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
+from calltexts_assets.registry import PREVIEW_ROWS, registry_frame, write_registry_file
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.storage_keys import registry_key
+from calltexts_assets.workdir import prepared_workdir
+
+_UPLOAD_CHUNK = 1024 * 1024
+
+
+def _chunks(file: BinaryIO) -> Iterator[bytes]:
+    file.seek(0)
+    while chunk := file.read(_UPLOAD_CHUNK):
+        yield chunk
 
 
 @dg.asset(
@@ -51,27 +62,37 @@ def registry_csv(
     export_settings: ExportSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     period = run_period(context)
-    records = ledger.get().records(period.export_ids)
-    with_summaries = export_settings.summaries_enabled or any(r.summary_path for r in records)
-    rows = registry_rows(
-        records,
-        summaries_enabled=with_summaries,
-        price_per_minute=export_settings.price_per_minute_usd,
-    )
-    frame = registry_frame(rows, summaries_enabled=with_summaries)
-    data = write_registry_csv(frame)
+    db = ledger.get()
+    price = export_settings.price_per_minute_usd
+    # Summary columns appear once any call has a summary, even if summaries are now off.
+    with_summaries = export_settings.summaries_enabled or db.has_summaries(period.export_ids)
     store = storage.get()
     key = registry_key(period.first, period.last)
-    store.write_bytes(key, data)
+    # A 60-day registry is written, uploaded and validated through a file, a day of rows at a
+    # time: memory does not grow with the period. It holds phone numbers (personal data), so
+    # it is staged in the work dir, not the system's /tmp; an unnamed file leaves nothing
+    # behind if the run is killed.
+    with tempfile.TemporaryFile(dir=prepared_workdir(export_settings.work_dir)) as staged:
+        written = write_registry_file(
+            db.days(period.export_ids),
+            staged,
+            summaries_enabled=with_summaries,
+            price_per_minute=price,
+        )
+        store.write_stream(key, _chunks(staged))
+        staged.seek(0)
+        complete = registry_complete(staged, summaries_enabled=with_summaries)
+    preview = registry_frame(written.preview, summaries_enabled=with_summaries)
     yield dg.MaterializeResult(
         metadata={
             "period": period.label,
-            "rows": frame.height,
+            "rows": written.rows,
             "path": dg.PathMetadataValue(store.uri(key)),
-            "bytes": len(data),
-            "preview": table_preview(frame),
+            "bytes": written.size,
+            "preview": table_preview(preview, rows=PREVIEW_ROWS),
         }
     )
-    yield check_result(duration_variance(records))
-    yield check_result(registry_complete(data, summaries_enabled=with_summaries))
-    yield check_result(cost_matches(records, export_settings.price_per_minute_usd))
+    # Fresh single-pass iterators: the ledger is read again, a day at a time, per check.
+    yield check_result(duration_variance(db.iter_records(period.export_ids)))
+    yield check_result(complete)
+    yield check_result(cost_matches(db.iter_records(period.export_ids), price))

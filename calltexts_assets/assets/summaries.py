@@ -43,7 +43,7 @@ def summaries(
     if not enabled:
         return dg.MaterializeResult(metadata={"period": period.label, "enabled": False})
     db = ledger.get()
-    todo = [r for r in db.records(period.export_ids) if needs_summary(r)]
+    todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
     steps = CallSteps(
         context, db, stage="summaries", failure_status=None, log_dir=export_settings.log_dir
     )

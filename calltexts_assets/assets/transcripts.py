@@ -8,7 +8,7 @@ import dagster as dg
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.raw_audio import raw_audio
-from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.ledger import Status
 from calltexts_assets.quality import coverage, duplicate_transcripts
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -23,12 +23,12 @@ from calltexts_assets.transcribe_audio import (
 from calltexts_assets.workdir import prepared_workdir
 
 
-def _minutes(records: list[CallRecord]) -> float:
-    return round(sum((r.stt_duration_sec or 0.0 for r in records), 0.0) / 60, 2)
+def _minutes(seconds: float) -> dg.FloatMetadataValue:
+    return dg.FloatMetadataValue(round(seconds / 60, 2))
 
 
-def _cost(records: list[CallRecord]) -> float:
-    return round(sum((r.cost or 0.0 for r in records), 0.0), 4)
+def _usd(amount: float) -> dg.FloatMetadataValue:
+    return dg.FloatMetadataValue(round(amount, 4))
 
 
 @dg.asset(
@@ -62,13 +62,14 @@ def transcripts(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     period = run_period(context)
     db = ledger.get()
-    todo = [r for r in db.records(period.export_ids) if needs_transcript(r)]
+    todo = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
     steps = CallSteps(
         context,
         db,
         stage="transcripts",
         failure_status=Status.TRANSCRIPTION_ERROR,
         log_dir=export_settings.log_dir,
+        summed=("stt_duration_sec", "cost"),
     )
     tally = steps.run(
         todo,
@@ -84,29 +85,26 @@ def transcripts(
         ),
         max_workers=export_settings.max_concurrency,
     )
-    records = db.records(period.export_ids)
-    transcribed = [r for r in records if r.status == Status.TRANSCRIBED]
-    attempted = {r.key for r in todo}
-    now = [r for r in transcribed if r.key in attempted]
+    totals = db.totals(period.export_ids)
+    transcribed_now = tally.outcomes["transcribed"]
+    transcribed_total = totals.count(Status.TRANSCRIBED)
     yield dg.MaterializeResult(
         metadata={
             "period": period.label,
-            "transcribed_now": len(now),
+            "transcribed_now": transcribed_now,
             "failed_now": tally.outcomes["failed"],
-            "skipped_already_done": len(transcribed) - len(now),
-            "transcribed_total": len(transcribed),
-            "transcription_errors": sum(r.status == Status.TRANSCRIPTION_ERROR for r in records),
-            "audio_minutes_now": dg.FloatMetadataValue(_minutes(now)),
-            "audio_minutes_total": dg.FloatMetadataValue(_minutes(transcribed)),
-            "cost_usd_now": dg.FloatMetadataValue(_cost(now)),
-            "cost_usd_total": dg.FloatMetadataValue(_cost(transcribed)),
+            "skipped_already_done": transcribed_total - transcribed_now,
+            "transcribed_total": transcribed_total,
+            "transcription_errors": totals.count(Status.TRANSCRIPTION_ERROR),
+            "audio_minutes_now": _minutes(steps.sums["stt_duration_sec"]),
+            "audio_minutes_total": _minutes(totals.transcribed_seconds),
+            "cost_usd_now": _usd(steps.sums["cost"]),
+            "cost_usd_total": _usd(totals.transcribed_cost),
             "whisper_requests": whisper.stats.requests,
             "whisper_retries": whisper.stats.retries,
-            "languages": dg.JsonMetadataValue(
-                sorted({r.language for r in transcribed if r.language})
-            ),
+            "languages": dg.JsonMetadataValue(totals.languages),
         }
     )
     stored_keys = stored_transcript_keys(storage.get(), period.days)
-    yield check_result(coverage(records))
-    yield check_result(duplicate_transcripts(records, stored_keys))
+    yield check_result(coverage(db.iter_records(period.export_ids)))
+    yield check_result(duplicate_transcripts(db.iter_records(period.export_ids), stored_keys))

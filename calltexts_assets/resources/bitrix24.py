@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
@@ -281,7 +281,12 @@ class Bitrix24Client:
         )
 
     def list_calls(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Every statistic row with CALL_START_DATE in [start, end), each once, in ID order.
+        """Every statistic row with CALL_START_DATE in [start, end), each once, in ID order."""
+        return [row for rows in self.iter_call_batches(start, end) for row in rows]
+
+    def iter_call_batches(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        """The rows of `list_calls`, one `batch` request (up to 2,500 rows) at a time, so a
+        long period is never held in memory whole.
 
         Keyset pagination (`SORT=ID`, `FILTER[>ID]=<last ID>`, `start=-1`: no deep offsets,
         no count) with up to 50 pages per `batch` request: page k's filter is
@@ -294,14 +299,13 @@ class Bitrix24Client:
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("list_calls needs aware datetimes (the portal compares instants)")
         if end <= start:
-            return []
+            return
         base = {
             "FILTER": {">=CALL_START_DATE": start.isoformat(), "<CALL_START_DATE": end.isoformat()},
             "SORT": "ID",
             "ORDER": "ASC",
             "start": -1,
         }
-        rows: list[dict[str, Any]] = []
         last_id = 0
         while True:
             commands = {}
@@ -310,13 +314,16 @@ class Bitrix24Client:
                 params = {**base, "FILTER": {**base["FILTER"], ">ID": floor}}
                 commands[f"p{k}"] = encode_command(STAT_METHOD, params)
             answer = self.batch(commands)
+            rows: list[dict[str, Any]] = []
             for k in range(MAX_BATCH):
                 page = self._page(answer, f"p{k}", last_id)
                 rows.extend(page)
                 if page:
                     last_id = int(page[-1]["ID"])
                 if len(page) < PAGE_SIZE:
-                    return self._in_range(rows, start, end)
+                    yield self._in_range(rows, start, end)
+                    return
+            yield self._in_range(rows, start, end)
 
     def _page(self, answer: BatchResult, name: str, after_id: int) -> list[dict[str, Any]]:
         if name in answer.result_error:

@@ -92,6 +92,12 @@ class Storage(ABC):
         Names that are not valid keys (temp files of writes in flight, foreign files) are left out.
         """
 
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """The keys `list` gives, in no particular order, one at a time: a listing of
+        thousands of objects is not held in memory."""
+        for info in self.list(prefix):
+            yield info.key
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
@@ -182,22 +188,28 @@ class LocalStorage(Storage):
             raise FileNotFoundError(f"no object at {key!r}")
         yield path
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, file path) of every valid key under prefix."""
         validate_prefix(prefix)
         base = self.root.joinpath(*prefix.split("/")[:-1])
-        found: list[ObjectInfo] = []
         for dirpath, _dirs, files in os.walk(base):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if not key.startswith(prefix) or not _is_valid_key(key):
-                    continue  # temp files of writes in flight, stray files
-                with suppress(FileNotFoundError):  # deleted while we walked
-                    st = os.stat(os.path.join(dirpath, name))
-                    found.append(
-                        ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
-                    )
+                if key.startswith(prefix) and _is_valid_key(key):  # not temp or stray files
+                    yield key, os.path.join(dirpath, name)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        for key, path in self._walk(prefix):
+            with suppress(FileNotFoundError):  # deleted while we walked
+                st = os.stat(path)
+                found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
         return sorted(found, key=lambda info: info.key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for key, _path in self._walk(prefix):
+            yield key
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -348,9 +360,9 @@ class S3Storage(Storage):
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def _objects(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, listing entry) of every valid key under prefix, a page (1,000) at a time."""
         validate_prefix(prefix)
-        found: list[ObjectInfo] = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix
         )
@@ -358,9 +370,18 @@ class S3Storage(Storage):
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(self.prefix) :]
                 if _is_valid_key(key):
-                    modified = obj["LastModified"].astimezone(UTC)
-                    found.append(ObjectInfo(key, int(obj["Size"]), modified))
+                    yield key, obj
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        found = [
+            ObjectInfo(key, int(obj["Size"]), obj["LastModified"].astimezone(UTC))
+            for key, obj in self._objects(prefix)
+        ]
         return sorted(found, key=lambda info: info.key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for key, _obj in self._objects(prefix):
+            yield key
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
