@@ -30,13 +30,12 @@ from calltexts_assets.cost import (
     to_rub,
 )
 from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.one_pass import FloatSum, Smallest
 from calltexts_assets.quality import (
     VARIANCE_THRESHOLD,
     CheckOutcome,
     CoverageTally,
     DurationTally,
-    FloatSum,
-    Smallest,
 )
 from calltexts_assets.registry import chronological, record_cost_usd
 

@@ -16,16 +16,13 @@ import pytest
 
 from calltexts_assets import quality
 from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.one_pass import FingerprintTable, FloatSum, Smallest, fingerprint
 from calltexts_assets.quality import (
     CheckOutcome,
-    FingerprintTable,
-    FloatSum,
-    Smallest,
     cost_matches,
     coverage,
     duplicate_transcripts,
     duration_variance,
-    fingerprint,
     qa_sample,
     qa_sample_outcome,
 )
