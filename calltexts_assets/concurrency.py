@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+_END: Any = object()
 
 
 @dataclass
@@ -32,24 +33,40 @@ def run_bounded(
     caller decides (the assets record it against the call and fail the step at the end).
     """
     tally = Tally()
+    for _ in run_ahead(items, work, max_workers=max_workers, tally=tally, name=name):
+        pass
+    return tally
+
+
+def run_ahead(
+    items: Iterable[T],
+    work: Callable[[T], str],
+    *,
+    max_workers: int,
+    tally: Tally,
+    name: Callable[[T], str] = str,
+) -> Iterator[tuple[T, str]]:
+    """`run_bounded` that yields each (item, outcome) as soon as it completes, so that a next
+    stage can start on it while this one goes on. Items are pulled from `items` through a
+    window of twice the workers: a slow consumer holds this stage back instead of letting
+    finished items pile up, and a 60-day backfill is never submitted whole. Crashed items
+    are counted in `tally` and not yielded."""
     limit = max(1, max_workers)
     pending: dict[Future[str], T] = {}
-
-    def settle(done: set[Future[str]]) -> None:
-        for future in done:
-            item = pending.pop(future)
-            try:
-                tally.outcomes[future.result()] += 1
-            except Exception as exc:
-                tally.outcomes["crashed"] += 1
-                tally.crashes.append((name(item), exc))
-
+    source = iter(items)
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="call") as pool:
-        # A window of twice the workers keeps them busy; submitting all items at once would
-        # hold a future per call of a 60-day backfill in memory.
-        for item in items:
-            if len(pending) >= 2 * limit:
-                settle(wait(pending, return_when=FIRST_COMPLETED).done)
-            pending[pool.submit(work, item)] = item
-        settle(wait(pending).done)
-    return tally
+        while True:
+            while len(pending) < 2 * limit and (item := next(source, _END)) is not _END:
+                pending[pool.submit(work, item)] = item
+            if not pending:
+                return
+            for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                item = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:
+                    tally.outcomes["crashed"] += 1
+                    tally.crashes.append((name(item), exc))
+                    continue
+                tally.outcomes[outcome] += 1
+                yield item, outcome

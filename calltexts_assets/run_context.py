@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from calltexts_assets.concurrency import Tally, run_bounded
+from calltexts_assets.concurrency import Tally, run_ahead
 from calltexts_assets.ledger import CallRecord, Ledger
 from calltexts_assets.masking import mask_url
 from calltexts_assets.resources.bitrix24 import Bitrix24AuthError
@@ -67,6 +67,7 @@ class CallSteps:
         self.log_dir = Path(log_dir)
         self.run_log: RunLog | None = None
         self.bytes = 0
+        self.tally = Tally()
         # Totals of these numeric updates over the calls done now (e.g. minutes, cost).
         self.sums = dict.fromkeys(summed, 0.0)
         self._fatal: BaseException | None = None
@@ -129,24 +130,39 @@ class CallSteps:
         max_workers: int,
     ) -> Tally:
         """`records` may be a generator over the ledger: it is consumed as workers free up."""
+        for _ in self.stream(records, work, max_workers=max_workers):
+            pass
+        return self.tally
+
+    def stream(
+        self,
+        records: Iterable[CallRecord],
+        work: Callable[[CallRecord], StepOutcome],
+        *,
+        max_workers: int,
+    ) -> Iterator[tuple[CallRecord, str]]:
+        """`run`, yielding each call with its outcome label as soon as it is done, so that the
+        next stage can take it while this one goes on. Raises at the end, as `run` does, when
+        the stage was stopped or a call crashed."""
+        self.tally = Tally()
         with open_for_dagster_run(self.log_dir, self.context) as self.run_log:
             self.run_log.event("stage_start", stage=self.stage)
-            tally = run_bounded(
+            yield from run_ahead(
                 records,
                 lambda r: self._one(r, work),
                 max_workers=max_workers,
+                tally=self.tally,
                 name=lambda r: r.call_id,
             )
-            self.run_log.event("stage_end", stage=self.stage, **dict(tally.outcomes))
+            self.run_log.event("stage_end", stage=self.stage, **dict(self.tally.outcomes))
         if self._fatal is not None:
             raise dg.Failure(
                 description=f"{self.stage} stopped: {clean_message(self._fatal)}. Calls not "
                 "yet processed keep their state; re-run the same partitions after the fix.",
-                metadata={"calls_done_before_stop": sum(tally.outcomes.values())},
+                metadata={"calls_done_before_stop": sum(self.tally.outcomes.values())},
             ) from self._fatal
-        if tally.crashes:
-            name, exc = tally.crashes[0]
+        if self.tally.crashes:
+            name, exc = self.tally.crashes[0]
             raise RuntimeError(
-                f"{self.stage}: {len(tally.crashes)} calls crashed, first {name}"
+                f"{self.stage}: {len(self.tally.crashes)} calls crashed, first {name}"
             ) from exc
-        return tally

@@ -12,7 +12,8 @@ import os
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,18 @@ WORKING_RATE = 16_000  # Whisper resamples to 16 kHz anyway; decoding to it save
 # Decoding is CPU-bound and a 20-minute stereo call takes ~80 MB as PCM: more decodes at once
 # than cores gain nothing, and the bound keeps peak memory independent of the concurrency.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
+# A long call's PCM and its working copies take a few hundred MB: one such decode at a time,
+# so that peak memory does not depend on how many long calls a period has in flight at once.
+LARGE_DECODE_BYTES = 32 * 2**20
+_LARGE_DECODE = threading.Lock()
+
+
+@contextmanager
+def decode_slot(info: audio.AudioInfo) -> Iterator[None]:
+    """Hold while decoding the recording `info` describes (PCM at WORKING_RATE)."""
+    pcm_bytes = info.duration_sec * min(info.sample_rate, WORKING_RATE) * info.channels * 2
+    with _LARGE_DECODE if pcm_bytes > LARGE_DECODE_BYTES else nullcontext(), _DECODE_SLOTS:
+        yield
 
 
 class SpeechToText(Protocol):
@@ -125,7 +138,7 @@ def _decode_to_chunks(
     split_stereo: bool,
 ) -> list[tuple[str, audio.Chunk]]:
     """(speaker, chunk) for every chunk of the call, stereo split by channel."""
-    with _DECODE_SLOTS:
+    with decode_slot(info):
         decoded = audio.load(path, max_rate=WORKING_RATE)
         check_decoded_length(decoded.duration_sec, info.duration_sec)
         if decoded.channels >= 2 and split_stereo and not audio.channels_identical(decoded):

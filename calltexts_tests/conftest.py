@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from calltexts_assets.assets import all_assets
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -98,9 +99,20 @@ def materialize_range(
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """One run over [first, last], as a single-run backfill launches it."""
+    """One run over [first, last], as a single-run backfill launches it, of `assets` (asset
+    definitions, or specs: raw_audio or transcripts alone is a subset of their shared step,
+    run out of the whole graph)."""
+    selection = None
+    if not all(isinstance(asset, dg.AssetsDefinition) for asset in assets):
+        selection = [
+            key
+            for asset in assets
+            for key in (asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key])
+        ]
+        assets = all_assets
     return dg.materialize(
         assets,
+        selection=selection,
         resources=resources,
         instance=instance,
         tags={

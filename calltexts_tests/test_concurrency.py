@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from calltexts_assets.concurrency import run_bounded
+from calltexts_assets.concurrency import Tally, run_ahead, run_bounded
 
 
 def test_every_item_is_run_once_and_crashes_are_collected() -> None:
@@ -55,3 +55,23 @@ def test_items_are_pulled_as_workers_free_up_not_all_at_once() -> None:
     assert tally.outcomes == {"done": 200}
     assert most_running <= 4
     assert most_ahead <= 2 * 4 + 1  # the window, not the whole backlog of a backfill
+
+
+def test_run_ahead_yields_each_item_when_done_and_waits_for_its_consumer() -> None:
+    pulled = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled
+        for n in range(50):
+            pulled = n + 1
+            yield n
+
+    tally = Tally()
+    results = run_ahead(items(), lambda n: "odd" if n % 2 else "even", max_workers=2, tally=tally)
+    first = next(results)
+    # The consumer has taken one item: the stage pulled a window of 2 x 2, not all 50.
+    assert first[1] == ("odd" if first[0] % 2 else "even")
+    assert pulled <= 2 * 2 + 1
+    rest = list(results)
+    assert sorted(n for n, _ in [first, *rest]) == list(range(50))
+    assert tally.outcomes == {"even": 25, "odd": 25}

@@ -130,7 +130,9 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     """Metadata of the asset's materialization (a range run reports one per partition,
     with the same metadata)."""
-    event = result.asset_materializations_for_node(asset)[0]
+    event = next(
+        m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)
+    ).materialization
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
@@ -513,22 +515,27 @@ def test_token_expiring_during_downloads_stops_the_run_and_a_rerun_exports_each_
     assert "expired_token" in text
     assert "The access token provided has expired" in text
     failed_steps = {e.step_key for e in first.all_events if e.is_step_failure}
-    assert failed_steps == {"raw_audio"}
+    assert failed_steps == {"raw_audio_and_transcripts"}
     ledger = resources["ledger"].get()
     records = by_call(ledger)
     assert len(records) == len(calls)
     # Nothing is blamed on the calls: a run-wide failure leaves them where they were.
     assert not [r for r in records.values() if r.status in Status.ERRORS]
-    downloaded = {c for c, r in records.items() if r.status == Status.DOWNLOADED}
-    assert downloaded and downloaded.isdisjoint(r["CALL_ID"] for r in expired)
-    assert sandbox.stt.stats()["requests"] == 0
+    stored = {c for c, r in records.items() if r.audio_path}
+    assert stored and stored.isdisjoint(r["CALL_ID"] for r in expired)
+    # Calls downloaded before the stop went on to the STT (the stages overlap), each once.
+    transcribed = [c for c, r in records.items() if r.status == Status.TRANSCRIBED]
+    assert sandbox.stt.stats()["requests"] == stt_requests(transcribed)
 
     sandbox.portal.clear_faults()
     sandbox.portal.reset_stats()
+    sandbox.stt.reset()
     assert materialize_range(all_assets, resources, instance, DAY1, DAY2).success
     # Each recording downloaded once over both runs, each call transcribed once.
-    assert sandbox.portal.request_count("records") == len(calls) - len(downloaded)
-    assert sandbox.stt.stats()["requests"] == stt_requests(calls)
+    assert sandbox.portal.request_count("records") == len(calls) - len(stored)
+    assert sandbox.stt.stats()["requests"] == stt_requests(
+        [c for c in calls if c not in transcribed]
+    )
     records = by_call(ledger)
     assert all(r.status == Status.TRANSCRIBED and r.attempts == 0 for r in records.values())
     names = [p.name for p in transcript_dir_files(tmp_path / "store")]
@@ -692,6 +699,17 @@ def _assert_same_as_reference(run: ChildRun, reference: ChildRun, sandbox: Sandb
     assert (run.store / REGISTRY).read_bytes() == (reference.store / REGISTRY).read_bytes()
 
 
+def _progress_at_kill(run: ChildRun) -> tuple[set[str], set[str]]:
+    """Calls whose recording the ledger had stored, and those it had transcribed."""
+    ledger = run.ledger()
+    try:
+        records = by_call(ledger)
+    finally:
+        ledger.dispose()
+    stored = {c for c, r in records.items() if r.audio_path}
+    return stored, {c for c, r in records.items() if r.status == Status.TRANSCRIBED}
+
+
 def test_kill_during_raw_audio_then_rerun(
     kill_sandbox: Sandbox, reference: ChildRun, tmp_path: Path
 ) -> None:
@@ -705,18 +723,16 @@ def test_kill_during_raw_audio_then_rerun(
     child = run.start()
     _kill_when(child, lambda: sandbox.portal.request_count("records") >= 5, run.log)
 
-    assert sandbox.stt.stats()["requests"] == 0  # killed before transcripts
-    ledger = run.ledger()
-    at_kill = by_call(ledger)
-    ledger.dispose()
-    done = {c for c, r in at_kill.items() if r.status == Status.DOWNLOADED}
-    assert 0 < len(done) < len(calls), "the kill must land mid-stage"
+    stored, transcribed = _progress_at_kill(run)
+    assert 0 < len(stored) < len(calls), "the kill must land among the downloads"
 
     _reset(sandbox)
     assert run.run() == 0, run.log.read_text()[-3000:]
-    # Downloads finished before the kill are not repeated.
-    assert sandbox.portal.request_count("records") == len(calls) - len(done)
-    assert sandbox.stt.stats()["requests"] == stt_requests(calls)
+    # Downloads and transcriptions finished before the kill are not repeated.
+    assert sandbox.portal.request_count("records") == len(calls) - len(stored)
+    assert sandbox.stt.stats()["requests"] == stt_requests(
+        [c for c in calls if c not in transcribed]
+    )
     _assert_same_as_reference(run, reference, sandbox)
 
 
@@ -732,17 +748,14 @@ def test_kill_during_transcripts_then_rerun(
     child = run.start()
     _kill_when(child, lambda: sandbox.stt.stats()["transcriptions"] >= 6, run.log)
 
-    assert sandbox.portal.request_count("records") == len(calls)  # raw_audio was done
-    ledger = run.ledger()
-    at_kill = by_call(ledger)
-    ledger.dispose()
-    done = [c for c, r in at_kill.items() if r.status == Status.TRANSCRIBED]
-    assert 0 < len(done) < len(calls), "the kill must land mid-stage"
+    stored, transcribed = _progress_at_kill(run)
+    assert 0 < len(transcribed) < len(calls), "the kill must land among the transcriptions"
 
     _reset(sandbox)
     assert run.run() == 0, run.log.read_text()[-3000:]
-    # Nothing downloaded again; only the calls without a transcript went to the STT.
-    assert sandbox.portal.request_count("records") == 0
-    rest = [c for c in calls if c not in done]
+    # Only what the ledger did not have went out again: stored recordings are not
+    # downloaded twice, and only the calls without a transcript went to the STT.
+    assert sandbox.portal.request_count("records") == len(calls) - len(stored)
+    rest = [c for c in calls if c not in transcribed]
     assert sandbox.stt.stats()["requests"] == stt_requests(rest)
     _assert_same_as_reference(run, reference, sandbox)

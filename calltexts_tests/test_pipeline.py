@@ -106,3 +106,19 @@ def test_run_sensors_close_the_days_and_record_the_run(
     assert rows[ok.run_id].transcripts_ok == sum(
         r.status == "transcribed" for r in ledger.records(["2026-11-02"])
     )
+
+
+def test_calls_go_to_the_stt_while_the_downloads_go_on(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    # Slow downloads: were the stages apart, no transcript would come before the last one.
+    sandbox.portal.add_fault(kind="latency", target="records", delay_sec=0.2, times=None)
+    result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")
+    assert result.success
+    (log,) = (tmp_path / "logs").glob("call_export_*.jsonl")
+    steps = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "call_step"]
+    downloaded = sorted(e["ts"] for e in steps if e["stage"] == "raw_audio")
+    transcribed = sorted(e["ts"] for e in steps if e["stage"] == "transcripts")
+    assert len(downloaded) == len(transcribed) >= 5
+    assert transcribed[0] < downloaded[-1]
+    assert sum(ts < downloaded[-1] for ts in transcribed) >= 2

@@ -6,6 +6,7 @@ time offset shows up as wrong words or wrong times, exactly as with real Whisper
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -178,3 +179,38 @@ def test_probe_reads_the_exact_duration_of_an_mp3(
     assert info.duration_sec == pytest.approx(decoded.duration_sec, abs=0.001)
     assert info.duration_sec == pytest.approx(seconds, abs=0.036)  # the sandbox's frame grid
     assert (info.channels, info.size_bytes) == (decoded.channels, path.stat().st_size)
+
+
+def test_long_recordings_are_decoded_one_at_a_time() -> None:
+    import threading
+    import time
+
+    from calltexts_assets.audio import AudioInfo
+    from calltexts_assets.transcription import decode_slot
+
+    long_stereo = AudioInfo(1200.0, 2, 16_000, 0)  # ~77 MB of PCM
+    short_stereo = AudioInfo(40.0, 2, 16_000, 0)
+    inside = {"long": 0, "short": 0}
+    most = {"long": 0, "short": 0}
+    lock = threading.Lock()
+
+    def decode(kind: str, info: AudioInfo) -> None:
+        with decode_slot(info):
+            with lock:
+                inside[kind] += 1
+                most[kind] = max(most[kind], inside[kind])
+            time.sleep(0.05)
+            with lock:
+                inside[kind] -= 1
+
+    def run_all(jobs: list[tuple[str, AudioInfo]]) -> None:
+        threads = [threading.Thread(target=decode, args=job) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    run_all([("long", long_stereo)] * 3 + [("short", short_stereo)] * 3)
+    assert most["long"] == 1
+    run_all([("short", short_stereo)] * 3)
+    assert most["short"] == min(3, os.cpu_count() or 2)  # short ones share the core slots

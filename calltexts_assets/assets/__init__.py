@@ -9,12 +9,35 @@ import dagster as dg
 # project relies on them knowingly, so the warning on every import is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+from calltexts_assets.assets.audio_and_transcripts import (  # noqa: E402
+    raw_audio,
+    raw_audio_and_transcripts,
+    transcripts,
+)
 from calltexts_assets.assets.call_list import call_list  # noqa: E402
 from calltexts_assets.assets.cost_report import cost_report  # noqa: E402
 from calltexts_assets.assets.qa_sample import qa_sample  # noqa: E402
-from calltexts_assets.assets.raw_audio import raw_audio  # noqa: E402
 from calltexts_assets.assets.registry_csv import registry_csv  # noqa: E402
 from calltexts_assets.assets.summaries import summaries  # noqa: E402
-from calltexts_assets.assets.transcripts import transcripts  # noqa: E402
 
-all_assets = [call_list, raw_audio, transcripts, summaries, registry_csv, qa_sample, cost_report]
+# raw_audio and transcripts are the two assets of `raw_audio_and_transcripts` (one step).
+all_assets = [
+    call_list,
+    raw_audio_and_transcripts,
+    summaries,
+    registry_csv,
+    qa_sample,
+    cost_report,
+]
+
+__all__ = [
+    "all_assets",
+    "call_list",
+    "cost_report",
+    "qa_sample",
+    "raw_audio",
+    "raw_audio_and_transcripts",
+    "registry_csv",
+    "summaries",
+    "transcripts",
+]

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
-from calltexts_assets.assets.transcripts import transcripts
 from calltexts_assets.quality import qa_sample as pick_sample
 from calltexts_assets.quality import qa_sample_csv, qa_sample_outcome
 from calltexts_assets.resources.ledger import LedgerResource

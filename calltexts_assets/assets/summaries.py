@@ -4,8 +4,8 @@ from functools import partial
 
 import dagster as dg
 
+from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
-from calltexts_assets.assets.transcripts import transcripts
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
