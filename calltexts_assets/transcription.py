@@ -51,6 +51,24 @@ class SpeechToText(Protocol):
     def transcribe_file(self, path: str | Path) -> SttResult: ...
 
 
+class RequestsInFlight:
+    """A SpeechToText that has at most `limit` requests in flight at once. Given more workers
+    than that, the others decode their next call meanwhile, so that the STT is never left
+    waiting on a decode while the concurrency setting still bounds what it is sent."""
+
+    def __init__(self, stt: SpeechToText, limit: int) -> None:
+        self._stt = stt
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self.model = stt.model
+        self.language = stt.language
+        self.max_file_bytes = stt.max_file_bytes
+        self.max_chunk_seconds = stt.max_chunk_seconds
+
+    def transcribe_file(self, path: str | Path) -> SttResult:
+        with self._slots:
+            return self._stt.transcribe_file(path)
+
+
 @dataclass(frozen=True)
 class DialogueLine:
     start: float  # seconds from the start of the recording

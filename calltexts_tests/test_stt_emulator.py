@@ -186,3 +186,37 @@ def test_bad_fault_values_are_refused(server: RunningServer) -> None:
     with httpx.Client(base_url=server.url) as http:
         assert http.post("/_sandbox/faults", json={"rate_limit": "many"}).status_code == 400
         assert http.post("/_sandbox/faults", json={"rate_limit": "2"}).json()["rate_limit"] == 2
+
+
+def test_latency_is_the_time_to_answer_with_the_emulators_own_work_in_it(
+    mono_call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import types
+
+    from calltexts_assets.sandbox import stt as stt_module
+
+    clock = {"now": 100.0}
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(stt_module, "time", types.SimpleNamespace(monotonic=lambda: clock["now"]))
+    monkeypatch.setattr(stt_module, "asyncio", types.SimpleNamespace(sleep=sleep))
+    emulator = SttEmulator(api_key=KEY, latency_per_audio_min_sec=1.5)  # 40 s: 1.0 s
+    listen = emulator._decode
+
+    def slow_listen(data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
+        clock["now"] += 0.25  # the emulator takes 0.25 s to listen
+        return listen(data)
+
+    monkeypatch.setattr(emulator, "_decode", slow_listen)
+    _script, path = mono_call
+    with emulator.serve() as running:
+        client = openai.OpenAI(api_key=KEY, base_url=running.url + "/v1", max_retries=0)
+        with path.open("rb") as f:
+            client.audio.transcriptions.create(file=f, model="whisper-1")
+    duration = emulator.stats()["audio_seconds"]
+    assert slept == [pytest.approx(1.5 * duration / 60 - 0.25)]

@@ -214,3 +214,34 @@ def test_long_recordings_are_decoded_one_at_a_time() -> None:
     assert most["long"] == 1
     run_all([("short", short_stereo)] * 3)
     assert most["short"] == min(3, os.cpu_count() or 2)  # short ones share the core slots
+
+
+def test_requests_in_flight_are_capped_while_more_workers_decode() -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calltexts_assets.resources.whisper import SttResult
+    from calltexts_assets.transcription import RequestsInFlight
+
+    class Stt:
+        model, language, max_file_bytes, max_chunk_seconds = "whisper-1", "ru", 1000, 60.0
+        in_flight = most = 0
+        lock = threading.Lock()
+
+        def transcribe_file(self, path: str | Path) -> SttResult:
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+            time.sleep(0.02)
+            with self.lock:
+                self.in_flight -= 1
+            return SttResult(text=str(path), language="ru", duration=1.0, segments=())
+
+    stt = Stt()
+    limited = RequestsInFlight(stt, 3)
+    assert (limited.model, limited.max_file_bytes) == ("whisper-1", 1000)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        texts = list(pool.map(lambda n: limited.transcribe_file(f"c{n}").text, range(24)))
+    assert texts == [f"c{n}" for n in range(24)]
+    assert stt.most == 3

@@ -8,6 +8,7 @@ materialized alone (the step is subsettable): raw_audio alone only downloads, tr
 alone only transcribes what is stored.
 """
 
+import os
 from collections.abc import Iterable, Iterator
 from functools import partial
 
@@ -30,6 +31,7 @@ from calltexts_assets.transcribe_audio import (
     stored_transcript_keys,
     transcribe_record,
 )
+from calltexts_assets.transcription import RequestsInFlight
 from calltexts_assets.workdir import prepared_workdir
 
 raw_audio = dg.AssetSpec(
@@ -105,6 +107,10 @@ def raw_audio_and_transcripts(
     store = storage.get()
     workdir = prepared_workdir(export_settings.work_dir)
     workers = export_settings.max_concurrency
+    # `workers` requests in flight to the STT, and one more worker per core decoding the next
+    # call meanwhile (RequestsInFlight holds the extra ones back at the STT). Concurrency 1
+    # stays one call at a time, in the ledger's order.
+    stt_workers = workers + (os.cpu_count() or 1) if workers > 1 else 1
     downloading = raw_audio.key in context.selected_asset_keys
     transcribing = transcripts.key in context.selected_asset_keys
 
@@ -132,7 +138,7 @@ def raw_audio_and_transcripts(
     )
     transcribe = partial(
         transcribe_record,
-        whisper=whisper,
+        whisper=RequestsInFlight(whisper, workers),
         storage=store,
         price_per_minute=export_settings.price_per_minute_usd,
         labels=export_settings.role_labels,
@@ -151,13 +157,13 @@ def raw_audio_and_transcripts(
         fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
         if transcribing:
             # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
-            transcriptions.run(stored_now(db, fetched), transcribe, max_workers=workers)
+            transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
         else:
             for _ in fetched:
                 pass
     elif transcribing:
         to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
-        transcriptions.run(to_transcribe, transcribe, max_workers=workers)
+        transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:
         yield _raw_audio_result(period, db, downloads)

@@ -268,6 +268,7 @@ class SttEmulator:
         return len(pcm) / rate, tones.decode_words(pcm, rate)
 
     async def _transcribe(self, request: Request) -> Response:
+        started = time.monotonic()
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -311,9 +312,12 @@ class SttEmulator:
         except AudioError:
             return _error(400, invalid, "invalid_request_error")
 
+        # The configured latency is the service's time to answer: the emulator's own reading
+        # and listening are part of it, as a real server's processing is of its latency.
         latency = self.fixed_latency_sec + self.latency_per_audio_min_sec * duration / 60
-        if latency > 0:
-            await asyncio.sleep(latency)
+        remaining = latency - (time.monotonic() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
         with self._lock:
             self._stats.transcriptions += 1
             self._stats.audio_seconds += duration
