@@ -8,7 +8,9 @@ One `calltexts run`-style run (export_run.run_export: one Dagster run over the r
 range tags) in a child process against the SANDBOX (Bitrix24 emulator limited to 2 req/s,
 client limiter at 2 req/s; STT emulator with latency per audio minute, listening to every
 upload). Then a no-op re-run of the same range, then the sequential baseline: one more day
-at concurrency 1 (one call at a time, as simple scripts do) and at --concurrency.
+at concurrency 1 (one download and one STT request at a time: each stage goes one call at a
+time, as simple scripts do, the next download overlapping the current transcription) and at
+--concurrency.
 Recordings are rendered into an on-disk cache first (joined from pre-encoded MP3 frames:
 seconds; timed apart, not part of the pipeline's wall time).
 """
@@ -181,7 +183,8 @@ def _baseline(
     load = Workload.seed(base_first, args.baseline_days, args.calls_per_day)
     print(
         f"\n3) sequential baseline on a SUBSET: {args.baseline_days} other days "
-        f"({base_first} .. {base_last}: {load.describe()}), concurrency 1 (one call at a time)"
+        f"({base_first} .. {base_last}: {load.describe()}), "
+        "concurrency 1 (one call at a time per stage)"
     )
     seq = harness.run_export_child(
         "sequential",

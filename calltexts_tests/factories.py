@@ -54,3 +54,31 @@ def transcribed_record(
     }
     values.update(changes)
     return CallRecord(**values)
+
+
+def invalid_record(call_id: str, day: str, started_at: str = "") -> CallRecord:
+    """A statistic row that could not be exported (no start time: it sorts last)."""
+    return transcribed_record(
+        0,
+        day=day,
+        call_id=call_id,
+        started_at=started_at,
+        seconds=0.0,
+        record_id="",
+        status=Status.INVALID,
+        error_code="invalid_row",
+        direction="",
+        phone_from="",
+        phone_to="",
+        recording_url=None,
+        audio_path=None,
+        audio_bytes=None,
+        checksum=None,
+        audio_duration_sec=None,
+        transcript_path=None,
+        language=None,
+        model=None,
+        stt_duration_sec=None,
+        cost=None,
+        attempts=0,
+    )

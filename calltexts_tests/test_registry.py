@@ -23,6 +23,7 @@ from calltexts_assets.registry import (
     write_registry_csv,
     write_registry_file,
 )
+from calltexts_tests.factories import invalid_record as invalid
 from calltexts_tests.factories import transcribed_record
 
 DAY = "2026-11-24"
@@ -220,27 +221,6 @@ def test_frame_rejects_rows_with_other_columns() -> None:
 
 
 # -- the streamed file ------------------------------------------------------------------------
-
-
-def invalid(call_id: str, run_id: str, started_at: str = "") -> CallRecord:
-    """A statistic row that could not be exported: no start time (sorts last)."""
-    return make_record(
-        0,
-        call_id=call_id,
-        run_id=run_id,
-        status=Status.INVALID,
-        started_at=started_at,
-        direction="",
-        phone_from="",
-        phone_to="",
-        duration_sec=0,
-        recording_url=None,
-        record_id="",
-        transcript_path=None,
-        language=None,
-        cost=None,
-        error_code="invalid_row",
-    )
 
 
 def varied_days() -> list[list[CallRecord]]:

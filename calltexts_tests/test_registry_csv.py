@@ -13,13 +13,14 @@ import pytest
 
 from calltexts_assets.assets.checks import table_preview
 from calltexts_assets.assets.registry_csv import registry_csv
-from calltexts_assets.ledger import CallRecord, Ledger, Status, call_records
+from calltexts_assets.ledger import CallRecord, Ledger, call_records
 from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.storage_keys import registry_key
 from calltexts_tests.conftest import materialize_range
+from calltexts_tests.factories import invalid_record as invalid
 from calltexts_tests.factories import transcribed_record
 
 DAY1, DAY2 = "2026-11-23", "2026-11-24"
@@ -29,29 +30,6 @@ def record(n: int, day: str, **changes: Any) -> CallRecord:
     changes.setdefault("call_id", f"call.{n}")
     changes.setdefault("started_at", f"{day}T{n % 24:02d}:05:07+03:00")
     return transcribed_record(n, day=day, seconds=61.0, **changes)
-
-
-def invalid(call_id: str, day: str) -> CallRecord:
-    return record(
-        0,
-        day,
-        call_id=call_id,
-        record_id="",
-        started_at="",
-        status=Status.INVALID,
-        error_code="invalid_row",
-        direction="",
-        phone_from="",
-        phone_to="",
-        duration_sec=0,
-        recording_url=None,
-        transcript_path=None,
-        language=None,
-        cost=None,
-        audio_duration_sec=None,
-        stt_duration_sec=None,
-        audio_path=None,
-    )
 
 
 def insert(ledger: Ledger, records: list[CallRecord]) -> None:

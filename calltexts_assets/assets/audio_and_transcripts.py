@@ -147,20 +147,16 @@ def raw_audio_and_transcripts(
         workdir=workdir,
     )
 
-    if downloading:
-        retry_missing = export_settings.retry_missing_audio
-        to_fetch = (
-            r
-            for r in db.iter_records(period.export_ids)
-            if needs_fetch(r, retry_missing=retry_missing)
-        )
+    retry_missing = export_settings.retry_missing_audio
+    to_fetch = (
+        r for r in db.iter_records(period.export_ids) if needs_fetch(r, retry_missing=retry_missing)
+    )
+    if downloading and transcribing:
         fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
-        if transcribing:
-            # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
-            transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
-        else:
-            for _ in fetched:
-                pass
+        # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
+        transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
+    elif downloading:
+        downloads.run(to_fetch, fetch, max_workers=workers)
     elif transcribing:
         to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
         transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
