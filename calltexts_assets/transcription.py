@@ -26,9 +26,10 @@ WORKING_RATE = 16_000  # Whisper resamples to 16 kHz anyway; decoding to it save
 # Decoding is CPU-bound and a 20-minute stereo call takes ~80 MB as PCM: more decodes at once
 # than cores gain nothing, and the bound keeps peak memory independent of the concurrency.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
-# A long call's PCM and its working copies take a few hundred MB: one such decode at a time,
-# so that peak memory does not depend on how many long calls a period has in flight at once.
-LARGE_DECODE_BYTES = 32 * 2**20
+# A long call's PCM and its working copies take up to a few hundred MB: one such decode at a
+# time, so that peak memory does not depend on how many long calls a period has in flight at
+# once. 16 MiB of PCM: over ~8 min mono or ~4 min stereo at 16 kHz, ~3 % of calls.
+LARGE_DECODE_BYTES = 16 * 2**20
 _LARGE_DECODE = threading.Lock()
 
 
