@@ -20,24 +20,6 @@ class Tally:
     crashes: list[tuple[str, BaseException]] = field(default_factory=list)
 
 
-def run_bounded(
-    items: Iterable[T],
-    work: Callable[[T], str],
-    *,
-    max_workers: int,
-    name: Callable[[T], str] = str,
-) -> Tally:
-    """Run `work` on every item, at most `max_workers` at once; `work` returns an outcome label.
-
-    One call's unexpected exception must not stop the others, so it is collected and the
-    caller decides (the assets record it against the call and fail the step at the end).
-    """
-    tally = Tally()
-    for _ in run_ahead(items, work, max_workers=max_workers, tally=tally, name=name):
-        pass
-    return tally
-
-
 def run_ahead(
     items: Iterable[T],
     work: Callable[[T], str],
@@ -46,11 +28,15 @@ def run_ahead(
     tally: Tally,
     name: Callable[[T], str] = str,
 ) -> Iterator[tuple[T, str]]:
-    """`run_bounded` that yields each (item, outcome) as soon as it completes, so that a next
-    stage can start on it while this one goes on. Items are pulled from `items` through a
-    window of twice the workers: a slow consumer holds this stage back instead of letting
-    finished items pile up, and a 60-day backfill is never submitted whole. Crashed items
-    are counted in `tally` and not yielded."""
+    """Run `work` on every item, at most `max_workers` at once, and yield each (item, outcome
+    label) as soon as it completes, so that a next stage can start on it while this one goes
+    on. Items are pulled from `items` through a window of twice the workers: a slow consumer
+    holds this stage back instead of letting finished items pile up, and a 60-day backfill is
+    never submitted whole.
+
+    One call's unexpected exception must not stop the others: it is counted in `tally` with
+    the item's name, not yielded, and the caller decides (the assets record it against the
+    call and fail the step at the end)."""
     limit = max(1, max_workers)
     pending: dict[Future[str], T] = {}
     source = iter(items)

@@ -1,4 +1,4 @@
-"""run_bounded: every item once, failures collected, a bounded window of items in flight."""
+"""run_ahead: every item once, failures collected, a bounded window of items in flight."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from calltexts_assets.concurrency import Tally, run_ahead, run_bounded
+from calltexts_assets.concurrency import Tally, run_ahead
 
 
 def test_every_item_is_run_once_and_crashes_are_collected() -> None:
@@ -20,7 +20,9 @@ def test_every_item_is_run_once_and_crashes_are_collected() -> None:
             raise ValueError("boom")
         return "even" if n % 2 == 0 else "odd"
 
-    tally = run_bounded(range(20), work, max_workers=3, name=lambda n: f"call-{n}")
+    tally = Tally()
+    done = run_ahead(range(20), work, max_workers=3, tally=tally, name=lambda n: f"call-{n}")
+    assert sorted(n for n, _ in done) == [n for n in range(20) if n != 7]
     assert sorted(seen) == list(range(20))
     assert tally.outcomes == {"even": 10, "odd": 9, "crashed": 1}
     assert [(name, str(exc)) for name, exc in tally.crashes] == [("call-7", "boom")]
@@ -51,7 +53,9 @@ def test_items_are_pulled_as_workers_free_up_not_all_at_once() -> None:
             completed += 1
         return "done"
 
-    tally = run_bounded(items(), work, max_workers=4)
+    tally = Tally()
+    for _ in run_ahead(items(), work, max_workers=4, tally=tally):
+        pass
     assert tally.outcomes == {"done": 200}
     assert most_running <= 4
     assert most_ahead <= 2 * 4 + 1  # the window, not the whole backlog of a backfill
