@@ -39,7 +39,7 @@ import psutil  # noqa: E402
 warnings.filterwarnings("ignore", category=dagster.BetaWarning)
 warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
 
-from calltexts_assets.ledger import Ledger  # noqa: E402
+from calltexts_assets.core.ledger import Ledger  # noqa: E402
 from calltexts_assets.sandbox.portal import (  # noqa: E402
     AudioCache,
     PortalConfig,
@@ -175,7 +175,7 @@ class SlicedRecordings:
     header duration is the call's; the pipeline handles it like any mono recording."""
 
     def __init__(self, max_sec: int = 1210) -> None:
-        from calltexts_assets.audio import ffmpeg_exe
+        from calltexts_assets.audio.decode import ffmpeg_exe
 
         source = f"sine=frequency=700:sample_rate=16000:duration={max_sec}"
         self.base = subprocess.run(

@@ -10,17 +10,16 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.jobs import calls_export
-from calltexts_assets.memory import return_large_buffers_to_os
+from calltexts_assets.core.memory import return_large_buffers_to_os
+from calltexts_assets.orchestration.jobs import calls_export
+from calltexts_assets.orchestration.retention_job import retention
+from calltexts_assets.orchestration.schedules import daily_export, weekly_catch_up
+from calltexts_assets.orchestration.sensors import record_export_failure, record_export_success
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.resources.summariser import SummariserResource
-from calltexts_assets.resources.whisper import WhisperResource
-from calltexts_assets.retention_job import retention
-from calltexts_assets.schedules import daily_export, weekly_catch_up
-from calltexts_assets.sensors import record_export_failure, record_export_success
 from calltexts_assets.settings import database_url, env_flag, env_float, home_dir
 
 # Every process that loads the code location (run, step subprocess, webserver) decodes or

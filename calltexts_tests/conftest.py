@@ -15,9 +15,8 @@ from calltexts_assets.assets import all_assets
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.resources.summariser import SummariserResource
-from calltexts_assets.resources.whisper import WhisperResource
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox
 
 # Retry waits are real waits times this factor: the policy is exercised, the suite stays fast.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from calltexts_assets.cost import call_cost_usd
-from calltexts_assets.ledger import CallRecord, Status
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting.cost import call_cost_usd
 
 PORTAL_NUMBER = "+74951234567"
 CLIENT_NUMBER = "+79161234567"

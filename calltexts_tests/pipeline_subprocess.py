@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     # Imported here so the import time is measured apart from the run.
-    from calltexts_assets.export_run import run_export
+    from calltexts_assets.orchestration.export_run import run_export
 
     imported = time.monotonic()
     code = run_export(args.first, args.last)

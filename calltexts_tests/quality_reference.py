@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from calltexts_assets.cost import PRICE_PER_MINUTE_USD, billed_seconds, call_cost_usd
-from calltexts_assets.ledger import CallRecord, Status
-from calltexts_assets.quality import (
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD, billed_seconds, call_cost_usd
+from calltexts_assets.reporting.quality import (
     _DETAIL_ROWS,
     _PER_CALL_SLACK_SEC,
     COST_TOLERANCE,
@@ -26,7 +26,7 @@ from calltexts_assets.quality import (
     has_audio,
     measured_seconds,
 )
-from calltexts_assets.registry import chronological
+from calltexts_assets.reporting.registry import chronological
 
 
 def duration_variance(

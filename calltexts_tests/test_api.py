@@ -37,7 +37,7 @@ from calltexts_assets.api.launcher import (
     run_tags,
 )
 from calltexts_assets.api.period import PeriodPolicy
-from calltexts_assets.ledger import Ledger
+from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.sandbox.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]

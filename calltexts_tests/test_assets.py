@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets, call_list, raw_audio, summaries, transcripts
-from calltexts_assets.ledger import Status
+from calltexts_assets.core.ledger import Status
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.sandbox.runtime import Sandbox

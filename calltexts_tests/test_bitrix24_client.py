@@ -17,15 +17,15 @@ import httpx
 import pytest
 import respx
 
-from calltexts_assets.resources.bitrix24 import (
+from calltexts_assets.clients.bitrix24 import (
     Bitrix24AuthError,
     Bitrix24Client,
     Bitrix24Error,
-    Bitrix24Resource,
     RecordingMissing,
     encode_command,
     flatten_params,
 )
+from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 
 SECRET = "s3cr3tWebhookCode"
 WEBHOOK = f"https://portal.example.ru/rest/1/{SECRET}/"
@@ -469,10 +469,9 @@ def test_resource_shares_one_client_and_works_in_an_asset() -> None:
 
     @dg.asset
     def listed(bitrix24: Bitrix24Resource) -> dg.MaterializeResult:
-        rows = bitrix24.list_calls(DAY, DAY + timedelta(days=1))
-        return dg.MaterializeResult(
-            metadata={"rows": len(rows), "requests": bitrix24.stats.requests}
-        )
+        client = bitrix24.get_client()
+        rows = client.list_calls(DAY, DAY + timedelta(days=1))
+        return dg.MaterializeResult(metadata={"rows": len(rows), "requests": client.stats.requests})
 
     result = dg.materialize([listed], resources={"bitrix24": resource})
     metadata = result.asset_materializations_for_node("listed")[0].metadata

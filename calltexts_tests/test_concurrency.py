@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from calltexts_assets.concurrency import Tally, run_ahead
+from calltexts_assets.core.concurrency import Tally, run_ahead
 
 
 def test_every_item_is_run_once_and_crashes_are_collected() -> None:

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from calltexts_assets.cost import (
+from calltexts_assets.reporting.cost import (
     Forecast,
     billable_minutes,
     billed_seconds,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from calltexts_assets.fetch_audio import audio_is_stored
-from calltexts_assets.ledger import CallRecord, Ledger
-from calltexts_assets.resources.storage import LocalStorage
+from calltexts_assets.audio.fetch import audio_is_stored
+from calltexts_assets.clients.storage import LocalStorage
+from calltexts_assets.core.ledger import CallRecord, Ledger
 from calltexts_tests.factories import transcribed_record
 
 AUDIO = b"ID3" + bytes(range(256)) * 40

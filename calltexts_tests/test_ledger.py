@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from calltexts_assets.calls import call_from_row
-from calltexts_assets.ledger import Ledger, Status
+from calltexts_assets.core.ledger import Ledger, Status
+from calltexts_assets.listing.calls import call_from_row
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 DAY = "2026-11-24"
@@ -75,7 +75,7 @@ def test_call_without_recording_is_listed_as_such(ledger: Ledger) -> None:
 
 
 def test_unique_key_is_enforced_by_the_database(ledger: Ledger) -> None:
-    from calltexts_assets.ledger import call_records
+    from calltexts_assets.core.ledger import call_records
 
     ledger.upsert_listed(DAY, [call_from_row(_row(1))])
     row = {

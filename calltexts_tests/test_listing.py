@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from calltexts_assets.cost import forecast
-from calltexts_assets.listing import Listing
+from calltexts_assets.listing.tally import Listing
+from calltexts_assets.reporting.cost import forecast
 
 
 def _row(n: int, *, day: str = "2026-11-24", call_id: str | None = None, **changes: object):

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from calltexts_assets.masking import MaskingFilter, mask_phone, mask_text, mask_url
+from calltexts_assets.core.masking import MaskingFilter, mask_phone, mask_text, mask_url
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from calltexts_assets.memory import return_large_buffers_to_os
+from calltexts_assets.core.memory import return_large_buffers_to_os
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")

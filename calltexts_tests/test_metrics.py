@@ -19,14 +19,14 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from calltexts_assets import metrics
 from calltexts_assets.api import create_app
 from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.api.launcher import RunState
 from calltexts_assets.api.metrics_collector import ExportCollector
-from calltexts_assets.calls import call_from_row
-from calltexts_assets.ledger import Ledger, Status
-from calltexts_assets.metrics import RunMetrics, RunSummary, record_run
+from calltexts_assets.core.ledger import Ledger, Status
+from calltexts_assets.listing.calls import call_from_row
+from calltexts_assets.ops import metrics
+from calltexts_assets.ops.metrics import RunMetrics, RunSummary, record_run
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 SUMMARY = RunSummary(

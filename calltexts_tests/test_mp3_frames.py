@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from calltexts_assets import audio
+from calltexts_assets.audio import decode as audio
 from calltexts_assets.sandbox import mp3_frames, tones
 from calltexts_assets.sandbox.script import CallScript, Turn, Word, call_script
 

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.ledger import Status
+from calltexts_assets.core.ledger import Status
 from calltexts_assets.sandbox.runtime import Sandbox
 from calltexts_tests.conftest import materialize_range
 
@@ -72,7 +72,7 @@ def test_run_sensors_close_the_days_and_record_the_run(
 ) -> None:
     import sqlalchemy as sa
 
-    from calltexts_assets.sensors import record_export_failure, record_export_success
+    from calltexts_assets.orchestration.sensors import record_export_failure, record_export_success
 
     sandbox.portal.add_fault(kind="expired_token", target="*", times=None)
     failed = materialize_range(

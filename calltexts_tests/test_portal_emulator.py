@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from calltexts_assets.resources.bitrix24 import (
+from calltexts_assets.clients.bitrix24 import (
     Bitrix24AuthError,
     Bitrix24Client,
     Bitrix24Error,

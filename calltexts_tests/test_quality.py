@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from calltexts_assets.ledger import CallRecord, Status
-from calltexts_assets.quality import (
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting.quality import (
     QA_SAMPLE_COLUMNS,
     cost_matches,
     coverage,
@@ -18,7 +18,7 @@ from calltexts_assets.quality import (
     qa_sample_outcome,
     registry_complete,
 )
-from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
+from calltexts_assets.reporting.registry import registry_frame, registry_rows, write_registry_csv
 from calltexts_tests.factories import transcribed_record
 
 DAY = "2026-11-24"

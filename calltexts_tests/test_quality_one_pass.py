@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from calltexts_assets import quality
-from calltexts_assets.ledger import CallRecord, Status
-from calltexts_assets.one_pass import FingerprintTable, FloatSum, Smallest, fingerprint
-from calltexts_assets.quality import (
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting import quality
+from calltexts_assets.reporting.one_pass import FingerprintTable, FloatSum, Smallest, fingerprint
+from calltexts_assets.reporting.quality import (
     CheckOutcome,
     cost_matches,
     coverage,
@@ -26,7 +26,7 @@ from calltexts_assets.quality import (
     qa_sample,
     qa_sample_outcome,
 )
-from calltexts_assets.report import build_report_data
+from calltexts_assets.reporting.report import build_report_data
 from calltexts_tests import quality_reference as reference
 from calltexts_tests.factories import transcribed_record
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from calltexts_assets.ratelimit import RateLimiter
+from calltexts_assets.core.ratelimit import RateLimiter
 
 
 class FakeClock:

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import yaml
 
-from calltexts_assets import registry
-from calltexts_assets.ledger import CallRecord, Status
-from calltexts_assets.quality import registry_complete
-from calltexts_assets.registry import (
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting import registry
+from calltexts_assets.reporting.quality import registry_complete
+from calltexts_assets.reporting.registry import (
     COST_DECIMALS,
     DEFAULT_SCHEMA_PATH,
     load_registry_schema,

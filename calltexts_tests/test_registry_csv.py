@@ -13,12 +13,12 @@ import pytest
 
 from calltexts_assets.assets.checks import table_preview
 from calltexts_assets.assets.registry_csv import registry_csv
-from calltexts_assets.ledger import CallRecord, Ledger, call_records
-from calltexts_assets.registry import registry_frame, registry_rows, write_registry_csv
+from calltexts_assets.core.ledger import CallRecord, Ledger, call_records
+from calltexts_assets.core.storage_keys import registry_key
+from calltexts_assets.reporting.registry import registry_frame, registry_rows, write_registry_csv
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.storage_keys import registry_key
 from calltexts_tests.conftest import materialize_range
 from calltexts_tests.factories import invalid_record as invalid
 from calltexts_tests.factories import transcribed_record

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from calltexts_assets import report
-from calltexts_assets.cost import billed_seconds, forecast
-from calltexts_assets.ledger import CallRecord, Status
-from calltexts_assets.quality import CheckOutcome, coverage, duplicate_transcripts
-from calltexts_assets.registry import chronological, record_cost_usd
-from calltexts_assets.report import (
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting import report
+from calltexts_assets.reporting.cost import billed_seconds, forecast
+from calltexts_assets.reporting.quality import CheckOutcome, coverage, duplicate_transcripts
+from calltexts_assets.reporting.registry import chronological, record_cost_usd
+from calltexts_assets.reporting.report import (
     MAX_EXCEPTIONS,
     ReportData,
     build_report_data,

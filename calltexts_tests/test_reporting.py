@@ -18,8 +18,8 @@ from calltexts_assets.assets import (
     registry_csv,
     transcripts,
 )
-from calltexts_assets.cost import format_usd
-from calltexts_assets.ledger import Status
+from calltexts_assets.core.ledger import Status
+from calltexts_assets.reporting.cost import format_usd
 from calltexts_assets.sandbox.runtime import Sandbox
 from calltexts_tests.conftest import make_sandbox, materialize_range, sandbox_resources
 

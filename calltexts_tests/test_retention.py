@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from calltexts_assets import storage_keys as sk
-from calltexts_assets.resources.storage import LocalStorage, ObjectInfo, S3Storage
-from calltexts_assets.retention import (
+from calltexts_assets.clients.s3 import S3Storage
+from calltexts_assets.clients.storage import LocalStorage, ObjectInfo
+from calltexts_assets.core import storage_keys as sk
+from calltexts_assets.ops.retention import (
     Deletion,
     RetentionRules,
     apply_retention,

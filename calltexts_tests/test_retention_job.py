@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.retention_job import retention
 
 DAY = 86_400
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from calltexts_assets.runlog import (
+from calltexts_assets.core.runlog import (
     RunLog,
     RunLogHandler,
     ScrubFilter,
-    open_for_dagster_run,
     scrub,
     scrub_text,
 )
+from calltexts_assets.orchestration.call_steps import open_for_dagster_run
 
 RUN_ID = "c331e3ba-f0ca-416a-bec7-26077fa833b4"
 STARTED = datetime(2026, 11, 25, 7, 30, 1, 123456, tzinfo=UTC)

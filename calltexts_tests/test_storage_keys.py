@@ -4,8 +4,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from calltexts_assets import storage_keys as sk
-from calltexts_assets.storage_keys import UnsafeKeyError
+from calltexts_assets.core import storage_keys as sk
+from calltexts_assets.core.storage_keys import UnsafeKeyError
 
 MSK = timezone(timedelta(hours=3))
 STARTED = datetime(2026, 11, 3, 14, 5, tzinfo=MSK)

@@ -12,8 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from calltexts_assets.resources.storage import LocalStorage, StorageResource
-from calltexts_assets.storage_keys import UnsafeKeyError
+from calltexts_assets.clients.storage import LocalStorage
+from calltexts_assets.core.storage_keys import UnsafeKeyError
+from calltexts_assets.resources.storage import StorageResource
 
 KEY = "exports/2026-11/raw/2026/11/03/call_c1.mp3"
 UNSAFE_KEYS = ["../x", "a/../../x", "/etc/passwd", "..", "", "x\x00", "a//b", "a\\..\\b", "ａ/b"]
@@ -90,7 +91,7 @@ def test_killed_writer_leaves_no_object(storage: LocalStorage) -> None:
     script = textwrap.dedent(
         f"""
         import os
-        from calltexts_assets.resources.storage import LocalStorage
+        from calltexts_assets.clients.storage import LocalStorage
 
         def chunks():
             yield b"x" * 100_000

@@ -9,11 +9,12 @@ import httpx
 import openai
 import pytest
 
-from calltexts_assets.resources.summariser import SummariserResource
+from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import CallScript, call_script
 from calltexts_assets.sandbox.server import RunningServer
 from calltexts_assets.sandbox.stt import SttEmulator
+from calltexts_assets.summaries.prompt import summarise
 
 KEY = "sk-sandbox-test"
 
@@ -176,8 +177,8 @@ def test_chat_completion_summarises_the_transcript(client: openai.OpenAI, emulat
 
 
 def test_summariser_resource_against_the_emulator(server: RunningServer, emulator) -> None:
-    summariser = SummariserResource(api_key=KEY, base_url=server.url + "/v1")
-    summary = summariser.summarise("[00:01] Клиент: возврат товар возврат", {"call_id": "c1"})
+    chat = SummariserResource(api_key=KEY, base_url=server.url + "/v1").get_client()
+    summary = summarise(chat, "[00:01] Клиент: возврат товар возврат", {"call_id": "c1"})
     assert summary.tags == ["возврат", "товар"]
     assert "Теги" not in summary.markdown and "«возврат»" in summary.markdown
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from calltexts_assets.calls import call_from_row
-from calltexts_assets.transcript_format import TranscriptHeader, render_transcript, timestamp
-from calltexts_assets.transcription import DialogueLine, Transcript
+from calltexts_assets.listing.calls import call_from_row
+from calltexts_assets.transcripts.dialogue import DialogueLine, Transcript
+from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript, timestamp
 
 MSK = timezone(timedelta(hours=3))
 HEADER = TranscriptHeader(

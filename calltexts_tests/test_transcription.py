@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calltexts_assets.audio import load, probe
-from calltexts_assets.resources.whisper import WhisperResource
+from calltexts_assets.audio.decode import load, probe
+from calltexts_assets.clients.openai_base import OpenAIConnection
+from calltexts_assets.clients.whisper import WhisperClient
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import CallScript, Turn, call_script
 from calltexts_assets.sandbox.server import RunningServer
 from calltexts_assets.sandbox.stt import SttEmulator
-from calltexts_assets.transcription import Transcript, transcribe_call
+from calltexts_assets.transcripts.dialogue import Transcript, transcribe_call
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,10 @@ def server(emulator: SttEmulator) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def whisper(server: RunningServer, emulator: SttEmulator) -> WhisperResource:
+def whisper(server: RunningServer, emulator: SttEmulator) -> WhisperClient:
     emulator.reset()
-    return WhisperResource(api_key="", base_url=server.url + "/v1", retry_wait_scale=0.001)
+    connection = OpenAIConnection(base_url=server.url + "/v1", retry_wait_scale=0.001)
+    return WhisperClient(connection)
 
 
 def _write(tmp: Path, script: CallScript, name: str = "call.mp3") -> Path:
@@ -84,7 +86,7 @@ def test_sixteen_minute_stereo_call_is_split_and_rejoined(whisper, emulator, lon
 
 def test_a_byte_limit_forces_splitting(whisper, emulator, tmp_path: Path) -> None:
     script = call_script("bytes", 150, stereo=True)
-    limited = whisper.model_copy(update={"max_file_bytes": 1_200_000})  # ~37 s of 16 kHz PCM
+    limited = WhisperClient(whisper.connection, max_file_bytes=1_200_000)  # ~37 s of PCM
     transcript = transcribe_call(_write(tmp_path, script), limited)
     assert transcript.chunks >= 8
     _assert_faithful(transcript, script, {"operator": "operator", "client": "client"})
@@ -118,7 +120,7 @@ def test_mono_has_one_speaker_and_is_sent_as_it_is(whisper, emulator, tmp_path: 
 
 def test_long_mono_is_chunked(whisper, tmp_path: Path) -> None:
     script = call_script("mono-long", 150, stereo=False)
-    limited = whisper.model_copy(update={"max_chunk_seconds": 60.0})
+    limited = WhisperClient(whisper.connection, max_chunk_seconds=60.0)
     transcript = transcribe_call(_write(tmp_path, script), limited)
     assert transcript.chunks == 3
     _assert_faithful(transcript, script, {"speaker": None})
@@ -185,8 +187,8 @@ def test_long_recordings_are_decoded_one_at_a_time() -> None:
     import threading
     import time
 
-    from calltexts_assets.audio import AudioInfo
-    from calltexts_assets.transcription import decode_slot
+    from calltexts_assets.audio.decode import AudioInfo
+    from calltexts_assets.transcripts.dialogue import decode_slot
 
     long_stereo = AudioInfo(1200.0, 2, 16_000, 0)  # ~77 MB of PCM
     short_stereo = AudioInfo(40.0, 2, 16_000, 0)
@@ -221,8 +223,8 @@ def test_requests_in_flight_are_capped_while_more_workers_decode() -> None:
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from calltexts_assets.resources.whisper import SttResult
-    from calltexts_assets.transcription import RequestsInFlight
+    from calltexts_assets.clients.whisper import SttResult
+    from calltexts_assets.transcripts.dialogue import RequestsInFlight
 
     class Stt:
         model, language, max_file_bytes, max_chunk_seconds = "whisper-1", "ru", 1000, 60.0

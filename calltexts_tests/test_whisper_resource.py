@@ -1,4 +1,4 @@
-"""WhisperResource (and the shared OpenAI plumbing) against respx-mocked HTTP."""
+"""WhisperClient, the chat client and the shared OpenAI plumbing against respx-mocked HTTP."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import httpx
 import pytest
 import respx
 
-from calltexts_assets.resources.summariser import SummariserResource, SummaryError
-from calltexts_assets.resources.whisper import TranscriptionError, WhisperResource
+from calltexts_assets.clients.chat import ChatClient
+from calltexts_assets.clients.openai_base import OpenAIConnection
+from calltexts_assets.clients.whisper import TranscriptionError, WhisperClient
+from calltexts_assets.summaries.prompt import SummaryError, summarise
 
 API = "https://api.openai.com/v1"
 STT_URL = f"{API}/audio/transcriptions"
@@ -43,13 +45,17 @@ def audio_file(tmp_path: Path) -> Path:
     return path
 
 
-def _whisper(**overrides: object) -> WhisperResource:
-    settings: dict[str, object] = {
-        "api_key": "sk-unit-test-key",
-        "proxy_url": PROXY,
-        "retry_wait_scale": 0.001,  # 10/30/60 s become 10/30/60 ms
-    }
-    return WhisperResource(**{**settings, **overrides})
+def _whisper(**options: object) -> WhisperClient:
+    connection = OpenAIConnection(
+        api_key="sk-unit-test-key",
+        proxy_url=PROXY,
+        retry_wait_scale=0.001,  # 10/30/60 s become 10/30/60 ms
+    )
+    return WhisperClient(connection, **options)  # type: ignore[arg-type]
+
+
+def _chat(api_key: str = "k") -> ChatClient:
+    return ChatClient(OpenAIConnection(api_key=api_key, retry_wait_scale=0.001))
 
 
 @respx.mock
@@ -74,7 +80,7 @@ def test_gpt4o_models_ask_for_json_and_get_one_segment(audio_file: Path, monkeyp
     route = respx.post(STT_URL).mock(
         return_value=httpx.Response(200, json={"text": "да нет"}),
     )
-    from calltexts_assets.resources import whisper as whisper_module
+    from calltexts_assets.clients import whisper as whisper_module
 
     monkeypatch.setattr(  # the fake file has no real header to read the duration from
         whisper_module, "probe", lambda path: type("Info", (), {"duration_sec": 7.0})()
@@ -170,8 +176,7 @@ def test_summariser_shares_the_retry_policy_and_parses_tags() -> None:
     route = respx.post(f"{API}/chat/completions").mock(
         side_effect=[_error(503, "overloaded"), httpx.Response(200, json=completion)]
     )
-    summariser = SummariserResource(api_key="k", retry_wait_scale=0.001)
-    summary = summariser.summarise("[00:01] Клиент: доставка", {"call_id": "c-1"})
+    summary = summarise(_chat(), "[00:01] Клиент: доставка", {"call_id": "c-1"})
     assert summary.markdown == "Клиент уточнил **доставку** заказа."
     assert summary.tags == ["доставка", "заказ", "оплата"]
     assert summary.attempts == 2 and route.call_count == 2
@@ -183,11 +188,11 @@ def test_summariser_shares_the_retry_policy_and_parses_tags() -> None:
 def test_summariser_rejection_is_a_summary_error() -> None:
     respx.post(f"{API}/chat/completions").mock(return_value=_error(401, "bad key"))
     with pytest.raises(SummaryError) as info:
-        SummariserResource(api_key="k", retry_wait_scale=0.001).summarise("text", {})
+        summarise(_chat(), "text", {})
     assert info.value.code == "401" and info.value.attempts == 1
 
 
 def test_missing_api_key_for_openai_is_a_clear_error(audio_file: Path) -> None:
     with pytest.raises(TranscriptionError, match="no API key") as info:
-        WhisperResource(api_key="").transcribe_file(audio_file)
+        WhisperClient(OpenAIConnection(api_key="")).transcribe_file(audio_file)
     assert info.value.code == "config"

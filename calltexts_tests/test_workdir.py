@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from calltexts_assets.workdir import STALE_AFTER_SEC, prepared_workdir
+from calltexts_assets.core.workdir import STALE_AFTER_SEC, prepared_workdir
 
 
 def test_stale_entries_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from calltexts_assets import ledger, metrics
-from calltexts_assets.metrics import MetricSpec
+from calltexts_assets.core import ledger
+from calltexts_assets.ops import metrics
+from calltexts_assets.ops.metrics import MetricSpec
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.api.launcher import DagsterLauncher
 from calltexts_assets.api.metrics_collector import ExportCollector
 from calltexts_assets.api.period import PeriodPolicy
-from calltexts_assets.ledger import Ledger
+from calltexts_assets.core.ledger import Ledger
 
 WEBSERVER_ENV = "DAGSTER_WEBSERVER_URL"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"

@@ -17,22 +17,24 @@ import dagster as dg
 from calltexts_assets.assets.call_list import call_list
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
-from calltexts_assets.fetch_audio import fetch_recording, needs_fetch
-from calltexts_assets.ledger import CallRecord, Ledger, Status
-from calltexts_assets.quality import coverage, duplicate_transcripts
+from calltexts_assets.audio.fetch import fetch_recording, needs_fetch
+from calltexts_assets.clients.whisper import WhisperClient
+from calltexts_assets.core.ledger import CallRecord, Ledger, Status
+from calltexts_assets.core.steps import CallSteps
+from calltexts_assets.core.workdir import prepared_workdir
+from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
+from calltexts_assets.reporting.quality import coverage, duplicate_transcripts
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.resources.whisper import WhisperResource
-from calltexts_assets.run_context import CallSteps
-from calltexts_assets.transcribe_audio import (
+from calltexts_assets.transcripts.dialogue import RequestsInFlight
+from calltexts_assets.transcripts.step import (
     needs_transcript,
     stored_transcript_keys,
     transcribe_record,
 )
-from calltexts_assets.transcription import RequestsInFlight
-from calltexts_assets.workdir import prepared_workdir
 
 raw_audio = dg.AssetSpec(
     "raw_audio",
@@ -114,14 +116,15 @@ def raw_audio_and_transcripts(
     downloading = raw_audio.key in context.selected_asset_keys
     transcribing = transcripts.key in context.selected_asset_keys
 
-    downloads = CallSteps(
+    stt = whisper.get_client()
+    downloads = call_steps(
         context,
         db,
         stage="raw_audio",
         failure_status=Status.DOWNLOAD_ERROR,
         log_dir=export_settings.log_dir,
     )
-    transcriptions = CallSteps(
+    transcriptions = call_steps(
         context,
         db,
         stage="transcripts",
@@ -138,7 +141,7 @@ def raw_audio_and_transcripts(
     )
     transcribe = partial(
         transcribe_record,
-        whisper=RequestsInFlight(whisper, workers),
+        whisper=RequestsInFlight(stt, workers),
         storage=store,
         price_per_minute=export_settings.price_per_minute_usd,
         labels=export_settings.role_labels,
@@ -151,20 +154,21 @@ def raw_audio_and_transcripts(
     to_fetch = (
         r for r in db.iter_records(period.export_ids) if needs_fetch(r, retry_missing=retry_missing)
     )
-    if downloading and transcribing:
-        fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
-        # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
-        transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
-    elif downloading:
-        downloads.run(to_fetch, fetch, max_workers=workers)
-    elif transcribing:
-        to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
-        transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
+    with stopping_the_step():
+        if downloading and transcribing:
+            fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
+            # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
+            transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
+        elif downloading:
+            downloads.run(to_fetch, fetch, max_workers=workers)
+        elif transcribing:
+            to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
+            transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:
         yield _raw_audio_result(period, db, downloads)
     if transcribing:
-        yield _transcripts_result(period, db, transcriptions, whisper)
+        yield _transcripts_result(period, db, transcriptions, stt)
     checks = {key.name for key in context.selected_asset_check_keys}
     records = partial(db.iter_records, period.export_ids)  # a fresh pass per check
     if "coverage" in checks:
@@ -191,7 +195,7 @@ def _raw_audio_result(period: RunPeriod, db: Ledger, done: CallSteps) -> dg.Mate
 
 
 def _transcripts_result(
-    period: RunPeriod, db: Ledger, done: CallSteps, whisper: WhisperResource
+    period: RunPeriod, db: Ledger, done: CallSteps, whisper: WhisperClient
 ) -> dg.MaterializeResult:
     totals = db.totals(period.export_ids)
     transcribed_now = done.tally.outcomes["transcribed"]

@@ -5,9 +5,9 @@ from collections import Counter, defaultdict
 import dagster as dg
 
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, export_day, run_period
-from calltexts_assets.calls import Call
-from calltexts_assets.cost import forecast
-from calltexts_assets.listing import Listing
+from calltexts_assets.listing.calls import Call
+from calltexts_assets.listing.tally import Listing
+from calltexts_assets.reporting.cost import forecast
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource

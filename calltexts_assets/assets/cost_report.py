@@ -6,19 +6,19 @@ import dagster as dg
 
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
-from calltexts_assets.cost import forecast
-from calltexts_assets.quality import (
+from calltexts_assets.core.storage_keys import report_key
+from calltexts_assets.reporting.cost import forecast
+from calltexts_assets.reporting.quality import (
     cost_matches,
     coverage,
     duplicate_transcripts,
     duration_variance,
 )
-from calltexts_assets.report import build_report_data, render_markdown, render_pdf
+from calltexts_assets.reporting.report import build_report_data, render_markdown, render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.storage_keys import report_key
-from calltexts_assets.transcribe_audio import stored_transcript_keys
+from calltexts_assets.transcripts.step import stored_transcript_keys
 
 
 def run_seconds(context: dg.AssetExecutionContext) -> float:

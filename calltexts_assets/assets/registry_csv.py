@@ -9,13 +9,13 @@ import dagster as dg
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
-from calltexts_assets.quality import cost_matches, duration_variance, registry_complete
-from calltexts_assets.registry import PREVIEW_ROWS, registry_frame, write_registry_file
+from calltexts_assets.core.storage_keys import registry_key
+from calltexts_assets.core.workdir import prepared_workdir
+from calltexts_assets.reporting.quality import cost_matches, duration_variance, registry_complete
+from calltexts_assets.reporting.registry import PREVIEW_ROWS, registry_frame, write_registry_file
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.storage_keys import registry_key
-from calltexts_assets.workdir import prepared_workdir
 
 _UPLOAD_CHUNK = 1024 * 1024
 

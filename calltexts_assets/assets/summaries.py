@@ -6,12 +6,12 @@ import dagster as dg
 
 from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
+from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.resources.summariser import SummariserResource
-from calltexts_assets.run_context import CallSteps
-from calltexts_assets.summarise_call import needs_summary, summarise_record
+from calltexts_assets.summaries.step import needs_summary, summarise_record
 
 
 class SummariesConfig(dg.Config):
@@ -44,20 +44,22 @@ def summaries(
         return dg.MaterializeResult(metadata={"period": period.label, "enabled": False})
     db = ledger.get()
     todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
-    steps = CallSteps(
+    steps = call_steps(
         context, db, stage="summaries", failure_status=None, log_dir=export_settings.log_dir
     )
-    tally = steps.run(
-        todo,
-        partial(summarise_record, summariser=summariser, storage=storage.get()),
-        max_workers=export_settings.max_concurrency,
-    )
+    chat = summariser.get_client()
+    with stopping_the_step():
+        tally = steps.run(
+            todo,
+            partial(summarise_record, chat=chat, storage=storage.get()),
+            max_workers=export_settings.max_concurrency,
+        )
     return dg.MaterializeResult(
         metadata={
             "period": period.label,
             "enabled": True,
             "summarised_now": tally.outcomes["summarised"],
             "failed_now": tally.outcomes["failed"],
-            "summariser_retries": summariser.stats.retries,
+            "summariser_retries": chat.stats.retries,
         }
     )

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from calltexts_assets.audio import ffmpeg_exe, run_ffmpeg
+from calltexts_assets.audio.decode import ffmpeg_exe, run_ffmpeg
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import (
     VOCABULARY,

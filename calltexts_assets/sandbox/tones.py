@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calltexts_assets import audio
-from calltexts_assets.audio import encode_pcm
+from calltexts_assets.audio import decode as audio
+from calltexts_assets.audio.decode import encode_pcm
 from calltexts_assets.sandbox.script import VOCABULARY, CallScript
 
 SAMPLE_RATE = 16_000

@@ -1,0 +1,1 @@
+"""Recordings: download once, read headers, decode, cut into chunks."""

@@ -1,0 +1,1 @@
+"""Hand-written protocol clients: Bitrix24 REST, storage (local, S3), OpenAI."""

@@ -1,0 +1,261 @@
+"""The Bitrix24 REST client: authentication, pacing, retries and error mapping.
+
+Everything that reaches a log line or an exception goes through `masking`: the webhook code
+and the OAuth token never leave this package in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+
+from calltexts_assets.clients.bitrix24.errors import (
+    Bitrix24AuthError,
+    Bitrix24Error,
+    TransientError,
+)
+from calltexts_assets.clients.bitrix24.recordings import RecordingsMixin
+from calltexts_assets.clients.bitrix24.telephony import TelephonyMixin
+from calltexts_assets.clients.bitrix24.wire import (
+    DEFAULT_RETRY_WAITS,
+    MAX_BATCH,
+    BatchResult,
+    ClientStats,
+    as_dict,
+    encode_command,
+    flatten_params,
+    looks_html,
+    retry_after_seconds,
+    snippet,
+)
+from calltexts_assets.core.masking import install_log_masking, mask_text, mask_url
+from calltexts_assets.core.ratelimit import RateLimiter
+from calltexts_assets.core.retrying import retry_policy
+
+log = logging.getLogger(__name__)
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+_LIMIT_ERRORS = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"})
+_AUTH_HINTS = {
+    "expired_token": "access token expired: refresh the OAuth token or webhook",
+    "insufficient_scope": "insufficient scope: the webhook needs the telephony scope",
+    "invalid_token": "invalid credentials: check the webhook code or the OAuth token",
+    "invalid_credentials": "invalid credentials: check the webhook code or the OAuth token",
+    "no_auth_found": "no credentials accepted: check the webhook URL or the OAuth token",
+    "access_denied": "access denied: the webhook's user may not read telephony statistics",
+}
+T = TypeVar("T")
+
+
+class Bitrix24Client(TelephonyMixin, RecordingsMixin):
+    """Thread-safe client: one httpx connection pool, one rate limiter, one `stats`."""
+
+    def __init__(
+        self,
+        *,
+        webhook_url: str = "",
+        oauth_token: str = "",
+        portal_url: str = "",
+        requests_per_second: float = 2.0,
+        retry_waits: Sequence[float] = DEFAULT_RETRY_WAITS,
+        retry_wait_scale: float = 1.0,
+        timeout_sec: float = 30.0,
+        limiter: RateLimiter | None = None,
+        http_client: httpx.Client | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if webhook_url:
+            self._base = webhook_url.rstrip("/") + "/"
+            self._auth: list[tuple[str, str]] = []
+        elif oauth_token and portal_url:
+            self._base = portal_url.rstrip("/") + "/rest/"
+            self._auth = [("auth", oauth_token)]
+        else:
+            raise ValueError("Bitrix24 needs webhook_url, or oauth_token together with portal_url")
+        self._secrets = [s for s in (oauth_token, *webhook_url.rstrip("/").split("/")[-1:]) if s]
+        self.retry_waits = list(retry_waits)
+        self.retry_wait_scale = retry_wait_scale
+        self.timeout_sec = timeout_sec
+        self._sleep = sleep  # retry waits; tests record them instead of sleeping
+        self.stats = ClientStats()
+        # Low-rate mode windows shrink with the waits, so tests stay fast by configuration.
+        self.limiter = limiter or RateLimiter(
+            requests_per_second,
+            low_rate_window=60.0 * max(retry_wait_scale, 1e-3),
+            low_rate_hold=300.0 * max(retry_wait_scale, 1e-3),
+        )
+        self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout_sec))
+        install_log_masking("httpx", "httpcore")  # httpx logs each request URL at INFO
+
+    def describe(self) -> str:
+        return f"Bitrix24 at {mask_url(self._base)}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _mask(self, text: str) -> str:
+        return mask_text(text, self._secrets)
+
+    # -- REST --------------------------------------------------------------------------
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One REST method; returns the whole answer (`result`, `next`, `total`, `time`)."""
+        return self._post(method, flatten_params(params or {}))
+
+    def batch(
+        self,
+        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
+        *,
+        halt: bool = False,
+    ) -> BatchResult:
+        """Up to 50 commands in one request; a command is `"method?query"` or
+        `(method, params)`. Later commands may use `$result[name][index][FIELD]`."""
+        if len(commands) > MAX_BATCH:
+            raise ValueError(f"a batch takes at most {MAX_BATCH} commands, got {len(commands)}")
+        pairs = [("halt", "1" if halt else "0")]
+        methods = []
+        for name, command in commands.items():
+            text = command if isinstance(command, str) else encode_command(*command)
+            pairs.append((f"cmd[{name}]", text))
+            methods.append(text.partition("?")[0])
+        self.stats.count_commands(methods)
+        inner = as_dict(self._post("batch", pairs).get("result"))
+        return BatchResult(
+            result=as_dict(inner.get("result")),
+            result_error=as_dict(inner.get("result_error")),
+            result_total=as_dict(inner.get("result_total")),
+            result_next=as_dict(inner.get("result_next")),
+            result_time=as_dict(inner.get("result_time")),
+        )
+
+    def _post(self, method: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        url = f"{self._base}{method}.json"
+        body = urlencode(pairs + self._auth)
+
+        def attempt() -> dict[str, Any]:
+            self.limiter.acquire()
+            self.stats.count_request(method)
+            try:
+                response = self._http.post(url, content=body, headers=_FORM)
+            except httpx.UnsupportedProtocol as exc:
+                raise Bitrix24Error(self._mask(f"{method}: bad portal URL: {exc}")) from None
+            except httpx.TimeoutException as exc:
+                raise TransientError(
+                    f"timeout after {self.timeout_sec:g} s ({type(exc).__name__})", code="timeout"
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransientError(
+                    self._mask(f"connection error: {type(exc).__name__}: {exc}"),
+                    code="connect_error",
+                ) from None
+            return self._parse(method, response)
+
+        return self._with_retries(method, url, attempt)
+
+    def _parse(self, method: str, response: httpx.Response) -> dict[str, Any]:
+        status, data = response.status_code, response.content
+        retryable = status == 429 or status >= 500
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            kind = "HTML" if looks_html(data) else "a non-JSON body"
+            message = (
+                f"portal answered {kind} instead of JSON (status {status}): "
+                f"first bytes {snippet(data)}"
+            )
+            if status in (401, 403):
+                raise Bitrix24AuthError(
+                    self._mask(f"{method}: HTTP {status}: {message}"), method=method, status=status
+                )
+            if retryable:  # a proxy's error page in front of a struggling portal
+                raise TransientError(
+                    self._mask(message),
+                    code="html_response",
+                    status=status,
+                    retry_after=retry_after_seconds(response),
+                )
+            raise Bitrix24Error(
+                self._mask(f"{method}: {message}"),
+                method=method,
+                code="html_response",
+                status=status,
+            )
+        error = payload.get("error")
+        if error is None and status < 400:
+            return payload
+        code = str(error or f"http_{status}")
+        description = str(payload.get("error_description") or "")
+        hint = _AUTH_HINTS.get(code.lower())
+        if status in (401, 403) or hint:
+            hint = hint or (
+                _AUTH_HINTS["insufficient_scope"] if status == 403 else _AUTH_HINTS["invalid_token"]
+            )
+            raise Bitrix24AuthError(
+                self._mask(f"{hint} ({method}: {code}: {description}, HTTP {status})"),
+                method=method,
+                code=code[:64],
+                status=status,
+            )
+        if status == 429 or code in _LIMIT_ERRORS:
+            self.stats.add("limit_hits")
+            self.limiter.note_limit_hit()
+            log.warning("Bitrix24 limit hit on %s: HTTP %s %s", method, status, code)
+            retryable = True
+        if retryable:
+            raise TransientError(
+                self._mask(f"HTTP {status} {code}: {description}"),
+                code=code[:64],
+                status=status,
+                retry_after=retry_after_seconds(response),
+            )
+        raise Bitrix24Error(
+            self._mask(f"{method}: {code}: {description} (HTTP {status})"),
+            method=method,
+            code=code[:64],
+            status=status,
+        )
+
+    def _with_retries(self, what: str, url: str, attempt: Callable[[], T]) -> T:
+        attempts = 0
+
+        def counted() -> T:
+            nonlocal attempts
+            attempts += 1
+            return attempt()
+
+        def on_retry(number: int, exc: BaseException, delay: float) -> None:
+            self.stats.add("retries")
+            log.warning(
+                "Bitrix24 %s attempt %d failed (%s); retrying in %.2f s [%s]",
+                what,
+                number,
+                exc,
+                delay,
+                mask_url(url),
+            )
+
+        policy = retry_policy(
+            self.retry_waits, scale=self.retry_wait_scale, on_retry=on_retry, sleep=self._sleep
+        )
+        try:
+            return policy(counted)
+        except TransientError as exc:
+            raise Bitrix24Error(
+                f"Bitrix24 {what} failed after {attempts} attempts: {exc} [{mask_url(url)}]",
+                method=what,
+                code=exc.code,
+                status=exc.status,
+                attempts=attempts,
+            ) from exc
+        except Bitrix24Error as exc:
+            exc.attempts = attempts
+            raise
+
+    # -- recordings --------------------------------------------------------------------

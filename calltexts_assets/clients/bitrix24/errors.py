@@ -1,0 +1,50 @@
+"""What a Bitrix24 request can end in, beyond a result."""
+
+from __future__ import annotations
+
+from calltexts_assets.core.errors import RunWideError
+from calltexts_assets.core.retrying import RetryableError
+
+
+class Bitrix24Error(Exception):
+    """A Bitrix24 request that failed for good; `code` is short and safe for the ledger."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        code: str = "bitrix24_error",
+        status: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.method, self.code, self.status, self.attempts = method, code, status, attempts
+
+
+class Bitrix24AuthError(Bitrix24Error, RunWideError):
+    """401/403: retrying cannot help, the credentials or their scope must change."""
+
+
+class RecordingMissing(Exception):
+    """The recording URL answered 404/410: the file is gone (not retried)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = f"http_{status}"
+
+
+class TransientError(RetryableError):
+    """Worth another attempt: 429/5xx, a limit, a timeout, a cut connection."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.code, self.status = code, status

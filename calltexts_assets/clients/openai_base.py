@@ -1,0 +1,245 @@
+"""What the transcription and chat clients share: the connection, the openai client,
+retries and stats.
+
+The SDK's own retries are off (`max_retries=0`): the spec fixes the retry waits
+(10/30/60 s), and one policy (calltexts_assets.core.retrying) applies them everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import openai
+
+from calltexts_assets.core.masking import mask_text, mask_url
+from calltexts_assets.core.retrying import RetryableError, retry_policy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The statuses the OpenAI SDK itself would retry: timeouts, lock conflicts, rate limits, 5xx.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+class OpenAIApiError(Exception):
+    """A request that failed for good: a non-retryable status, or retries exhausted."""
+
+    def __init__(self, code: str, message: str, *, attempts: int = 1) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code  # the HTTP status as text, or "timeout" / "connection"
+        self.message = message
+        self.attempts = attempts
+
+
+@dataclass
+class ApiStats:
+    """Counters of one resource instance; shared by the threads that use it."""
+
+    requests: int = 0  # HTTP attempts, retries included
+    retries: int = 0
+    failures: int = 0  # calls that ended in OpenAIApiError
+    by_outcome: dict[str, int] = field(default_factory=dict)  # "200", "429", "timeout"...
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, outcome: str, *, retry: bool = False, failure: bool = False) -> None:
+        with self._lock:
+            self.requests += 1
+            self.retries += int(retry)
+            self.failures += int(failure)
+            self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            data = asdict(self)
+        data.pop("_lock", None)
+        return data
+
+
+class _SecretScrubber(logging.Filter):
+    """Masks known secrets in records of the HTTP stack's own loggers.
+
+    The openai SDK logs failed requests with their exception at DEBUG, and an exception
+    text may carry the proxy URL; our own messages are scrubbed before they are logged.
+    """
+
+    LOGGERS = ("openai", "openai._base_client", "httpx", "httpcore", "httpcore.proxy")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg, record.args = mask_text(record.getMessage(), self.secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text, self.secrets)
+        return True
+
+
+_scrubber = _SecretScrubber()
+for _name in _SecretScrubber.LOGGERS:
+    logging.getLogger(_name).addFilter(_scrubber)
+
+
+class _Retryable(RetryableError):
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}", retry_after=retry_after)
+        self.code = code
+        self.message = message
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:  # an HTTP date: rare from OpenAI, and the planned wait still applies
+        return None
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return exc.message
+
+
+def classify(exc: Exception) -> Exception:
+    """Map an SDK exception to a retryable error or a final OpenAIApiError."""
+    if isinstance(exc, openai.APITimeoutError):
+        return _Retryable("timeout", "the request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return _Retryable("connection", f"{type(cause).__name__}: {cause}")
+    if isinstance(exc, openai.APIStatusError):
+        code, message = str(exc.status_code), _status_message(exc)
+        if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
+            return _Retryable(code, message, _retry_after(exc.response))
+        return OpenAIApiError(code, message)
+    return exc
+
+
+@dataclass(frozen=True)
+class OpenAIConnection:
+    """Where and how to reach an OpenAI-compatible server."""
+
+    api_key: str = ""
+    base_url: str = "https://api.openai.com/v1"
+    timeout_sec: float = 120.0
+    proxy_url: str = ""  # CHATGPT_PROXY_URL; may hold credentials
+    retry_waits: tuple[float, ...] = (10.0, 30.0, 60.0)
+    retry_wait_scale: float = 1.0
+
+    def secrets(self) -> list[str]:
+        found = [self.proxy_url, self.api_key]
+        if self.proxy_url:
+            parsed = httpx.URL(self.proxy_url)
+            found += [parsed.password or "", parsed.username or ""]
+        return [s for s in found if s]
+
+
+class OpenAIService:
+    """The openai client of one service (transcription, chat) and its retrying call."""
+
+    def __init__(self, connection: OpenAIConnection) -> None:
+        self.connection = connection
+        self.stats = ApiStats()
+        self._client: openai.OpenAI | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def service_name(self) -> str:
+        return type(self).__name__
+
+    def client(self) -> openai.OpenAI:
+        """One client per service object (connection pool shared by threads)."""
+        conn = self.connection
+        with self._client_lock:
+            if self._client is None:
+                if not conn.api_key and "api.openai.com" in conn.base_url:
+                    raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
+                _scrubber.secrets.update(conn.secrets())
+                http_client = httpx.Client(
+                    proxy=conn.proxy_url or None, timeout=conn.timeout_sec, trust_env=False
+                )
+                self._client = openai.OpenAI(
+                    api_key=conn.api_key or "sandbox-no-key",
+                    base_url=conn.base_url,
+                    max_retries=0,
+                    timeout=conn.timeout_sec,
+                    http_client=http_client,
+                )
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def scrub(self, text: str) -> str:
+        """Text safe for logs and errors: no proxy credentials, no API key."""
+        return mask_text(text, self.connection.secrets())
+
+    def describe(self) -> str:
+        proxy = self.connection.proxy_url
+        via = f" via proxy {mask_url(proxy)}" if proxy else ""
+        return f"{self.service_name} at {self.connection.base_url}{via}"
+
+    def call_with_retry(
+        self,
+        what: str,
+        request: Callable[[], T],
+        *,
+        error: type[OpenAIApiError] = OpenAIApiError,
+    ) -> tuple[T, int]:
+        """Run `request` under the retry policy; returns (result, attempts).
+
+        Raises `error` (an OpenAIApiError) for a non-retryable status or once the retries
+        are spent; its message never holds the proxy credentials or the API key.
+        """
+        attempts = 0
+        waits = self.connection.retry_waits
+
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            log.warning(
+                "%s: %s failed on attempt %d (%s); retrying in %.1f s",
+                self.service_name, what, attempt, self.scrub(str(exc)), delay,
+            )  # fmt: skip
+
+        def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            retry = attempts > 1
+            try:
+                result = request()
+            except openai.OpenAIError as exc:
+                mapped = classify(exc)
+                code = getattr(mapped, "code", type(exc).__name__)
+                final = isinstance(mapped, OpenAIApiError) or attempts > len(waits)
+                self.stats.count(code, retry=retry, failure=final)
+                raise mapped from None  # the SDK's chain may repeat the proxy URL
+            self.stats.count("200", retry=retry)
+            return result
+
+        policy = retry_policy(waits, scale=self.connection.retry_wait_scale, on_retry=on_retry)
+        try:
+            return policy(attempt), attempts
+        except OpenAIApiError as exc:
+            message = f"{what} rejected ({self.describe()}): {self.scrub(exc.message)}"
+            raise error(exc.code, message, attempts=attempts) from None
+        except _Retryable as exc:
+            message = (
+                f"{what} failed after {attempts} attempts ({self.describe()}); "
+                f"last error: {self.scrub(exc.message)}"
+            )
+            raise error(exc.code, message, attempts=attempts) from None

@@ -1,0 +1,1 @@
+"""The calls of a period as Bitrix24 lists them, normalised and counted."""

@@ -1,0 +1,1 @@
+"""Operations outside the asset graph: the CLI, metrics, retention."""

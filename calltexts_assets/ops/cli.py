@@ -1,0 +1,194 @@
+"""The `calltexts` command: run an export, serve the sandbox, the API, retention."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import date, timedelta
+
+from calltexts_assets.settings import credentials_configured, portal_today
+
+
+def _add_sandbox_args(parser: argparse.ArgumentParser, days: int, calls_per_day: int) -> None:
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic calls")
+    parser.add_argument("--days", type=int, default=days, help="days of calls, up to yesterday")
+    parser.add_argument("--calls-per-day", type=int, default=calls_per_day)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calltexts", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="materialize every asset for a period (one run over the range)",
+        description="Without Bitrix24 credentials in the environment this starts the "
+        "sandbox portal and STT server on loopback and exports their synthetic calls.",
+    )
+    run.add_argument("--from", dest="period_from", type=date.fromisoformat)
+    run.add_argument("--to", dest="period_to", type=date.fromisoformat)
+    run.add_argument("--days", type=int, default=60, help="last N days up to yesterday")
+    run.add_argument("--summaries", action="store_true", help="also write call summaries")
+    run.add_argument("--sandbox-calls-per-day", type=int, default=20)
+    run.add_argument("--sandbox-seed", type=int, default=7)
+
+    dev = commands.add_parser(
+        "dev", help="dagster dev (UI + daemon) and the API, with the sandbox if needed"
+    )
+    _add_sandbox_args(dev, days=7, calls_per_day=20)
+    dev.add_argument("--api-port", type=int, default=8080)
+
+    sandbox = commands.add_parser("sandbox", help="the Bitrix24 and STT emulators")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    serve = sandbox_commands.add_parser("serve", help="serve both emulators on loopback")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--portal-port", type=int, default=8724)
+    serve.add_argument("--stt-port", type=int, default=8725)
+    _add_sandbox_args(serve, days=60, calls_per_day=150)
+    seed = sandbox_commands.add_parser("seed", help="re-seed a running sandbox portal")
+    seed.add_argument("--portal-url", default="http://127.0.0.1:8724")
+    _add_sandbox_args(seed, days=60, calls_per_day=150)
+
+    api = commands.add_parser("api", help="the HTTP trigger API")
+    api_commands = api.add_subparsers(dest="api_command", required=True)
+    api_serve = api_commands.add_parser("serve")
+    api_serve.add_argument("--host", default="127.0.0.1")
+    api_serve.add_argument("--port", type=int, default=8080)
+
+    retention = commands.add_parser("retention", help="delete exports past their retention")
+    retention.add_argument("--dry-run", action="store_true")
+    return parser
+
+
+def _period(args: argparse.Namespace) -> tuple[date, date]:
+    yesterday = portal_today() - timedelta(days=1)
+    period_to = args.period_to or yesterday
+    period_from = args.period_from or period_to - timedelta(days=args.days - 1)
+    if period_from > period_to:
+        raise SystemExit(f"--from {period_from} is after --to {period_to}")
+    return period_from, period_to
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from calltexts_assets.orchestration.export_run import run_export
+    from calltexts_assets.sandbox.runtime import sandbox_environment
+
+    period_from, period_to = _period(args)
+    if credentials_configured():
+        return run_export(period_from, period_to, summaries=args.summaries)
+    days = (period_to - period_from).days + 1
+    print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
+    with sandbox_environment(
+        seed=args.sandbox_seed,
+        start=period_from,
+        days=days,
+        calls_per_day=args.sandbox_calls_per_day,
+    ):
+        return run_export(period_from, period_to, summaries=args.summaries)
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+
+
+def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from calltexts_assets.sandbox.runtime import start_sandbox
+
+    start = portal_today() - timedelta(days=args.days)
+    sandbox = start_sandbox(
+        seed=args.seed,
+        start=start,
+        days=args.days,
+        calls_per_day=args.calls_per_day,
+        host=args.host,
+        portal_port=args.portal_port,
+        stt_port=args.stt_port,
+    )
+    print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
+    print(f"SANDBOX STT server:      {sandbox.stt_url}")
+    print("Use these variables:")
+    for name, value in sandbox.environment().items():
+        print(f"export {name}={value}")
+    _wait_for_interrupt()
+    sandbox.stop()
+    return 0
+
+
+def _cmd_sandbox_seed(args: argparse.Namespace) -> int:
+    import httpx
+
+    start = portal_today() - timedelta(days=args.days)
+    body = {
+        "seed": args.seed,
+        "start": start.isoformat(),
+        "days": args.days,
+        "calls_per_day": args.calls_per_day,
+    }
+    response = httpx.post(f"{args.portal_url.rstrip('/')}/_sandbox/seed", json=body, timeout=60)
+    response.raise_for_status()
+    print(f"seeded {args.days} days x {args.calls_per_day} calls from {start} (seed {args.seed})")
+    return 0
+
+
+def _dev_processes(api_port: int) -> int:
+    """The HTTP trigger API in a thread of this process, then `dagster dev` (UI + daemon)."""
+    from calltexts_assets.api import build_app
+    from calltexts_assets.sandbox.server import serve_in_thread
+
+    with serve_in_thread(build_app(), port=api_port) as api:
+        print(f"API: {api.url}/tasks/call_export (metrics at {api.url}/metrics)")
+        command = ["dagster", "dev", "-m", "calltexts_assets.definitions"]
+        return subprocess.call(command, env=os.environ.copy())
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from calltexts_assets.sandbox.runtime import sandbox_environment
+
+    if credentials_configured():
+        return _dev_processes(args.api_port)
+    start = portal_today() - timedelta(days=args.days)
+    with sandbox_environment(
+        seed=args.seed, start=start, days=args.days, calls_per_day=args.calls_per_day
+    ):
+        print("No Bitrix24 credentials set: the UI runs against the SANDBOX portal")
+        return _dev_processes(args.api_port)
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from calltexts_assets.api import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from calltexts_assets.orchestration.retention_job import run_retention_job
+
+    return run_retention_job(dry_run=args.dry_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "dev":
+        return _cmd_dev(args)
+    if args.command == "sandbox":
+        if args.sandbox_command == "serve":
+            return _cmd_sandbox_serve(args)
+        return _cmd_sandbox_seed(args)
+    if args.command == "api":
+        return _cmd_api(args)
+    return _cmd_retention(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Dagster layer beside assets/: jobs, schedules, sensors, run summaries."""

@@ -1,0 +1,54 @@
+"""`CallSteps` inside a Dagster step: the run's id, its log and its run log file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.core.runlog import RunLog
+from calltexts_assets.core.steps import CallSteps, RunStopped
+
+StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
+
+
+def open_for_dagster_run(directory: str | Path, context: StepContext) -> RunLog:
+    """The run log of the Dagster run of `context`: named after the run's creation time, so
+    every step of the run appends to the same file."""
+    run_id = context.run.run_id
+    record = context.instance.get_run_record_by_id(run_id)
+    return RunLog(directory, run_id, started_at=record.create_timestamp if record else None)
+
+
+def call_steps(
+    context: StepContext,
+    ledger: Ledger,
+    *,
+    stage: str,
+    failure_status: str | None,
+    log_dir: str | Path,
+    summed: tuple[str, ...] = (),
+) -> CallSteps:
+    return CallSteps(
+        ledger,
+        stage=stage,
+        failure_status=failure_status,
+        run_id=context.run.run_id,
+        open_run_log=lambda: open_for_dagster_run(log_dir, context),
+        warn=context.log.warning,
+        summed=summed,
+    )
+
+
+@contextmanager
+def stopping_the_step() -> Iterator[None]:
+    """A stage stopped by a run-wide error fails the step with its message."""
+    try:
+        yield
+    except RunStopped as exc:
+        raise dg.Failure(
+            description=str(exc), metadata={"calls_done_before_stop": exc.calls_done}
+        ) from exc.cause

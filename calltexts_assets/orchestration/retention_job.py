@@ -1,0 +1,67 @@
+"""The retention job: delete exports past their age limits, with an audit log."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from calltexts_assets.ops.retention import RetentionRules, run_retention
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.storage import StorageResource
+
+
+class RetentionConfig(dg.Config):
+    dry_run: bool = True  # the safe default: list what would go
+    raw_days: int = 90
+    transcript_days: int = 180  # transcripts and summaries
+    report_days: int = 180  # reports and QA samples
+    registry_days: int = 365
+
+
+@dg.op(
+    description="Deletes raw audio after 90 days, transcripts and reports after 180, CSV "
+    "after 365 (configurable), recording each deletion in logs/retention_audit.jsonl."
+)
+def apply_retention(
+    context: dg.OpExecutionContext,
+    config: RetentionConfig,
+    storage: StorageResource,
+    export_settings: ExportSettings,
+) -> dict:
+    rules = RetentionRules(
+        raw_days=config.raw_days,
+        transcript_days=config.transcript_days,
+        report_days=config.report_days,
+        registry_days=config.registry_days,
+    )
+    audit = Path(export_settings.log_dir) / "retention_audit.jsonl"
+    result = run_retention(storage.get(), datetime.now(UTC), audit, rules, config.dry_run)
+    summary = {
+        "dry_run": result.dry_run,
+        "deleted": len(result.deleted),
+        "would_delete": len(result.would_delete),
+        "failed": len(result.failed),
+        "freed_bytes": result.freed_bytes,
+        "audit_log": str(audit),
+    }
+    context.log.info(f"retention: {summary}")
+    if result.failed:
+        raise dg.Failure(f"{len(result.failed)} deletions failed; see {audit}", metadata=summary)
+    return summary
+
+
+@dg.job(description="Retention of exported files (dry run unless configured otherwise).")
+def retention() -> None:
+    apply_retention()
+
+
+def run_retention_job(*, dry_run: bool) -> int:
+    """`calltexts retention [--dry-run]` runs the same job in process."""
+    from calltexts_assets.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("retention")
+    config = {"ops": {"apply_retention": {"config": {"dry_run": dry_run}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, run_config=config)
+    print(result.output_for_node("apply_retention"))
+    return 0 if result.success else 1

@@ -1,0 +1,80 @@
+"""What one Dagster run of the export did, read back from its own events, for the metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from calltexts_assets.assets.partitions import days_of_run_tags
+from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.ops.metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary, record_run
+
+
+def _first_metadata_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """A range run logs one materialization per partition with the same metadata: keep one."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization is None:
+            continue
+        name = materialization.asset_key.to_user_string()
+        found.setdefault(
+            name, {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        )
+    return found
+
+
+def summarise_run(
+    instance: dg.DagsterInstance, run_id: str, *, succeeded: bool, budget_usd: float = 0.0
+) -> RunSummary:
+    run = instance.get_run_by_id(run_id)
+    record = instance.get_run_record_by_id(run_id)
+    days = days_of_run_tags(dict(run.tags)) if run else []
+    start = record.start_time if record and record.start_time else None
+    end = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
+    meta = _first_metadata_by_asset(instance, run_id)
+    listing = meta.get("call_list", {})
+    stt = meta.get("transcripts", {})
+    summaries = meta.get("summaries", {})
+    return RunSummary(
+        run_id=run_id,
+        status=RUN_SUCCESS if succeeded else RUN_FAILURE,
+        duration_sec=max(end - start, 0.0) if start else 0.0,
+        period_from=days[0] if days else "",
+        period_to=days[-1] if days else "",
+        transcripts_ok=int(stt.get("transcribed_now", 0)),
+        transcripts_error=int(stt.get("failed_now", 0)),
+        transcripts_skipped=int(stt.get("skipped_already_done", 0)),
+        transcription_minutes=float(stt.get("audio_minutes_now", 0.0)),
+        cost_usd=float(stt.get("cost_usd_now", 0.0)),
+        retries={
+            "bitrix24": int(listing.get("bitrix24_retries", 0)),
+            "whisper": int(stt.get("whisper_retries", 0)),
+            "summariser": int(summaries.get("summariser_retries", 0)),
+        },
+        rate_limited=int(listing.get("bitrix24_limit_hits", 0)),
+        budget_usd=budget_usd,
+        finished_at=datetime.fromtimestamp(end, UTC),
+    )
+
+
+def finish_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    ledger: Ledger,
+    *,
+    succeeded: bool,
+    budget_usd: float = 0.0,
+) -> RunSummary:
+    """Close the run's days in the ledger and record the run for the metrics (idempotent:
+    the sensors and `calltexts run` may both do it)."""
+    summary = summarise_run(instance, run_id, succeeded=succeeded, budget_usd=budget_usd)
+    run = instance.get_run_by_id(run_id)
+    for day in days_of_run_tags(dict(run.tags)) if run else []:
+        export = ledger.export(day)
+        if export and export["dagster_run_id"] == run_id:
+            ledger.finish_export(day, "success" if succeeded else "failed")
+    record_run(summary, engine=ledger.engine)
+    return summary

@@ -1,0 +1,48 @@
+"""Every finished run is recorded for metrics and alerting, failed ones included."""
+
+import dagster as dg
+
+from calltexts_assets.orchestration.run_summary import finish_run
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
+
+
+def _record(
+    context: dg.RunStatusSensorContext,
+    ledger: LedgerResource,
+    settings: ExportSettings,
+    *,
+    succeeded: bool,
+) -> None:
+    run_id = context.dagster_run.run_id
+    summary = finish_run(
+        context.instance,
+        run_id,
+        ledger.get(),
+        succeeded=succeeded,
+        budget_usd=settings.budget_usd,
+    )
+    context.log.info(f"recorded run {run_id} as {summary.status}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="record_export_success",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def record_export_success(
+    context: dg.RunStatusSensorContext, ledger: LedgerResource, export_settings: ExportSettings
+) -> None:
+    _record(context, ledger, export_settings, succeeded=True)
+
+
+@dg.run_failure_sensor(
+    name="record_export_failure",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records a failed run (metrics: call_export_runs_total{status='failure'}, "
+    "call_export_last_run_failed) so the run-error alert fires.",
+)
+def record_export_failure(
+    context: dg.RunFailureSensorContext, ledger: LedgerResource, export_settings: ExportSettings
+) -> None:
+    _record(context, ledger, export_settings, succeeded=False)

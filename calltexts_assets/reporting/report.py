@@ -1,0 +1,564 @@
+"""The period's cost report: figures from the ledger rows, rendered as Markdown and PDF.
+
+`build_report_data` computes every number once and formats it once (`sections`), so the
+Markdown and the PDF cannot disagree. The report is in Russian, for the portal's users;
+status and error codes stay as in the registry CSV so the two can be cross-read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting.cost import (
+    Forecast,
+    billable_minutes,
+    billed_seconds,
+    format_rub,
+    format_usd,
+    to_rub,
+)
+from calltexts_assets.reporting.one_pass import FloatSum, Smallest
+from calltexts_assets.reporting.quality import (
+    VARIANCE_THRESHOLD,
+    CheckOutcome,
+    CoverageTally,
+    DurationTally,
+)
+from calltexts_assets.reporting.registry import chronological, record_cost_usd
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATE_NAME = "summary_report.md.j2"
+OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
+MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
+_MESSAGE_CHARS = 160
+_PENDING = frozenset({Status.LISTED, Status.DOWNLOADED})
+_FAILED = frozenset({Status.DOWNLOAD_ERROR, Status.TRANSCRIPTION_ERROR, Status.INVALID})
+_STATE_LABEL = {"ok": "OK", "warn": "предупреждение", "fail": "ОШИБКА"}
+SANDBOX_NOTE = (
+    "Песочница: отчёт построен на синтетических данных эмуляторов Bitrix24 и STT; "
+    "цифры не относятся к реальному порталу."
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    rows: tuple[tuple[str, str], ...]  # (label, formatted value)
+
+
+@dataclass(frozen=True)
+class ExceptionRow:
+    call_id: str
+    started_at: str
+    status: str
+    error_code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    name: str
+    state: str  # "OK", "предупреждение", "ОШИБКА"
+    summary: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    is_sandbox: bool
+    period_from: str
+    period_to: str
+    # calls
+    calls_total: int
+    calls_with_audio: int
+    transcribed: int
+    no_recording: int
+    missing_audio: int
+    errors: int  # download_error + transcription_error + invalid
+    pending: int  # listed / downloaded: the run did not finish them
+    status_counts: dict[str, int]
+    coverage: float
+    # durations
+    bitrix24_seconds: int  # all calls, as Bitrix24 reports them
+    transcribed_seconds: float  # audio of the transcribed calls (billed durations)
+    billable_minutes: int
+    duration_variance: float
+    # money (exact Decimals; rounded only when formatted)
+    price_per_minute_usd: Decimal
+    usd_rub_rate: Decimal
+    cost_usd: Decimal
+    cost_rub: Decimal
+    forecast: Forecast | None
+    forecast_delta: float | None  # (actual - forecast) / forecast
+    budget_usd: Decimal | None
+    run_seconds: float
+    # presentation
+    sections: tuple[Section, ...]
+    checks: tuple[CheckRow, ...]
+    exceptions: tuple[ExceptionRow, ...]
+    exceptions_total: int
+    warnings: tuple[str, ...]
+    recommendations: tuple[str, ...]
+
+    @property
+    def period_label(self) -> str:
+        if self.period_from == self.period_to:
+            return self.period_from
+        return f"{self.period_from} — {self.period_to}"
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.2f} %"
+
+
+def _minutes(seconds: float) -> str:
+    """ "12.5 мин (0.21 ч)": minutes to 0.1, hours to 0.01."""
+    return f"{seconds / 60:.1f} мин ({seconds / 3600:.2f} ч)"
+
+
+def _local_time(iso: str) -> str:
+    """Short start time for a table cell (portal wall-clock), e.g. 2026-11-24 10:09."""
+    return iso[:16].replace("T", " ")
+
+
+def run_time(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _money(usd: Decimal, rub: Decimal) -> str:
+    return f"{format_usd(usd)} USD ({format_rub(rub)} RUB)"
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _warnings(
+    cost_usd: Decimal, fc: Forecast | None, delta: float | None, budget: Decimal | None
+) -> list[str]:
+    found = []
+    if delta is not None and delta > OVER_FORECAST:
+        found.append(
+            f"Фактическая стоимость {format_usd(cost_usd)} USD выше прогноза "
+            f"{format_usd(fc.cost_usd if fc else 0)} USD на {_pct(delta)} "
+            f"(порог +{OVER_FORECAST * 100:.0f} %)."
+        )
+    if budget is not None:
+        if cost_usd > budget:
+            found.append(
+                f"Бюджет превышен: {format_usd(cost_usd)} USD при бюджете {format_usd(budget)} USD."
+            )
+        if fc is not None and fc.cost_usd > budget:
+            found.append(
+                f"Прогноз {format_usd(fc.cost_usd)} USD превышал бюджет {format_usd(budget)} USD."
+            )
+    return found
+
+
+def _recommendations(
+    counts: Counter[str],
+    answered_without_recording: int,
+    variance: float,
+    delta: float | None,
+    over_budget: bool,
+    checks: Sequence[CheckOutcome],
+) -> list[str]:
+    tips = []
+    if counts[Status.MISSING_AUDIO]:
+        tips.append(
+            "Записи не найдены по ссылке (404/410), звонков: "
+            f"{counts[Status.MISSING_AUDIO]}. Проверьте в Bitrix24 настройки записи разговоров "
+            "и срок хранения записей."
+        )
+    if answered_without_recording:
+        tips.append(
+            "Состоявшиеся звонки без записи в Bitrix24, звонков: "
+            f"{answered_without_recording}. Проверьте, включена ли запись разговоров для всех "
+            "линий и сотрудников."
+        )
+    retryable = counts[Status.DOWNLOAD_ERROR] + counts[Status.TRANSCRIPTION_ERROR]
+    if retryable:
+        tips.append(
+            f"Ошибки скачивания или расшифровки, звонков: {retryable}. Запустите выгрузку "
+            "за период повторно: обработка продолжится с шага, где произошёл сбой."
+        )
+    if counts[Status.INVALID]:
+        tips.append(
+            f"Отклонённые строки статистики Bitrix24 (invalid): {counts[Status.INVALID]}. "
+            "Причина в error_message журнала; проверьте эти звонки в Bitrix24."
+        )
+    pending = sum(counts[s] for s in _PENDING)
+    if pending:
+        tips.append(
+            f"Обработаны не до конца (listed, downloaded), звонков: {pending}. "
+            "Материализуйте период ещё раз."
+        )
+    if variance > VARIANCE_THRESHOLD:
+        tips.append(
+            f"Длительность аудио расходится с Bitrix24 на {_pct(variance)}: проверьте, не "
+            "обрезаны ли скачанные записи, и перекачайте звонки из проверки duration_variance."
+        )
+    if delta is not None and delta > OVER_FORECAST:
+        tips.append(
+            "Стоимость заметно выше прогноза: сверьте тариф модели распознавания "
+            "и длительности звонков."
+        )
+    if over_budget:
+        tips.append("Бюджет превышен: увеличьте бюджет или выгружайте период частями.")
+    covered = {"duration_variance", "coverage"}
+    for check in checks:
+        if not check.passed and check.name not in covered:
+            tips.append(f"Проверка {check.name} не пройдена: {check.summary}.")
+    return tips or ["Действий не требуется."]
+
+
+def _is_exception(record: CallRecord) -> bool:
+    # A missed call (0 s) has no recording by nature: listing those would bury the real ones.
+    if record.status == Status.NO_RECORDING:
+        return record.duration_sec > 0
+    return record.status != Status.TRANSCRIBED
+
+
+def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str, str, str]]:
+    """Errors first, then by status, then in time order."""
+    return (record.status not in Status.ERRORS, record.status, chronological(record))
+
+
+def _exception_row(record: CallRecord) -> ExceptionRow:
+    return ExceptionRow(
+        call_id=record.call_id,
+        started_at=_local_time(record.started_at),
+        status=record.status,
+        error_code=record.error_code or "",
+        message=(record.error_message or "")[:_MESSAGE_CHARS],
+    )
+
+
+def _exception_entry(record: CallRecord) -> tuple[Any, ExceptionRow]:
+    # The row is built as the call goes by: only the first MAX_EXCEPTIONS are kept.
+    return _exception_key(record), _exception_row(record)
+
+
+class _Totals:
+    """The report's figures as running totals over one pass of the rows (a period may have
+    20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.counts: Counter[str] = Counter()
+        self.calls = 0
+        self.transcribed = 0
+        self.billable_minutes = 0
+        self.bitrix24_seconds = 0
+        self.answered_without_recording = 0
+        self.cost_usd = Decimal(0)
+        self.transcribed_seconds = FloatSum()  # as sum() over a list, to the last bit
+        self.durations = DurationTally()
+        self.coverage = CoverageTally()
+        self.exceptions: Smallest[tuple[Any, ExceptionRow]] = Smallest(
+            MAX_EXCEPTIONS, key=itemgetter(0)
+        )
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        self.counts[r.status] += 1
+        self.bitrix24_seconds += r.duration_sec
+        if (cost := record_cost_usd(r, self.price)) is not None:
+            self.cost_usd += cost
+        if r.status == Status.TRANSCRIBED:
+            self.transcribed += 1
+            billed = billed_seconds(r)
+            self.billable_minutes += billable_minutes(billed)
+            self.transcribed_seconds.add(billed)
+        if r.status == Status.NO_RECORDING and r.duration_sec > 0:
+            self.answered_without_recording += 1
+        self.durations.add(r)
+        self.coverage.add(r)
+        if _is_exception(r):
+            self.exceptions.add(_exception_entry(r))
+
+
+def build_report_data(
+    records: Iterable[CallRecord],
+    *,
+    period_from: date | str,
+    period_to: date | str,
+    forecast: Forecast | None,
+    price_per_minute: float | Decimal,
+    usd_rub_rate: float | Decimal,
+    budget_usd: float | Decimal | None,
+    run_seconds: float,
+    checks: Sequence[CheckOutcome] = (),
+    is_sandbox: bool = False,
+) -> ReportData:
+    """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
+    means no budget (the settings' 0 default)."""
+    period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
+    price = Decimal(str(price_per_minute))
+    rate = Decimal(str(usd_rub_rate))
+    budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
+
+    totals = _Totals(price)
+    for r in records:
+        totals.add(r)
+    counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd
+    bitrix_sec, transcribed_sec = totals.bitrix24_seconds, totals.transcribed_seconds.value
+    cost_rub = to_rub(cost_usd, rate)
+    variance = totals.durations.value
+    cover = totals.coverage.value
+    delta = (
+        float((cost_usd - forecast.cost_usd) / forecast.cost_usd)
+        if forecast is not None and forecast.cost_usd > 0
+        else None
+    )
+    warnings = _warnings(cost_usd, forecast, delta, budget)
+    tips = _recommendations(
+        counts,
+        totals.answered_without_recording,
+        variance,
+        delta,
+        budget is not None and cost_usd > budget,
+        checks,
+    )
+    with_audio = totals.coverage.with_audio
+    errors = sum(counts[s] for s in _FAILED)
+    pending = sum(counts[s] for s in _PENDING)
+
+    forecast_rows: list[tuple[str, str]]
+    if forecast is not None:
+        forecast_rows = [
+            ("Прогноз: звонков с записью", str(forecast.calls)),
+            ("Прогноз: минут к оплате", str(forecast.minutes)),
+            ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
+            ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
+        ]
+    else:
+        forecast_rows = [("Прогноз", "не передан")]
+    forecast_rows.append(("Бюджет", "не задан" if budget is None else f"{format_usd(budget)} USD"))
+
+    sections = (
+        Section(
+            "Звонки",
+            (
+                ("Всего звонков", str(totals.calls)),
+                ("С доступной записью", str(with_audio)),
+                ("Расшифровано", str(totals.transcribed)),
+                ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
+                ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
+                ("Ошибки (download, transcription, invalid)", str(errors)),
+                ("Не завершено (listed, downloaded)", str(pending)),
+                ("Покрытие расшифровкой", _pct(cover)),
+            ),
+        ),
+        Section(
+            "Длительность",
+            (
+                ("По Bitrix24, все звонки", _minutes(bitrix_sec)),
+                ("Фактически расшифровано", _minutes(transcribed_sec)),
+                ("К оплате (минуты с округлением вверх)", f"{minutes} мин ({minutes / 60:.2f} ч)"),
+                ("Расхождение с Bitrix24", f"{_pct(variance)} (порог {_pct(VARIANCE_THRESHOLD)})"),
+            ),
+        ),
+        Section(
+            "Стоимость",
+            (
+                ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
+                ("Стоимость, USD", format_usd(cost_usd)),
+                ("Стоимость, RUB", format_rub(cost_rub)),
+            ),
+        ),
+        Section("Прогноз и бюджет", tuple(forecast_rows)),
+        Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
+    )
+    title = f"Отчёт по выгрузке звонков за {period_from}" + (
+        "" if period_from == period_to else f" — {period_to}"
+    )
+    if is_sandbox:
+        title = f"ПЕСОЧНИЦА (sandbox): {title}"
+    return ReportData(
+        title=title,
+        is_sandbox=is_sandbox,
+        period_from=period_from,
+        period_to=period_to,
+        calls_total=totals.calls,
+        calls_with_audio=with_audio,
+        transcribed=totals.transcribed,
+        no_recording=counts[Status.NO_RECORDING],
+        missing_audio=counts[Status.MISSING_AUDIO],
+        errors=errors,
+        pending=pending,
+        status_counts=dict(sorted(counts.items())),
+        coverage=cover,
+        bitrix24_seconds=bitrix_sec,
+        transcribed_seconds=transcribed_sec,
+        billable_minutes=minutes,
+        duration_variance=variance,
+        price_per_minute_usd=price,
+        usd_rub_rate=rate,
+        cost_usd=cost_usd,
+        cost_rub=cost_rub,
+        forecast=forecast,
+        forecast_delta=delta,
+        budget_usd=budget,
+        run_seconds=run_seconds,
+        sections=sections,
+        checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
+        exceptions=tuple(row for _, row in totals.exceptions.items()),
+        exceptions_total=totals.exceptions.total,
+        warnings=tuple(warnings),
+        recommendations=tuple(tips),
+    )
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def _md_cell(value: object) -> str:
+    """A value that cannot break a Markdown table row."""
+    text = " ".join(str(value).split())
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    # error messages may quote an HTML error page: show it, never let a renderer run it
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # Markdown, not HTML; table cells go through the `cell` filter
+    )
+    env.filters["cell"] = _md_cell
+    return env
+
+
+def render_markdown(data: ReportData) -> str:
+    return _environment().get_template(TEMPLATE_NAME).render(data=data, sandbox_note=SANDBOX_NOTE)
+
+
+# -- PDF -------------------------------------------------------------------------------------
+
+_FONT = "NotoSans"
+_GREY = (230, 230, 230)
+
+
+def default_font_path() -> Path:
+    """Noto Sans (Latin, Cyrillic) from the `fontpkg-noto-sans` wheel."""
+    try:
+        import fontpkg
+    except ImportError as exc:  # pragma: no cover - a packaging error, not a runtime state
+        raise RuntimeError("PDF reports need the 'fontpkg-noto-sans' package") from exc
+    return fontpkg.path("Noto Sans")
+
+
+class _Pdf(FPDF):
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(_FONT, size=8)
+        self.cell(0, 6, f"{self.page_no()}", align="C")
+
+
+def _heading(pdf: FPDF, text: str, size: float = 13) -> None:
+    if pdf.will_page_break(30):  # keep a heading with the first rows under it
+        pdf.add_page()
+    pdf.ln(3)
+    pdf.set_font(_FONT, size=size)
+    pdf.multi_cell(0, size * 0.5, text, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(1)
+    pdf.set_font(_FONT, size=10)
+
+
+def _table(
+    pdf: FPDF,
+    header: Sequence[str] | None,
+    rows: Iterable[Sequence[str]],
+    widths: Sequence[float],
+) -> None:
+    heading = FontFace(fill_color=_GREY)  # no bold: only the regular face is embedded
+    with pdf.table(
+        col_widths=widths,
+        first_row_as_headings=header is not None,
+        headings_style=heading,
+        line_height=5.5,
+        text_align="LEFT",
+    ) as table:
+        for values in [header, *rows] if header is not None else rows:
+            row = table.row()
+            for value in values:
+                row.cell(str(value))
+
+
+def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
+    """A4 PDF of the report; the text (totals included) is extractable."""
+    pdf = _Pdf(format="A4")
+    pdf.set_margins(15, 15, 15)
+    pdf.set_auto_page_break(True, margin=15)
+    # The default instance of the variable font is Regular; instancing other weights with
+    # fontTools costs seconds per weight, so the report uses size, not bold, for emphasis.
+    pdf.add_font(_FONT, fname=str(font_path or default_font_path()))
+    pdf.set_title(data.title)
+    pdf.add_page()
+    pdf.set_font(_FONT, size=16)
+    if data.is_sandbox:
+        pdf.set_text_color(180, 0, 0)
+    pdf.multi_cell(0, 8, data.title, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_font(_FONT, size=10)
+    if data.is_sandbox:
+        pdf.multi_cell(0, 5, SANDBOX_NOTE, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 5, f"Период: {data.period_label}", align="L", new_x="LMARGIN", new_y="NEXT")
+
+    for section in data.sections:
+        _heading(pdf, section.title)
+        _table(pdf, None, section.rows, (110, 70))
+    if data.warnings:
+        _heading(pdf, "Предупреждения")
+        for warning in data.warnings:
+            pdf.multi_cell(0, 5, f"! {warning}", align="L", new_x="LMARGIN", new_y="NEXT")
+    _heading(pdf, "Проверки качества")
+    if data.checks:
+        rows = [(c.name, c.state, c.summary) for c in data.checks]
+        _table(pdf, ("Проверка", "Итог", "Подробности"), rows, (40, 25, 115))
+    else:
+        pdf.multi_cell(
+            0, 5, "Результаты проверок не переданы.", align="L", new_x="LMARGIN", new_y="NEXT"
+        )
+    _heading(pdf, f"Исключения ({data.exceptions_total})")
+    if data.exceptions:
+        rows = [
+            (e.call_id, e.started_at, e.status, e.error_code, e.message) for e in data.exceptions
+        ]
+        header = ("Звонок", "Начало", "Статус", "Код", "Сообщение")
+        _table(pdf, header, rows, (36, 30, 36, 24, 54))
+        if data.exceptions_total > len(data.exceptions):
+            more = data.exceptions_total - len(data.exceptions)
+            pdf.multi_cell(
+                0, 5, f"... и ещё {more}: см. реестр CSV.", new_x="LMARGIN", new_y="NEXT"
+            )
+    else:
+        pdf.multi_cell(
+            0, 5, "Нет: все звонки расшифрованы.", align="L", new_x="LMARGIN", new_y="NEXT"
+        )
+    _heading(pdf, "Рекомендации")
+    for tip in data.recommendations:
+        pdf.multi_cell(0, 5, f"- {tip}", align="L", new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())

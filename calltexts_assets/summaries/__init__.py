@@ -1,0 +1,1 @@
+"""Optional call summaries from the transcripts."""

@@ -1,0 +1,1 @@
+"""One call's recording -> a dialogue transcript file."""

@@ -1,0 +1,134 @@
+"""The transcript file: a metadata header, then one `[mm:ss] Role: text` line per segment.
+
+Pure text rendering; callers write the result as UTF-8 without a BOM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from calltexts_assets.core.masking import mask_phone
+from calltexts_assets.listing.calls import Call
+from calltexts_assets.transcripts.dialogue import Transcript
+
+
+@dataclass(frozen=True)
+class TranscriptHeader:
+    call_id: str
+    started_at: datetime
+    direction: str  # Call.direction: "incoming", "outgoing", "incoming_redirected", "callback"
+    phone_from: str
+    phone_to: str
+    duration_sec: float  # as Bitrix24 reports it
+    sandbox: bool = False  # synthetic data: say so in the file
+
+    @classmethod
+    def from_call(cls, call: Call, *, sandbox: bool = False) -> TranscriptHeader:
+        return cls(
+            call_id=call.call_id,
+            started_at=call.started_at,
+            direction=call.direction,
+            phone_from=call.phone_from,
+            phone_to=call.phone_to,
+            duration_sec=call.duration_sec,
+            sandbox=sandbox,
+        )
+
+
+@dataclass(frozen=True)
+class Labels:
+    fields: Mapping[str, str]
+    roles: Mapping[str, str]
+    directions: Mapping[str, str]
+    sandbox: str
+    no_speech: str
+    seconds: str
+
+
+LABELS: dict[str, Labels] = {
+    "ru": Labels(
+        fields={
+            "call": "Звонок", "started": "Дата и время", "direction": "Направление",
+            "from": "От", "to": "Кому", "duration": "Длительность", "language": "Язык",
+            "model": "Модель", "source": "Источник",
+        },
+        roles={"operator": "Оператор", "client": "Клиент", "speaker": "Собеседник"},
+        directions={
+            "incoming": "входящий", "outgoing": "исходящий",
+            "incoming_redirected": "входящий (переадресованный)", "callback": "обратный звонок",
+        },
+        sandbox="песочница (синтетические данные)",
+        no_speech="(речь не распознана)",
+        seconds="с",
+    ),
+    "en": Labels(
+        fields={
+            "call": "Call", "started": "Date and time", "direction": "Direction",
+            "from": "From", "to": "To", "duration": "Duration", "language": "Language",
+            "model": "Model", "source": "Source",
+        },
+        roles={"operator": "Operator", "client": "Client", "speaker": "Speaker"},
+        directions={
+            "incoming": "incoming", "outgoing": "outgoing",
+            "incoming_redirected": "incoming (redirected)", "callback": "callback",
+        },
+        sandbox="sandbox (synthetic data)",
+        no_speech="(no speech recognised)",
+        seconds="s",
+    ),
+}  # fmt: skip
+
+
+def timestamp(seconds: float) -> str:
+    """`[mm:ss]`, or `[h:mm:ss]` from the first hour on."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"[{hours}:{minutes:02d}:{secs:02d}]" if hours else f"[{minutes:02d}:{secs:02d}]"
+
+
+def _duration(seconds: float, unit: str) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d} ({total} {unit})"
+
+
+def render_transcript(
+    meta: TranscriptHeader,
+    transcript: Transcript,
+    *,
+    labels: str = "ru",
+    mask_phones: bool = False,
+    role_labels: Mapping[str, str] | None = None,
+) -> str:
+    """The transcript file's text. `labels` is "ru" or "en"; `role_labels` overrides roles."""
+    words = LABELS[labels]
+    roles = {**words.roles, **(role_labels or {})}
+
+    def phone(number: str) -> str:
+        return (mask_phone(number) if mask_phones else number) or "—"
+
+    f = words.fields
+    header = [
+        (f["call"], meta.call_id),
+        (f["started"], meta.started_at.isoformat(sep=" ")),
+        (f["direction"], words.directions.get(meta.direction, meta.direction)),
+        (f["from"], phone(meta.phone_from)),
+        (f["to"], phone(meta.phone_to)),
+        (f["duration"], _duration(meta.duration_sec, words.seconds)),
+        (f["language"], transcript.language or "—"),
+        (f["model"], transcript.model or "—"),
+    ]
+    if meta.sandbox:
+        header.append((f["source"], words.sandbox))
+    out = [f"{key}: {value}" for key, value in header]
+    out.append("")
+    dialogue = [
+        f"{timestamp(line.start)} {roles.get(line.speaker, line.speaker)}: {line.text}"
+        for line in transcript.lines
+        if line.text.strip()
+    ]
+    out += dialogue or [words.no_speech]
+    return "\n".join(out) + "\n"

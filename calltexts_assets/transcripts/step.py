@@ -1,0 +1,80 @@
+"""transcripts' per-call step: stored recording -> transcript file, cost and language."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from calltexts_assets.clients.storage import Storage
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.core.steps import StepOutcome
+from calltexts_assets.core.storage_keys import transcript_key
+from calltexts_assets.reporting.cost import call_cost_usd
+from calltexts_assets.transcripts.dialogue import SpeechToText, transcribe_call
+from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
+
+# A transcription error is retried by the next run; the download is never repeated for it.
+UNDETERMINED_LANGUAGE = "und"
+TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
+
+
+def needs_transcript(record: CallRecord) -> bool:
+    return record.status in TRANSCRIBABLE and bool(record.audio_path)
+
+
+def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> Iterator[str]:
+    """Every transcript file in the month folders the days fall in (for the duplicates
+    check), one at a time."""
+    for month in sorted({day.strftime("%Y-%m") for day in days}):
+        yield from storage.keys(f"exports/{month}/transcripts/")
+
+
+def header_for(record: CallRecord, *, sandbox: bool) -> TranscriptHeader:
+    return TranscriptHeader(
+        call_id=record.call_id,
+        started_at=datetime.fromisoformat(record.started_at),
+        direction=record.direction,
+        phone_from=record.phone_from,
+        phone_to=record.phone_to,
+        duration_sec=record.duration_sec,
+        sandbox=sandbox,
+    )
+
+
+def transcribe_record(
+    record: CallRecord,
+    *,
+    whisper: SpeechToText,
+    storage: Storage,
+    price_per_minute: float,
+    labels: str,
+    mask_phones: bool,
+    sandbox: bool,
+    workdir: Path,
+) -> StepOutcome:
+    """The transcript key is a function of the call alone and is written atomically, so a
+    re-run after a crash overwrites the same object: never a second transcript of a call."""
+    assert record.audio_path
+    with storage.local_path(record.audio_path) as path:
+        transcript = transcribe_call(path, whisper, workdir=workdir)
+    key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
+    text = render_transcript(
+        header_for(record, sandbox=sandbox), transcript, labels=labels, mask_phones=mask_phones
+    )
+    storage.write_text(key, text)
+    return StepOutcome(
+        "transcribed",
+        {
+            "status": Status.TRANSCRIBED,
+            "transcript_path": key,
+            # A call without speech (or a model that reports no language) still has a value:
+            # the hint, else "und" (ISO 639 "undetermined").
+            "language": transcript.language or whisper.language or UNDETERMINED_LANGUAGE,
+            "model": transcript.model,
+            "stt_duration_sec": transcript.duration_sec,
+            "cost": float(call_cost_usd(transcript.duration_sec, price_per_minute)),
+            "error_code": None,
+            "error_message": None,
+        },
+    )
