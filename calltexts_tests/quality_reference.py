@@ -11,18 +11,18 @@ from typing import Any
 
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD, billed_seconds, call_cost_usd
+from calltexts_assets.reporting.duplicates import _transcript_call_id
+from calltexts_assets.reporting.qa_sample import QA_SAMPLE_SIZE
 from calltexts_assets.reporting.quality import (
-    _DETAIL_ROWS,
     _PER_CALL_SLACK_SEC,
     COST_TOLERANCE,
     COVERAGE_PASS,
     COVERAGE_WARN,
-    QA_SAMPLE_SIZE,
+    DETAIL_ROWS,
     VARIANCE_THRESHOLD,
     CheckOutcome,
     Severity,
     _pct,
-    _transcript_call_id,
     has_audio,
     measured_seconds,
 )
@@ -65,7 +65,7 @@ def duration_variance(
             "difference_seconds": round(measured - expected, 3),
             "largest_deviations": [
                 {"call_id": r.call_id, "bitrix24_sec": b, "measured_sec": m}
-                for r, b, m in off[:_DETAIL_ROWS]
+                for r, b, m in off[:DETAIL_ROWS]
             ],
         },
         offending_call_ids=() if passed else tuple(r.call_id for r, _, _ in off),
@@ -156,9 +156,9 @@ def duplicate_transcripts(
         summary=f"{len(same_call)} calls transcribed twice, {len(two_files)} calls with "
         f"several transcript files, {len(shared)} transcript paths shared by several calls",
         details={
-            "same_call_twice": dict(sorted(same_call.items())[:_DETAIL_ROWS]),
-            "several_files_for_one_call": dict(sorted(two_files.items())[:_DETAIL_ROWS]),
-            "one_path_for_several_calls": dict(sorted(shared.items())[:_DETAIL_ROWS]),
+            "same_call_twice": dict(sorted(same_call.items())[:DETAIL_ROWS]),
+            "several_files_for_one_call": dict(sorted(two_files.items())[:DETAIL_ROWS]),
+            "one_path_for_several_calls": dict(sorted(shared.items())[:DETAIL_ROWS]),
         },
         offending_call_ids=tuple(offending),
     )
@@ -202,7 +202,7 @@ def cost_matches(
         details={
             "checked_calls": len(checked),
             "price_per_minute_usd": float(price_per_minute),
-            "mismatches": wrong[:_DETAIL_ROWS],
+            "mismatches": wrong[:DETAIL_ROWS],
             "unchecked_costs_on_failed_calls": unchecked,
         },
         offending_call_ids=tuple(w["call_id"] for w in wrong),

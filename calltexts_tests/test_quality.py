@@ -7,15 +7,17 @@ from typing import Any
 import pytest
 
 from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.reporting.quality import (
+from calltexts_assets.reporting.duplicates import duplicate_transcripts
+from calltexts_assets.reporting.qa_sample import (
     QA_SAMPLE_COLUMNS,
-    cost_matches,
-    coverage,
-    duplicate_transcripts,
-    duration_variance,
     qa_sample,
     qa_sample_csv,
     qa_sample_outcome,
+)
+from calltexts_assets.reporting.quality import (
+    cost_matches,
+    coverage,
+    duration_variance,
     registry_complete,
 )
 from calltexts_assets.reporting.registry import registry_frame, registry_rows, write_registry_csv

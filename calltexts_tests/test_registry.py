@@ -9,19 +9,21 @@ import pytest
 import yaml
 
 from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.reporting import registry
+from calltexts_assets.reporting import registry_schema
 from calltexts_assets.reporting.quality import registry_complete
 from calltexts_assets.reporting.registry import (
     COST_DECIMALS,
-    DEFAULT_SCHEMA_PATH,
-    load_registry_schema,
     registry_columns,
     registry_frame,
     registry_rows,
-    schema_columns,
-    validate_registry_csv,
     write_registry_csv,
     write_registry_file,
+)
+from calltexts_assets.reporting.registry_schema import (
+    DEFAULT_SCHEMA_PATH,
+    load_registry_schema,
+    schema_columns,
+    validate_registry_csv,
 )
 from calltexts_tests.factories import invalid_record as invalid
 from calltexts_tests.factories import transcribed_record
@@ -447,7 +449,7 @@ def test_validation_reads_a_path_or_a_stream_as_it_reads_bytes(tmp_path: Path) -
 def test_not_utf8_is_reported_as_the_whole_file_decode_reports_it(
     monkeypatch: pytest.MonkeyPatch, chunk: int, bom: bool, damage: bytes
 ) -> None:
-    monkeypatch.setattr(registry, "_READ_CHUNK", chunk)  # errors across chunk boundaries
+    monkeypatch.setattr(registry_schema, "_READ_CHUNK", chunk)  # errors across chunk boundaries
     good = csv_bytes([make_record(1, tags="звонок"), make_record(2)], summaries=True)
     good = good if bom else good[len(codecs.BOM_UTF8) :]
     middle = good.index("звонок".encode()) + 2

@@ -12,17 +12,14 @@ import pytest
 from pypdf import PdfReader
 
 from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.reporting import report
+from calltexts_assets.reporting import report_data
 from calltexts_assets.reporting.cost import billed_seconds, forecast
-from calltexts_assets.reporting.quality import CheckOutcome, coverage, duplicate_transcripts
+from calltexts_assets.reporting.duplicates import duplicate_transcripts
+from calltexts_assets.reporting.quality import CheckOutcome, coverage
 from calltexts_assets.reporting.registry import chronological, record_cost_usd
-from calltexts_assets.reporting.report import (
-    MAX_EXCEPTIONS,
-    ReportData,
-    build_report_data,
-    render_markdown,
-    render_pdf,
-)
+from calltexts_assets.reporting.report_data import MAX_EXCEPTIONS, ReportData, build_report_data
+from calltexts_assets.reporting.report_markdown import render_markdown
+from calltexts_assets.reporting.report_pdf import render_pdf
 from calltexts_tests import quality_reference as reference
 from calltexts_tests.factories import transcribed_record
 
@@ -93,7 +90,7 @@ def build(records: list[CallRecord], **overrides: Any) -> ReportData:
 
 
 def expected_figures() -> dict[str, str]:
-    """The report's numbers computed straight from the test data, not through report.py."""
+    """The report's numbers computed straight from the test data, not through report_data.py."""
     minutes = sum(math.ceil(s / 60) for s in STT_SECONDS)
     usd = minutes * Decimal("0.006")
     rub = usd * Decimal("92.5")
@@ -339,7 +336,7 @@ def test_the_first_exceptions_are_kept_in_order_and_all_counted(
     records = busy_period(7, calls=600)
     expected = _exceptions_as_before(records)
     assert len(expected) > cap  # the cut happens
-    monkeypatch.setattr(report, "MAX_EXCEPTIONS", cap)
+    monkeypatch.setattr(report_data, "MAX_EXCEPTIONS", cap)
     data = build_report_data(OneShot(records), **arguments(records))
     got = [(e.call_id, e.status, e.message) for e in data.exceptions]
     assert got == expected[:cap]

@@ -23,7 +23,8 @@ from calltexts_assets.core.ledger import CallRecord, Ledger, Status
 from calltexts_assets.core.steps import CallSteps
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
-from calltexts_assets.reporting.quality import coverage, duplicate_transcripts
+from calltexts_assets.reporting.duplicates import duplicate_transcripts
+from calltexts_assets.reporting.quality import coverage
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource

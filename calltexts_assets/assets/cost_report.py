@@ -8,13 +8,11 @@ from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.core.storage_keys import report_key
 from calltexts_assets.reporting.cost import forecast
-from calltexts_assets.reporting.quality import (
-    cost_matches,
-    coverage,
-    duplicate_transcripts,
-    duration_variance,
-)
-from calltexts_assets.reporting.report import build_report_data, render_markdown, render_pdf
+from calltexts_assets.reporting.duplicates import duplicate_transcripts
+from calltexts_assets.reporting.quality import cost_matches, coverage, duration_variance
+from calltexts_assets.reporting.report_data import build_report_data
+from calltexts_assets.reporting.report_markdown import render_markdown
+from calltexts_assets.reporting.report_pdf import render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource

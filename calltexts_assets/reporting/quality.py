@@ -7,32 +7,22 @@ the ids of the calls that caused the failure.
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
-
-import polars as pl
 
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD, billed_seconds, call_cost_usd
 from calltexts_assets.reporting.one_pass import (
-    FingerprintTable,
     FloatSum,
     Smallest,
-    SmallestKeys,
-    fingerprint,
 )
-from calltexts_assets.reporting.registry import (
+from calltexts_assets.reporting.registry_schema import (
     DEFAULT_SCHEMA_PATH,
-    SEPARATOR,
     RegistrySource,
-    chronological,
     registry_problems,
 )
 
@@ -42,10 +32,9 @@ VARIANCE_THRESHOLD = 0.005  # 0.5 % of Bitrix24's total duration
 COVERAGE_PASS = 0.99
 COVERAGE_WARN = 0.98
 COST_TOLERANCE = 1e-9
-QA_SAMPLE_SIZE = 50
 # Bitrix24 durations are whole seconds: a call may be up to ~1 s off without anything wrong.
 _PER_CALL_SLACK_SEC = 1.0
-_DETAIL_ROWS = 10  # rows of examples in `details`; the ids are in offending_call_ids
+DETAIL_ROWS = 10  # rows of examples in `details`; the ids are in offending_call_ids
 # The checks run in one pass with memory that does not grow with the period, so at most this
 # many offending ids are kept (metadata shows 50); `offending_count` keeps the exact number.
 MAX_OFFENDING_IDS = 1000
@@ -111,7 +100,7 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f} %"
 
 
-def _cut(ids: Sequence[str], total: int) -> dict[str, Any]:
+def capped_ids(ids: Sequence[str], total: int) -> dict[str, Any]:
     """`offending_call_ids` and, when some were not kept, their exact number."""
     return {
         "offending_call_ids": tuple(ids),
@@ -168,7 +157,7 @@ def duration_variance(
     tally = DurationTally()
     # (deviation, call id, Bitrix24 s, measured s); ties stay in row order (stable sort).
     off: Smallest[tuple[float, str, float, float]] = Smallest(
-        max(MAX_OFFENDING_IDS, _DETAIL_ROWS), key=lambda item: -item[0]
+        max(MAX_OFFENDING_IDS, DETAIL_ROWS), key=lambda item: -item[0]
     )
     for r in records:
         pair = tally.add(r)
@@ -196,10 +185,14 @@ def duration_variance(
             "difference_seconds": round(measured - expected, 3),
             "largest_deviations": [
                 {"call_id": call_id, "bitrix24_sec": b, "measured_sec": m}
-                for _, call_id, b, m in largest[:_DETAIL_ROWS]
+                for _, call_id, b, m in largest[:DETAIL_ROWS]
             ],
         },
-        **(_cut((), 0) if passed else _cut([i[1] for i in largest[:MAX_OFFENDING_IDS]], off.total)),
+        **(
+            capped_ids((), 0)
+            if passed
+            else capped_ids([i[1] for i in largest[:MAX_OFFENDING_IDS]], off.total)
+        ),
     )
 
 
@@ -269,217 +262,7 @@ def coverage(
             "warn_threshold": warn_from,
             "not_transcribed_by_status": dict(sorted(by_status.items())),
         },
-        **_cut(missing, tally.with_audio - done),
-    )
-
-
-# -- duplicates ------------------------------------------------------------------------------
-
-
-def _transcript_call_id(key: str) -> str | None:
-    path = PurePosixPath(key)
-    if path.parent.name != "transcripts" or not path.name.startswith("call_"):
-        return None
-    if path.suffix != ".txt":
-        return None
-    return path.name[len("call_") : -len(".txt")]
-
-
-def _folder_of(path: str, call_id: str) -> str | None:
-    """The folder, with its "/", of a path "<folder>/call_<call_id>.txt" (the form this
-    pipeline writes: such a path is its folder and the call id), else None."""
-    folder, slash, name = path.rpartition("/")
-    return folder + slash if name == f"call_{call_id}.txt" else None
-
-
-# Per call id, one 64-bit word in a FingerprintTable (a call without a word is not one of
-# the period's calls): flags, the folders of its first transcript path and first stored
-# file (indices into the folder names, which are few: one per month), and a 32-bit
-# fingerprint of the record id of the row with that transcript path.
-_TEXT, _TEXT_TWICE, _PATH, _FILE, _FILE_TWICE, _OFFENDER = 1, 2, 4, 8, 16, 32
-_PATH_SHIFT, _FILE_SHIFT, _RECORD_SHIFT = 8, 20, 32
-_FOLDER_MASK = 0xFFF
-_MAX_FOLDERS = _FOLDER_MASK + 1  # more (never seen) fall back to keeping the strings
-_RECORD_MASK = 0xFFFF_FFFF
-
-
-class _Duplicates:
-    """`duplicate_transcripts` in one pass over the rows, then one over the listed keys.
-
-    What grows with the period is one table word per call id (see above). Strings are kept
-    only for rows and files that already break the pattern: a transcript path that is not
-    "<folder>/call_<own id>.txt", a call with two transcript paths or records, a stored
-    file not named so; and for the first few (sorted) offenders reported."""
-
-    def __init__(self) -> None:
-        self.calls = FingerprintTable()
-        self.folders: dict[str, int] = {}
-        self.folder_names: list[str] = []
-        # kind 1: call id -> rows with a transcript, for the first ids in sorted order
-        self.same_call: SmallestKeys[str, int] = SmallestKeys(_DETAIL_ROWS)
-        self.same_call_total = 0
-        # kind 2: call id -> its stored files, for the first ids in sorted order
-        self.two_files: SmallestKeys[str, set[str]] = SmallestKeys(_DETAIL_ROWS)
-        self.two_files_total = 0
-        self.odd_files: dict[str, set[str]] = {}  # files not named "<folder>/call_<id>.txt"
-        # kind 3: the rows whose transcript path the table cannot hold
-        self.odd_paths: dict[str, set[tuple[str, int]]] = {}  # path -> (call id, record fp)
-        self.more_paths: dict[str, set[tuple[int, int]]] = {}  # call id -> (folder, record fp)
-        self.offenders: Smallest[str] = Smallest(MAX_OFFENDING_IDS, key=str)
-
-    def _folder(self, path: str, call_id: str) -> int | None:
-        folder = _folder_of(path, call_id)
-        if folder is None:
-            return None
-        index = self.folders.get(folder)
-        if index is None and len(self.folder_names) < _MAX_FOLDERS:
-            index = self.folders[folder] = len(self.folder_names)
-            self.folder_names.append(folder)
-        return index
-
-    def _offend(self, call_id: str, word: int) -> int:
-        if not word & _OFFENDER:
-            self.offenders.add(call_id)  # each call once: the union is counted exactly
-        return word | _OFFENDER
-
-    def add_record(self, r: CallRecord) -> None:
-        fp = fingerprint(r.call_id)
-        word = self.calls.get(fp) or 0
-        if r.transcript_path or r.status == Status.TRANSCRIBED:
-            if word & _TEXT_TWICE:
-                count = self.same_call.get(r.call_id)
-                if count is not None:
-                    self.same_call.set(r.call_id, count + 1)
-            elif word & _TEXT:
-                word |= _TEXT_TWICE
-                self.same_call_total += 1
-                self.same_call.set(r.call_id, 2)
-                word = self._offend(r.call_id, word)
-            else:
-                word |= _TEXT
-            if r.transcript_path:
-                word = self._add_path(r, word)
-        self.calls.put(fp, word)
-
-    def _add_path(self, r: CallRecord, word: int) -> int:
-        record = fingerprint(r.record_id) & _RECORD_MASK
-        folder = self._folder(r.transcript_path or "", r.call_id)
-        if folder is None:
-            self.odd_paths.setdefault(r.transcript_path or "", set()).add((r.call_id, record))
-        elif not word & _PATH:
-            word |= _PATH | folder << _PATH_SHIFT | record << _RECORD_SHIFT
-        elif (folder, record) != _first_path(word):
-            self.more_paths.setdefault(r.call_id, set()).add((folder, record))
-        return word
-
-    def add_file(self, key: str) -> None:
-        call_id = _transcript_call_id(key)
-        if call_id is None:
-            return
-        fp = fingerprint(call_id)
-        word = self.calls.get(fp)
-        if word is None:
-            return  # not a call of this period
-        if word & _FILE_TWICE:
-            files = self.two_files.get(call_id)
-            if files is not None:
-                files.add(key)
-            return
-        known = set(self.odd_files.get(call_id, ()))
-        if word & _FILE:
-            name = f"call_{call_id}.txt"
-            known.add(self.folder_names[word >> _FILE_SHIFT & _FOLDER_MASK] + name)
-        if key in known:
-            return  # listed twice
-        folder = self._folder(key, call_id)
-        if known:
-            word |= _FILE_TWICE
-            self.two_files_total += 1
-            self.two_files.set(call_id, {*known, key})
-            word = self._offend(call_id, word)
-        elif folder is not None:
-            word |= _FILE | folder << _FILE_SHIFT
-        else:
-            self.odd_files[call_id] = {key}
-        self.calls.put(fp, word)
-
-    def shared_paths(self) -> dict[str, list[str]]:
-        """Transcript paths recorded for several (call id, record id): path -> call ids."""
-        paths = {path: set(rows) for path, rows in self.odd_paths.items()}
-        for call_id, more in self.more_paths.items():
-            word = self.calls.get(fingerprint(call_id)) or 0
-            for folder, record in {_first_path(word), *more}:
-                path = self.folder_names[folder] + f"call_{call_id}.txt"
-                paths.setdefault(path, set()).add((call_id, record))
-        # An odd row may share its path with the usual row of the call the path names.
-        for path, rows in paths.items():
-            _, _, name = path.rpartition("/")
-            if not (name.startswith("call_") and name.endswith(".txt") and len(name) >= 9):
-                continue
-            owner = name[len("call_") : -len(".txt")]
-            if owner in self.more_paths:
-                continue  # every path of that call is in already
-            word = self.calls.get(fingerprint(owner)) or 0
-            folder, record = _first_path(word)
-            if word & _PATH and self.folder_names[folder] + name == path:
-                rows.add((owner, record))
-        return {
-            path: sorted(call_id for call_id, _ in rows)
-            for path, rows in paths.items()
-            if len(rows) > 1
-        }
-
-    def mark(self, call_id: str) -> None:
-        fp = fingerprint(call_id)
-        word = self.calls.get(fp)
-        if word is not None:
-            self.calls.put(fp, self._offend(call_id, word))
-
-
-def _first_path(word: int) -> tuple[int, int]:
-    """(folder index, record fingerprint) of the first transcript path of a call."""
-    return word >> _PATH_SHIFT & _FOLDER_MASK, word >> _RECORD_SHIFT & _RECORD_MASK
-
-
-def duplicate_transcripts(
-    records: Iterable[CallRecord], listed_transcript_keys: Iterable[str] = ()
-) -> CheckOutcome:
-    """Zero tolerance for three kinds of duplicates among the period's calls:
-    - the same call id on two ledger rows that both have a transcript;
-    - two transcript files in storage for one call (`listed_transcript_keys`: the keys
-      under the transcripts/ folders the period touches; other keys are ignored);
-    - one transcript path recorded for two different calls.
-
-    One pass over `records`, then over the keys. Calls are told apart by 64-bit
-    fingerprints of their ids (a false match among 100,000 calls: ~3e-10) and records of one
-    call by 32-bit ones (compared only between two rows of one transcript path)."""
-    found = _Duplicates()
-    for r in records:
-        found.add_record(r)
-    for key in listed_transcript_keys:
-        found.add_file(key)
-    shared = found.shared_paths()
-    for call_ids in shared.values():
-        for call_id in call_ids:
-            found.mark(call_id)
-    offending = found.offenders.items()
-    total = found.offenders.total
-    return CheckOutcome(
-        name="duplicate_transcripts",
-        passed=not total,
-        value=float(total),
-        threshold=0.0,
-        summary=f"{found.same_call_total} calls transcribed twice, {found.two_files_total} "
-        f"calls with several transcript files, {len(shared)} transcript paths shared by "
-        "several calls",
-        details={
-            "same_call_twice": dict(found.same_call.smallest()),
-            "several_files_for_one_call": {
-                call_id: sorted(keys) for call_id, keys in found.two_files.smallest()
-            },
-            "one_path_for_several_calls": dict(sorted(shared.items())[:_DETAIL_ROWS]),
-        },
-        **_cut(offending, total),
+        **capped_ids(missing, tally.with_audio - done),
     )
 
 
@@ -498,7 +281,7 @@ def cost_matches(
     cannot be derived from a duration and are only counted. One pass; keeps the first
     MAX_OFFENDING_IDS offending ids in row order."""
     checked = unchecked = wrong_total = 0
-    wrong: list[dict[str, Any]] = []  # the first _DETAIL_ROWS, for details
+    wrong: list[dict[str, Any]] = []  # the first DETAIL_ROWS, for details
     wrong_ids: list[str] = []
     for r in records:
         if r.status != Status.TRANSCRIBED:
@@ -508,7 +291,7 @@ def cost_matches(
         expected = float(call_cost_usd(billed_seconds(r), price_per_minute))
         if r.cost is None or abs(r.cost - expected) > tolerance:
             wrong_total += 1
-            if len(wrong) < _DETAIL_ROWS:
+            if len(wrong) < DETAIL_ROWS:
                 wrong.append(
                     {
                         "call_id": r.call_id,
@@ -532,7 +315,7 @@ def cost_matches(
             "mismatches": wrong,
             "unchecked_costs_on_failed_calls": unchecked,
         },
-        **_cut(wrong_ids, wrong_total),
+        **capped_ids(wrong_ids, wrong_total),
     )
 
 
@@ -554,7 +337,7 @@ def registry_complete(
     offending: set[str] = set()
     for problem in registry_problems(source, schema_path, summaries_enabled=summaries_enabled):
         count += 1
-        if len(listed) < _DETAIL_ROWS * 2:
+        if len(listed) < DETAIL_ROWS * 2:
             listed.append(str(problem))
         if problem.call_id:
             offending.add(problem.call_id)
@@ -566,111 +349,4 @@ def registry_complete(
         summary=f"{count} problems in the registry CSV",
         details={"problems": listed},
         offending_call_ids=tuple(sorted(offending)),
-    )
-
-
-# -- QA sample -------------------------------------------------------------------------------
-
-
-def _rank(period_label: str, record: CallRecord) -> str:
-    seed = "\x1f".join((period_label, record.run_id, record.call_id, record.record_id))
-    return hashlib.sha256(seed.encode()).hexdigest()
-
-
-def qa_sample(
-    records: Iterable[CallRecord], period_label: str, n: int = QA_SAMPLE_SIZE
-) -> list[CallRecord]:
-    """Up to `n` transcribed calls for a human to check, in chronological order.
-
-    Each call is ranked by a hash of (period label, its key) and the n lowest are taken:
-    the same period gives the same sample whatever the input order, and a call added or
-    removed changes the sample by at most that call. One pass, holding n rows (a row
-    repeated with the same key counts once, as its last version)."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    # A max-heap of the n lowest (rank, first position) seen so far, as negated ints: the
-    # rank is a fixed-width hex digest, so its int orders as the string did.
-    heap: list[tuple[int, int, tuple[str, str, str]]] = []
-    picked: dict[tuple[str, str, str], CallRecord] = {}
-    for position, r in enumerate(records):
-        if r.status != Status.TRANSCRIBED:
-            continue
-        if r.key in picked:
-            picked[r.key] = r  # the last row of a key wins, as in a dict built from all
-            continue
-        entry = (-int(_rank(period_label, r), 16), -position, r.key)
-        if len(heap) < n:
-            heapq.heappush(heap, entry)
-        elif heap and entry > heap[0]:  # lower rank (or as low and earlier) than the worst
-            del picked[heapq.heapreplace(heap, entry)[2]]
-        else:
-            continue  # never picked: a later row of this key ranks the same, later
-        picked[r.key] = r
-    return sorted(picked.values(), key=chronological)
-
-
-QA_SAMPLE_COLUMNS = (
-    "call_id",
-    "record_id",
-    "datetime_start",
-    "direction",
-    "duration_sec",
-    "language",
-    "transcript_path",
-    "audio_path",
-    "qa_verdict",  # left empty for the reviewer
-    "qa_comment",
-)
-
-
-def qa_sample_csv(sample: Sequence[CallRecord]) -> bytes:
-    """The sample as a `;`-separated UTF-8 CSV with BOM, like the registry."""
-    rows = [
-        (
-            r.call_id,
-            r.record_id or None,
-            r.started_at,
-            r.direction,
-            str(r.duration_sec),
-            r.language,
-            r.transcript_path,
-            r.audio_path,
-            None,  # None: a truly empty cell, not a quoted ""
-            None,
-        )
-        for r in sample
-    ]
-    frame = pl.DataFrame(rows, schema=dict.fromkeys(QA_SAMPLE_COLUMNS, pl.String), orient="row")
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, separator=SEPARATOR, include_bom=True)
-    return buffer.getvalue()
-
-
-def qa_sample_outcome(
-    sample: Sequence[CallRecord], records: Iterable[CallRecord], n: int = QA_SAMPLE_SIZE
-) -> CheckOutcome:
-    """The sample has min(n, transcribed calls) distinct transcribed calls.
-
-    One pass over `records`: distinct transcribed keys are counted through their 64-bit
-    fingerprints (8 bytes a slot; a false match among 100,000 calls: ~3e-10)."""
-    keys = [r.key for r in sample]
-    wanted_keys = set(keys)
-    eligible = FingerprintTable(values=False)
-    found: set[tuple[str, str, str]] = set()  # keys of the sample among the transcribed rows
-    for r in records:
-        if r.status == Status.TRANSCRIBED:
-            eligible.put(fingerprint(*r.key))
-            if r.key in wanted_keys:
-                found.add(r.key)
-    wanted = min(n, len(eligible))
-    stray = [k for k in keys if k not in found]
-    passed = len(set(keys)) == len(keys) == wanted and not stray
-    return CheckOutcome(
-        name="qa_sample",
-        passed=passed,
-        value=float(len(keys)),
-        threshold=float(wanted),
-        summary=f"QA sample of {len(keys)} calls (wanted {wanted} of {len(eligible)} transcribed)",
-        details={"sample_call_ids": [r.call_id for r in sample]},
-        offending_call_ids=tuple(call_id for _, call_id, _ in stray),
     )

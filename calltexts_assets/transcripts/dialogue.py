@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from calltexts_assets.audio import chunks
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.clients.whisper import SttResult
 
@@ -134,16 +135,16 @@ def _lines(result: SttResult, offset: float, speaker: str) -> list[DialogueLine]
 
 def _write_chunks(
     pcm: audio.Pcm, speaker: str, whisper: SpeechToText, workdir: Path
-) -> list[audio.Chunk]:
+) -> list[chunks.Chunk]:
     """One decoded stream cut by the API limits into WAV files."""
     info = audio.AudioInfo(pcm.duration_sec, pcm.channels, pcm.rate, 0)
-    spans = audio.plan_chunks(
+    spans = chunks.plan_chunks(
         info,
         whisper.max_file_bytes,
         whisper.max_chunk_seconds,
-        bytes_per_sec=audio.chunk_bytes_per_sec(pcm.rate, pcm.channels),
+        bytes_per_sec=chunks.chunk_bytes_per_sec(pcm.rate, pcm.channels),
     )
-    return audio.export_chunks(pcm, spans, workdir, stem=speaker)
+    return chunks.export_chunks(pcm, spans, workdir, stem=speaker)
 
 
 def _decode_to_chunks(
@@ -155,7 +156,7 @@ def _decode_to_chunks(
     stereo_roles: Sequence[str],
     mono_role: str,
     split_stereo: bool,
-) -> list[tuple[str, audio.Chunk]]:
+) -> list[tuple[str, chunks.Chunk]]:
     """(speaker, chunk) for every chunk of the call, stereo split by channel."""
     with decode_slot(info):
         decoded = audio.load(path, max_rate=WORKING_RATE)
@@ -200,7 +201,7 @@ def transcribe_call(
         lines = _lines(result, 0.0, mono_role)
     else:
         with tempfile.TemporaryDirectory(prefix="calltexts-chunks-", dir=workdir) as tmp:
-            chunks = _decode_to_chunks(
+            pieces = _decode_to_chunks(
                 path,
                 info,
                 whisper,
@@ -209,7 +210,7 @@ def transcribe_call(
                 mono_role=mono_role,
                 split_stereo=split_stereo,
             )
-            for speaker, chunk in chunks:
+            for speaker, chunk in pieces:
                 if chunk.silent:  # a muted side of the line: nothing to pay for
                     continue
                 result = whisper.transcribe_file(chunk.path)

@@ -1,8 +1,8 @@
-"""The period's cost report: figures from the ledger rows, rendered as Markdown and PDF.
+"""The period's cost report as figures: every number computed once from the ledger rows
+and formatted once (`sections`), so the Markdown and the PDF cannot disagree.
 
-`build_report_data` computes every number once and formats it once (`sections`), so the
-Markdown and the PDF cannot disagree. The report is in Russian, for the portal's users;
-status and error codes stay as in the registry CSV so the two can be cross-read.
+The report is in Russian, for the portal's users; status and error codes stay as in the
+registry CSV so the two can be cross-read.
 """
 
 from __future__ import annotations
@@ -12,14 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import cache
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
-
-import jinja2
-from fpdf import FPDF
-from fpdf.fonts import FontFace
 
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.reporting.cost import (
@@ -39,8 +33,6 @@ from calltexts_assets.reporting.quality import (
 )
 from calltexts_assets.reporting.registry import chronological, record_cost_usd
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-TEMPLATE_NAME = "summary_report.md.j2"
 OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
 MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
 _MESSAGE_CHARS = 160
@@ -275,6 +267,14 @@ class _Totals:
             MAX_EXCEPTIONS, key=itemgetter(0)
         )
 
+    @property
+    def errors(self) -> int:
+        return sum(self.counts[s] for s in _FAILED)
+
+    @property
+    def pending(self) -> int:
+        return sum(self.counts[s] for s in _PENDING)
+
     def add(self, r: CallRecord) -> None:
         self.calls += 1
         self.counts[r.status] += 1
@@ -292,6 +292,72 @@ class _Totals:
         self.coverage.add(r)
         if _is_exception(r):
             self.exceptions.add(_exception_entry(r))
+
+
+def _forecast_rows(
+    forecast: Forecast | None, delta: float | None, budget: Decimal | None
+) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]]
+    if forecast is not None:
+        rows = [
+            ("Прогноз: звонков с записью", str(forecast.calls)),
+            ("Прогноз: минут к оплате", str(forecast.minutes)),
+            ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
+            ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
+        ]
+    else:
+        rows = [("Прогноз", "не передан")]
+    rows.append(("Бюджет", "не задан" if budget is None else f"{format_usd(budget)} USD"))
+    return rows
+
+
+def _sections(
+    totals: _Totals,
+    forecast: Forecast | None,
+    delta: float | None,
+    budget: Decimal | None,
+    price: Decimal,
+    rate: Decimal,
+    run_seconds: float,
+) -> tuple[Section, ...]:
+    counts, minutes = totals.counts, totals.billable_minutes
+    return (
+        Section(
+            "Звонки",
+            (
+                ("Всего звонков", str(totals.calls)),
+                ("С доступной записью", str(totals.coverage.with_audio)),
+                ("Расшифровано", str(totals.transcribed)),
+                ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
+                ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
+                ("Ошибки (download, transcription, invalid)", str(totals.errors)),
+                ("Не завершено (listed, downloaded)", str(totals.pending)),
+                ("Покрытие расшифровкой", _pct(totals.coverage.value)),
+            ),
+        ),
+        Section(
+            "Длительность",
+            (
+                ("По Bitrix24, все звонки", _minutes(totals.bitrix24_seconds)),
+                ("Фактически расшифровано", _minutes(totals.transcribed_seconds.value)),
+                ("К оплате (минуты с округлением вверх)", f"{minutes} мин ({minutes / 60:.2f} ч)"),
+                (
+                    "Расхождение с Bitrix24",
+                    f"{_pct(totals.durations.value)} (порог {_pct(VARIANCE_THRESHOLD)})",
+                ),
+            ),
+        ),
+        Section(
+            "Стоимость",
+            (
+                ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
+                ("Стоимость, USD", format_usd(totals.cost_usd)),
+                ("Стоимость, RUB", format_rub(to_rub(totals.cost_usd, rate))),
+            ),
+        ),
+        Section("Прогноз и бюджет", tuple(_forecast_rows(forecast, delta, budget))),
+        Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
+    )
 
 
 def build_report_data(
@@ -337,55 +403,7 @@ def build_report_data(
         checks,
     )
     with_audio = totals.coverage.with_audio
-    errors = sum(counts[s] for s in _FAILED)
-    pending = sum(counts[s] for s in _PENDING)
-
-    forecast_rows: list[tuple[str, str]]
-    if forecast is not None:
-        forecast_rows = [
-            ("Прогноз: звонков с записью", str(forecast.calls)),
-            ("Прогноз: минут к оплате", str(forecast.minutes)),
-            ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
-            ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
-        ]
-    else:
-        forecast_rows = [("Прогноз", "не передан")]
-    forecast_rows.append(("Бюджет", "не задан" if budget is None else f"{format_usd(budget)} USD"))
-
-    sections = (
-        Section(
-            "Звонки",
-            (
-                ("Всего звонков", str(totals.calls)),
-                ("С доступной записью", str(with_audio)),
-                ("Расшифровано", str(totals.transcribed)),
-                ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
-                ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
-                ("Ошибки (download, transcription, invalid)", str(errors)),
-                ("Не завершено (listed, downloaded)", str(pending)),
-                ("Покрытие расшифровкой", _pct(cover)),
-            ),
-        ),
-        Section(
-            "Длительность",
-            (
-                ("По Bitrix24, все звонки", _minutes(bitrix_sec)),
-                ("Фактически расшифровано", _minutes(transcribed_sec)),
-                ("К оплате (минуты с округлением вверх)", f"{minutes} мин ({minutes / 60:.2f} ч)"),
-                ("Расхождение с Bitrix24", f"{_pct(variance)} (порог {_pct(VARIANCE_THRESHOLD)})"),
-            ),
-        ),
-        Section(
-            "Стоимость",
-            (
-                ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
-                ("Стоимость, USD", format_usd(cost_usd)),
-                ("Стоимость, RUB", format_rub(cost_rub)),
-            ),
-        ),
-        Section("Прогноз и бюджет", tuple(forecast_rows)),
-        Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
-    )
+    sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds)
     title = f"Отчёт по выгрузке звонков за {period_from}" + (
         "" if period_from == period_to else f" — {period_to}"
     )
@@ -401,8 +419,8 @@ def build_report_data(
         transcribed=totals.transcribed,
         no_recording=counts[Status.NO_RECORDING],
         missing_audio=counts[Status.MISSING_AUDIO],
-        errors=errors,
-        pending=pending,
+        errors=totals.errors,
+        pending=totals.pending,
         status_counts=dict(sorted(counts.items())),
         coverage=cover,
         bitrix24_seconds=bitrix_sec,
@@ -424,141 +442,3 @@ def build_report_data(
         warnings=tuple(warnings),
         recommendations=tuple(tips),
     )
-
-
-# -- Markdown --------------------------------------------------------------------------------
-
-
-def _md_cell(value: object) -> str:
-    """A value that cannot break a Markdown table row."""
-    text = " ".join(str(value).split())
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    # error messages may quote an HTML error page: show it, never let a renderer run it
-    return text.replace("<", "&lt;").replace(">", "&gt;")
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # Markdown, not HTML; table cells go through the `cell` filter
-    )
-    env.filters["cell"] = _md_cell
-    return env
-
-
-def render_markdown(data: ReportData) -> str:
-    return _environment().get_template(TEMPLATE_NAME).render(data=data, sandbox_note=SANDBOX_NOTE)
-
-
-# -- PDF -------------------------------------------------------------------------------------
-
-_FONT = "NotoSans"
-_GREY = (230, 230, 230)
-
-
-def default_font_path() -> Path:
-    """Noto Sans (Latin, Cyrillic) from the `fontpkg-noto-sans` wheel."""
-    try:
-        import fontpkg
-    except ImportError as exc:  # pragma: no cover - a packaging error, not a runtime state
-        raise RuntimeError("PDF reports need the 'fontpkg-noto-sans' package") from exc
-    return fontpkg.path("Noto Sans")
-
-
-class _Pdf(FPDF):
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(_FONT, size=8)
-        self.cell(0, 6, f"{self.page_no()}", align="C")
-
-
-def _heading(pdf: FPDF, text: str, size: float = 13) -> None:
-    if pdf.will_page_break(30):  # keep a heading with the first rows under it
-        pdf.add_page()
-    pdf.ln(3)
-    pdf.set_font(_FONT, size=size)
-    pdf.multi_cell(0, size * 0.5, text, align="L", new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(1)
-    pdf.set_font(_FONT, size=10)
-
-
-def _table(
-    pdf: FPDF,
-    header: Sequence[str] | None,
-    rows: Iterable[Sequence[str]],
-    widths: Sequence[float],
-) -> None:
-    heading = FontFace(fill_color=_GREY)  # no bold: only the regular face is embedded
-    with pdf.table(
-        col_widths=widths,
-        first_row_as_headings=header is not None,
-        headings_style=heading,
-        line_height=5.5,
-        text_align="LEFT",
-    ) as table:
-        for values in [header, *rows] if header is not None else rows:
-            row = table.row()
-            for value in values:
-                row.cell(str(value))
-
-
-def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
-    """A4 PDF of the report; the text (totals included) is extractable."""
-    pdf = _Pdf(format="A4")
-    pdf.set_margins(15, 15, 15)
-    pdf.set_auto_page_break(True, margin=15)
-    # The default instance of the variable font is Regular; instancing other weights with
-    # fontTools costs seconds per weight, so the report uses size, not bold, for emphasis.
-    pdf.add_font(_FONT, fname=str(font_path or default_font_path()))
-    pdf.set_title(data.title)
-    pdf.add_page()
-    pdf.set_font(_FONT, size=16)
-    if data.is_sandbox:
-        pdf.set_text_color(180, 0, 0)
-    pdf.multi_cell(0, 8, data.title, align="L", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_text_color(0, 0, 0)
-    pdf.set_font(_FONT, size=10)
-    if data.is_sandbox:
-        pdf.multi_cell(0, 5, SANDBOX_NOTE, align="L", new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(0, 5, f"Период: {data.period_label}", align="L", new_x="LMARGIN", new_y="NEXT")
-
-    for section in data.sections:
-        _heading(pdf, section.title)
-        _table(pdf, None, section.rows, (110, 70))
-    if data.warnings:
-        _heading(pdf, "Предупреждения")
-        for warning in data.warnings:
-            pdf.multi_cell(0, 5, f"! {warning}", align="L", new_x="LMARGIN", new_y="NEXT")
-    _heading(pdf, "Проверки качества")
-    if data.checks:
-        rows = [(c.name, c.state, c.summary) for c in data.checks]
-        _table(pdf, ("Проверка", "Итог", "Подробности"), rows, (40, 25, 115))
-    else:
-        pdf.multi_cell(
-            0, 5, "Результаты проверок не переданы.", align="L", new_x="LMARGIN", new_y="NEXT"
-        )
-    _heading(pdf, f"Исключения ({data.exceptions_total})")
-    if data.exceptions:
-        rows = [
-            (e.call_id, e.started_at, e.status, e.error_code, e.message) for e in data.exceptions
-        ]
-        header = ("Звонок", "Начало", "Статус", "Код", "Сообщение")
-        _table(pdf, header, rows, (36, 30, 36, 24, 54))
-        if data.exceptions_total > len(data.exceptions):
-            more = data.exceptions_total - len(data.exceptions)
-            pdf.multi_cell(
-                0, 5, f"... и ещё {more}: см. реестр CSV.", new_x="LMARGIN", new_y="NEXT"
-            )
-    else:
-        pdf.multi_cell(
-            0, 5, "Нет: все звонки расшифрованы.", align="L", new_x="LMARGIN", new_y="NEXT"
-        )
-    _heading(pdf, "Рекомендации")
-    for tip in data.recommendations:
-        pdf.multi_cell(0, 5, f"- {tip}", align="L", new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
