@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -20,85 +18,77 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.settings import database_url, env_flag, env_float, home_dir
+from calltexts_assets.settings import Secret, Settings, load_settings
 
 # Every process that loads the code location (run, step subprocess, webserver) decodes or
 # may decode audio: keep its freed buffers from pinning memory.
 return_large_buffers_to_os()
 
 
-def _secret(name: str, env: Mapping[str, str]) -> Any:
+def _env_var(secret: Secret) -> Any:
     """A secret resolved by Dagster at run time, or "" when it is not set at all."""
-    return dg.EnvVar(name) if env.get(name) else ""
+    return dg.EnvVar(secret.name) if secret else ""
 
 
-def _openai_settings(env: Mapping[str, str]) -> dict[str, Any]:
+def _openai(settings: Settings) -> dict[str, Any]:
     return {
-        "api_key": _secret("OPENAI_API_KEY", env),
-        "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
-        "proxy_url": _secret("CHATGPT_PROXY_URL", env),
-        "retry_wait_scale": env_float("CALLTEXTS_RETRY_SCALE", 1.0, env),
+        "api_key": _env_var(settings.openai_api_key),
+        "base_url": settings.openai_base_url,
+        "proxy_url": _env_var(settings.chatgpt_proxy_url),
+        "retry_wait_scale": settings.retry_scale,
     }
 
 
-def build_resources(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    retry_scale = env_float("CALLTEXTS_RETRY_SCALE", 1.0, env)
-    storage_backend = env.get("CALLTEXTS_STORAGE", "local")
+def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "bitrix24": Bitrix24Resource(
-            webhook_url=_secret("BITRIX24_WEBHOOK_URL", env),
-            oauth_token=_secret("BITRIX24_OAUTH_TOKEN", env),
-            portal_url=env.get("BITRIX24_PORTAL_URL", ""),
-            requests_per_second=env_float("BITRIX24_REQUESTS_PER_SECOND", 2.0, env),
-            retry_wait_scale=retry_scale,
+            webhook_url=_env_var(settings.bitrix24_webhook_url),
+            oauth_token=_env_var(settings.bitrix24_oauth_token),
+            portal_url=settings.bitrix24_portal_url,
+            requests_per_second=settings.bitrix24_requests_per_second,
+            retry_wait_scale=settings.retry_scale,
         ),
         "whisper": WhisperResource(
-            **_openai_settings(env),
-            model=env.get("WHISPER_MODEL", "whisper-1"),
-            language=env.get("WHISPER_LANGUAGE", ""),
+            **_openai(settings), model=settings.whisper_model, language=settings.whisper_language
         ),
-        "summariser": SummariserResource(
-            **_openai_settings(env), model=env.get("SUMMARY_MODEL", "gpt-4o-mini")
-        ),
+        "summariser": SummariserResource(**_openai(settings), model=settings.summary_model),
         "storage": StorageResource(
-            backend=storage_backend,
-            local_root=str(home_dir(env)),
-            s3_bucket=env.get("CALLTEXTS_S3_BUCKET", ""),
-            s3_prefix=env.get("CALLTEXTS_S3_PREFIX", ""),
-            sse=env.get("CALLTEXTS_S3_SSE", "AES256"),
-            kms_key_id=env.get("CALLTEXTS_S3_KMS_KEY_ID", ""),
+            backend=settings.storage_backend,
+            local_root=str(settings.home),
+            s3_bucket=settings.s3_bucket,
+            s3_prefix=settings.s3_prefix,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
             s3=S3Resource(
-                endpoint_url=env.get("CALLTEXTS_S3_ENDPOINT_URL") or None,
-                region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+                endpoint_url=settings.s3_endpoint_url or None,
+                region_name=settings.aws_region or None,
             ),
         ),
         "ledger": LedgerResource(
-            database_url=dg.EnvVar("CALLTEXTS_DATABASE_URL")
-            if env.get("CALLTEXTS_DATABASE_URL")
-            else database_url(env)
+            database_url=_env_var(settings.database_url) or settings.sqlite_url
         ),
         "export_settings": ExportSettings(
-            summaries_enabled=env_flag("EXPORT_SUMMARY_ENABLED", False, env),
-            max_concurrency=int(env_float("CALLTEXTS_CONCURRENCY", 10, env)),
-            price_per_minute_usd=env_float("STT_PRICE_PER_MINUTE_USD", 0.006, env),
-            usd_rub_rate=env_float("USD_RUB_RATE", 100.0, env),
-            budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0, env),
-            mask_phones_in_transcripts=env_flag("TRANSCRIPT_MASK_PHONES", False, env),
-            verify_checksums=env_flag("CALLTEXTS_VERIFY_CHECKSUMS", False, env),
-            is_sandbox=env_flag("CALLTEXTS_SANDBOX", False, env),
-            log_dir=str(home_dir(env) / "logs"),
-            work_dir=str(home_dir(env) / "tmp"),
+            summaries_enabled=settings.summaries_enabled,
+            max_concurrency=settings.concurrency,
+            price_per_minute_usd=settings.price_per_minute_usd,
+            usd_rub_rate=settings.usd_rub_rate,
+            budget_usd=settings.budget_usd,
+            mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
+            verify_checksums=settings.verify_checksums,
+            is_sandbox=settings.sandbox,
+            log_dir=str(settings.log_dir),
+            work_dir=str(settings.work_dir),
         ),
     }
 
 
-def build_definitions(env: Mapping[str, str] = os.environ) -> dg.Definitions:
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets,
         jobs=[calls_export, retention],
         schedules=[daily_export, weekly_catch_up],
         sensors=[record_export_success, record_export_failure],
-        resources=build_resources(env),
+        resources=build_resources(settings or load_settings()),
     )
 
 

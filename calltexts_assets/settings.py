@@ -1,45 +1,306 @@
-"""Environment variables the project reads (the README's configuration table lists them)."""
+"""Every environment variable the project reads, validated in one place.
+
+`load_settings()` reads them all and checks each before any work starts: a bad value is one
+line naming the variable and what it accepts (`SettingsError`). Secrets are never kept
+here: a `Secret` says whether its variable is set, and the Dagster layer passes it on as
+`dg.EnvVar(name)`, so Dagster resolves it at run time and never records its value. The
+README's configuration table lists exactly `VARIABLES` (a test holds them together).
+
+Nothing here imports the Dagster layer.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from calltexts_assets.assets.partitions import PORTAL_TIMEZONE
-
-TRUE_VALUES = {"1", "true", "yes", "on"}
-
-
-def env_flag(name: str, default: bool = False, env: Mapping[str, str] = os.environ) -> bool:
-    value = env.get(name)
-    return default if value is None or value == "" else value.strip().lower() in TRUE_VALUES
-
-
-def env_float(name: str, default: float, env: Mapping[str, str] = os.environ) -> float:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a number") from exc
+T = TypeVar("T")
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+FALSE_VALUES = frozenset({"0", "false", "no", "off"})
+STORAGE_BACKENDS = ("local", "s3")
+SSE_MODES = ("AES256", "aws:kms")
+MAX_CONCURRENCY = 100
 
 
-def home_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """Root of local state: storage, ledger, logs (`var/` of the working directory)."""
-    return Path(env.get("CALLTEXTS_HOME") or "var").resolve()
+class SettingsError(ValueError):
+    """One or more settings are invalid; each line names a variable and what it accepts."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
-def database_url(env: Mapping[str, str] = os.environ) -> str:
-    return env.get("CALLTEXTS_DATABASE_URL") or f"sqlite:///{home_dir(env) / 'ledger.sqlite'}"
+@dataclass(frozen=True)
+class Secret:
+    """A secret variable: whether it is set, never its value."""
+
+    name: str
+    is_set: bool
+
+    def __bool__(self) -> bool:
+        return self.is_set
 
 
-def credentials_configured(env: Mapping[str, str] = os.environ) -> bool:
-    return bool(env.get("BITRIX24_WEBHOOK_URL") or env.get("BITRIX24_OAUTH_TOKEN"))
+@dataclass(frozen=True)
+class Settings:
+    # Bitrix24
+    bitrix24_webhook_url: Secret
+    bitrix24_oauth_token: Secret
+    bitrix24_portal_url: str
+    bitrix24_requests_per_second: float
+    # OpenAI-compatible services
+    openai_api_key: Secret
+    openai_base_url: str
+    chatgpt_proxy_url: Secret
+    whisper_model: str
+    whisper_language: str
+    summary_model: str
+    summaries_enabled: bool
+    # where things live
+    home: Path
+    database_url: Secret  # CALLTEXTS_DATABASE_URL; unset: the SQLite file under home
+    storage_backend: str
+    s3_bucket: str
+    s3_prefix: str
+    s3_sse: str
+    s3_kms_key_id: str
+    s3_endpoint_url: str
+    aws_region: str
+    # the export
+    timezone: str
+    partitions_start: date
+    concurrency: int
+    price_per_minute_usd: float
+    usd_rub_rate: float
+    budget_usd: float
+    mask_phones_in_transcripts: bool
+    verify_checksums: bool
+    retry_scale: float
+    sandbox: bool
+    # operations
+    dagster_webserver_url: str
+    dagster_code_location: str
+    pushgateway_url: Secret
+    _env: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def credentials_configured(self) -> bool:
+        return bool(self.bitrix24_webhook_url or self.bitrix24_oauth_token)
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.home / 'ledger.sqlite'}"
+
+    def ledger_url(self) -> str:
+        """The ledger's URL itself, for code outside a Dagster run (CLI, API); inside one,
+        the resource gets `dg.EnvVar` instead."""
+        return self._env.get(self.database_url.name) or self.sqlite_url
+
+    def pushgateway(self) -> str:
+        return self._env.get(self.pushgateway_url.name, "")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "tmp"
 
 
-def portal_today(tz: str = PORTAL_TIMEZONE) -> date:
-    return datetime.now(ZoneInfo(tz)).date()
+class _Reader:
+    """Reads variables, collecting one problem line per bad one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.names: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        self.names.append(name)
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def _parsed(self, name: str, default: T, parse: Callable[[str], T], accepted: str) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError):
+            self.problems.append(f"{name}={raw[:60]!r}: expected {accepted}")
+            return default
+
+    def text(self, name: str, default: str = "") -> str:
+        raw = self._raw(name)
+        return default if raw is None else raw
+
+    def secret(self, name: str, check: Callable[[str], None] | None = None) -> Secret:
+        raw = self._raw(name)
+        if raw is not None and check is not None:
+            try:
+                check(raw)
+            except ValueError as exc:  # the message must not quote the secret
+                self.problems.append(f"{name}: {exc}")
+        return Secret(name, raw is not None)
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered not in TRUE_VALUES | FALSE_VALUES:
+                raise ValueError(raw)
+            return lowered in TRUE_VALUES
+
+        return self._parsed(name, default, parse, "true or false (1/0, yes/no, on/off)")
+
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, above: bool = False
+    ) -> float:
+        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not math.isfinite(value) or value < minimum or (above and value == minimum):
+                raise ValueError(raw)
+            return value
+
+        return self._parsed(name, default, parse, f"a number {bound}")
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not minimum <= value <= maximum:
+                raise ValueError(raw)
+            return value
+
+        return self._parsed(
+            name, default, parse, f"a whole number from {minimum} to {maximum}"
+        )
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw not in options:
+                raise ValueError(raw)
+            return raw
+
+        return self._parsed(name, default, parse, "one of " + ", ".join(options))
+
+    def url(self, name: str, default: str = "") -> str:
+        return self._parsed(name, default, _checked_url, "an http(s) URL")
+
+    def zone(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            try:
+                ZoneInfo(raw)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(raw) from exc
+            return raw
+
+        return self._parsed(name, default, parse, "an IANA time zone such as Europe/Moscow")
+
+    def day(self, name: str, default: str) -> date:
+        return self._parsed(
+            name, date.fromisoformat(default), date.fromisoformat, "a date YYYY-MM-DD"
+        )
+
+
+def _checked_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _webhook_shape(raw: str) -> None:
+    parts = urlsplit(raw)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected https://<portal>/rest/<user id>/<code>/")
+    if len(segments) < 3 or segments[0] != "rest" or not segments[1].isdigit():
+        raise ValueError("expected https://<portal>/rest/<user id>/<code>/")
+
+
+def _database_shape(raw: str) -> None:
+    if not raw.startswith(("sqlite:", "postgresql")):
+        raise ValueError("expected sqlite:///<file> or postgresql+psycopg2://<user>@<host>/<db>")
+
+
+def _proxy_shape(raw: str) -> None:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+        raise ValueError("expected http://[user:password@]host:port")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Every setting from `env` (default: the process environment), validated; raises
+    `SettingsError` listing each bad variable."""
+    reader = _Reader(os.environ if env is None else env)
+    settings = _read(reader)
+    if reader.problems:
+        raise SettingsError(reader.problems)
+    return settings
+
+
+def _read(r: _Reader) -> Settings:
+    settings = Settings(
+        bitrix24_webhook_url=r.secret("BITRIX24_WEBHOOK_URL", _webhook_shape),
+        bitrix24_oauth_token=r.secret("BITRIX24_OAUTH_TOKEN"),
+        bitrix24_portal_url=r.url("BITRIX24_PORTAL_URL"),
+        bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
+        openai_api_key=r.secret("OPENAI_API_KEY"),
+        openai_base_url=r.url("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        chatgpt_proxy_url=r.secret("CHATGPT_PROXY_URL", _proxy_shape),
+        whisper_model=r.text("WHISPER_MODEL", "whisper-1"),
+        whisper_language=r.text("WHISPER_LANGUAGE"),
+        summary_model=r.text("SUMMARY_MODEL", "gpt-4o-mini"),
+        summaries_enabled=r.flag("EXPORT_SUMMARY_ENABLED"),
+        home=Path(r.text("CALLTEXTS_HOME", "var")).resolve(),
+        database_url=r.secret("CALLTEXTS_DATABASE_URL", _database_shape),
+        storage_backend=r.choice("CALLTEXTS_STORAGE", "local", STORAGE_BACKENDS),
+        s3_bucket=r.text("CALLTEXTS_S3_BUCKET"),
+        s3_prefix=r.text("CALLTEXTS_S3_PREFIX"),
+        s3_sse=r.choice("CALLTEXTS_S3_SSE", "AES256", SSE_MODES),
+        s3_kms_key_id=r.text("CALLTEXTS_S3_KMS_KEY_ID"),
+        s3_endpoint_url=r.url("CALLTEXTS_S3_ENDPOINT_URL"),
+        aws_region=r.text("AWS_REGION") or r.text("AWS_DEFAULT_REGION"),
+        timezone=r.zone("CALLTEXTS_TIMEZONE", "Europe/Moscow"),
+        partitions_start=r.day("CALLTEXTS_PARTITIONS_START", "2025-01-01"),
+        concurrency=r.integer("CALLTEXTS_CONCURRENCY", 10, minimum=1, maximum=MAX_CONCURRENCY),
+        price_per_minute_usd=r.number("STT_PRICE_PER_MINUTE_USD", 0.006),
+        usd_rub_rate=r.number("USD_RUB_RATE", 100.0, above=True),
+        budget_usd=r.number("CALLTEXTS_BUDGET_USD", 0.0),
+        mask_phones_in_transcripts=r.flag("TRANSCRIPT_MASK_PHONES"),
+        verify_checksums=r.flag("CALLTEXTS_VERIFY_CHECKSUMS"),
+        retry_scale=r.number("CALLTEXTS_RETRY_SCALE", 1.0),
+        sandbox=r.flag("CALLTEXTS_SANDBOX"),
+        dagster_webserver_url=r.url("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000"),
+        dagster_code_location=r.text("DAGSTER_CODE_LOCATION"),
+        pushgateway_url=r.secret("PROMETHEUS_PUSHGATEWAY_URL", _proxy_shape),
+        _env=dict(r.env),
+    )
+    if settings.storage_backend == "s3" and not settings.s3_bucket:
+        r.problems.append("CALLTEXTS_S3_BUCKET: required when CALLTEXTS_STORAGE=s3")
+    if settings.bitrix24_oauth_token and not settings.bitrix24_portal_url:
+        r.problems.append("BITRIX24_PORTAL_URL: required with BITRIX24_OAUTH_TOKEN")
+    return settings
+
+
+def _names_read() -> tuple[str, ...]:
+    reader = _Reader({})
+    _read(reader)
+    return tuple(dict.fromkeys(reader.names))
+
+
+# Every variable a load reads, in order: what the README's configuration table lists.
+VARIABLES = _names_read()
+
+
+def portal_today(tz: str | None = None) -> date:
+    return datetime.now(ZoneInfo(tz or load_settings().timezone)).date()

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
 
-from calltexts_assets.settings import portal_today
+from calltexts_assets.settings import load_settings, portal_today
 
 pytestmark = pytest.mark.postgres
 
@@ -115,7 +115,7 @@ def test_materialize_a_call_list_partition_through_postgres(
             instance=instance,
             resources={
                 k: v
-                for k, v in build_resources().items()
+                for k, v in build_resources(load_settings()).items()
                 if k in {"bitrix24", "ledger", "export_settings"}
             },
         )

@@ -27,6 +27,7 @@ from calltexts_assets.core.ledger import Ledger, Status
 from calltexts_assets.listing.calls import call_from_row
 from calltexts_assets.ops import metrics
 from calltexts_assets.ops.metrics import RunMetrics, RunSummary, record_run
+from calltexts_assets.settings import load_settings
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 SUMMARY = RunSummary(
@@ -147,12 +148,12 @@ def test_push_puts_the_run_metrics(gateway: tuple[str, Captured]) -> None:
     assert "bitrix24_rate_limited_total 4.0" in text
 
 
-def test_push_reads_the_env_and_sends_basic_auth(
-    gateway: tuple[str, Captured], monkeypatch: pytest.MonkeyPatch
+def test_push_takes_the_gateway_from_the_settings_and_sends_basic_auth(
+    gateway: tuple[str, Captured],
 ) -> None:
     url, captured = gateway
-    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, url.replace("http://", "http://ops:s3cret@"))
-    record_run(SUMMARY, metrics=RunMetrics())
+    env = {"PROMETHEUS_PUSHGATEWAY_URL": url.replace("http://", "http://ops:s3cret@")}
+    record_run(SUMMARY, pushgateway_url=load_settings(env).pushgateway(), metrics=RunMetrics())
     [(_method, _path, headers, _body)] = captured.requests
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"ops:s3cret").decode()
 

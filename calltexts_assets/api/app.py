@@ -66,39 +66,41 @@ def _replay(stored_status: int, body: bytes) -> Response:
     )
 
 
-def create_app(
-    launcher: Launcher,
-    store: IdempotencyStore,
-    *,
-    policy: PeriodPolicy | None = None,
-    metrics_registry: CollectorRegistry | None = None,
-    replay_wait_sec: float = 10.0,
-) -> FastAPI:
-    """The API over a launcher and an idempotency store (both injectable for tests)."""
-    policy = policy or PeriodPolicy()
-    registry = metrics_registry or CollectorRegistry(auto_describe=False)
-    app = FastAPI(title="calltexts", version="1")
+_BODY_SCHEMA = {
+    "requestBody": {
+        "content": {"application/json": {"schema": CallExportBody.model_json_schema()}}
+    },
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+    ],
+}
 
-    body_schema = {
-        "requestBody": {
-            "content": {"application/json": {"schema": CallExportBody.model_json_schema()}}
-        },
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string", "format": "uuid"},
-            }
-        ],
-    }
 
-    def _answer_known(key: str, hash_: str, known: StoredKey) -> Response:
+class ExportTasks:
+    """What the task endpoints do, over a launcher and an idempotency store. Blocking (the
+    store and the launcher talk to databases): the routes run it off the event loop."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        store: IdempotencyStore,
+        policy: PeriodPolicy,
+        replay_wait_sec: float,
+    ) -> None:
+        self.launcher, self.store, self.policy = launcher, store, policy
+        self.replay_wait_sec = replay_wait_sec
+
+    def answer_known(self, key: str, hash_: str, known: StoredKey) -> Response:
         """The stored answer of a key, once its first request has one."""
         if known.request_hash != hash_:
             return _error(422, "this Idempotency-Key was used with a different request body")
         if not known.completed:
-            waited = store.wait_completed(key, replay_wait_sec)
+            waited = self.store.wait_completed(key, self.replay_wait_sec)
             if waited is None:  # its launch failed and released it: the client may retry
                 return _error(409, "the first request with this key failed; retry it", _RETRY)
             known = waited
@@ -106,14 +108,7 @@ def create_app(
             return _error(409, "a request with this key is still being processed", _RETRY)
         return _replay(known.status_code, known.response_body)
 
-    @app.post(TASK_PATH, status_code=202, openapi_extra=body_schema)
-    async def start_export(request: Request) -> Response:
-        raw_body = await request.body()
-        # The store and the launcher block: off the event loop, so that concurrent
-        # requests with one key really race on the database.
-        return await run_in_threadpool(_start_export, request, raw_body)
-
-    def _start_export(request: Request, raw_body: bytes) -> Response:
+    def start(self, request: Request, raw_body: bytes) -> Response:
         key = _idempotency_key(request)
         if isinstance(key, Response):
             return key
@@ -124,40 +119,39 @@ def create_app(
         hash_ = request_hash(raw)
         # A known key answers first: its request was valid when it was made, even if
         # "today" has moved on since (defaults, the 90-day limit).
-        known = store.get(key)
+        known = self.store.get(key)
         if known is not None:
-            return _answer_known(key, hash_, known)
+            return self.answer_known(key, hash_, known)
         try:
             body = parse_body(raw)
-            period_from, period_to = policy.resolve(body)
+            period_from, period_to = self.policy.resolve(body)
         except PeriodError as exc:
             return _error(422, str(exc))
-        known = store.reserve(key, hash_)  # the database picks one winner among racers
+        known = self.store.reserve(key, hash_)  # the database picks one winner among racers
         if known is not None:
-            return _answer_known(key, hash_, known)
+            return self.answer_known(key, hash_, known)
+        return self._launch(key, ExportRequest(period_from, period_to, body.generate_summary, key))
 
-        export = ExportRequest(period_from, period_to, body.generate_summary, key)
+    def _launch(self, key: str, export: ExportRequest) -> Response:
         try:
-            run_id = launcher.launch(export)
+            run_id = self.launcher.launch(export)
         except LaunchError as exc:
-            store.release(key)
+            self.store.release(key)
             return _error(503, str(exc))
         except Exception:
-            store.release(key)
+            self.store.release(key)
             raise
         payload = {
             "run_id": run_id,
-            "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+            "period": {"from": export.period_from.isoformat(), "to": export.period_to.isoformat()},
             "status_url": f"{TASK_PATH}/{run_id}",
         }
         content = _dumps(payload)
-        store.complete(key, 202, content)
+        self.store.complete(key, 202, content)
         return Response(content=content, status_code=202, media_type="application/json")
 
-    # Sync handlers run in FastAPI's thread pool: the instance and the database block.
-    @app.get(TASK_PATH + "/{run_id}")
-    def export_status(run_id: str) -> Response:
-        state = launcher.status(run_id) if _is_run_id(run_id) else None
+    def status(self, run_id: str) -> Response:
+        state = self.launcher.status(run_id) if _is_run_id(run_id) else None
         if state is None:
             return _error(404, f"no call export run {run_id[:64]!r}")
         summary = state.tags.get(SUMMARY_TAG)
@@ -176,6 +170,32 @@ def create_app(
                 "finished_at": _iso(state.finished_at),
             },
         )
+
+
+def create_app(
+    launcher: Launcher,
+    store: IdempotencyStore,
+    *,
+    policy: PeriodPolicy | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+    replay_wait_sec: float = 10.0,
+) -> FastAPI:
+    """The API over a launcher and an idempotency store (both injectable for tests)."""
+    tasks = ExportTasks(launcher, store, policy or PeriodPolicy(), replay_wait_sec)
+    registry = metrics_registry or CollectorRegistry(auto_describe=False)
+    app = FastAPI(title="calltexts", version="1")
+
+    @app.post(TASK_PATH, status_code=202, openapi_extra=_BODY_SCHEMA)
+    async def start_export(request: Request) -> Response:
+        raw_body = await request.body()
+        # Off the event loop, so that concurrent requests with one key really race on the
+        # database.
+        return await run_in_threadpool(tasks.start, request, raw_body)
+
+    # Sync handlers run in FastAPI's thread pool: the instance and the database block.
+    @app.get(TASK_PATH + "/{run_id}")
+    def export_status(run_id: str) -> Response:
+        return tasks.status(run_id)
 
     @app.get("/metrics")
     def metrics() -> Response:

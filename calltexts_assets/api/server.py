@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Mapping
 from datetime import date
 
 import uvicorn
@@ -18,9 +16,7 @@ from calltexts_assets.api.launcher import DagsterLauncher
 from calltexts_assets.api.metrics_collector import ExportCollector
 from calltexts_assets.api.period import PeriodPolicy
 from calltexts_assets.core.ledger import Ledger
-
-WEBSERVER_ENV = "DAGSTER_WEBSERVER_URL"
-DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
+from calltexts_assets.settings import Settings, load_settings
 
 
 @functools.cache
@@ -36,30 +32,30 @@ def _last_exportable_day() -> date:
     return date.fromisoformat(last) if last else date.min
 
 
-def build_app(env: Mapping[str, str] = os.environ) -> FastAPI:
+def build_app(settings: Settings | None = None) -> FastAPI:
     # Imported here: they pull in the asset graph, which tests of create_app do not need.
-    from calltexts_assets.assets.partitions import PARTITIONS_START, PORTAL_TIMEZONE
-    from calltexts_assets.settings import database_url, env_float
+    from calltexts_assets.assets.partitions import PARTITIONS_START
 
-    ledger = Ledger(database_url(env))  # creates the ledger tables the metrics read
+    settings = settings or load_settings()
+    ledger = Ledger(settings.ledger_url())  # creates the ledger tables the metrics read
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         ExportCollector(
             ledger.engine,
             _instance,
-            budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0, env),
-            timezone=PORTAL_TIMEZONE,
+            budget_usd=settings.budget_usd,
+            timezone=settings.timezone,
         )
     )
     launcher = DagsterLauncher(
-        env.get(WEBSERVER_ENV) or DEFAULT_WEBSERVER_URL,
+        settings.dagster_webserver_url,
         _instance,
-        location_name=env.get("DAGSTER_CODE_LOCATION") or None,
+        location_name=settings.dagster_code_location or None,
     )
     policy = PeriodPolicy(
-        timezone=PORTAL_TIMEZONE,
+        timezone=settings.timezone,
         last_exportable_day=_last_exportable_day,
-        first_exportable_day=date.fromisoformat(PARTITIONS_START),
+        first_exportable_day=PARTITIONS_START,
     )
     return create_app(
         launcher, IdempotencyStore(ledger.engine), policy=policy, metrics_registry=registry

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-PORTAL_TIMEZONE = os.getenv("CALLTEXTS_TIMEZONE", "Europe/Moscow")
-PARTITIONS_START = os.getenv("CALLTEXTS_PARTITIONS_START", "2025-01-01")
+from calltexts_assets.settings import load_settings
+
+_settings = load_settings()
+PORTAL_TIMEZONE = _settings.timezone
+PARTITIONS_START = _settings.partitions_start
 
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START, timezone=PORTAL_TIMEZONE, end_offset=0
+    start_date=PARTITIONS_START.isoformat(), timezone=PORTAL_TIMEZONE, end_offset=0
 )
 
 # A 60-day backfill is one run (one process, one Bitrix24 listing), not 60.

@@ -11,7 +11,7 @@ import sys
 import threading
 from datetime import date, timedelta
 
-from calltexts_assets.settings import credentials_configured, portal_today
+from calltexts_assets.settings import SettingsError, load_settings, portal_today
 
 
 def _add_sandbox_args(parser: argparse.ArgumentParser, days: int, calls_per_day: int) -> None:
@@ -79,7 +79,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
     period_from, period_to = _period(args)
-    if credentials_configured():
+    if load_settings().credentials_configured:
         return run_export(period_from, period_to, summaries=args.summaries)
     days = (period_to - period_from).days + 1
     print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
@@ -152,7 +152,7 @@ def _dev_processes(api_port: int) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
-    if credentials_configured():
+    if load_settings().credentials_configured:
         return _dev_processes(args.api_port)
     start = portal_today() - timedelta(days=args.days)
     with sandbox_environment(
@@ -177,6 +177,11 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        load_settings()  # every setting checked before any work
+    except SettingsError as exc:
+        print(f"calltexts: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
     if args.command == "run":
         return _cmd_run(args)
     if args.command == "dev":

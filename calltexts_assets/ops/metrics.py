@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger(__name__)
 
-PUSHGATEWAY_ENV = "PROMETHEUS_PUSHGATEWAY_URL"
 PUSH_JOB = "call_export"
 
 RUN_SUCCESS = "success"
@@ -260,9 +258,9 @@ def record_run(
 ) -> None:
     """Record a finished run: process metrics, the `run_metrics` row, and the Pushgateway.
 
-    Pass the ledger's `database_url` (or its `engine`) so the API can see the run. The
-    Pushgateway URL defaults to $PROMETHEUS_PUSHGATEWAY_URL. Monitoring must never fail
-    an export, so a failed push is logged, not raised.
+    Pass the ledger's `database_url` (or its `engine`) so the API can see the run, and the
+    Pushgateway's URL to push there. Monitoring must never fail an export, so a failed push
+    is logged, not raised.
     """
     metrics.observe(summary)
     if engine is not None:
@@ -273,7 +271,7 @@ def record_run(
             store_summary(own, summary)
         finally:
             own.dispose()
-    gateway = pushgateway_url or os.environ.get(PUSHGATEWAY_ENV)
+    gateway = pushgateway_url
     if gateway:
         try:
             push(gateway, registry=metrics.registry)

@@ -9,7 +9,7 @@ import dagster as dg
 from calltexts_assets.assets.partitions import period_for_days, range_tags
 from calltexts_assets.orchestration.run_summary import finish_run
 from calltexts_assets.resources.ledger import ledger_for
-from calltexts_assets.settings import database_url, env_float, home_dir
+from calltexts_assets.settings import load_settings
 
 
 def export_run_config(summaries: bool) -> dict:
@@ -22,7 +22,8 @@ def export_run_config(summaries: bool) -> dict:
 def run_export(period_from: date, period_to: date, *, summaries: bool = False) -> int:
     from calltexts_assets.definitions import build_definitions
 
-    defs = build_definitions()
+    settings = load_settings()
+    defs = build_definitions(settings)
     job = defs.resolve_job_def("calls_export")
     period = period_for_days(period_from, period_to)
     print(f"Exporting {period.label} ({len(period.days)} days) in one run...")
@@ -35,13 +36,14 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
         )
         # No daemon runs the sensors here: record the run for the metrics directly.
         # (The resources hold unresolved EnvVars outside a run: read the settings directly.)
-        ledger = ledger_for(database_url())
+        ledger = ledger_for(settings.ledger_url())
         finish_run(
             instance,
             result.run_id,
             ledger,
             succeeded=result.success,
-            budget_usd=env_float("CALLTEXTS_BUDGET_USD", 0.0),
+            budget_usd=settings.budget_usd,
+            pushgateway_url=settings.pushgateway(),
         )
     statuses = ledger.totals(period.export_ids).statuses
     print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
@@ -49,5 +51,5 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
     for evaluation in result.get_asset_check_evaluations():
         verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         print(f"Check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {verdict}")
-    print(f"Outputs: {home_dir() / 'exports'} (registry and report under {period.label}/)")
+    print(f"Outputs: {settings.home / 'exports'} (registry and report under {period.label}/)")
     return 0 if result.success else 1

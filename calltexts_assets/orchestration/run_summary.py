@@ -67,6 +67,7 @@ def finish_run(
     *,
     succeeded: bool,
     budget_usd: float = 0.0,
+    pushgateway_url: str = "",
 ) -> RunSummary:
     """Close the run's days in the ledger and record the run for the metrics (idempotent:
     the sensors and `calltexts run` may both do it)."""
@@ -76,5 +77,5 @@ def finish_run(
         export = ledger.export(day)
         if export and export["dagster_run_id"] == run_id:
             ledger.finish_export(day, "success" if succeeded else "failed")
-    record_run(summary, engine=ledger.engine)
+    record_run(summary, engine=ledger.engine, pushgateway_url=pushgateway_url)
     return summary

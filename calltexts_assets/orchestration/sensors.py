@@ -5,6 +5,7 @@ import dagster as dg
 from calltexts_assets.orchestration.run_summary import finish_run
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.settings import load_settings
 
 
 def _record(
@@ -21,6 +22,7 @@ def _record(
         ledger.get(),
         succeeded=succeeded,
         budget_usd=settings.budget_usd,
+        pushgateway_url=load_settings().pushgateway(),
     )
     context.log.info(f"recorded run {run_id} as {summary.status}")
 
