@@ -50,7 +50,7 @@ from calltexts_assets.sandbox.seed import SeedSpec, recording_is_stereo  # noqa:
 from calltexts_assets.sandbox.server import RunningServer, serve_in_thread  # noqa: E402
 from calltexts_assets.sandbox.stt import SttEmulator  # noqa: E402
 from calltexts_assets.settings import portal_today  # noqa: E402
-from calltexts_tests.pipeline_subprocess import ChildLayout, child_env, start_child  # noqa: E402
+from calltexts_assets.testing.child_run import ChildLayout, child_env, start_child  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
 SEED = 7  # the CLI's default sandbox seed

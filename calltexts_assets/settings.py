@@ -180,9 +180,7 @@ class _Reader:
                 raise ValueError(raw)
             return value
 
-        return self._parsed(
-            name, default, parse, f"a whole number from {minimum} to {maximum}"
-        )
+        return self._parsed(name, default, parse, f"a whole number from {minimum} to {maximum}")
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         def parse(raw: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Any
 
@@ -22,8 +21,9 @@ from calltexts_assets.api.launcher import (
     LaunchError,
 )
 from calltexts_assets.api.period import CallExportBody, PeriodError, PeriodPolicy, parse_body
+from calltexts_assets.core.runlog import scrubbed_logger
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 
 TASK_PATH = "/tasks/call_export"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -118,11 +118,15 @@ class IdempotencyStore:
                 return stored
             time.sleep(poll)
 
-    def purge(self, older_than: timedelta) -> int:
-        """Delete completed keys older than `older_than` (retention); returns how many."""
+    def purge(self, older_than: timedelta, *, dry_run: bool = False) -> int:
+        """Delete completed keys older than `older_than` (the retention job); returns how
+        many were (with `dry_run`: would be) deleted."""
         cutoff = self.clock() - older_than
-        stmt = sa.delete(idempotency_keys).where(
+        expired = sa.and_(
             idempotency_keys.c.created_at < cutoff, idempotency_keys.c.status_code.is_not(None)
         )
         with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+            if dry_run:
+                counted = sa.select(sa.func.count()).select_from(idempotency_keys).where(expired)
+                return conn.execute(counted).scalar_one()
+            return conn.execute(sa.delete(idempotency_keys).where(expired)).rowcount

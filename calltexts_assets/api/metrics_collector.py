@@ -11,7 +11,6 @@ Runs are separate processes, so the API cannot hold their counters. It reads the
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -28,10 +27,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from calltexts_assets.core import ledger
+from calltexts_assets.core.runlog import scrubbed_logger
 from calltexts_assets.ops import metrics
 from calltexts_assets.ops.metrics import MetricSpec
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 
 _FINISHED = {
     DagsterRunStatus.SUCCESS: metrics.RUN_SUCCESS,

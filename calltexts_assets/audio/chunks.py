@@ -13,8 +13,6 @@ import numpy as np
 import soundfile
 
 from calltexts_assets.audio.decode import (
-    MAX_CHUNK_SECONDS,
-    MAX_FILE_BYTES,
     AudioError,
     AudioInfo,
     Pcm,
@@ -37,8 +35,8 @@ class Chunk:
 
 def plan_chunks(
     info: AudioInfo,
-    max_bytes: int = MAX_FILE_BYTES,
-    max_seconds: float = MAX_CHUNK_SECONDS,
+    max_bytes: int,
+    max_seconds: float,
     *,
     bytes_per_sec: float | None = None,
     slack_sec: float = SNAP_SECONDS,

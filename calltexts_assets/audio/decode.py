@@ -21,9 +21,6 @@ import mutagen
 import numpy as np
 import soundfile
 
-MAX_FILE_BYTES = 25 * 1024 * 1024  # the Whisper API limit per file
-MAX_CHUNK_SECONDS = 15 * 60
-
 
 class AudioError(ValueError):
     """The file is not audio we can read (no header, ffmpeg cannot decode it)."""

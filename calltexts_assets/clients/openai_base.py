@@ -18,8 +18,9 @@ import openai
 
 from calltexts_assets.core.masking import mask_text, mask_url
 from calltexts_assets.core.retrying import RetryableError, retry_policy
+from calltexts_assets.core.runlog import scrubbed_logger
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 T = TypeVar("T")
 
 # The statuses the OpenAI SDK itself would retry: timeouts, lock conflicts, rate limits, 5xx.

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calltexts_assets.audio.decode import MAX_CHUNK_SECONDS, MAX_FILE_BYTES, probe
 from calltexts_assets.clients.openai_base import OpenAIApiError, OpenAIConnection, OpenAIService
 
+MAX_FILE_BYTES = 25 * 1024 * 1024  # the API's limit per file
+MAX_CHUNK_SECONDS = 15 * 60
 # Only whisper-1 answers verbose_json (segments with times); the gpt-4o models give text.
 VERBOSE_MODELS = frozenset({"whisper-1"})
 
@@ -53,7 +54,8 @@ class WhisperClient(OpenAIService):
         self.max_file_bytes = max_file_bytes
         self.max_chunk_seconds = max_chunk_seconds
 
-    def transcribe_file(self, path: str | Path) -> SttResult:
+    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
+        """`duration_sec`: the file's length, for servers that do not report it."""
         path = Path(path)
         size = path.stat().st_size
         if size > self.max_file_bytes:  # the API would answer 413 after a long upload
@@ -77,14 +79,14 @@ class WhisperClient(OpenAIService):
         response, attempts = self.call_with_retry(
             f"transcription of {path.name}", request, error=TranscriptionError
         )
-        return self._result(response, path, attempts)
+        return self._result(response, attempts, duration_sec)
 
-    def _result(self, response: Any, path: Path, attempts: int) -> SttResult:
+    def _result(self, response: Any, attempts: int, duration_sec: float | None) -> SttResult:
         text = (getattr(response, "text", "") or "").strip()
         raw_segments = getattr(response, "segments", None)
         duration = getattr(response, "duration", None)
         if duration is None:
-            duration = probe(path).duration_sec
+            duration = duration_sec or 0.0
         if raw_segments is None:  # plain json: one segment spanning the file
             segments = (Segment(0.0, float(duration), text),) if text else ()
         else:

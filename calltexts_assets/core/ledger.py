@@ -13,12 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-
-from calltexts_assets.listing.calls import Call
 
 
 class Status:
@@ -149,7 +147,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def listed_values(run_id: str, call: Call) -> dict[str, Any]:
+class ListedCall(Protocol):
+    """What the ledger keeps of a listed call (`listing.calls.Call` is one)."""
+
+    call_id: str
+    record_id: str
+    started_at: datetime
+    call_type: int
+    direction: str
+    phone_from: str
+    phone_to: str
+    portal_user_id: str
+    duration_sec: int
+    recording_url: str | None
+
+    @property
+    def has_recording(self) -> bool: ...
+
+
+def listed_values(run_id: str, call: ListedCall) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "call_id": call.call_id,
@@ -252,7 +268,7 @@ class Ledger:
     # -- records ---------------------------------------------------------------------------
 
     def upsert_listed(
-        self, run_id: str, calls: Iterable[Call], dagster_run_id: str | None = None
+        self, run_id: str, calls: Iterable[ListedCall], dagster_run_id: str | None = None
     ) -> int:
         """Insert new calls as `listed`; refresh Bitrix24 fields of known ones, keep progress."""
         rows = [

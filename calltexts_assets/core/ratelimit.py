@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from calltexts_assets.core.runlog import scrubbed_logger
+
+log = scrubbed_logger(__name__)
+
+# The seed's rule: more than 10 limit answers within 15 minutes put the client in low-rate
+# mode (for the next 15 minutes).
+LOW_RATE_AFTER = 11
+LOW_RATE_WINDOW_SEC = 15 * 60.0
 
 
 class RateLimiter:
@@ -30,9 +36,9 @@ class RateLimiter:
         burst: int = 1,
         *,
         low_rate_divisor: float = 4.0,
-        low_rate_after: int = 5,
-        low_rate_window: float = 60.0,
-        low_rate_hold: float = 300.0,
+        low_rate_after: int = LOW_RATE_AFTER,
+        low_rate_window: float = LOW_RATE_WINDOW_SEC,
+        low_rate_hold: float = LOW_RATE_WINDOW_SEC,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -52,7 +58,6 @@ class RateLimiter:
         self._tat = 0.0  # theoretical arrival time of the next request
         self._hits: deque[float] = deque()
         self._low_until = 0.0
-        self._low_forced = False
 
     @property
     def low_rate(self) -> bool:
@@ -63,14 +68,6 @@ class RateLimiter:
     def effective_rate(self) -> float:
         with self._lock:
             return self._rate_locked(self._clock())
-
-    def set_low_rate(self, enabled: bool) -> None:
-        """Force low-rate mode on (until switched off) or off (also ends a timed hold)."""
-        with self._lock:
-            self._low_forced = enabled
-            if not enabled:
-                self._low_until = 0.0
-                self._hits.clear()
 
     def note_limit_hit(self) -> bool:
         """Record a limit refusal; returns True when this hit switched low-rate mode on."""
@@ -109,7 +106,7 @@ class RateLimiter:
         return wait
 
     def _low_rate_locked(self, now: float) -> bool:
-        return self._low_forced or now < self._low_until
+        return now < self._low_until
 
     def _rate_locked(self, now: float) -> float:
         if self.rate > 0 and self._low_rate_locked(now):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import tenacity
 
-log = logging.getLogger(__name__)
+from calltexts_assets.core.runlog import scrubbed_logger
+
+log = scrubbed_logger(__name__)
 
 
 class RetryableError(Exception):

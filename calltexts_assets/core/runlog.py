@@ -16,12 +16,14 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from calltexts_assets.core.masking import MASK, mask_phone, mask_text
+from calltexts_assets.core.storage_keys import log_file_name
 
 # -- scrubbing ---------------------------------------------------------------------------------
 
@@ -79,11 +81,6 @@ def scrub(value: Any, key: str | None = None) -> Any:
 
 
 # -- the run log -------------------------------------------------------------------------------
-
-
-def log_file_name(started_at: datetime) -> str:
-    stamp = started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S_%fZ")
-    return f"call_export_{stamp}.jsonl"
 
 
 class RunLog:
@@ -184,3 +181,29 @@ class ScrubFilter(logging.Filter):
         record.msg = scrub_text(message)
         record.args = None
         return True
+
+
+PROJECT_LOGGER = "calltexts_assets"
+_SCRUB = ScrubFilter()
+
+
+def scrubbed_logger(name: str) -> logging.Logger:
+    """The module logger `name`, masking secrets and phones in its records before any
+    handler (console, Dagster's captured logs, the run log) sees them."""
+    logger = logging.getLogger(name)
+    if _SCRUB not in logger.filters:
+        logger.addFilter(_SCRUB)
+    return logger
+
+
+@contextmanager
+def logging_into(run_log: RunLog, level: int = logging.WARNING) -> Iterator[None]:
+    """While open, the project's own warnings (client retries, limit hits) also go into
+    `run_log` as `log` events."""
+    handler = RunLogHandler(run_log, level)
+    logger = logging.getLogger(PROJECT_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

@@ -13,7 +13,7 @@ from calltexts_assets.core.concurrency import Tally, run_ahead
 from calltexts_assets.core.errors import RunWideError
 from calltexts_assets.core.ledger import CallRecord, Ledger
 from calltexts_assets.core.masking import mask_url
-from calltexts_assets.core.runlog import RunLog
+from calltexts_assets.core.runlog import RunLog, logging_into
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class CallSteps:
         next stage can take it while this one goes on. Raises at the end, as `run` does, when
         the stage was stopped or a call crashed."""
         self.tally = Tally()
-        with self._open_run_log() as self.run_log:
+        with self._open_run_log() as self.run_log, logging_into(self.run_log):
             self.run_log.event("stage_start", stage=self.stage)
             yield from run_ahead(
                 records,

@@ -11,8 +11,6 @@ import re
 from datetime import UTC, date, datetime
 from typing import Literal
 
-from calltexts_assets.listing.calls import is_safe_id
-
 KeyKind = Literal["raw", "transcript", "summary", "registry", "report", "qa_sample", "log"]
 ReportFormat = Literal["md", "pdf"]
 
@@ -34,6 +32,15 @@ _KIND_PATTERNS: dict[KeyKind, re.Pattern[str]] = {
     "qa_sample": re.compile(rf"exports/{_PERIOD}/reports/qa_sample_(?P=f)_(?P=t)\.csv"),
     "log": re.compile(r"logs/call_export_[A-Za-z0-9_.\-]+\.jsonl"),
 }
+
+
+# Call ids become file names; anything outside this alphabet (slashes, "..", NUL,
+# whitespace) could escape the export root, so such a row is rejected, not "cleaned".
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+def is_safe_id(value: str) -> bool:
+    return bool(_SAFE_ID.fullmatch(value)) and ".." not in value
 
 
 class UnsafeKeyError(ValueError):
@@ -136,11 +143,15 @@ def qa_sample_key(period_from: date, period_to: date) -> str:
     return f"exports/{label}/reports/qa_sample_{label}.csv"
 
 
-def log_key(timestamp: datetime, run_id: str | None = None) -> str:
-    """`logs/call_export_<UTC YYYYmmddTHHMMSSZ>[_<run_id>].jsonl` (no ":": a valid file name)."""
-    stamp = f"{_aware(timestamp, 'timestamp').astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    suffix = "" if run_id is None else f"_{_safe_id(run_id, 'run id')}"
-    return f"logs/call_export_{stamp}{suffix}.jsonl"
+def log_file_name(started_at: datetime) -> str:
+    """`call_export_<UTC YYYYmmddTHHMMSS_ffffffZ>.jsonl`: the run log of a run that started
+    then (no ":": a valid file name everywhere; microseconds: two runs, two files)."""
+    return f"call_export_{_aware(started_at, 'started_at').astimezone(UTC):%Y%m%dT%H%M%S_%fZ}.jsonl"
+
+
+def log_key(started_at: datetime) -> str:
+    """`logs/<log_file_name>`: where the run log sits under the local storage root."""
+    return f"logs/{log_file_name(started_at)}"
 
 
 def key_kind(key: str) -> KeyKind | None:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-DIRECTIONS = {1: "outgoing", 2: "incoming", 3: "incoming_redirected", 4: "callback"}
+from calltexts_assets.core.storage_keys import is_safe_id
 
-# Call ids become file names; anything outside this alphabet (slashes, "..", NUL,
-# whitespace) could escape the export root, so such a row is rejected, not "cleaned".
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+DIRECTIONS = {1: "outgoing", 2: "incoming", 3: "incoming_redirected", 4: "callback"}
 
 
 class InvalidCallRow(ValueError):
     """A statistic row that cannot be exported as it is (bad id, missing field)."""
-
-
-def is_safe_id(value: str) -> bool:
-    return bool(_SAFE_ID.fullmatch(value)) and ".." not in value
 
 
 @dataclass(frozen=True)
@@ -60,10 +53,6 @@ class Call:
         data = asdict(self)
         data["started_at"] = self.started_at.isoformat()
         return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Call:
-        return cls(**{**data, "started_at": datetime.fromisoformat(data["started_at"])})
 
 
 def _text(row: dict[str, Any], key: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -146,7 +145,7 @@ def _dev_processes(api_port: int) -> int:
     with serve_in_thread(build_app(), port=api_port) as api:
         print(f"API: {api.url}/tasks/call_export (metrics at {api.url}/metrics)")
         command = ["dagster", "dev", "-m", "calltexts_assets.definitions"]
-        return subprocess.call(command, env=os.environ.copy())
+        return subprocess.call(command)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

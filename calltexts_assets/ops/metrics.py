@@ -11,7 +11,6 @@ rules aggregate `by (job)`, so the two sources never add up to double counts.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 from sqlalchemy.dialects import postgresql, sqlite
 
-log = logging.getLogger(__name__)
+from calltexts_assets.core.runlog import scrubbed_logger
+
+log = scrubbed_logger(__name__)
 
 PUSH_JOB = "call_export"
 

@@ -1,12 +1,14 @@
 """The retention job: delete exports past their age limits, with an audit log."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.ops.retention import RetentionRules, run_retention
 from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 
 
@@ -16,16 +18,19 @@ class RetentionConfig(dg.Config):
     transcript_days: int = 180  # transcripts and summaries
     report_days: int = 180  # reports and QA samples
     registry_days: int = 365
+    idempotency_key_days: int = 30  # answers the API replays for a retried request
 
 
 @dg.op(
     description="Deletes raw audio after 90 days, transcripts and reports after 180, CSV "
-    "after 365 (configurable), recording each deletion in logs/retention_audit.jsonl."
+    "after 365 (configurable), recording each deletion in logs/retention_audit.jsonl; and "
+    "the API's idempotency keys after 30 days."
 )
 def apply_retention(
     context: dg.OpExecutionContext,
     config: RetentionConfig,
     storage: StorageResource,
+    ledger: LedgerResource,
     export_settings: ExportSettings,
 ) -> dict:
     rules = RetentionRules(
@@ -36,12 +41,16 @@ def apply_retention(
     )
     audit = Path(export_settings.log_dir) / "retention_audit.jsonl"
     result = run_retention(storage.get(), datetime.now(UTC), audit, rules, config.dry_run)
+    keys = IdempotencyStore(ledger.get().engine).purge(
+        timedelta(days=config.idempotency_key_days), dry_run=config.dry_run
+    )
     summary = {
         "dry_run": result.dry_run,
         "deleted": len(result.deleted),
         "would_delete": len(result.would_delete),
         "failed": len(result.failed),
         "freed_bytes": result.freed_bytes,
+        "idempotency_keys_purged": keys,
         "audit_log": str(audit),
     }
     context.log.info(f"retention: {summary}")

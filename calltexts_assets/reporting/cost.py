@@ -93,14 +93,6 @@ class Forecast:
     cost_usd: Decimal  # exact
     cost_rub: Decimal  # exact
 
-    @property
-    def cost_usd_display(self) -> str:
-        return format_usd(self.cost_usd)
-
-    @property
-    def cost_rub_display(self) -> str:
-        return format_rub(self.cost_rub)
-
 
 def forecast(
     durations_sec: Iterable[float],

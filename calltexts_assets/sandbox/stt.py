@@ -31,7 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from calltexts_assets.audio.decode import MAX_FILE_BYTES, AudioError
+from calltexts_assets.audio.decode import AudioError
+from calltexts_assets.clients.whisper import MAX_FILE_BYTES
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import VOCABULARY
 from calltexts_assets.sandbox.server import RunningServer, serve_in_thread

@@ -50,7 +50,7 @@ class SpeechToText(Protocol):
     max_file_bytes: int
     max_chunk_seconds: float
 
-    def transcribe_file(self, path: str | Path) -> SttResult: ...
+    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult: ...
 
 
 class RequestsInFlight:
@@ -66,9 +66,9 @@ class RequestsInFlight:
         self.max_file_bytes = stt.max_file_bytes
         self.max_chunk_seconds = stt.max_chunk_seconds
 
-    def transcribe_file(self, path: str | Path) -> SttResult:
+    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
         with self._slots:
-            return self._stt.transcribe_file(path)
+            return self._stt.transcribe_file(path, duration_sec)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def transcribe_call(
         and info.duration_sec <= (whisper.max_chunk_seconds)
     ):
         # The common short mono call: send the file as it is, no decode.
-        result = whisper.transcribe_file(path)
+        result = whisper.transcribe_file(path, info.duration_sec)
         if result.duration:  # the STT decoded the file: it must have found all of it
             check_decoded_length(result.duration, info.duration_sec)
         tally.add(result)
@@ -213,7 +213,7 @@ def transcribe_call(
             for speaker, chunk in pieces:
                 if chunk.silent:  # a muted side of the line: nothing to pay for
                     continue
-                result = whisper.transcribe_file(chunk.path)
+                result = whisper.transcribe_file(chunk.path, chunk.end - chunk.start)
                 tally.add(result)
                 lines += _lines(result, chunk.start, speaker)
     order = {speaker: i for i, speaker in enumerate((*stereo_roles, mono_role))}

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from calltexts_assets.core.ledger import CallRecord
 from calltexts_assets.core.masking import mask_phone
-from calltexts_assets.listing.calls import Call
 from calltexts_assets.transcripts.dialogue import Transcript
 
 
@@ -25,14 +25,14 @@ class TranscriptHeader:
     sandbox: bool = False  # synthetic data: say so in the file
 
     @classmethod
-    def from_call(cls, call: Call, *, sandbox: bool = False) -> TranscriptHeader:
+    def from_record(cls, record: CallRecord, *, sandbox: bool = False) -> TranscriptHeader:
         return cls(
-            call_id=call.call_id,
-            started_at=call.started_at,
-            direction=call.direction,
-            phone_from=call.phone_from,
-            phone_to=call.phone_to,
-            duration_sec=call.duration_sec,
+            call_id=record.call_id,
+            started_at=datetime.fromisoformat(record.started_at),
+            direction=record.direction,
+            phone_from=record.phone_from,
+            phone_to=record.phone_to,
+            duration_sec=record.duration_sec,
             sandbox=sandbox,
         )
 

@@ -30,18 +30,6 @@ def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> Iterator[s
         yield from storage.keys(f"exports/{month}/transcripts/")
 
 
-def header_for(record: CallRecord, *, sandbox: bool) -> TranscriptHeader:
-    return TranscriptHeader(
-        call_id=record.call_id,
-        started_at=datetime.fromisoformat(record.started_at),
-        direction=record.direction,
-        phone_from=record.phone_from,
-        phone_to=record.phone_to,
-        duration_sec=record.duration_sec,
-        sandbox=sandbox,
-    )
-
-
 def transcribe_record(
     record: CallRecord,
     *,
@@ -60,7 +48,10 @@ def transcribe_record(
         transcript = transcribe_call(path, whisper, workdir=workdir)
     key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
     text = render_transcript(
-        header_for(record, sandbox=sandbox), transcript, labels=labels, mask_phones=mask_phones
+        TranscriptHeader.from_record(record, sandbox=sandbox),
+        transcript,
+        labels=labels,
+        mask_phones=mask_phones,
     )
     storage.write_text(key, text)
     return StepOutcome(

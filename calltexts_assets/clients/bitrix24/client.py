@@ -7,7 +7,6 @@ and the OAuth token never leave this package in clear.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -34,10 +33,11 @@ from calltexts_assets.clients.bitrix24.wire import (
     snippet,
 )
 from calltexts_assets.core.masking import install_log_masking, mask_text, mask_url
-from calltexts_assets.core.ratelimit import RateLimiter
+from calltexts_assets.core.ratelimit import LOW_RATE_WINDOW_SEC, RateLimiter
 from calltexts_assets.core.retrying import retry_policy
+from calltexts_assets.core.runlog import scrubbed_logger
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 _LIMIT_ERRORS = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"})
@@ -86,8 +86,8 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         # Low-rate mode windows shrink with the waits, so tests stay fast by configuration.
         self.limiter = limiter or RateLimiter(
             requests_per_second,
-            low_rate_window=60.0 * max(retry_wait_scale, 1e-3),
-            low_rate_hold=300.0 * max(retry_wait_scale, 1e-3),
+            low_rate_window=LOW_RATE_WINDOW_SEC * max(retry_wait_scale, 1e-3),
+            low_rate_hold=LOW_RATE_WINDOW_SEC * max(retry_wait_scale, 1e-3),
         )
         self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout_sec))
         install_log_masking("httpx", "httpcore")  # httpx logs each request URL at INFO

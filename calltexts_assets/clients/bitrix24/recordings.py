@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,8 +24,9 @@ from calltexts_assets.clients.bitrix24.wire import (
     snippet,
 )
 from calltexts_assets.core.masking import mask_url
+from calltexts_assets.core.runlog import scrubbed_logger
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 T = TypeVar("T")
 
 

@@ -3,7 +3,6 @@ inside `batch` requests."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -16,8 +15,9 @@ from calltexts_assets.clients.bitrix24.wire import (
     BatchResult,
     encode_command,
 )
+from calltexts_assets.core.runlog import scrubbed_logger
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 
 
 class TelephonyMixin:

@@ -1,0 +1,93 @@
+"""The registry_csv asset over a ledger filled directly (no sandbox): the file it streams is
+the one the whole period gives at once, and the summary columns are decided by the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from calltexts_assets.assets.checks import table_preview
+from calltexts_assets.assets.registry_csv import registry_csv
+from calltexts_assets.core.ledger import CallRecord, Ledger, call_records
+from calltexts_assets.core.storage_keys import registry_key
+from calltexts_assets.reporting.registry import registry_frame, registry_rows, write_registry_csv
+from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.testing.records import invalid_record as invalid
+from calltexts_assets.testing.records import transcribed_record
+from calltexts_assets.testing.sandboxed import materialize_range
+
+DAY1, DAY2 = "2026-11-23", "2026-11-24"
+
+
+def record(n: int, day: str, **changes: Any) -> CallRecord:
+    changes.setdefault("call_id", f"call.{n}")
+    changes.setdefault("started_at", f"{day}T{n % 24:02d}:05:07+03:00")
+    return transcribed_record(n, day=day, seconds=61.0, **changes)
+
+
+def insert(ledger: Ledger, records: list[CallRecord]) -> None:
+    with ledger.engine.begin() as conn:
+        conn.execute(call_records.insert(), [dataclasses.asdict(r) for r in records])
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Any:
+    db = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield db
+    db.dispose()
+
+
+def test_has_summaries_is_answered_by_the_database(ledger: Ledger) -> None:
+    insert(ledger, [record(1, DAY1), record(2, DAY1, summary_path="")])
+    insert(ledger, [record(3, DAY2, summary_path="exports/2026-11/summary/call_call.3.md")])
+    assert not ledger.has_summaries([DAY1])  # NULL and "" are no summary
+    assert ledger.has_summaries([DAY1, DAY2])
+    assert ledger.has_summaries(iter([DAY2]))
+    assert not ledger.has_summaries([])
+
+
+def test_the_asset_streams_the_file_the_whole_period_gives(
+    ledger: Ledger, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    day1 = [record(n, DAY1, tags='["звонок; важный"]') for n in range(1, 8)]
+    day1.append(invalid("bad.1", DAY1))
+    day2 = [record(n, DAY2, phone_from="") for n in range(8, 14)]
+    day2[0] = dataclasses.replace(day2[0], summary_path="exports/2026-11/summary/call_call.8.md")
+    insert(ledger, [*day1, *day2, invalid("bad.0", DAY2)])
+    work_dir = tmp_path / "work"
+    resources = {
+        "storage": StorageResource(backend="local", local_root=str(tmp_path / "store")),
+        "ledger": LedgerResource(database_url=ledger.url),
+        # Summaries are off now, but a call has one: the columns must still be there.
+        "export_settings": ExportSettings(summaries_enabled=False, work_dir=str(work_dir)),
+    }
+
+    result = materialize_range([registry_csv], resources, instance, DAY1, DAY2)
+
+    key = registry_key(date.fromisoformat(DAY1), date.fromisoformat(DAY2))
+    stored = (tmp_path / "store" / key).read_bytes()
+    rows = registry_rows(
+        ledger.records([DAY1, DAY2]), summaries_enabled=True, price_per_minute=0.006
+    )
+    frame = registry_frame(rows, summaries_enabled=True)
+    assert stored == write_registry_csv(frame)  # what the asset wrote before it streamed
+    assert [r["call_id"] for r in rows[-2:]] == ["bad.0", "bad.1"]
+
+    materializations = result.asset_materializations_for_node("registry_csv")
+    assert len(materializations) == 2  # one per day of the range, with the same metadata
+    for materialization in materializations:
+        metadata = materialization.metadata
+        assert metadata["rows"].value == len(rows) == 15
+        assert metadata["bytes"].value == len(stored)
+        assert metadata["preview"] == table_preview(frame)  # as the whole frame gave it
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"duration_variance", "registry_complete", "cost_matches"}
+    assert all(c.passed for c in checks.values()), checks
+    assert list(work_dir.iterdir()) == []  # the staged file is gone

@@ -1,0 +1,124 @@
+"""The whole asset graph against the sandbox over loopback, through dagster's materialize."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from calltexts_assets.assets import all_assets
+from calltexts_assets.core.ledger import Status
+from calltexts_assets.sandbox.runtime import Sandbox
+from calltexts_assets.testing.sandboxed import materialize_range
+
+
+def test_two_days_export_every_artifact(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-02")
+    assert result.success
+    ledger = resources["ledger"].get()
+    records = ledger.records(["2026-11-01", "2026-11-02"])
+    seeded = sandbox.portal.rows
+    assert sorted(r.call_id for r in records) == sorted(row["CALL_ID"] for row in seeded)
+    store = tmp_path / "store"
+    for record in records:
+        if record.status == Status.TRANSCRIBED:
+            assert (store / record.transcript_path).read_text(encoding="utf-8")
+    assert (
+        store / "exports/2026-11-01_2026-11-02/registry/calls_2026-11-01_2026-11-02.csv"
+    ).exists()
+    for evaluation in result.get_asset_check_evaluations():
+        assert evaluation.passed, evaluation
+    assert not list((tmp_path / "tmp").iterdir())  # no spooled audio or chunks left behind
+
+    # A second run over the same days downloads and transcribes nothing.
+    sandbox.portal.reset_stats()
+    sandbox.stt.reset()
+    again = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-02")
+    assert again.success
+    assert sandbox.portal.request_count("records") == 0
+    assert sandbox.stt.stats()["requests"] == 0
+    assert ledger.count_rows() == len(records)
+
+
+def test_run_log_masks_phones_and_never_holds_secrets(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY
+
+    sandbox.stt.set_faults(server_error=1)  # an error path writes its message to the log too
+    result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")
+    assert result.success
+    logs = list((tmp_path / "logs").glob("call_export_*.jsonl"))
+    assert len(logs) == 1  # every step of the run appends to one file
+    text = logs[0].read_text(encoding="utf-8")
+    events = [json.loads(line) for line in text.splitlines()]
+    assert {e["correlation_id"] for e in events} == {result.run_id}
+    assert {e["stage"] for e in events if e["event"] == "call_step"} == {
+        "raw_audio",
+        "transcripts",
+    }
+    secrets = [sandbox.config.webhook_code, SANDBOX_API_KEY]
+    phones = {row["PHONE_NUMBER"] for row in sandbox.portal.rows}
+    for needle in [*secrets, *phones]:
+        assert needle not in text
+
+
+def test_run_sensors_close_the_days_and_record_the_run(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    import sqlalchemy as sa
+
+    from calltexts_assets.orchestration.sensors import record_export_failure, record_export_success
+
+    sandbox.portal.add_fault(kind="expired_token", target="*", times=None)
+    failed = materialize_range(
+        all_assets, resources, instance, "2026-11-01", "2026-11-01", raise_on_error=False
+    )
+    assert not failed.success
+    sandbox.portal.clear_faults()
+    ok = materialize_range(all_assets, resources, instance, "2026-11-02", "2026-11-02")
+    for sensor, result, status in (
+        (record_export_failure, failed, dg.DagsterEventType.RUN_FAILURE),
+        (record_export_success, ok, dg.DagsterEventType.RUN_SUCCESS),
+    ):
+        run = instance.get_run_by_id(result.run_id)
+        event = next(iter(instance.all_logs(result.run_id, of_type=status)))
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=event.dagster_event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={k: resources[k] for k in ("ledger", "export_settings")},
+        )
+        if sensor is record_export_failure:
+            context = context.for_run_failure()
+        sensor(context)
+    ledger = resources["ledger"].get()
+    assert ledger.export("2026-11-02")["status"] == "success"
+    with ledger.engine.connect() as conn:
+        rows = {r.run_id: r for r in conn.execute(sa.text("SELECT * FROM run_metrics"))}
+    assert rows[failed.run_id].status == "failure"
+    assert rows[ok.run_id].status == "success"
+    assert rows[ok.run_id].transcripts_ok == sum(
+        r.status == "transcribed" for r in ledger.records(["2026-11-02"])
+    )
+
+
+def test_calls_go_to_the_stt_while_the_downloads_go_on(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    # Slow downloads: were the stages apart, no transcript would come before the last one.
+    sandbox.portal.add_fault(kind="latency", target="records", delay_sec=0.2, times=None)
+    result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")
+    assert result.success
+    (log,) = (tmp_path / "logs").glob("call_export_*.jsonl")
+    steps = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "call_step"]
+    downloaded = sorted(e["ts"] for e in steps if e["stage"] == "raw_audio")
+    transcribed = sorted(e["ts"] for e in steps if e["stage"] == "transcripts")
+    assert len(downloaded) == len(transcribed) >= 5
+    assert transcribed[0] < downloaded[-1]
+    assert sum(ts < downloaded[-1] for ts in transcribed) >= 2

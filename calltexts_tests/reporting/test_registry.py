@@ -1,0 +1,469 @@
+import codecs
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+
+from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting import registry_schema
+from calltexts_assets.reporting.quality import registry_complete
+from calltexts_assets.reporting.registry import (
+    COST_DECIMALS,
+    registry_columns,
+    registry_frame,
+    registry_rows,
+    write_registry_csv,
+    write_registry_file,
+)
+from calltexts_assets.reporting.registry_schema import (
+    DEFAULT_SCHEMA_PATH,
+    load_registry_schema,
+    schema_columns,
+    validate_registry_csv,
+)
+from calltexts_assets.testing.records import invalid_record as invalid
+from calltexts_assets.testing.records import transcribed_record
+
+DAY = "2026-11-24"
+
+
+def make_record(n: int = 1, **changes: Any) -> CallRecord:
+    """A transcribed 61 s call; `changes` override any field."""
+    changes.setdefault("call_id", f"call.{n}")
+    changes.setdefault("started_at", f"{DAY}T10:{n % 60:02d}:07+03:00")
+    return transcribed_record(
+        n,
+        day=DAY,
+        seconds=61.0,
+        **changes,
+    )
+
+
+def failed(n: int, status: str, error_code: str | None = "http_404") -> CallRecord:
+    return make_record(
+        n,
+        status=status,
+        error_code=error_code,
+        transcript_path=None,
+        language=None,
+        cost=None,
+        stt_duration_sec=None,
+        audio_duration_sec=None,
+        attempts=3,
+    )
+
+
+def csv_bytes(records: list[CallRecord], summaries: bool = False) -> bytes:
+    rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
+    return write_registry_csv(registry_frame(rows, summaries_enabled=summaries))
+
+
+def read_with_csv_module(data: bytes) -> list[dict[str, str]]:
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    return list(csv.DictReader(text, delimiter=";"))
+
+
+# -- the dictionary and the code agree -------------------------------------------------------
+
+
+@pytest.mark.parametrize("summaries", [False, True])
+def test_columns_are_the_dictionarys(summaries: bool) -> None:
+    specs = load_registry_schema()
+    assert registry_columns(summaries) == schema_columns(specs, summaries)
+
+
+def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
+    assert registry_columns(True) == [
+        "datetime_start",
+        "direction",
+        "from",
+        "to",
+        "duration_sec",
+        "recording_url",
+        "transcript_path",
+        "transcription_cost",
+        "language",
+        "status",
+        "summary_path",
+        "tags",
+        "error_code",
+        "retry_count",
+        "call_id",
+        "record_id",
+    ]
+    document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    for column in document["columns"]:
+        assert {"name", "type", "required", "meaning", "example"} <= set(column)
+    cost = next(c for c in document["columns"] if c["name"] == "transcription_cost")
+    assert cost["decimals"] == COST_DECIMALS
+
+
+def test_every_dictionary_example_passes_its_own_rules() -> None:
+    specs = load_registry_schema()
+    document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    row = {c["name"]: c["example"] for c in document["columns"]}
+    header = schema_columns(specs, True)
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=";").writerows([header, [row[name] for name in header]])
+    data = codecs.BOM_UTF8 + buffer.getvalue().encode()
+    assert validate_registry_csv(data) == []
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def test_rows_one_per_call_in_time_order_whatever_the_input_order() -> None:
+    records = [make_record(3), make_record(1), failed(2, Status.MISSING_AUDIO)]
+    rows = registry_rows(records, summaries_enabled=False, price_per_minute=0.006)
+    assert [r["call_id"] for r in rows] == ["call.1", "call.2", "call.3"]
+    assert rows == registry_rows(records[::-1], summaries_enabled=False, price_per_minute=0.006)
+    assert list(rows[0]) == registry_columns(False)
+
+
+def test_row_values_are_formatted_strings() -> None:
+    started = "2026-11-24T10:05:07.250000+03:00"
+    [row] = registry_rows(
+        [make_record(5, started_at=started, attempts=2)],
+        summaries_enabled=False,
+        price_per_minute=0.006,
+    )
+    assert row == {
+        "datetime_start": "2026-11-24T10:05:07+03:00",
+        "direction": "incoming",
+        "from": "+79161234567",
+        "to": "+74951234567",
+        "duration_sec": "61",
+        "recording_url": "https://portal.example/rec/5.mp3",
+        "transcript_path": "exports/2026-11/transcripts/call_call.5.txt",
+        "transcription_cost": "0.0120",
+        "language": "russian",
+        "status": "transcribed",
+        "error_code": "",
+        "retry_count": "2",
+        "call_id": "call.5",
+        "record_id": "rec5",
+    }
+
+
+def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
+    [row] = registry_rows(
+        [failed(1, Status.DOWNLOAD_ERROR, "timeout")],
+        summaries_enabled=False,
+        price_per_minute=0.006,
+    )
+    assert (row["status"], row["error_code"], row["retry_count"]) == (
+        "download_error",
+        "timeout",
+        "3",
+    )
+    assert row["transcription_cost"] == row["transcript_path"] == row["language"] == ""
+
+
+def test_transcribed_row_without_a_recorded_cost_gets_the_tariff() -> None:
+    record = make_record(1, cost=None, stt_duration_sec=121.0)
+    [row] = registry_rows([record], summaries_enabled=False, price_per_minute=0.006)
+    assert row["transcription_cost"] == "0.0180"
+
+
+def test_summary_columns_and_tags() -> None:
+    records = [
+        make_record(
+            1, summary_path="exports/2026-11/summary/call_call.1.md", tags='["доставка", "жалоба"]'
+        ),
+        make_record(2, tags='=HYPERLINK("http://evil")'),
+    ]
+    rows = registry_rows(records, summaries_enabled=True, price_per_minute=0.006)
+    assert list(rows[0]) == registry_columns(True)
+    assert rows[0]["summary_path"] == "exports/2026-11/summary/call_call.1.md"
+    assert rows[0]["tags"] == "доставка, жалоба"
+    assert rows[1]["tags"].startswith("'=")  # a spreadsheet shows it, never runs it
+
+
+# -- the file --------------------------------------------------------------------------------
+
+
+def test_csv_starts_with_bom_and_opens_with_the_csv_module_and_polars() -> None:
+    records = [
+        make_record(
+            1, tags="звонок; важный", summary_path="exports/2026-11/summary/call_call.1.md"
+        ),
+        failed(2, Status.MISSING_AUDIO),
+        make_record(3, phone_from="", error_message="Ошибка"),
+    ]
+    data = csv_bytes(records, summaries=True)
+    assert data[:3] == b"\xef\xbb\xbf"
+
+    parsed = read_with_csv_module(data)
+    assert list(parsed[0]) == registry_columns(True)
+    assert [r["call_id"] for r in parsed] == ["call.1", "call.2", "call.3"]
+    assert parsed[0]["tags"] == "звонок; важный"  # Cyrillic and the separator round-trip
+    assert parsed[1]["error_code"] == "http_404"
+    assert parsed[2]["from"] == ""
+
+    frame = pl.read_csv(data, separator=";", infer_schema=False)
+    assert frame.columns == registry_columns(True)
+    assert frame["tags"].to_list() == ["звонок; важный", None, None]
+    assert frame["transcription_cost"].to_list() == ["0.0120", None, "0.0120"]
+
+
+def test_empty_registry_still_has_the_header() -> None:
+    data = write_registry_csv(registry_frame([], summaries_enabled=True))
+    assert data == codecs.BOM_UTF8 + (";".join(registry_columns(True)) + "\n").encode()
+    assert validate_registry_csv(data) == []
+
+
+def test_frame_rejects_rows_with_other_columns() -> None:
+    rows = registry_rows([make_record(1)], summaries_enabled=False, price_per_minute=0.006)
+    with pytest.raises(ValueError, match="columns"):
+        registry_frame(rows, summaries_enabled=True)
+
+
+# -- the streamed file ------------------------------------------------------------------------
+
+
+def varied_days() -> list[list[CallRecord]]:
+    """Four export days (one empty) with every value the CSV has to quote or leave empty,
+    invalid rows in two days, and each day out of order as a ledger might give it."""
+    d1, d2, d4 = "2026-11-23", "2026-11-24", "2026-11-26"  # nothing on the 25th
+    summary = "exports/2026-11/summary/call_s.md"
+    day1 = [
+        make_record(
+            1, run_id=d1, started_at=f"{d1}T09:00:00+03:00", tags='["доставка", "жалоба; срочно"]'
+        ),
+        make_record(2, run_id=d1, started_at=f"{d1}T09:00:00+03:00", summary_path=summary),
+        make_record(3, run_id=d1, started_at=f"{d1}T23:59:59+03:00", tags='=HYPERLINK("x")'),
+        invalid('bad;id "q"', d1),
+        make_record(
+            4,
+            run_id=d1,
+            started_at=f"{d1}T10:00:00.500000+03:00",
+            status=Status.MISSING_AUDIO,
+            error_code="ошибка;\nсети",
+            transcript_path=None,
+            language=None,
+            cost=None,
+        ),
+        make_record(5, run_id=d1, started_at=f"{d1}T06:30:00+00:00", phone_from=""),  # 09:30 MSK
+    ]
+    day2 = [
+        make_record(6, run_id=d2, started_at=f"{d2}T08:00:00+03:00", tags="строка\nвторая"),
+        make_record(7, run_id=d2, started_at=f"{d2}T08:00:01+03:00", tags="-1+1", language="uk"),
+        make_record(8, run_id=d2, started_at=f"{d2}T08:00:02+03:00", tags='"цитата"'),
+        make_record(9, run_id=d2, started_at=f"{d2}T08:00:03+03:00", cost=None),  # the tariff
+        *(make_record(n, run_id=d2, started_at=f"{d2}T12:{n:02d}:00+03:00") for n in range(10, 14)),
+        invalid("inv.2", d2),
+        invalid("inv.1", d2, started_at="not a date"),
+    ]
+    day4 = [
+        make_record(
+            14,
+            run_id=d4,
+            started_at=f"{d4}T00:00:00+03:00",
+            status=Status.NO_RECORDING,
+            recording_url=None,
+            record_id="",
+            cost=None,
+            transcript_path=None,
+            language=None,
+            duration_sec=0,
+        )
+    ]
+    return [day1[::-1], day2[::-1], [], day4]
+
+
+def streamed(days: list[list[CallRecord]], summaries: bool, **kw: Any) -> tuple[bytes, Any]:
+    sink = io.BytesIO()
+    written = write_registry_file(
+        days, sink, summaries_enabled=summaries, price_per_minute=0.006, **kw
+    )
+    return sink.getvalue(), written
+
+
+@pytest.mark.parametrize("summaries", [False, True])
+def test_streamed_file_is_byte_identical_to_the_whole_period_file(summaries: bool) -> None:
+    days = varied_days()
+    records = [r for day in days for r in day]
+    expected = csv_bytes(records, summaries)
+    # The fixture exercises what the format has to get right.
+    needles = ['"bad;id ""q"""', ";;", '"ошибка;\nсети"']
+    if summaries:
+        needles += ['"доставка, жалоба; срочно"', '"\'=HYPERLINK(""x"")"', '"строка\nвторая"']
+        needles += ['"""цитата"""', ";'-1+1;"]
+    for needle in needles:
+        assert needle.encode() in expected, needle
+
+    data, written = streamed(days, summaries)
+
+    assert data == expected
+    assert (written.rows, written.size) == (len(records), len(expected))
+    rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
+    assert written.preview == rows[:10]
+    assert [r["call_id"] for r in rows[-3:]] == ['bad;id "q"', "inv.1", "inv.2"]
+    assert validate_registry_csv(data) == [
+        f"row {len(rows) - 1} (call inv.1): datetime_start='not a date' is not an ISO 8601 "
+        "date-time"
+    ]
+
+
+@pytest.mark.parametrize("days", [[], [[]], [[], []]])
+def test_streamed_empty_period_is_the_header_alone(days: list[list[CallRecord]]) -> None:
+    for summaries in (False, True):
+        data, written = streamed(days, summaries)
+        assert data == write_registry_csv(registry_frame([], summaries_enabled=summaries))
+        assert (written.rows, written.size, written.preview) == (0, len(data), [])
+
+
+def test_streamed_preview_runs_on_into_the_held_back_rows() -> None:
+    day = [invalid("inv.b", DAY), make_record(2), invalid("inv.a", DAY), make_record(1)]
+    _, written = streamed([day], False)
+    assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a", "inv.b"]
+    _, written = streamed([day], False, preview_rows=3)
+    assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a"]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("summaries", [False, True])
+def test_a_good_registry_is_valid(summaries: bool) -> None:
+    records = [
+        make_record(1),
+        failed(2, Status.MISSING_AUDIO),
+        failed(3, Status.TRANSCRIPTION_ERROR, "stt_5xx"),
+        make_record(
+            4,
+            status=Status.NO_RECORDING,
+            recording_url=None,
+            record_id="",
+            cost=None,
+            transcript_path=None,
+            language=None,
+            duration_sec=0,
+        ),
+        make_record(
+            5,
+            status=Status.INVALID,
+            started_at="",
+            direction="",
+            phone_from="",
+            phone_to="",
+            duration_sec=0,
+            recording_url=None,
+            record_id="",
+            transcript_path=None,
+            language=None,
+            cost=None,
+            error_code="invalid_row",
+        ),
+    ]
+    assert validate_registry_csv(csv_bytes(records, summaries)) == []
+
+
+def _with_cell(data: bytes, call_id: str, column: str, value: str) -> bytes:
+    rows = read_with_csv_module(data)
+    for row in rows:
+        if row["call_id"] == call_id:
+            row[column] = value
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter=";")
+    writer.writeheader()
+    writer.writerows(rows)
+    return codecs.BOM_UTF8 + buffer.getvalue().encode()
+
+
+def test_validation_catches_a_missing_required_field() -> None:
+    data = csv_bytes([make_record(1), make_record(2)])
+    problems = validate_registry_csv(_with_cell(data, "call.2", "transcript_path", ""))
+    assert problems == [
+        "row 2 (call call.2): transcript_path is empty (required when status is transcribed)"
+    ]
+
+
+def test_validation_catches_an_error_row_without_error_code() -> None:
+    data = csv_bytes([failed(1, Status.MISSING_AUDIO, error_code=None)])
+    [problem] = validate_registry_csv(data)
+    assert "error_code is empty" in problem and "call.1" in problem
+
+
+def test_validation_catches_a_wrong_header() -> None:
+    data = csv_bytes([make_record(1)])
+    renamed = data.replace(b"transcription_cost", b"cost", 1)
+    [problem] = validate_registry_csv(renamed)
+    assert problem.startswith("header is") and "transcription_cost" in problem
+    # summary columns present but not wanted
+    with_summaries = csv_bytes([make_record(1)], summaries=True)
+    assert validate_registry_csv(with_summaries, summaries_enabled=False)[0].startswith("header")
+
+
+def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
+    data = csv_bytes([make_record(1), make_record(2), make_record(3)])
+    assert validate_registry_csv(data[3:]) == ["file does not start with the UTF-8 byte order mark"]
+    bad = _with_cell(data, "call.1", "transcription_cost", "0.012")
+    bad = _with_cell(bad, "call.2", "datetime_start", "2026-11-24T10:02:07")
+    bad = _with_cell(bad, "call.3", "status", "done")
+    assert validate_registry_csv(bad) == [
+        "row 1 (call call.1): transcription_cost='0.012' is not a decimal with 4 places",
+        "row 2 (call call.2): datetime_start='2026-11-24T10:02:07' has no UTC offset",
+        "row 3 (call call.3): status='done' is not one of ['download_error', 'downloaded', "
+        "'invalid', 'listed', 'missing_audio', 'no_recording', 'transcribed', "
+        "'transcription_error']",
+    ]
+    ragged = data + "только;три;поля\n".encode()
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 14"]
+
+
+def test_validation_caps_the_list() -> None:
+    data = csv_bytes([make_record(n, language=None) for n in range(1, 8)])
+    problems = validate_registry_csv(data, max_problems=5)
+    assert len(problems) == 6 and problems[-1] == "... and 2 more problems"
+
+
+def test_validation_reads_a_path_or_a_stream_as_it_reads_bytes(tmp_path: Path) -> None:
+    data = csv_bytes([make_record(1), make_record(2), failed(3, Status.MISSING_AUDIO, None)])
+    data = _with_cell(data, "call.2", "transcription_cost", "1")
+    expected = validate_registry_csv(data)
+    assert len(expected) == 2
+    path = tmp_path / "registry.csv"
+    path.write_bytes(data)
+    assert validate_registry_csv(path) == validate_registry_csv(str(path)) == expected
+    stream = io.BytesIO(data)
+    assert validate_registry_csv(stream) == expected
+    assert not stream.closed  # the caller's stream is left open
+    assert registry_complete(path).details == registry_complete(data).details
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+@pytest.mark.parametrize("bom", [True, False])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff",  # never valid
+        b"\xd0A",  # a 2-byte character cut short
+        b"\xe2\x82A",  # a 3-byte character cut short: a range of bytes
+    ],
+)
+def test_not_utf8_is_reported_as_the_whole_file_decode_reports_it(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, bom: bool, damage: bytes
+) -> None:
+    monkeypatch.setattr(registry_schema, "_READ_CHUNK", chunk)  # errors across chunk boundaries
+    good = csv_bytes([make_record(1, tags="звонок"), make_record(2)], summaries=True)
+    good = good if bom else good[len(codecs.BOM_UTF8) :]
+    middle = good.index("звонок".encode()) + 2
+    for data in (good[:middle] + damage + good[middle:], good + "ж".encode()[:1]):
+        with pytest.raises(UnicodeDecodeError) as whole:
+            data.decode("utf-8-sig")
+        no_bom = [] if bom else ["file does not start with the UTF-8 byte order mark"]
+        assert validate_registry_csv(data) == [*no_bom, f"file is not UTF-8: {whole.value}"]
+
+
+def test_registry_complete_keeps_the_first_problems_and_every_call_id() -> None:
+    data = csv_bytes([make_record(n, language=None) for n in range(1, 31)])
+    outcome = registry_complete(data)
+    assert not outcome.passed and outcome.value == 30.0
+    assert len(outcome.details["problems"]) == 20
+    assert outcome.details["problems"][0].startswith("row 1 (call call.1): language is empty")
+    assert outcome.offending_call_ids == tuple(sorted(f"call.{n}" for n in range(1, 31)))

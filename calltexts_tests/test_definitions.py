@@ -1,0 +1,61 @@
+"""The code location loads as Dagster loads it, with every job, schedule, sensor and resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from calltexts_assets.definitions import build_definitions, defs
+from calltexts_assets.settings import SettingsError, load_settings
+
+ASSETS = {
+    "call_list",
+    "raw_audio",
+    "transcripts",
+    "summaries",
+    "registry_csv",
+    "qa_sample",
+    "cost_report",
+}
+RESOURCES = {"bitrix24", "whisper", "summariser", "storage", "ledger", "export_settings"}
+
+
+def test_the_code_location_loads() -> None:
+    dg.Definitions.validate_loadable(defs)
+    repository = defs.get_repository_def()
+    assert {job.name for job in repository.get_all_jobs()} >= {"calls_export", "retention"}
+    assert {s.name for s in repository.schedule_defs} == {"daily_export", "weekly_catch_up"}
+    assert {s.name for s in repository.sensor_defs} == {
+        "record_export_success",
+        "record_export_failure",
+    }
+    assert set(defs.resources or {}) == RESOURCES
+
+
+def test_asset_keys_and_lineage_are_those_runs_were_recorded_under() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == ASSETS
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert parents["raw_audio"] == {"call_list"}
+    assert parents["transcripts"] == {"raw_audio"}
+    assert parents["summaries"] == {"transcripts"}
+    assert parents["registry_csv"] == {"summaries"}
+    assert parents["cost_report"] == {"registry_csv"}
+    assert parents["qa_sample"] == {"transcripts"}
+
+
+def test_every_asset_finds_its_resources() -> None:
+    graph = defs.resolve_asset_graph()
+    for assets_def in graph.assets_defs:
+        # io_manager: Dagster's default, for outputs no asset here hands over
+        assert assets_def.required_resource_keys - {"io_manager"} <= RESOURCES, assets_def.keys
+
+
+def test_a_bad_setting_stops_the_load_with_one_line_per_variable() -> None:
+    with pytest.raises(SettingsError) as info:
+        build_definitions(load_settings({"CALLTEXTS_CONCURRENCY": "0"}))
+    assert str(info.value) == "CALLTEXTS_CONCURRENCY='0': expected a whole number from 1 to 100"

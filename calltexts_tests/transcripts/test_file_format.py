@@ -1,0 +1,101 @@
+"""The transcript file's text: header, timestamps, role labels, masking."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from calltexts_assets.core.ledger import listed_values
+from calltexts_assets.listing.calls import call_from_row
+from calltexts_assets.testing.records import transcribed_record
+from calltexts_assets.transcripts.dialogue import DialogueLine, Transcript
+from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript, timestamp
+
+MSK = timezone(timedelta(hours=3))
+HEADER = TranscriptHeader(
+    call_id="abc.123",
+    started_at=datetime(2026, 11, 2, 9, 5, 7, tzinfo=MSK),
+    direction="incoming",
+    phone_from="+79161234567",
+    phone_to="+74951112233",
+    duration_sec=3725,
+)
+TRANSCRIPT = Transcript(
+    language="russian",
+    duration_sec=3725.4,
+    lines=(
+        DialogueLine(0.4, "operator", "здравствуйте компания"),
+        DialogueLine(65.9, "client", "заказ доставка"),
+        DialogueLine(3600.0, "operator", "спасибо"),
+        DialogueLine(3700.2, "client", "   "),  # empty segments are left out
+    ),
+    model="whisper-1",
+    requests=3,
+)
+
+
+def test_timestamps_switch_to_hours_past_the_first_hour() -> None:
+    assert timestamp(0) == "[00:00]"
+    assert timestamp(65.9) == "[01:05]"
+    assert timestamp(3599.99) == "[59:59]"
+    assert timestamp(3600) == "[1:00:00]"
+    assert timestamp(4000) == "[1:06:40]"
+
+
+def test_russian_transcript_with_header() -> None:
+    text = render_transcript(HEADER, TRANSCRIPT)
+    assert text.splitlines() == [
+        "Звонок: abc.123",
+        "Дата и время: 2026-11-02 09:05:07+03:00",
+        "Направление: входящий",
+        "От: +79161234567",
+        "Кому: +74951112233",
+        "Длительность: 01:02:05 (3725 с)",
+        "Язык: russian",
+        "Модель: whisper-1",
+        "",
+        "[00:00] Оператор: здравствуйте компания",
+        "[01:05] Клиент: заказ доставка",
+        "[1:00:00] Оператор: спасибо",
+    ]
+    assert text.endswith("\n") and not text.startswith("\ufeff")
+    text.encode("utf-8")
+
+
+def test_english_labels_masked_phones_and_sandbox_marker() -> None:
+    header = TranscriptHeader(**{**HEADER.__dict__, "sandbox": True})
+    text = render_transcript(header, TRANSCRIPT, labels="en", mask_phones=True)
+    assert "Direction: incoming" in text
+    assert "From: +7******4567" in text and "1234567" not in text
+    assert "Source: sandbox (synthetic data)" in text
+    assert "[01:05] Client: заказ доставка" in text
+
+
+def test_custom_role_labels_and_mono_speaker() -> None:
+    mono = Transcript("russian", 10, (DialogueLine(1, "speaker", "да"),), "whisper-1", 1)
+    assert "[00:01] Собеседник: да" in render_transcript(HEADER, mono)
+    assert "[00:01] Speaker: да" in render_transcript(HEADER, mono, labels="en")
+    custom = render_transcript(HEADER, TRANSCRIPT, role_labels={"operator": "Менеджер"})
+    assert "[00:00] Менеджер: здравствуйте компания" in custom
+
+
+def test_no_speech_is_said_not_left_blank() -> None:
+    empty = Transcript("", 30, (), "whisper-1", 1)
+    text = render_transcript(HEADER, empty)
+    assert text.rstrip().endswith("(речь не распознана)")
+    assert "Язык: —" in text
+
+
+def test_header_from_a_ledger_row() -> None:
+    call = call_from_row(
+        {
+            "ID": "7", "CALL_ID": "c-7", "CALL_TYPE": "1", "CALL_DURATION": "61",
+            "CALL_START_DATE": "2026-11-02T10:00:00+03:00", "PHONE_NUMBER": "+79160000001",
+            "PORTAL_NUMBER": "+74950000002",
+        }
+    )  # fmt: skip
+    record = transcribed_record(
+        7, day="2026-11-02", seconds=61.0, **listed_values("2026-11-02", call)
+    )
+    header = TranscriptHeader.from_record(record)
+    assert (header.phone_from, header.phone_to) == ("+74950000002", "+79160000001")
+    assert "Направление: исходящий" in render_transcript(header, TRANSCRIPT)
