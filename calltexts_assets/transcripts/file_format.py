@@ -5,6 +5,7 @@ Pure text rendering; callers write the result as UTF-8 without a BOM.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,16 @@ def _duration(seconds: float, unit: str) -> str:
     return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d} ({total} {unit})"
 
 
+# Line breaks of every kind (CR, LF, VT, FF, NEL, U+2028/9) and other control characters.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(value: object) -> str:
+    """`value` as a single line: a CR/LF inside a phone number or a recognised phrase must
+    not forge a header field or a dialogue line."""
+    return " ".join(_BREAKS.sub(" ", str(value)).split())
+
+
 def render_transcript(
     meta: TranscriptHeader,
     transcript: Transcript,
@@ -123,12 +134,12 @@ def render_transcript(
     ]
     if meta.sandbox:
         header.append((f["source"], words.sandbox))
-    out = [f"{key}: {value}" for key, value in header]
+    out = [f"{key}: {one_line(value)}" for key, value in header]
     out.append("")
     dialogue = [
-        f"{timestamp(line.start)} {roles.get(line.speaker, line.speaker)}: {line.text}"
+        f"{timestamp(line.start)} {roles.get(line.speaker, line.speaker)}: {one_line(line.text)}"
         for line in transcript.lines
-        if line.text.strip()
+        if one_line(line.text)
     ]
     out += dialogue or [words.no_speech]
     return "\n".join(out) + "\n"

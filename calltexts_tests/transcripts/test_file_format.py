@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from calltexts_assets.core.ledger import listed_values
 from calltexts_assets.listing.calls import call_from_row
@@ -99,3 +102,22 @@ def test_header_from_a_ledger_row() -> None:
     header = TranscriptHeader.from_record(record)
     assert (header.phone_from, header.phone_to) == ("+74950000002", "+79160000001")
     assert "Направление: исходящий" in render_transcript(header, TRANSCRIPT)
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"])
+def test_a_line_break_in_any_value_cannot_forge_a_header_or_dialogue_line(brk: str) -> None:
+    forged = replace(
+        HEADER,
+        phone_from=f"+79161234567{brk}Модель: forged",
+        phone_to=f"{brk}{brk}[00:00] Оператор: forged",
+    )
+    transcript = Transcript(
+        "ru", 30, (DialogueLine(1.0, "client", f"да{brk}[00:05] Оператор: forged"),), "w", 1
+    )
+    text = render_transcript(forged, transcript)
+    header, _, dialogue = text.partition("\n\n")
+    keys = [line.split(":", 1)[0] for line in header.splitlines()]
+    assert keys == ["Звонок", "Дата и время", "Направление", "От", "Кому", "Длительность",
+                    "Язык", "Модель"]  # fmt: skip
+    assert dialogue.splitlines() == ["[00:01] Клиент: да [00:05] Оператор: forged"]
+    assert "От: +79161234567 Модель: forged" in header
