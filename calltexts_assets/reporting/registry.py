@@ -24,6 +24,7 @@ from calltexts_assets.reporting.cost import (
     call_cost_usd,
     format_usd,
 )
+from calltexts_assets.reporting.spreadsheet import text_cell
 
 SEPARATOR = ";"
 COST_DECIMALS = USD_PLACES
@@ -45,9 +46,7 @@ _SUMMARY = ("summary_path", "tags")
 # call_id/record_id go last so the agreed order of the other columns stays as specified.
 _TAIL = ("error_code", "retry_count", "call_id", "record_id")
 
-# A cell starting with one of these is run as a formula by spreadsheets (CSV injection);
-# tags come from a language model reading what a caller said, so they are not trusted.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PHONE_COLUMNS = frozenset({"from", "to"})
 
 
 def registry_columns(summaries_enabled: bool) -> list[str]:
@@ -76,7 +75,7 @@ def _tags(value: str | None) -> str:
         parsed = None
     if isinstance(parsed, list):
         value = ", ".join(str(tag) for tag in parsed)
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    return value
 
 
 def record_cost_usd(
@@ -124,7 +123,9 @@ def registry_row(
         "call_id": record.call_id,
         "record_id": record.record_id,
     }
-    return row
+    # Every value may come from a caller, the portal or a language model (tags): none may
+    # run as a formula where the registry is opened.
+    return {name: text_cell(value, phone=name in PHONE_COLUMNS) for name, value in row.items()}
 
 
 def chronological(record: CallRecord) -> tuple[int, float, str, str, str]:

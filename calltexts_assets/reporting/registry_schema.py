@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from calltexts_assets.reporting.registry import SEPARATOR
+from calltexts_assets.reporting.registry import PHONE_COLUMNS, SEPARATOR
+from calltexts_assets.reporting.spreadsheet import is_formula_like
 
 DEFAULT_SCHEMA_PATH = (
     Path(__file__).resolve().parents[2] / "docs" / "specs" / "call_registry_schema.yaml"
@@ -125,6 +126,9 @@ def _row_problems(specs: Sequence[ColumnSpec], row: dict[str, str]) -> list[str]
     problems = []
     for spec in specs:
         value = row[spec.name]
+        if is_formula_like(value, phone=spec.name in PHONE_COLUMNS):
+            problems.append(f"{spec.name} starts like a spreadsheet formula: {value[:40]!r}")
+            continue
         if value == "":
             if spec.required.applies(status):
                 problems.append(f"{spec.name} is empty (required {spec.required.describe()})")

@@ -1,6 +1,7 @@
 import codecs
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from calltexts_assets.reporting.registry import (
     COST_DECIMALS,
     registry_columns,
     registry_frame,
+    registry_row,
     registry_rows,
     write_registry_csv,
     write_registry_file,
@@ -467,3 +469,56 @@ def test_registry_complete_keeps_the_first_problems_and_every_call_id() -> None:
     assert len(outcome.details["problems"]) == 20
     assert outcome.details["problems"][0].startswith("row 1 (call call.1): language is empty")
     assert outcome.offending_call_ids == tuple(sorted(f"call.{n}" for n in range(1, 31)))
+
+
+HOSTILE = [
+    '=HYPERLINK("http://evil.example","x")',
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "＝1+1",
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_no_cell_of_the_registry_can_run_as_a_formula(payload: str) -> None:
+    record = transcribed_record(
+        1,
+        day="2026-11-24",
+        call_id="c-1",
+        started_at="2026-11-24T10:00:00+03:00",
+        seconds=30.0,
+        phone_from=payload,
+        phone_to=payload,
+        recording_url=payload,
+        error_code=payload,
+        tags=json.dumps([payload]),
+    )
+    row = registry_row(record, summaries_enabled=True)
+    for column in ("from", "to", "recording_url", "error_code", "tags"):
+        assert row[column] == "'" + payload, column
+    data = write_registry_csv(registry_frame([row]))
+    assert validate_registry_csv(data) == []
+    assert registry_complete(data).passed
+
+
+def test_phone_numbers_stay_as_they_are() -> None:
+    record = transcribed_record(
+        1, day="2026-11-24", call_id="c-1", started_at="2026-11-24T10:00:00+03:00",
+        seconds=30.0, phone_from="+7 (495) 123-45-67", phone_to="89581234567",
+    )  # fmt: skip
+    row = registry_row(record, summaries_enabled=False)
+    assert (row["from"], row["to"]) == ("+7 (495) 123-45-67", "89581234567")
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_registry_complete_fails_a_file_with_a_formula_cell(payload: str) -> None:
+    record = transcribed_record(
+        1, day="2026-11-24", call_id="c-1", started_at="2026-11-24T10:00:00+03:00", seconds=30.0
+    )
+    row = registry_row(record, summaries_enabled=False) | {"recording_url": payload}
+    outcome = registry_complete(write_registry_csv(registry_frame([row])))
+    assert not outcome.passed and outcome.offending_call_ids == ("c-1",)
+    assert "starts like a spreadsheet formula" in outcome.details["problems"][0]
