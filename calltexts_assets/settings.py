@@ -216,13 +216,18 @@ def _checked_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+_WEBHOOK_SHAPE = "expected https://<portal>/rest/<user id>/<code>/ (code: letters and digits)"
+
+
 def _webhook_shape(raw: str) -> None:
     parts = urlsplit(raw)
-    segments = [s for s in parts.path.split("/") if s]
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected https://<portal>/rest/<user id>/<code>/")
+    segments = parts.path.split("/")[1:]
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ValueError(_WEBHOOK_SHAPE)
     if len(segments) < 3 or segments[0] != "rest" or not segments[1].isdigit():
-        raise ValueError("expected https://<portal>/rest/<user id>/<code>/")
+        raise ValueError(_WEBHOOK_SHAPE)
+    if not segments[2].isascii() or not segments[2].isalnum():
+        raise ValueError(_WEBHOOK_SHAPE)
 
 
 def _database_shape(raw: str) -> None:

@@ -192,8 +192,13 @@ class Ledger:
         if self._is_sqlite and database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # A file cannot drop a connection the way a server does: ping PostgreSQL only.
+        # hide_parameters: a failed statement's error text must not carry the row values
+        # (other callers' phone numbers) into logs and the Dagster event log.
         self.engine = sa.create_engine(
-            url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite
+            url,
+            connect_args=connect_args,
+            pool_pre_ping=not self._is_sqlite,
+            hide_parameters=True,
         )
         if self._is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)

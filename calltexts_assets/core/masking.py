@@ -47,13 +47,14 @@ def _mask_one_url(url: str) -> str:
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask every URL inside free text, then any literal secret still present."""
-    masked = _URL_IN_TEXT.sub(lambda m: _mask_one_url(m.group(0)), text)
-    masked = _WEBHOOK_PATH.sub(rf"\g<1>{MASK}", masked)
+    """Mask the literal secrets first (whatever they contain, spaces included), then every
+    URL inside free text."""
+    masked = text
     for secret in secrets:
         if secret and len(secret) >= 4:  # a 1-3 char "secret" would mask random text
             masked = masked.replace(secret, MASK)
-    return masked
+    masked = _URL_IN_TEXT.sub(lambda m: _mask_one_url(m.group(0)), masked)
+    return _WEBHOOK_PATH.sub(rf"\g<1>{MASK}", masked)
 
 
 def mask_phone(number: str | None) -> str:

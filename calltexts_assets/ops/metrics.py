@@ -267,7 +267,7 @@ def record_run(
     if engine is not None:
         store_summary(engine, summary)
     elif database_url:
-        own = sa.create_engine(database_url)
+        own = sa.create_engine(database_url, hide_parameters=True)
         try:
             store_summary(own, summary)
         finally:

@@ -493,3 +493,25 @@ def test_call_batches_come_one_request_at_a_time(client: Bitrix24Client) -> None
     assert (len(first), portal.batches) == (2500, 1)
     assert [len(b) for b in batches] == [100]
     assert portal.batches == 2
+
+
+@respx.mock
+def test_a_webhook_code_with_a_space_never_shows_in_retry_logs(
+    sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    spaced = Bitrix24Client(
+        webhook_url="https://portal.example.ru/rest/1/half one half two/",
+        requests_per_second=0,
+        retry_wait_scale=SCALE,
+        sleep=sleeps.append,
+    )
+    respx.post(url__regex=r".*/scope\.json").mock(
+        side_effect=[
+            httpx.Response(503, json={"error": "QUERY_LIMIT_EXCEEDED"}),
+            httpx.Response(200, json={"result": ["telephony"]}),
+        ]
+    )
+    spaced.call("scope")
+    assert "retrying in" in caplog.text
+    assert "half" not in caplog.text and "two" not in caplog.text

@@ -136,3 +136,13 @@ def test_totals_are_counted_by_the_database(ledger: Ledger) -> None:
     assert totals.transcribed_seconds == pytest.approx(91.5)
     assert totals.transcribed_cost == pytest.approx(0.018)
     assert totals.languages == ["en", "ru"]
+
+
+def test_a_failed_statement_never_quotes_row_values(tmp_path: Path) -> None:
+    """Its error text reaches logs and the event log: no caller's number in it."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.upsert_listed(DAY, [call_from_row(_row(1))])
+    with pytest.raises(sa.exc.IntegrityError) as info:
+        ledger.update((DAY, "call.1", "1001"), status=None, phone_from="+79991234567")
+    assert "+79991234567" not in str(info.value)
+    assert "hide_parameters" in str(info.value)

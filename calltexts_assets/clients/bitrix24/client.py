@@ -238,7 +238,7 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
                 number,
                 exc,
                 delay,
-                mask_url(url),
+                self._mask(url),  # the literal secrets too: a code need not look like one
             )
 
         policy = retry_policy(
@@ -248,7 +248,7 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
             return policy(counted)
         except TransientError as exc:
             raise Bitrix24Error(
-                f"Bitrix24 {what} failed after {attempts} attempts: {exc} [{mask_url(url)}]",
+                f"Bitrix24 {what} failed after {attempts} attempts: {exc} [{self._mask(url)}]",
                 method=what,
                 code=exc.code,
                 status=exc.status,

@@ -1,0 +1,86 @@
+"""Every setting is checked before any work: one line per bad variable, naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from calltexts_assets.settings import VARIABLES, SettingsError, load_settings
+
+WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CALLTEXTS_CONCURRENCY", "abc", "a whole number from 1 to 100"),
+        ("CALLTEXTS_CONCURRENCY", "0", "a whole number from 1 to 100"),
+        ("CALLTEXTS_CONCURRENCY", "-3", "a whole number from 1 to 100"),
+        ("CALLTEXTS_TIMEZONE", "Mars/Olympus", "an IANA time zone"),
+        ("CALLTEXTS_PARTITIONS_START", "2025-13-01", "a date YYYY-MM-DD"),
+        ("STT_PRICE_PER_MINUTE_USD", "-0.006", "a number >= 0"),
+        ("STT_PRICE_PER_MINUTE_USD", "nan", "a number >= 0"),
+        ("USD_RUB_RATE", "0", "a number > 0"),
+        ("CALLTEXTS_STORAGE", "s4", "one of local, s3"),
+        ("CALLTEXTS_S3_SSE", "none", "one of AES256, aws:kms"),
+        ("EXPORT_SUMMARY_ENABLED", "maybe", "true or false"),
+        ("OPENAI_BASE_URL", "ftp://stt.local", "an http(s) URL"),
+        ("BITRIX24_REQUESTS_PER_SECOND", "0", "a number > 0"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    [line] = info.value.problems
+    assert line.startswith(f"{name}=") and expected in line
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CALLTEXTS_CONCURRENCY": "x", "CALLTEXTS_STORAGE": "s4"})
+    assert [p.split("=")[0] for p in info.value.problems] == [
+        "CALLTEXTS_STORAGE",
+        "CALLTEXTS_CONCURRENCY",
+    ]
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        "https://portal.example.ru/rest/1/half one/",  # a space in the code
+        "https://portal.example.ru/rest/abc/code/",  # no user id
+        "https://portal.example.ru/api/1/code/",
+        "portal.example.ru/rest/1/code/",
+        "https://portal.example.ru/rest/1/code/?auth=x",
+    ],
+)
+def test_a_malformed_webhook_is_refused_without_quoting_it(webhook: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"BITRIX24_WEBHOOK_URL": webhook})
+    [line] = info.value.problems
+    assert line.startswith("BITRIX24_WEBHOOK_URL: expected https://<portal>/rest/")
+    assert "code" not in line.split("expected", 1)[0] and "one" not in line
+
+
+def test_secrets_are_kept_as_names_only() -> None:
+    settings = load_settings({"BITRIX24_WEBHOOK_URL": WEBHOOK, "OPENAI_API_KEY": "sk-secret-value"})
+    assert settings.credentials_configured and settings.openai_api_key
+    assert "abc123def" not in repr(settings) and "sk-secret-value" not in repr(settings)
+
+
+def test_dependent_settings() -> None:
+    with pytest.raises(SettingsError, match="CALLTEXTS_S3_BUCKET: required"):
+        load_settings({"CALLTEXTS_STORAGE": "s3"})
+    with pytest.raises(SettingsError, match="BITRIX24_PORTAL_URL: required"):
+        load_settings({"BITRIX24_OAUTH_TOKEN": "t"})
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert (settings.concurrency, settings.timezone, settings.storage_backend) == (
+        10,
+        "Europe/Moscow",
+        "local",
+    )
+    assert not settings.credentials_configured
+    assert settings.ledger_url() == settings.sqlite_url
+    assert "CALLTEXTS_CONCURRENCY" in VARIABLES and "BITRIX24_WEBHOOK_URL" in VARIABLES
