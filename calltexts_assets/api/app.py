@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from calltexts_assets.api.body import CallExportBody, parse_body
 from calltexts_assets.api.idempotency import IdempotencyStore, StoredKey, request_hash
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
@@ -20,7 +21,7 @@ from calltexts_assets.api.launcher import (
     Launcher,
     LaunchError,
 )
-from calltexts_assets.api.period import CallExportBody, PeriodError, PeriodPolicy, parse_body
+from calltexts_assets.core.periods import PeriodError, PeriodPolicy
 from calltexts_assets.core.runlog import scrubbed_logger
 
 log = scrubbed_logger(__name__)
@@ -124,7 +125,9 @@ class ExportTasks:
             return self.answer_known(key, hash_, known)
         try:
             body = parse_body(raw)
-            period_from, period_to = self.policy.resolve(body)
+            period_from, period_to = self.policy.resolve(
+                body.period_from, body.period_to, allow_long_period=body.allow_long_period
+            )
         except PeriodError as exc:
             return _error(422, str(exc))
         known = self.store.reserve(key, hash_)  # the database picks one winner among racers

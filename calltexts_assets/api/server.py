@@ -14,8 +14,8 @@ from calltexts_assets.api.app import create_app
 from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.api.launcher import DagsterLauncher
 from calltexts_assets.api.metrics_collector import ExportCollector
-from calltexts_assets.api.period import PeriodPolicy
 from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.core.periods import PeriodPolicy
 from calltexts_assets.settings import Settings, load_settings
 
 

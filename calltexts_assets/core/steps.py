@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
@@ -39,10 +40,23 @@ class RunStopped(Exception):
         self.stage, self.cause, self.calls_done = stage, cause, calls_done
 
 
+# OS errors worth a name an operator acts on (the errno alone would say `2` or `28`).
+_OS_ERRORS = {
+    errno.ENOSPC: "disk_full",
+    errno.EDQUOT: "disk_quota_exceeded",
+    errno.EROFS: "read_only_filesystem",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.ENOENT: "file_not_found",
+}
+
+
 def error_code(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
+        return _OS_ERRORS[exc.errno]
     code = getattr(exc, "code", None)
-    if code:
-        return str(code)
+    if code and isinstance(code, str):
+        return code
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
 
 

@@ -10,7 +10,9 @@ import sys
 import threading
 from datetime import date, timedelta
 
-from calltexts_assets.settings import SettingsError, load_settings, portal_today
+from calltexts_assets.core.periods import PeriodError
+from calltexts_assets.ops.preflight import environment_problems, export_period
+from calltexts_assets.settings import Settings, SettingsError, load_settings, portal_today
 
 
 def _add_sandbox_args(parser: argparse.ArgumentParser, days: int, calls_per_day: int) -> None:
@@ -64,21 +66,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _period(args: argparse.Namespace) -> tuple[date, date]:
-    yesterday = portal_today() - timedelta(days=1)
-    period_to = args.period_to or yesterday
-    period_from = args.period_from or period_to - timedelta(days=args.days - 1)
-    if period_from > period_to:
-        raise SystemExit(f"--from {period_from} is after --to {period_to}")
-    return period_from, period_to
+class _Refused(Exception):
+    """The command cannot start; the message is one line for the user (exit code 2)."""
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _checked_settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise _Refused(f"invalid settings:\n{exc}") from None
+    problems = environment_problems(settings)
+    if problems:
+        raise _Refused("\n".join(problems))
+    return settings
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.orchestration.export_run import run_export
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
-    period_from, period_to = _period(args)
-    if load_settings().credentials_configured:
+    try:
+        period_from, period_to = export_period(
+            settings, args.period_from, args.period_to, args.days
+        )
+    except PeriodError as exc:
+        raise _Refused(str(exc)) from None
+    if settings.credentials_configured:
         return run_export(period_from, period_to, summaries=args.summaries)
     days = (period_to - period_from).days + 1
     print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
@@ -148,10 +161,10 @@ def _dev_processes(api_port: int) -> int:
         return subprocess.call(command)
 
 
-def _cmd_dev(args: argparse.Namespace) -> int:
+def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
-    if load_settings().credentials_configured:
+    if settings.credentials_configured:
         return _dev_processes(args.api_port)
     start = portal_today() - timedelta(days=args.days)
     with sandbox_environment(
@@ -177,14 +190,18 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        load_settings()  # every setting checked before any work
-    except SettingsError as exc:
-        print(f"calltexts: invalid settings:\n{exc}", file=sys.stderr)
+        return _dispatch(args)
+    except _Refused as exc:
+        print(f"calltexts {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = _checked_settings()  # every setting checked before any work
     if args.command == "run":
-        return _cmd_run(args)
+        return _cmd_run(args, settings)
     if args.command == "dev":
-        return _cmd_dev(args)
+        return _cmd_dev(args, settings)
     if args.command == "sandbox":
         if args.sandbox_command == "serve":
             return _cmd_sandbox_serve(args)

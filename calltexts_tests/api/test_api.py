@@ -36,8 +36,8 @@ from calltexts_assets.api.launcher import (
     RunState,
     run_tags,
 )
-from calltexts_assets.api.period import PeriodPolicy
 from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.core.periods import PeriodPolicy
 from calltexts_assets.sandbox.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]

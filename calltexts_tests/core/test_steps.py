@@ -3,6 +3,7 @@ the run log."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import pytest
 from calltexts_assets.core.errors import RunWideError
 from calltexts_assets.core.ledger import CallRecord, Ledger, Status
 from calltexts_assets.core.runlog import PROJECT_LOGGER, RunLog, scrubbed_logger
-from calltexts_assets.core.steps import CallSteps, RunStopped, StepOutcome
+from calltexts_assets.core.steps import CallSteps, RunStopped, StepOutcome, error_code
 from calltexts_assets.listing.calls import call_from_row
 
 DAY = "2026-11-02"
@@ -102,3 +103,16 @@ def test_a_run_wide_error_stops_the_stage_and_leaves_the_calls_as_they_were(
     assert isinstance(info.value.cause, Expired)
     assert {r.status for r in ledger.records([DAY])} == {Status.LISTED}
     assert all(r.attempts == 0 for r in ledger.records([DAY]))
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk_full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read_only_filesystem"),
+        (PermissionError(errno.EACCES, "Permission denied"), "permission_denied"),
+        (ValueError("x"), "value_error"),
+    ],
+)
+def test_error_codes_name_what_an_operator_acts_on(exc: BaseException, code: str) -> None:
+    assert error_code(exc) == code
