@@ -1,5 +1,6 @@
 """cost_report: the period's summary for the operations team, Markdown and PDF."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -38,7 +39,7 @@ def cost_report(
     storage: StorageResource,
     ledger: LedgerResource,
     export_settings: ExportSettings,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     period = run_period(context)
     db = ledger.get()
     days = period.export_ids
@@ -74,9 +75,11 @@ def cost_report(
     pdf_key = report_key(period.first, period.last, "pdf")
     store.write_text(md_key, render_markdown(data))
     store.write_bytes(pdf_key, render_pdf(data))
+    covered = next(c for c in checks if c.name == "coverage")
+    coverage_failed = not covered.passed and covered.severity == "error"
     for day in period.export_ids:  # the last asset of the graph: the days are done
-        db.finish_export(day, "success")
-    return dg.MaterializeResult(
+        db.finish_export(day, "failed" if coverage_failed else "success")
+    yield dg.MaterializeResult(
         metadata={
             "period": period.label,
             "calls": data.calls_total,
@@ -92,3 +95,11 @@ def cost_report(
             "pdf": dg.PathMetadataValue(store.uri(pdf_key)),
         }
     )
+    # The report is written either way (it says what went wrong); a coverage below the
+    # error floor fails the run, so its status and `calltexts run`'s exit code say so too.
+    if coverage_failed:
+        raise dg.Failure(
+            description=f"coverage below the floor: {covered.summary}. The report "
+            f"{store.uri(md_key)} lists the calls and why; re-run the period after the fix.",
+            metadata={"coverage": dg.FloatMetadataValue(covered.value)},
+        )
