@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +33,11 @@ log = scrubbed_logger(__name__)
 TASK_PATH = "/tasks/call_export"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _RETRY = {"Retry-After": "5"}
+MAX_BODY_BYTES = 16 * 1024  # three small fields; anything near this size is not ours
+REPLAY_POLL_SEC = 0.1
+# Longer than a launch may take (the GraphQL client's timeout is 60 s): a reservation this
+# old with no run behind it belongs to a request that died.
+ABANDONED_AFTER = timedelta(minutes=5)
 
 
 def _json(status_code: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -82,73 +91,105 @@ _BODY_SCHEMA = {
 }
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A key whose first request is still launching: the route waits for it off the
+    worker threads (a replay must not hold one while it waits)."""
+
+    key: str
+    request_hash: str
+    raw: Any
+
+
 class ExportTasks:
     """What the task endpoints do, over a launcher and an idempotency store. Blocking (the
-    store and the launcher talk to databases): the routes run it off the event loop."""
+    store and the launcher talk to databases): the routes run each call off the event loop.
+
+    A key is bound to its run as soon as the run exists: the run carries the key as a tag,
+    so a request whose launch timed out, or died, is answered with that run on retry; a
+    reservation left by a request that died before launching expires after
+    `abandoned_after`, and the next request with the key launches."""
 
     def __init__(
         self,
         launcher: Launcher,
         store: IdempotencyStore,
         policy: PeriodPolicy,
-        replay_wait_sec: float,
+        *,
+        abandoned_after: timedelta = ABANDONED_AFTER,
     ) -> None:
         self.launcher, self.store, self.policy = launcher, store, policy
-        self.replay_wait_sec = replay_wait_sec
+        self.abandoned_after = abandoned_after
 
-    def answer_known(self, key: str, hash_: str, known: StoredKey) -> Response:
-        """The stored answer of a key, once its first request has one."""
-        if known.request_hash != hash_:
-            return _error(422, "this Idempotency-Key was used with a different request body")
-        if not known.completed:
-            waited = self.store.wait_completed(key, self.replay_wait_sec)
-            if waited is None:  # its launch failed and released it: the client may retry
-                return _error(409, "the first request with this key failed; retry it", _RETRY)
-            known = waited
-        if known.status_code is None or known.response_body is None:
-            return _error(409, "a request with this key is still being processed", _RETRY)
-        return _replay(known.status_code, known.response_body)
+    def _export(self, key: str, raw: Any) -> ExportRequest:
+        body = parse_body(raw)
+        period_from, period_to = self.policy.resolve(
+            body.period_from, body.period_to, allow_long_period=body.allow_long_period
+        )
+        return ExportRequest(period_from, period_to, body.generate_summary, key)
 
-    def start(self, request: Request, raw_body: bytes) -> Response:
-        key = _idempotency_key(request)
-        if isinstance(key, Response):
-            return key
-        try:
-            raw = json.loads(raw_body) if raw_body.strip() else {}
-        except ValueError:
-            return _error(400, "the body is not valid JSON")
+    def start(self, key: str, raw: Any) -> Response | InFlight:
         hash_ = request_hash(raw)
         # A known key answers first: its request was valid when it was made, even if
         # "today" has moved on since (defaults, the 90-day limit).
         known = self.store.get(key)
-        if known is not None:
-            return self.answer_known(key, hash_, known)
-        try:
-            body = parse_body(raw)
-            period_from, period_to = self.policy.resolve(
-                body.period_from, body.period_to, allow_long_period=body.allow_long_period
-            )
-        except PeriodError as exc:
-            return _error(422, str(exc))
-        known = self.store.reserve(key, hash_)  # the database picks one winner among racers
-        if known is not None:
-            return self.answer_known(key, hash_, known)
-        return self._launch(key, ExportRequest(period_from, period_to, body.generate_summary, key))
+        if known is None:
+            try:
+                export = self._export(key, raw)
+            except PeriodError as exc:
+                return _error(422, str(exc))
+            known = self.store.reserve(key, hash_)  # the database picks one winner
+            if known is None:
+                return self._launch(key, export)
+        return self.answer_known(key, hash_, known, raw)
+
+    def answer_known(self, key: str, hash_: str, known: StoredKey, raw: Any) -> Response | InFlight:
+        """The stored answer of a key; for a key in flight, its run once it exists."""
+        if known.request_hash != hash_:
+            return _error(422, "this Idempotency-Key was used with a different request body")
+        if known.completed:
+            return _replay(known.status_code or 500, known.response_body or b"")
+        run_id = self.launcher.find(key)
+        if run_id is not None:
+            return self._bound(key, run_id)
+        if self.store.take_over(key, hash_, self.abandoned_after):
+            try:
+                export = self._export(key, raw)
+            except PeriodError as exc:
+                self.store.release(key)
+                return _error(422, str(exc))
+            return self._launch(key, export)
+        return InFlight(key, hash_, raw)
+
+    def poll(self, pending: InFlight) -> Response | InFlight:
+        """One more look at a key in flight."""
+        known = self.store.get(pending.key)
+        if known is None:  # its launch failed and released it: the client may retry
+            return _error(409, "the first request with this key failed; retry it", _RETRY)
+        return self.answer_known(pending.key, pending.request_hash, known, pending.raw)
 
     def _launch(self, key: str, export: ExportRequest) -> Response:
         try:
             run_id = self.launcher.launch(export)
-        except LaunchError as exc:
-            self.store.release(key)
-            return _error(503, str(exc))
-        except Exception:
-            self.store.release(key)
-            raise
-        payload = {
-            "run_id": run_id,
-            "period": {"from": export.period_from.isoformat(), "to": export.period_to.isoformat()},
-            "status_url": f"{TASK_PATH}/{run_id}",
-        }
+        except Exception as exc:
+            # A launch that timed out on our side may have gone through: bind the key to
+            # that run instead of freeing it for a second one.
+            run_id = self.launcher.find(key)
+            if run_id is None:
+                self.store.release(key)
+                if isinstance(exc, LaunchError):
+                    return _error(503, str(exc))
+                raise
+        return self._bound(key, run_id, export)
+
+    def _bound(self, key: str, run_id: str, export: ExportRequest | None = None) -> Response:
+        if export is not None:
+            period = {"from": export.period_from.isoformat(), "to": export.period_to.isoformat()}
+        else:
+            state = self.launcher.status(run_id)
+            tags = state.tags if state else {}
+            period = {"from": tags.get(RANGE_START_TAG), "to": tags.get(RANGE_END_TAG)}
+        payload = {"run_id": run_id, "period": period, "status_url": f"{TASK_PATH}/{run_id}"}
         content = _dumps(payload)
         self.store.complete(key, 202, content)
         return Response(content=content, status_code=202, media_type="application/json")
@@ -175,6 +216,20 @@ class ExportTasks:
         )
 
 
+async def _bounded_body(request: Request) -> bytes | Response:
+    """The body, or 413 past MAX_BODY_BYTES (read no further: a client may send GBs)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _error(413, f"the body may have at most {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _error(413, f"the body may have at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(
     launcher: Launcher,
     store: IdempotencyStore,
@@ -184,16 +239,32 @@ def create_app(
     replay_wait_sec: float = 10.0,
 ) -> FastAPI:
     """The API over a launcher and an idempotency store (both injectable for tests)."""
-    tasks = ExportTasks(launcher, store, policy or PeriodPolicy(), replay_wait_sec)
+    tasks = ExportTasks(launcher, store, policy or PeriodPolicy())
     registry = metrics_registry or CollectorRegistry(auto_describe=False)
     app = FastAPI(title="calltexts", version="1")
 
     @app.post(TASK_PATH, status_code=202, openapi_extra=_BODY_SCHEMA)
     async def start_export(request: Request) -> Response:
-        raw_body = await request.body()
-        # Off the event loop, so that concurrent requests with one key really race on the
-        # database.
-        return await run_in_threadpool(tasks.start, request, raw_body)
+        key = _idempotency_key(request)
+        if isinstance(key, Response):
+            return key
+        raw_body = await _bounded_body(request)
+        if isinstance(raw_body, Response):
+            return raw_body
+        try:
+            raw = json.loads(raw_body) if raw_body.strip() else {}
+        except (ValueError, RecursionError):  # a body nested 100,000 deep is not JSON to us
+            return _error(400, "the body is not valid JSON")
+        # Off the event loop, so that concurrent requests with one key race on the database;
+        # a key in flight is awaited here, holding no worker thread between looks.
+        answer = await run_in_threadpool(tasks.start, key, raw)
+        deadline = time.monotonic() + replay_wait_sec
+        while isinstance(answer, InFlight):
+            if time.monotonic() >= deadline:
+                return _error(409, "a request with this key is still being processed", _RETRY)
+            await asyncio.sleep(REPLAY_POLL_SEC)
+            answer = await run_in_threadpool(tasks.poll, answer)
+        return answer
 
     # Sync handlers run in FastAPI's thread pool: the instance and the database block.
     @app.get(TASK_PATH + "/{run_id}")

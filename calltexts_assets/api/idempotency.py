@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,15 +107,22 @@ class IdempotencyStore:
             created_at=m["created_at"],
         )
 
-    def wait_completed(self, key: str, timeout: float, poll: float = 0.05) -> StoredKey | None:
-        """The row once its first request has finished or `timeout` seconds have passed
-        (then possibly still incomplete); None when the reservation was released."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stored = self.get(key)
-            if stored is None or stored.completed or time.monotonic() >= deadline:
-                return stored
-            time.sleep(poll)
+    def take_over(self, key: str, hash_: str, older_than: timedelta) -> bool:
+        """Claim a reservation whose request died before it finished (no answer stored and
+        older than `older_than`); True for the one request that wins it."""
+        now = self.clock()
+        stmt = (
+            sa.update(idempotency_keys)
+            .where(
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.request_hash == hash_,
+                idempotency_keys.c.status_code.is_(None),
+                idempotency_keys.c.created_at < now - older_than,
+            )
+            .values(created_at=now)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
 
     def purge(self, older_than: timedelta, *, dry_run: bool = False) -> int:
         """Delete completed keys older than `older_than` (the retention job); returns how

@@ -37,6 +37,7 @@ SUMMARY_TAG = "calltexts/generate_summary"
 IDEMPOTENCY_TAG = "calltexts/idempotency_key"
 ACTOR_TAG = "actor"
 ACTOR = "calltexts api"
+SECONDS_PER_DAY = 0.5  # of launch wait per day of the period, on top of `timeout`
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ class Launcher(Protocol):
 
     def status(self, run_id: str) -> RunState | None:
         """The run's state, or None when there is no export run with that id."""
+        ...
+
+    def find(self, idempotency_key: str) -> str | None:
+        """The run launched for this key (its tag), if one exists: a launch that timed out
+        on our side may still have gone through."""
         ...
 
 
@@ -141,7 +147,7 @@ class DagsterLauncher:
         self.location_name = location_name
         self.timeout = timeout
 
-    def _client(self) -> Any:
+    def _client(self, timeout: float) -> Any:
         from dagster_graphql import DagsterGraphQLClient
 
         parts = urlsplit(self.webserver_url)
@@ -152,14 +158,19 @@ class DagsterLauncher:
             port_number=parts.port,
             use_https=parts.scheme == "https",
             path_prefix=parts.path.rstrip("/"),
-            timeout=self.timeout,
+            timeout=int(timeout),
         )
 
     def launch(self, request: ExportRequest) -> str:
         from dagster_graphql import DagsterGraphQLClientError
 
+        # Dagster records one "materialization planned" event per asset and partition when
+        # it creates a range run (measured: ~50 ms a day on SQLite, ~100 ms on PostgreSQL),
+        # so the wait grows with the period; a launch that still times out is found by its
+        # key's tag (`find`), never launched twice.
+        days = (request.period_to - request.period_from).days + 1
         try:
-            return self._client().submit_job_execution(
+            return self._client(self.timeout + SECONDS_PER_DAY * days).submit_job_execution(
                 self.job_name,
                 repository_location_name=self.location_name,
                 run_config=run_config(request),
@@ -171,3 +182,9 @@ class DagsterLauncher:
 
     def status(self, run_id: str) -> RunState | None:
         return run_state(self.instance(), run_id, self.job_name)
+
+    def find(self, idempotency_key: str) -> str | None:
+        runs = self.instance().get_run_ids(
+            RunsFilter(job_name=self.job_name, tags={IDEMPOTENCY_TAG: idempotency_key}), limit=1
+        )
+        return runs[0] if runs else None

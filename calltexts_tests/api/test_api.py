@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,8 @@ from dagster_webserver.app import create_app_from_workspace_process_context
 from fastapi.testclient import TestClient
 
 from calltexts_assets.api import create_app
-from calltexts_assets.api.idempotency import IdempotencyStore, idempotency_keys
+from calltexts_assets.api.app import ABANDONED_AFTER, MAX_BODY_BYTES
+from calltexts_assets.api.idempotency import IdempotencyStore, idempotency_keys, request_hash
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -56,18 +57,25 @@ BODY = {"period_from": "2026-11-01", "period_to": "2026-11-03", "generate_summar
 class FakeLauncher:
     delay: float = 0.0
     fail: bool = False
+    # the run is created, then the launch call fails on our side (a timeout)
+    times_out_after_creating: bool = False
+    gate: threading.Event | None = None  # launch() waits for it
     launched: list[ExportRequest] = field(default_factory=list)
     runs: dict[str, ExportRequest] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def launch(self, request: ExportRequest) -> str:
         time.sleep(self.delay)  # widens the race window of concurrent requests
+        if self.gate is not None:
+            assert self.gate.wait(30)
         if self.fail:
             raise LaunchError("Dagster did not launch the run: webserver unreachable")
         run_id = str(uuid.uuid4())
         with self.lock:
             self.launched.append(request)
             self.runs[run_id] = request
+        if self.times_out_after_creating:
+            raise LaunchError("cannot reach the Dagster webserver (ReadTimeout)")
         return run_id
 
     def status(self, run_id: str) -> RunState | None:
@@ -75,6 +83,11 @@ class FakeLauncher:
         if request is None:
             return None
         return RunState(run_id=run_id, status="QUEUED", tags=run_tags(request))
+
+    def find(self, idempotency_key: str) -> str | None:
+        with self.lock:
+            found = [r for r, req in self.runs.items() if req.idempotency_key == idempotency_key]
+        return found[0] if found else None
 
 
 @pytest.fixture
@@ -332,6 +345,7 @@ def test_real_launcher_queues_one_range_run(
     assert run.tags[RANGE_START_TAG] == "2026-11-01"
     assert run.tags[RANGE_END_TAG] == "2026-11-03"
     assert run.tags["calltexts/idempotency_key"] == key
+    assert launcher.find(key) == run.run_id and launcher.find(new_key()) is None
     assert run.run_config == {"ops": {"summaries": {"config": {"generate_summary": True}}}}
 
     status = client.get(first.json()["status_url"])
@@ -377,3 +391,115 @@ def test_purge_forgets_old_completed_keys_only(engine: sa.Engine) -> None:
     assert store.get("old-done") is None
     assert store.get("old-pending") is not None  # its request may still be running
     assert store.get("new-done") is not None
+
+
+# -- faults: a key is bound to its run; hostile bodies; waits that hold no thread -----------
+
+
+def test_a_launch_that_timed_out_after_creating_the_run_is_bound_to_it(
+    client: TestClient, launcher: FakeLauncher
+) -> None:
+    key = new_key()
+    launcher.times_out_after_creating = True
+    first = post(client, BODY, key)
+    launcher.times_out_after_creating = False
+    retried = post(client, BODY, key)
+    assert first.status_code == retried.status_code == 202
+    assert first.json()["run_id"] == retried.json()["run_id"]
+    assert len(launcher.launched) == 1
+
+
+def _reserve(engine: sa.Engine, key: str, age: timedelta) -> None:
+    """A reservation left by a request that died `age` ago."""
+    made = datetime.now(UTC) - age
+    IdempotencyStore(engine, clock=lambda: made).reserve(key, request_hash(BODY))
+
+
+def test_a_request_that_died_after_launching_is_answered_with_its_run(
+    client: TestClient, launcher: FakeLauncher, engine: sa.Engine
+) -> None:
+    key = new_key()
+    _reserve(engine, key, timedelta(seconds=1))
+    launched = launcher.launch(ExportRequest(date(2026, 11, 1), date(2026, 11, 3), True, key))
+    retried = post(client, BODY, key)
+    assert retried.status_code == 202 and retried.json()["run_id"] == launched
+    assert retried.json()["period"] == {"from": "2026-11-01", "to": "2026-11-03"}
+    assert len(launcher.launched) == 1
+
+
+def test_a_reservation_abandoned_before_launching_expires(
+    client: TestClient, launcher: FakeLauncher, engine: sa.Engine
+) -> None:
+    fresh, stale = new_key(), new_key()
+    _reserve(engine, fresh, timedelta(seconds=1))
+    _reserve(engine, stale, ABANDONED_AFTER + timedelta(seconds=1))
+    assert post(client, BODY, stale).status_code == 202  # launched now
+    assert len(launcher.launched) == 1
+    busy = post(client, BODY, fresh)  # its request may still be launching
+    assert busy.status_code == 409 and busy.headers["Retry-After"]
+    assert len(launcher.launched) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000],
+    ids=["arrays", "objects"],
+)
+def test_json_nested_deeply_is_400_not_500(client: TestClient, body: bytes) -> None:
+    response = client.post(
+        "/tasks/call_export",
+        content=body[: MAX_BODY_BYTES - 1],
+        headers={"Idempotency-Key": new_key(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+
+
+def test_a_large_body_is_refused_unread(client: TestClient, launcher: FakeLauncher) -> None:
+    sent = 0
+
+    def stream() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(4096):  # 256 MiB if read to the end
+            sent += 1
+            yield b" " * 65536
+
+    response = client.post(
+        "/tasks/call_export", content=stream(), headers={"Idempotency-Key": new_key()}
+    )
+    assert response.status_code == 413 and not launcher.launched
+    declared = client.post(
+        "/tasks/call_export",
+        content=b"{}",
+        headers={"Idempotency-Key": new_key(), "Content-Length": str(400 * 2**20)},
+    )
+    assert declared.status_code == 413
+
+
+def test_replays_waiting_for_a_launch_leave_the_api_responsive(
+    engine: sa.Engine, launcher: FakeLauncher
+) -> None:
+    """60 replays of a key in flight (more than the 40 worker threads) while its launch is
+    held: /healthz still answers, then every replay gets the run."""
+    launcher.gate = threading.Event()
+    app = create_app(launcher, IdempotencyStore(engine), policy=POLICY, replay_wait_sec=20)
+    key = new_key()
+    with serve_in_thread(app) as server, ThreadPoolExecutor(max_workers=61) as pool:
+
+        def send(_: int) -> httpx.Response:
+            return httpx.post(
+                f"{server.url}/tasks/call_export",
+                json=BODY,
+                headers={"Idempotency-Key": key},
+                timeout=30,
+            )
+
+        first = pool.submit(send, 0)
+        time.sleep(0.2)  # the first request holds the key
+        replays = [pool.submit(send, n) for n in range(1, 61)]
+        time.sleep(0.5)
+        health = httpx.get(f"{server.url}/healthz", timeout=10)
+        launcher.gate.set()
+        answers = [first.result(), *(r.result() for r in replays)]
+    assert health.status_code == 200
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["run_id"] for a in answers}) == 1 and len(launcher.launched) == 1
