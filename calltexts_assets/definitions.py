@@ -12,7 +12,11 @@ from calltexts_assets.core.memory import return_large_buffers_to_os
 from calltexts_assets.orchestration.jobs import calls_export
 from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.orchestration.schedules import daily_export, weekly_catch_up
-from calltexts_assets.orchestration.sensors import record_export_failure, record_export_success
+from calltexts_assets.orchestration.sensors import (
+    reap_dead_runs_sensor,
+    record_export_failure,
+    record_export_success,
+)
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -87,7 +91,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=all_assets,
         jobs=[calls_export, retention],
         schedules=[daily_export, weekly_catch_up],
-        sensors=[record_export_success, record_export_failure],
+        sensors=[record_export_success, record_export_failure, reap_dead_runs_sensor],
         resources=build_resources(settings or load_settings()),
     )
 

@@ -28,6 +28,7 @@ def test_the_code_location_loads() -> None:
     assert {s.name for s in repository.sensor_defs} == {
         "record_export_success",
         "record_export_failure",
+        "reap_dead_runs",
     }
     assert set(defs.resources or {}) == RESOURCES
 

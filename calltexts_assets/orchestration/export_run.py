@@ -7,6 +7,7 @@ from datetime import date
 import dagster as dg
 
 from calltexts_assets.assets.partitions import period_for_days, range_tags
+from calltexts_assets.orchestration.dead_runs import describe, process_tags, reap_dead_runs
 from calltexts_assets.orchestration.run_summary import finish_run
 from calltexts_assets.resources.ledger import ledger_for
 from calltexts_assets.settings import load_settings
@@ -28,9 +29,12 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
     period = period_for_days(period_from, period_to)
     print(f"Exporting {period.label} ({len(period.days)} days) in one run...")
     with dg.DagsterInstance.get() as instance:
+        reaped = reap_dead_runs(instance)
+        if reaped:
+            print(describe(reaped))
         result = job.execute_in_process(
             instance=instance,
-            tags={**range_tags(period_from, period_to), "actor": "calltexts run"},
+            tags={**range_tags(period_from, period_to), "actor": "calltexts run", **process_tags()},
             run_config=export_run_config(summaries),
             raise_on_error=False,
         )

@@ -1,7 +1,9 @@
-"""Every finished run is recorded for metrics and alerting, failed ones included."""
+"""Every finished run is recorded for metrics and alerting, failed ones included; runs whose
+process died are cleaned up."""
 
 import dagster as dg
 
+from calltexts_assets.orchestration.dead_runs import describe, reap_dead_runs
 from calltexts_assets.orchestration.run_summary import finish_run
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -48,3 +50,17 @@ def record_export_failure(
     context: dg.RunFailureSensorContext, ledger: LedgerResource, export_settings: ExportSettings
 ) -> None:
     _record(context, ledger, export_settings, succeeded=False)
+
+
+@dg.sensor(
+    name="reap_dead_runs",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks `calltexts run` runs of this host whose process died (kill -9, OOM) as "
+    "failed and frees the pool slots they held, so that later runs do not wait forever.",
+)
+def reap_dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    reaped = reap_dead_runs(context.instance)
+    if reaped:
+        context.log.warning(describe(reaped))
+    return dg.SkipReason(f"{len(reaped)} dead runs cleaned up")

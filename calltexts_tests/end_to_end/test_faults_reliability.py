@@ -3,16 +3,23 @@ success (issue: faults and hostile input)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.instance.ref import InstanceRef
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.core.ledger import Status
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import materialize_range
+from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
+from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
+from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
 
+REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 REPORT = f"exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md"
 
@@ -36,3 +43,51 @@ def test_a_run_in_which_every_transcription_failed_is_a_failed_run(
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "cost_report"
     assert "coverage below the floor" in str(failure.step_failure_data.user_failure_data)
+
+
+# -- kill -9, twice: the pool slots come back ------------------------------------------------
+
+
+def _killed_mid_transcription(
+    sandbox: Sandbox, layout: ChildLayout, env: dict[str, str], log: Path, after: int
+) -> None:
+    child = start_child(date(2026, 11, 1), date(2026, 11, 2), env, log_path=log)
+    deadline = time.monotonic() + 90
+    while sandbox.stt.stats()["transcriptions"] < after:
+        assert child.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the run never reached the STT"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_two_killed_runs_do_not_keep_the_next_one_waiting_for_a_pool_slot(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    layout = ChildLayout.under(tmp_path)
+    # The project's instance settings: the `stt` pool allows 2 steps at once.
+    (layout.dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = child_env(
+        layout,
+        webhook_url=sandbox.webhook_url,
+        stt_base_url=f"{sandbox.stt_url}/v1",
+        api_key=SANDBOX_API_KEY,
+        concurrency=1,
+        requests_per_second=50,
+        retry_scale=TEST_RETRY_SCALE,
+    )
+    log = tmp_path / "child.log"
+    sandbox.stt.latency_per_audio_min_sec = 2.0
+    _killed_mid_transcription(sandbox, layout, env, log, after=1)
+    _killed_mid_transcription(sandbox, layout, env, log, after=2)
+
+    sandbox.stt.latency_per_audio_min_sec = 0.0
+    code = run_child(date(2026, 11, 1), date(2026, 11, 2), env, log_path=log, timeout=120)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert output.count("is gone; marked failed; its pool slots freed") == 2
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(layout.dagster_home))) as instance:
+        statuses = sorted(r.status.value for r in instance.get_runs())
+        assert statuses == ["FAILURE", "FAILURE", "SUCCESS"]
+        assert not instance.event_log_storage.get_concurrency_run_ids()
