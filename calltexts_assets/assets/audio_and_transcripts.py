@@ -11,6 +11,7 @@ alone only transcribes what is stored.
 import os
 from collections.abc import Iterable, Iterator
 from functools import partial
+from itertools import chain
 
 import dagster as dg
 
@@ -124,6 +125,7 @@ def raw_audio_and_transcripts(
         stage="raw_audio",
         failure_status=Status.DOWNLOAD_ERROR,
         log_dir=export_settings.log_dir,
+        needed=partial(needs_fetch, retry_missing=export_settings.retry_missing_audio),
     )
     transcriptions = call_steps(
         context,
@@ -131,6 +133,7 @@ def raw_audio_and_transcripts(
         stage="transcripts",
         failure_status=Status.TRANSCRIPTION_ERROR,
         log_dir=export_settings.log_dir,
+        needed=needs_transcript,
         summed=("stt_duration_sec", "cost"),
     )
     fetch = partial(
@@ -155,15 +158,19 @@ def raw_audio_and_transcripts(
     to_fetch = (
         r for r in db.iter_records(period.export_ids) if needs_fetch(r, retry_missing=retry_missing)
     )
+    # Every call that needs a transcript, read when the sweep gets to it: in the export job
+    # also those an overlapping run downloaded (calls this stage already took are skipped).
+    to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
     with stopping_the_step():
         if downloading and transcribing:
             fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
             # Raises, after the calls in flight, if the downloads were stopped (e.g. token).
-            transcriptions.run(stored_now(db, fetched), transcribe, max_workers=stt_workers)
+            transcriptions.run(
+                chain(stored_now(db, fetched), to_transcribe), transcribe, max_workers=stt_workers
+            )
         elif downloading:
             downloads.run(to_fetch, fetch, max_workers=workers)
         elif transcribing:
-            to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
             transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:

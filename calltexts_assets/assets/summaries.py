@@ -45,7 +45,12 @@ def summaries(
     db = ledger.get()
     todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
     steps = call_steps(
-        context, db, stage="summaries", failure_status=None, log_dir=export_settings.log_dir
+        context,
+        db,
+        stage="summaries",
+        failure_status=None,
+        log_dir=export_settings.log_dir,
+        needed=needs_summary,
     )
     chat = summariser.get_client()
     with stopping_the_step():

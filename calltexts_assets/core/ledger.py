@@ -88,6 +88,9 @@ call_records = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("dagster_run_id", sa.String(64)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # a claim: the run working on the call now, and until when (renewed while it works)
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("run_id", "call_id", "record_id", name="uq_call_records_run_call_record"),
 )
 
@@ -333,6 +336,62 @@ class Ledger:
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(stmt).rowcount != 1:
                 raise KeyError(f"no ledger row for {key}")
+
+    # -- claims: overlapping runs share the work ----------------------------------------------
+
+    def claim(self, key: tuple[str, str, str], claimant: str, until: datetime) -> bool:
+        """Take the call for `claimant` until `until`, unless another claimant holds it and
+        its claim has not expired. One UPDATE, atomic on SQLite and PostgreSQL alike."""
+        c = call_records.c
+        free = sa.or_(c.claimed_by.is_(None), c.claimed_by == claimant, c.claimed_until < _now())
+        stmt = (
+            sa.update(call_records)
+            .where(*_key_filter(key), free)
+            .values(claimed_by=claimant, claimed_until=until)
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def renew(self, keys: Iterable[tuple[str, str, str]], claimant: str, until: datetime) -> None:
+        with self._write_lock, self.engine.begin() as conn:
+            for key in keys:
+                conn.execute(
+                    sa.update(call_records)
+                    .where(*_key_filter(key), call_records.c.claimed_by == claimant)
+                    .values(claimed_until=until)
+                )
+
+    def release(self, key: tuple[str, str, str], claimant: str) -> None:
+        stmt = (
+            sa.update(call_records)
+            .where(*_key_filter(key), call_records.c.claimed_by == claimant)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def claimants(self) -> set[str]:
+        """Everyone holding a claim now (expired or not)."""
+        stmt = (
+            sa.select(call_records.c.claimed_by)
+            .distinct()
+            .where(call_records.c.claimed_by.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            return {claimant for (claimant,) in conn.execute(stmt)}
+
+    def release_claims_of(self, claimants: Iterable[str]) -> int:
+        """Drop the claims of runs that are over (finished, or their process died)."""
+        gone = list(claimants)
+        if not gone:
+            return 0
+        stmt = (
+            sa.update(call_records)
+            .where(call_records.c.claimed_by.in_(gone))
+            .values(claimed_by=None, claimed_until=None)
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
 
     def records(self, run_ids: Sequence[str]) -> list[CallRecord]:
         """Every row of the given days at once: for tests and small periods. The assets go

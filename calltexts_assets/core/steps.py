@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from calltexts_assets.core.concurrency import Tally, run_ahead
@@ -15,6 +16,8 @@ from calltexts_assets.core.errors import RunWideError
 from calltexts_assets.core.ledger import CallRecord, Ledger
 from calltexts_assets.core.masking import mask_url
 from calltexts_assets.core.runlog import RunLog, logging_into
+
+Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,24 @@ def clean_message(exc: BaseException) -> str:
     return mask_url(str(exc))[:2000]
 
 
+# A claim outlives a stalled request by this much; a live run renews it every third of it,
+# and a run whose process died loses its claims when the next run reaps it (or when this
+# runs out).
+LEASE_SEC = 600.0
+# How often calls claimed by another run are looked at again, and for how long at most.
+ELSEWHERE_POLL_SEC = 2.0
+ELSEWHERE_WAIT_SEC = 6 * 3600.0
+DONE_ELSEWHERE = "done_elsewhere"
+CLAIMED_ELSEWHERE = "claimed_elsewhere"
+
+
 class CallSteps:
-    """Runs one stage over many calls with bounded concurrency and records each outcome."""
+    """Runs one stage over many calls with bounded concurrency and records each outcome.
+
+    Each call is claimed in the ledger before its step runs, so runs that overlap (the
+    daily schedule, the weekly catch-up, the API) share the work instead of doing it twice:
+    a call another run holds is left to it and looked at again at the end of the stage,
+    when it is either done (`done_elsewhere`) or free again (its run failed)."""
 
     def __init__(
         self,
@@ -76,7 +95,11 @@ class CallSteps:
         run_id: str,
         open_run_log: Callable[[], RunLog],
         warn: Callable[[str], None],
+        needed: Callable[[CallRecord], bool] = lambda record: True,
         summed: tuple[str, ...] = (),
+        lease_sec: float = LEASE_SEC,
+        elsewhere_poll_sec: float = ELSEWHERE_POLL_SEC,
+        elsewhere_wait_sec: float = ELSEWHERE_WAIT_SEC,
     ) -> None:
         self.ledger = ledger
         self.stage = stage
@@ -91,6 +114,13 @@ class CallSteps:
         self.sums = dict.fromkeys(summed, 0.0)
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
+        self._needed = needed  # judged on the row as it is once the call is claimed
+        self.lease_sec = lease_sec
+        self.elsewhere_poll_sec = elsewhere_poll_sec
+        self.elsewhere_wait_sec = elsewhere_wait_sec
+        self._seen: set[Key] = set()  # calls this stage has taken up (a key comes once)
+        self._held: set[Key] = set()  # claims held now, renewed by the heartbeat
+        self._elsewhere: dict[Key, CallRecord] = {}
 
     def _log(self, record: CallRecord, outcome: str, started: float, code: str | None) -> None:
         if self.run_log is not None:
@@ -102,6 +132,38 @@ class CallSteps:
                 duration_ms=round((time.monotonic() - started) * 1000),
                 error_code=code,
             )
+
+    def _until(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.lease_sec)
+
+    def _claimed(self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]) -> str:
+        key = record.key
+        with self._lock:
+            if key in self._seen:  # a source may list a call twice (a stream, then a sweep)
+                return "repeated"
+            self._seen.add(key)
+        if not self.ledger.claim(key, self.run_id, self._until()):
+            with self._lock:
+                self._seen.discard(key)
+                self._elsewhere[key] = record
+            return CLAIMED_ELSEWHERE
+        with self._lock:
+            self._held.add(key)
+        try:
+            fresh = self.ledger.record(key)  # another run may have done it since it was read
+            if fresh is None or not self._needed(fresh):
+                return DONE_ELSEWHERE
+            return self._one(fresh, work)
+        finally:
+            with self._lock:
+                self._held.discard(key)
+            self.ledger.release(key, self.run_id)
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_sec / 3):
+            with self._lock:
+                held = list(self._held)
+            self.ledger.renew(held, self.run_id, self._until())
 
     def _one(self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]) -> str:
         if self._fatal is not None:
@@ -139,6 +201,26 @@ class CallSteps:
                 self.sums[name] += outcome.updates.get(name) or 0.0
         return outcome.label
 
+    def _rounds(self, records: Iterable[CallRecord]) -> Iterator[Iterable[CallRecord]]:
+        """The calls to take up, round by round: first `records`, then, each after the round
+        before it has finished, the calls other runs held, once they are free again (done by
+        them, or given up by a run that failed). Waits at most `elsewhere_wait_sec`."""
+        yield records
+        deadline = time.monotonic() + self.elsewhere_wait_sec
+        while True:
+            with self._lock:
+                waiting, self._elsewhere = self._elsewhere, {}
+            if not waiting:
+                return
+            if self._fatal is not None or time.monotonic() >= deadline:
+                self._warn(
+                    f"{self.stage}: {len(waiting)} calls still held by another run; "
+                    "the next run takes them up"
+                )
+                return
+            time.sleep(self.elsewhere_poll_sec)
+            yield list(waiting.values())
+
     def run(
         self,
         records: Iterable[CallRecord],
@@ -162,16 +244,23 @@ class CallSteps:
         next stage can take it while this one goes on. Raises at the end, as `run` does, when
         the stage was stopped or a call crashed."""
         self.tally = Tally()
-        with self._open_run_log() as self.run_log, logging_into(self.run_log):
-            self.run_log.event("stage_start", stage=self.stage)
-            yield from run_ahead(
-                records,
-                lambda r: self._one(r, work),
-                max_workers=max_workers,
-                tally=self.tally,
-                name=lambda r: r.call_id,
-            )
-            self.run_log.event("stage_end", stage=self.stage, **dict(self.tally.outcomes))
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+        heartbeat.start()
+        try:
+            with self._open_run_log() as self.run_log, logging_into(self.run_log):
+                self.run_log.event("stage_start", stage=self.stage)
+                for source in self._rounds(records):
+                    yield from run_ahead(
+                        source,
+                        lambda r: self._claimed(r, work),
+                        max_workers=max_workers,
+                        tally=self.tally,
+                        name=lambda r: r.call_id,
+                    )
+                self.run_log.event("stage_end", stage=self.stage, **dict(self.tally.outcomes))
+        finally:
+            stop.set()
         if self._fatal is not None:
             raise RunStopped(
                 self.stage, self._fatal, sum(self.tally.outcomes.values())

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
-from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.core.ledger import CallRecord, Ledger
 from calltexts_assets.core.runlog import RunLog
 from calltexts_assets.core.steps import CallSteps, RunStopped
 
 StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
+UNFINISHED_STATUSES = list(NOT_FINISHED_STATUSES)
 
 
 def open_for_dagster_run(directory: str | Path, context: StepContext) -> RunLog:
@@ -23,6 +25,21 @@ def open_for_dagster_run(directory: str | Path, context: StepContext) -> RunLog:
     return RunLog(directory, run_id, started_at=record.create_timestamp if record else None)
 
 
+def release_claims_of_finished_runs(instance: dg.DagsterInstance, ledger: Ledger) -> int:
+    """Claims of runs that are over (a run killed mid-stage keeps its claims until the
+    reaper marks it failed): the calls are free for this run at once."""
+    holders = ledger.claimants()
+    if not holders:
+        return 0
+    live = {
+        record.dagster_run.run_id
+        for record in instance.get_run_records(
+            dg.RunsFilter(run_ids=list(holders), statuses=UNFINISHED_STATUSES)
+        )
+    }
+    return ledger.release_claims_of(holders - live)
+
+
 def call_steps(
     context: StepContext,
     ledger: Ledger,
@@ -30,8 +47,12 @@ def call_steps(
     stage: str,
     failure_status: str | None,
     log_dir: str | Path,
+    needed: Callable[[CallRecord], bool],
     summed: tuple[str, ...] = (),
 ) -> CallSteps:
+    released = release_claims_of_finished_runs(context.instance, ledger)
+    if released:
+        context.log.info(f"{stage}: {released} calls claimed by runs that are over were freed")
     return CallSteps(
         ledger,
         stage=stage,
@@ -39,6 +60,7 @@ def call_steps(
         run_id=context.run.run_id,
         open_run_log=lambda: open_for_dagster_run(log_dir, context),
         warn=context.log.warning,
+        needed=needed,
         summed=summed,
     )
 

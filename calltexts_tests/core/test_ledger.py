@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,26 @@ def test_a_failed_statement_never_quotes_row_values(tmp_path: Path) -> None:
         ledger.update((DAY, "call.1", "1001"), status=None, phone_from="+79991234567")
     assert "+79991234567" not in str(info.value)
     assert "hide_parameters" in str(info.value)
+
+
+def test_one_claim_wins_among_racing_runs(ledger: Ledger) -> None:
+    """Ten runs claim the same calls at once (separate engines: separate connections, as
+    separate processes have): each call has exactly one winner."""
+    ledger.upsert_listed(DAY, [call_from_row(_row(n)) for n in range(1, 6)])
+    keys = [(DAY, f"call.{n}", str(1000 + n)) for n in range(1, 6)]
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    rivals = [Ledger(ledger.url) for _ in range(10)]
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            wins = list(
+                pool.map(lambda n: [rivals[n].claim(k, f"run-{n}", until) for k in keys], range(10))
+            )
+    finally:
+        for rival in rivals:
+            rival.dispose()
+    assert [sum(won[i] for won in wins) for i in range(len(keys))] == [1] * len(keys)
+    assert len(ledger.claimants()) <= len(keys)
+    winner = next(n for n in range(10) if wins[n][0])
+    assert not ledger.claim(keys[0], "late-run", until)
+    ledger.release(keys[0], f"run-{winner}")
+    assert ledger.claim(keys[0], "late-run", until)

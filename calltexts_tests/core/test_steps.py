@@ -6,15 +6,27 @@ from __future__ import annotations
 import errno
 import json
 import logging
-from datetime import UTC, datetime
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from calltexts_assets.core.errors import RunWideError
 from calltexts_assets.core.ledger import CallRecord, Ledger, Status
 from calltexts_assets.core.runlog import PROJECT_LOGGER, RunLog, scrubbed_logger
-from calltexts_assets.core.steps import CallSteps, RunStopped, StepOutcome, error_code
+from calltexts_assets.core.steps import (
+    CLAIMED_ELSEWHERE,
+    DONE_ELSEWHERE,
+    CallSteps,
+    RunStopped,
+    StepOutcome,
+    error_code,
+)
 from calltexts_assets.listing.calls import call_from_row
 
 DAY = "2026-11-02"
@@ -116,3 +128,69 @@ def test_a_run_wide_error_stops_the_stage_and_leaves_the_calls_as_they_were(
 )
 def test_error_codes_name_what_an_operator_acts_on(exc: BaseException, code: str) -> None:
     assert error_code(exc) == code
+
+
+def _steps_of(ledger: Ledger, run_id: str, log_dir: Path, **options: Any) -> CallSteps:
+    return CallSteps(
+        ledger,
+        stage="transcripts",
+        failure_status=Status.TRANSCRIPTION_ERROR,
+        run_id=run_id,
+        open_run_log=lambda: RunLog(log_dir, run_id),
+        warn=lambda message: None,
+        needed=lambda record: record.status == Status.LISTED,
+        elsewhere_poll_sec=0.05,
+        **options,
+    )
+
+
+def test_overlapping_runs_share_the_calls_and_do_each_once(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path, 8)
+    done: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work_of(run_id: str) -> Callable[[CallRecord], StepOutcome]:
+        def work(record: CallRecord) -> StepOutcome:
+            time.sleep(0.05)
+            with lock:
+                done.append((run_id, record.call_id))
+            return StepOutcome("transcribed", {"status": Status.TRANSCRIBED})
+
+        return work
+
+    runs = {name: _steps_of(ledger, name, tmp_path / name) for name in ("run-a", "run-b")}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tallies = list(
+            pool.map(
+                lambda name: runs[name].run(ledger.records([DAY]), work_of(name), max_workers=3),
+                runs,
+            )
+        )
+    assert sorted(call for _, call in done) == [f"c{n}" for n in range(8)]  # each once
+    assert {run for run, _ in done} == {"run-a", "run-b"}  # shared
+    for tally in tallies:  # each run saw every call through: done here, or by the other
+        assert tally.outcomes["transcribed"] + tally.outcomes[DONE_ELSEWHERE] == 8
+    assert {r.status for r in ledger.records([DAY])} == {Status.TRANSCRIBED}
+    assert not ledger.claimants()
+
+
+def test_a_claim_of_a_run_that_died_is_taken_over_when_it_expires(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path, 2)
+    key = (DAY, "c0", "")
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    assert ledger.claim(key, "dead-run", expired)
+    live = datetime.now(UTC) + timedelta(minutes=10)
+    assert ledger.claim((DAY, "c1", ""), "slow-run", live)
+    assert not ledger.claim((DAY, "c1", ""), "run-c", live)  # held, not expired
+
+    steps = _steps_of(ledger, "run-c", tmp_path / "logs", elsewhere_wait_sec=0.3)
+    tally = steps.run(
+        ledger.records([DAY]),
+        lambda record: StepOutcome("transcribed", {"status": Status.TRANSCRIBED}),
+        max_workers=1,
+    )
+    assert tally.outcomes["transcribed"] == 1  # c0, whose claim had expired
+    assert tally.outcomes[CLAIMED_ELSEWHERE] >= 2  # c1, looked at again until the wait ended
+    statuses = {r.call_id: r.status for r in ledger.records([DAY])}
+    assert statuses == {"c0": Status.TRANSCRIBED, "c1": Status.LISTED}
+    assert ledger.claimants() == {"slow-run"}

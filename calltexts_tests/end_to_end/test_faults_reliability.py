@@ -6,22 +6,32 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.core.ledger import Status
+from calltexts_assets.core.ledger import Ledger, Status
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
+from calltexts_assets.sandbox.seed import recording_is_stereo
 from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
 from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
 
 REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 REPORT = f"exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md"
+
+
+def stt_requests(call_ids: list[str]) -> int:
+    """STT requests a clean transcription of these sandbox calls takes: one per channel."""
+    return sum(2 if recording_is_stereo(c) else 1 for c in call_ids)
 
 
 def test_a_run_in_which_every_transcription_failed_is_a_failed_run(
@@ -91,3 +101,63 @@ def test_two_killed_runs_do_not_keep_the_next_one_waiting_for_a_pool_slot(
         statuses = sorted(r.status.value for r in instance.get_runs())
         assert statuses == ["FAILURE", "FAILURE", "SUCCESS"]
         assert not instance.event_log_storage.get_concurrency_run_ids()
+
+
+# -- two runs over the same days at once -----------------------------------------------------
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None: the default SQLite ledger under the home; else a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    schema = f"overlap_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_two_runs_over_the_same_days_share_the_work(
+    sandbox: Sandbox, tmp_path: Path, ledger_url: str | None
+) -> None:
+    layout = ChildLayout.under(tmp_path)
+    env = child_env(
+        layout,
+        webhook_url=sandbox.webhook_url,
+        stt_base_url=f"{sandbox.stt_url}/v1",
+        api_key=SANDBOX_API_KEY,
+        concurrency=2,
+        requests_per_second=50,
+        retry_scale=TEST_RETRY_SCALE,
+        extra={"CALLTEXTS_DATABASE_URL": ledger_url} if ledger_url else None,
+    )
+    calls = [r["CALL_ID"] for r in sandbox.portal.rows if r.get("RECORD_FILE_ID")]
+    sandbox.stt.latency_per_audio_min_sec = 1.0  # both runs are in the STT stage together
+    children = [
+        start_child(date(2026, 11, 1), date(2026, 11, 2), env, log_path=tmp_path / f"{n}.log")
+        for n in range(2)
+    ]
+    codes = [child.wait(timeout=180) for child in children]
+    assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in range(2)]
+
+    # every recording downloaded once, every call transcribed once, between the two runs
+    assert sandbox.portal.request_count("records") == len(calls)
+    assert sandbox.stt.stats()["transcriptions"] == stt_requests(calls)
+    ledger = Ledger(ledger_url or layout.ledger_url)
+    try:
+        records = ledger.records([DAY1, DAY2])
+        assert {r.status for r in records if r.call_id in calls} == {Status.TRANSCRIBED}
+        assert not ledger.claimants()
+    finally:
+        ledger.dispose()
+    both = [(tmp_path / f"{n}.log").read_text() for n in range(2)]
+    assert all("succeeded" in output for output in both)
