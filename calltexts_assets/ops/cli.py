@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from datetime import date, timedelta
+from pathlib import Path
 
 from calltexts_assets.core.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
@@ -63,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
 
     retention = commands.add_parser("retention", help="delete exports past their retention")
     retention.add_argument("--dry-run", action="store_true")
+
+    backup = commands.add_parser(
+        "backup", help="back up the ledger (consistently, runs may be writing) and local storage"
+    )
+    backup.add_argument("target", type=Path, help="folder the backup is made in")
+    restore = commands.add_parser(
+        "restore", help="restore a backup into the (empty) home and ledger of the environment"
+    )
+    restore.add_argument("backup", type=Path, help="a calltexts_backup_<stamp> folder")
+    restore.add_argument("--force", action="store_true", help="restore over existing files")
     return parser
 
 
@@ -208,7 +219,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_sandbox_seed(args)
     if args.command == "api":
         return _cmd_api(args)
+    if args.command in ("backup", "restore"):
+        return _cmd_backup_or_restore(args, settings)
     return _cmd_retention(args)
+
+
+def _cmd_backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from calltexts_assets.ops.backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            made = backup(settings, args.target)
+            print(f"Backed up the {made.ledger} ledger and {made.files} files to {made.path}")
+        else:
+            made = restore(args.backup, settings, force=args.force)
+            print(f"Restored the {made.ledger} ledger and {made.files} files from {made.path}")
+    except BackupError as exc:
+        raise _Refused(str(exc)) from None
+    return 0
 
 
 if __name__ == "__main__":

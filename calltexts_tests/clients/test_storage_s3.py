@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -212,3 +214,19 @@ def test_a_client_without_endpoint_still_stays_on_loopback(
     storage = StorageResource(backend="s3", s3_bucket=s3_bucket).get()
     storage.write_bytes(KEY, b"x")
     assert s3_server.client().head_object(Bucket=s3_bucket, Key=KEY)["ContentLength"] == 1
+
+
+def test_the_documented_lifecycle_rules_are_accepted_by_s3(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """deploy/s3/lifecycle.json, as the runbook applies it, on a versioned bucket."""
+    rules = json.loads(
+        (Path(__file__).resolve().parents[2] / "deploy/s3/lifecycle.json").read_text()
+    )
+    client = s3_server.client()
+    client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.put_bucket_lifecycle_configuration(Bucket=s3_bucket, LifecycleConfiguration=rules)
+    stored = client.get_bucket_lifecycle_configuration(Bucket=s3_bucket)["Rules"]
+    assert {r["ID"] for r in stored} == {r["ID"] for r in rules["Rules"]}
+    multipart = next(r for r in stored if "AbortIncompleteMultipartUpload" in r)
+    assert multipart["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1

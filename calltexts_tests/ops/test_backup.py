@@ -1,0 +1,116 @@
+"""A backup restores into a fresh home, and a re-run of its period there is a no-op with the
+same registry: SQLite (online backup) and PostgreSQL (pg_dump / pg_restore)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from calltexts_assets.assets import all_assets
+from calltexts_assets.core.ledger import Status
+from calltexts_assets.ops.backup import MANIFEST, BackupError, backup, restore
+from calltexts_assets.ops.cli import main
+from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.sandbox.runtime import Sandbox
+from calltexts_assets.settings import Settings, load_settings
+from calltexts_assets.testing.sandboxed import materialize_range, sandbox_resources
+
+DAY1, DAY2 = "2026-11-01", "2026-11-02"
+REGISTRY = f"exports/{DAY1}_{DAY2}/registry/calls_{DAY1}_{DAY2}.csv"
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The ledger of the original home and of the restored one."""
+    if request.param == "sqlite":
+        yield (f"sqlite:///{tmp_path / 'a' / 'ledger.sqlite'}",) * 2  # type: ignore[misc]
+        return
+    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    names = [f"calltexts_backup_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        urls = [sa.make_url(PG_SERVER).set(database=n).render_as_string(False) for n in names]
+        yield urls[0], urls[1]
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _settings(home: Path, ledger_url: str) -> Settings:
+    return load_settings({"CALLTEXTS_HOME": str(home), "CALLTEXTS_DATABASE_URL": ledger_url})
+
+
+def _resources(sandbox: Sandbox, root: Path, home: Path, ledger_url: str) -> dict[str, Any]:
+    resources = sandbox_resources(sandbox, root)
+    resources["storage"] = StorageResource(backend="local", local_root=str(home))
+    resources["ledger"] = LedgerResource(database_url=ledger_url)
+    return resources
+
+
+def test_a_restored_backup_makes_the_rerun_a_no_op(
+    sandbox: Sandbox,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    ledger_urls: tuple[str, str],
+) -> None:
+    original_url, restored_url = ledger_urls
+    if original_url.startswith("sqlite"):
+        restored_url = f"sqlite:///{tmp_path / 'b' / 'ledger.sqlite'}"
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    first = _resources(sandbox, tmp_path / "run-a", home_a, original_url)
+    assert materialize_range(all_assets, first, instance, DAY1, DAY2).success
+
+    made = backup(_settings(home_a, original_url), tmp_path / "backups")
+    manifest = json.loads((made.path / MANIFEST).read_text())
+    assert made.files == manifest["files"] > 0
+
+    settings_b = _settings(home_b, restored_url)
+    restore(made.path, settings_b)
+    with pytest.raises(BackupError, match="already holds exports"):
+        restore(made.path, settings_b)  # never over a home in use
+
+    sandbox.portal.reset_stats()
+    sandbox.stt.reset()
+    again = _resources(sandbox, tmp_path / "run-b", home_b, restored_url)
+    assert materialize_range(all_assets, again, instance, DAY1, DAY2).success
+    assert sandbox.portal.request_count("records") == 0
+    assert sandbox.stt.stats()["requests"] == 0
+    assert (home_b / REGISTRY).read_bytes() == (home_a / REGISTRY).read_bytes()
+    records = again["ledger"].get().records([DAY1, DAY2])
+    assert records and all(r.status in (Status.TRANSCRIBED, Status.NO_RECORDING) for r in records)
+
+
+def test_the_cli_backs_up_and_refuses_a_damaged_backup(
+    sandbox: Sandbox,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'ledger.sqlite'}"
+    assert materialize_range(
+        all_assets, _resources(sandbox, tmp_path / "run", home, url), instance, DAY1, DAY2
+    ).success
+    monkeypatch.setenv("CALLTEXTS_HOME", str(home))
+    assert main(["backup", str(tmp_path / "backups")]) == 0
+    [made] = (tmp_path / "backups").iterdir()
+    assert "Backed up the sqlite ledger" in capsys.readouterr().out
+
+    (made / "ledger.sqlite").write_bytes(b"damaged")
+    monkeypatch.setenv("CALLTEXTS_HOME", str(tmp_path / "fresh"))
+    assert main(["restore", str(made)]) == 2
+    assert "does not match its manifest" in capsys.readouterr().err
