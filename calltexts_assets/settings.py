@@ -87,6 +87,7 @@ class Settings:
     # operations
     dagster_webserver_url: str
     dagster_code_location: str
+    schedules_running: bool
     pushgateway_url: Secret
     _env: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
 
@@ -285,6 +286,7 @@ def _read(r: _Reader) -> Settings:
         sandbox=r.flag("CALLTEXTS_SANDBOX"),
         dagster_webserver_url=r.url("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000"),
         dagster_code_location=r.text("DAGSTER_CODE_LOCATION"),
+        schedules_running=r.flag("CALLTEXTS_SCHEDULES_RUNNING"),
         pushgateway_url=r.secret("PROMETHEUS_PUSHGATEWAY_URL", _proxy_shape),
         _env=dict(r.env),
     )

@@ -42,11 +42,32 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture(autouse=True)
-def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never pick up a developer's real portal or OpenAI key."""
+def _no_real_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never pick up a developer's real portal or OpenAI key, and whatever defaults
+    to the home (ledger, logs, exports) lands in the test's own folder."""
     for name in list(os.environ):
         if name.startswith(("BITRIX24_", "OPENAI_", "CHATGPT_", "CALLTEXTS_")):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CALLTEXTS_HOME", str(tmp_path / "calltexts_home"))
+
+
+REPO_VAR = Path(__file__).resolve().parents[1] / "var"
+
+
+def _listing(root: Path) -> dict[str, int]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tests_write_only_to_temporary_folders() -> Iterator[None]:
+    """The demo's var/ (ledger, exports, run logs) is the same after the suite as before."""
+    before = _listing(REPO_VAR)
+    yield
+    after = _listing(REPO_VAR)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests wrote into {REPO_VAR}: {changed[:10]}"
 
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import subprocess
 import sys
 import threading
 from datetime import date, timedelta
@@ -42,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser(
         "dev", help="dagster dev (UI + daemon) and the API, with the sandbox if needed"
     )
-    _add_sandbox_args(dev, days=7, calls_per_day=20)
-    dev.add_argument("--api-port", type=int, default=8080)
+    _add_sandbox_args(dev, days=60, calls_per_day=20)
+    dev.add_argument("--ui-port", type=int, default=3000, help="the Dagster UI's port")
+    dev.add_argument("--api-port", type=int, default=8080, help="the HTTP API's port")
 
     sandbox = commands.add_parser("sandbox", help="the Bitrix24 and STT emulators")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
@@ -161,28 +161,20 @@ def _cmd_sandbox_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev_processes(api_port: int) -> int:
-    """The HTTP trigger API in a thread of this process, then `dagster dev` (UI + daemon)."""
-    from calltexts_assets.api import build_app
-    from calltexts_assets.sandbox.server import serve_in_thread
-
-    with serve_in_thread(build_app(), port=api_port) as api:
-        print(f"API: {api.url}/tasks/call_export (metrics at {api.url}/metrics)")
-        command = ["dagster", "dev", "-m", "calltexts_assets.definitions"]
-        return subprocess.call(command)
-
-
 def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from calltexts_assets.sandbox.runtime import sandbox_environment
+    from calltexts_assets.ops.dev import PortsBusy, run_dev
 
-    if settings.credentials_configured:
-        return _dev_processes(args.api_port)
-    start = portal_today() - timedelta(days=args.days)
-    with sandbox_environment(
-        seed=args.seed, start=start, days=args.days, calls_per_day=args.calls_per_day
-    ):
-        print("No Bitrix24 credentials set: the UI runs against the SANDBOX portal")
-        return _dev_processes(args.api_port)
+    try:
+        return run_dev(
+            settings,
+            ui_port=args.ui_port,
+            api_port=args.api_port,
+            sandbox_days=args.days,
+            calls_per_day=args.calls_per_day,
+            seed=args.seed,
+        )
+    except PortsBusy as exc:
+        raise _Refused(str(exc)) from None
 
 
 def _cmd_api(args: argparse.Namespace) -> int:

@@ -1,0 +1,114 @@
+"""`calltexts dev` from a fresh home: UI + daemon + API + sandbox, and a run launched through
+the API that the daemon carries out; a busy port is one line naming the option."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from calltexts_assets.ops.cli import main
+from calltexts_assets.sandbox.server import free_port
+from calltexts_assets.settings import portal_today
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_busy_port_is_one_line_naming_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dev", "--ui-port", str(port), "--api-port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"calltexts dev: port {port} (the Dagster UI) is in use: choose another with --ui-port"
+    )
+
+
+def _wait_for(url: str, deadline: float, process: subprocess.Popen[bytes], log: Path) -> None:
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-4000:]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never answered:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    ui_port, api_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BITRIX24_", "OPENAI_", "CHATGPT_", "CALLTEXTS_", "DAGSTER_"))
+    }
+    env |= {
+        "DAGSTER_HOME": str(dagster_home),
+        "CALLTEXTS_HOME": str(tmp_path / "home"),
+        "CALLTEXTS_RETRY_SCALE": "0.001",
+    }
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "calltexts_assets.ops.cli", "dev", "--days", "3",
+             "--calls-per-day", "3", "--ui-port", str(ui_port), "--api-port", str(api_port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        _wait_for(f"http://127.0.0.1:{api_port}/healthz", deadline, process, log)
+        _wait_for(f"http://127.0.0.1:{ui_port}/server_info", deadline, process, log)
+        yield f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", log
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_dev_serves_the_ui_the_api_and_the_sandbox_and_the_daemon_runs_the_export(
+    dev: tuple[str, str, Path],
+) -> None:
+    ui, api, log = dev
+    output = log.read_text()
+    first = portal_today() - timedelta(days=3)
+    last = portal_today() - timedelta(days=1)
+    assert f"Dagster UI:  {ui}" in output and f"API:         {api}/tasks/call_export" in output
+    assert f"SANDBOX calls: {first} .. {last}, 3 a day" in output
+
+    launched = httpx.post(
+        f"{api}/tasks/call_export",
+        json={"period_from": last.isoformat(), "period_to": last.isoformat()},
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+        timeout=60,
+    )
+    assert launched.status_code == 202, launched.text
+    status_url = f"{api}{launched.json()['status_url']}"
+    deadline = time.monotonic() + 240
+    status = ""
+    while time.monotonic() < deadline and status not in ("SUCCESS", "FAILURE", "CANCELED"):
+        time.sleep(2)
+        status = httpx.get(status_url, timeout=10).json()["status"]
+    assert status == "SUCCESS", log.read_text()[-4000:]
