@@ -17,6 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.core.masking import mask_phone
 from calltexts_assets.reporting.cost import (
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
@@ -128,6 +129,11 @@ def registry_row(
     return {name: text_cell(value, phone=name in PHONE_COLUMNS) for name, value in row.items()}
 
 
+def masked_row(row: dict[str, str]) -> dict[str, str]:
+    """A row for display outside the registry (Dagster metadata): phone numbers masked."""
+    return {k: mask_phone(v) if k in PHONE_COLUMNS else v for k, v in row.items()}
+
+
 def chronological(record: CallRecord) -> tuple[int, float, str, str, str]:
     """Sort key: start time (rows without one last), then ids; independent of input order."""
     try:
@@ -191,7 +197,7 @@ class RegistryWritten:
 
     rows: int
     size: int
-    preview: list[dict[str, str]]
+    preview: list[dict[str, str]]  # the first rows, phone numbers masked (for metadata)
 
 
 def _has_start(record: CallRecord) -> bool:
@@ -228,7 +234,7 @@ def write_registry_file(
         data = _csv_bytes(registry_frame(batch, summaries_enabled=summaries_enabled), header=header)
         sink.write(data)
         rows, size = rows + len(batch), size + len(data)
-        preview.extend(batch[: preview_rows - len(preview)])
+        preview.extend(masked_row(row) for row in batch[: preview_rows - len(preview)])
 
     emit((), header=True)
     undated: list[CallRecord] = []

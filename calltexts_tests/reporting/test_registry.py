@@ -14,6 +14,7 @@ from calltexts_assets.reporting import registry_schema
 from calltexts_assets.reporting.quality import registry_complete
 from calltexts_assets.reporting.registry import (
     COST_DECIMALS,
+    masked_row,
     registry_columns,
     registry_frame,
     registry_row,
@@ -303,7 +304,8 @@ def test_streamed_file_is_byte_identical_to_the_whole_period_file(summaries: boo
     assert data == expected
     assert (written.rows, written.size) == (len(records), len(expected))
     rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
-    assert written.preview == rows[:10]
+    assert written.preview == [masked_row(row) for row in rows[:10]]
+    assert all("+79161234567" not in row.values() for row in written.preview)
     assert [r["call_id"] for r in rows[-3:]] == ['bad;id "q"', "inv.1", "inv.2"]
     assert validate_registry_csv(data) == [
         f"row {len(rows) - 1} (call inv.1): datetime_start='not a date' is not an ISO 8601 "
