@@ -17,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from calltexts_assets.core.ledger import create_tables
+
 metadata = sa.MetaData()
 
 idempotency_keys = sa.Table(
@@ -55,7 +57,7 @@ class IdempotencyStore:
     def __init__(self, engine: sa.Engine, clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
         self.clock = clock or (lambda: datetime.now(UTC))
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def reserve(self, key: str, hash_: str) -> StoredKey | None:
         """Claim `key` for this request: None when claimed, else the row that holds it."""

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from calltexts_assets.core import ledger
+from calltexts_assets.core.ledger import create_tables
 from calltexts_assets.core.runlog import scrubbed_logger
 from calltexts_assets.ops import metrics
 from calltexts_assets.ops.metrics import MetricSpec
@@ -75,8 +76,8 @@ class ExportCollector(Collector):
         self.zone = ZoneInfo(timezone)
         self.clock = clock or (lambda: datetime.now(self.zone))
         # The API may start before the first run has created anything.
-        ledger.metadata.create_all(engine)
-        metrics.metadata.create_all(engine)
+        create_tables(ledger.metadata, engine)
+        create_tables(metrics.metadata, engine)
 
     def describe(self) -> list[Metric]:
         return []  # no scrape at registration time

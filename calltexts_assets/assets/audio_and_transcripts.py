@@ -9,18 +9,19 @@ alone only transcribes what is stored.
 """
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from itertools import chain
+from typing import Any
 
 import dagster as dg
 
 from calltexts_assets.assets.call_list import call_list
 from calltexts_assets.assets.checks import check_result, check_spec
+from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
 from calltexts_assets.audio.fetch import fetch_recording, needs_fetch
-from calltexts_assets.clients.whisper import WhisperClient
-from calltexts_assets.core.ledger import CallRecord, Ledger, Status
+from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.core.steps import CallSteps
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
@@ -57,14 +58,6 @@ transcripts = dg.AssetSpec(
 )
 
 _STORED = frozenset({"downloaded", "stored"})  # fetch outcomes that leave a stored recording
-
-
-def _minutes(seconds: float) -> dg.FloatMetadataValue:
-    return dg.FloatMetadataValue(round(seconds / 60, 2))
-
-
-def _usd(amount: float) -> dg.FloatMetadataValue:
-    return dg.FloatMetadataValue(round(amount, 4))
 
 
 def stored_now(db: Ledger, fetched: Iterable[tuple[CallRecord, str]]) -> Iterator[CallRecord]:
@@ -174,9 +167,19 @@ def raw_audio_and_transcripts(
             transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:
-        yield _raw_audio_result(period, db, downloads)
+        yield _result(context, period, db, downloads, raw_audio, _raw_audio_figures)
     if transcribing:
-        yield _transcripts_result(period, db, transcriptions, stt)
+        yield _result(
+            context,
+            period,
+            db,
+            transcriptions,
+            transcripts,
+            _transcripts_figures,
+            whisper_requests=stt.stats.requests,
+            whisper_retries=stt.stats.retries,
+            languages=db.totals(period.export_ids).languages,
+        )
     checks = {key.name for key in context.selected_asset_check_keys}
     records = partial(db.iter_records, period.export_ids)  # a fresh pass per check
     if "coverage" in checks:
@@ -186,43 +189,54 @@ def raw_audio_and_transcripts(
         yield check_result(duplicate_transcripts(records(), stored))
 
 
-def _raw_audio_result(period: RunPeriod, db: Ledger, done: CallSteps) -> dg.MaterializeResult:
-    totals = db.totals(period.export_ids)
-    return dg.MaterializeResult(
-        asset_key=raw_audio.key,
-        metadata={
-            "period": period.label,
-            "downloaded": done.tally.outcomes["downloaded"],
-            "skipped_already_stored": done.tally.outcomes["stored"],
-            "failed": done.tally.outcomes["failed"],
-            "missing_audio": totals.count(Status.MISSING_AUDIO),
-            "calls_with_audio": totals.with_audio,
-            "bytes_downloaded": done.bytes,
-        },
-    )
+def _raw_audio_figures(
+    outcomes: Mapping[str, int], sums: Mapping[str, float], totals: PeriodTotals
+) -> dict[str, int | float]:
+    return {
+        "downloaded": outcomes.get("downloaded", 0),
+        "skipped_already_stored": outcomes.get("stored", 0),
+        "failed": outcomes.get("failed", 0),
+        "missing_audio": totals.count(Status.MISSING_AUDIO),
+        "calls_with_audio": totals.with_audio,
+        "bytes_downloaded": int(sums.get("bytes", 0)),
+    }
 
 
-def _transcripts_result(
-    period: RunPeriod, db: Ledger, done: CallSteps, whisper: WhisperClient
-) -> dg.MaterializeResult:
-    totals = db.totals(period.export_ids)
-    transcribed_now = done.tally.outcomes["transcribed"]
+def _transcripts_figures(
+    outcomes: Mapping[str, int], sums: Mapping[str, float], totals: PeriodTotals
+) -> dict[str, int | float]:
+    transcribed_now = outcomes.get("transcribed", 0)
     transcribed_total = totals.count(Status.TRANSCRIBED)
+    return {
+        "transcribed_now": transcribed_now,
+        "failed_now": outcomes.get("failed", 0),
+        "skipped_already_done": transcribed_total - transcribed_now,
+        "transcribed_total": transcribed_total,
+        "transcription_errors": totals.count(Status.TRANSCRIPTION_ERROR),
+        "audio_minutes_now": minutes(sums.get("stt_duration_sec", 0.0)),
+        "audio_minutes_total": minutes(totals.transcribed_seconds),
+        "cost_usd_now": usd(sums.get("cost", 0.0)),
+        "cost_usd_total": usd(totals.transcribed_cost),
+    }
+
+
+def _result(
+    context: dg.AssetExecutionContext,
+    period: RunPeriod,
+    db: Ledger,
+    done: CallSteps,
+    spec: dg.AssetSpec,
+    figures: Callable[[Mapping[str, int], Mapping[str, float], PeriodTotals], dict[str, Any]],
+    **run_only: Any,
+) -> dg.MaterializeResult:
+    record_day_figures(
+        context,
+        period,
+        lambda day: figures(done.by_day[day], done.sums_by_day[day], db.totals([day])),
+        asset_key=spec.key,
+    )
+    sums = {**done.sums, "bytes": done.bytes}
+    run = figures(done.tally.outcomes, sums, db.totals(period.export_ids))
     return dg.MaterializeResult(
-        asset_key=transcripts.key,
-        metadata={
-            "period": period.label,
-            "transcribed_now": transcribed_now,
-            "failed_now": done.tally.outcomes["failed"],
-            "skipped_already_done": transcribed_total - transcribed_now,
-            "transcribed_total": transcribed_total,
-            "transcription_errors": totals.count(Status.TRANSCRIPTION_ERROR),
-            "audio_minutes_now": _minutes(done.sums["stt_duration_sec"]),
-            "audio_minutes_total": _minutes(totals.transcribed_seconds),
-            "cost_usd_now": _usd(done.sums["cost"]),
-            "cost_usd_total": _usd(totals.transcribed_cost),
-            "whisper_requests": whisper.stats.requests,
-            "whisper_retries": whisper.stats.retries,
-            "languages": dg.JsonMetadataValue(totals.languages),
-        },
+        asset_key=spec.key, metadata=run_totals(period, {**run, **run_only})
     )

@@ -4,10 +4,11 @@ from collections import Counter, defaultdict
 
 import dagster as dg
 
+from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, export_day, run_period
 from calltexts_assets.listing.calls import Call
 from calltexts_assets.listing.tally import Listing
-from calltexts_assets.reporting.cost import forecast
+from calltexts_assets.reporting.cost import billable_minutes, forecast, minutes_cost_usd
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -35,38 +36,59 @@ def call_list(
 
     # One `batch` answer (<= 2,500 rows) at a time: a long period is never in memory whole.
     listing = Listing()
-    per_day: Counter[str] = Counter()
+    days: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for rows in client.iter_call_batches(period.start, period.end):
         calls, invalid = listing.add(rows)
         by_day: dict[str, list[Call]] = defaultdict(list)
         for call in calls:
             by_day[export_day(call.started_at)].append(call)
         for day, day_calls in by_day.items():
-            per_day[day] += len(day_calls)
             db.upsert_listed(day, day_calls, dagster_run_id=context.run.run_id)
+            for call in day_calls:
+                days[day].update(calls=1, seconds=call.duration_sec)
+                if call.has_recording:
+                    days[day].update(
+                        with_recording=1, billable_minutes=billable_minutes(call.duration_sec)
+                    )
         for placeholder, reason in invalid:
             context.log.error(f"statistic row rejected: {reason}")
             db.record_invalid(period.first.isoformat(), placeholder, reason)
+            days[period.first.isoformat()]["rejected"] += 1
 
-    plan = forecast(
-        listing.recording_durations,
-        price_per_minute=export_settings.price_per_minute_usd,
-        usd_rub_rate=export_settings.usd_rub_rate,
-    )
+    price, rate = export_settings.price_per_minute_usd, export_settings.usd_rub_rate
+
+    def figures_of(day: str) -> dict[str, int | float]:
+        listed = days[day]
+        cost = float(minutes_cost_usd(listed["billable_minutes"], price))
+        return {
+            "calls": listed["calls"],
+            "calls_with_recording": listed["with_recording"],
+            "minutes": minutes(listed["seconds"]),
+            "rejected_rows": listed["rejected"],
+            "forecast_billable_minutes": listed["billable_minutes"],
+            "forecast_cost_usd": usd(cost),
+            "forecast_cost_rub": round(cost * rate, 2),
+        }
+
+    record_day_figures(context, period, figures_of)
+    plan = forecast(listing.recording_durations, price_per_minute=price, usd_rub_rate=rate)
+    stats = client.stats
     return dg.MaterializeResult(
-        metadata={
-            "period": period.label,
-            "calls": listing.calls,
-            "calls_with_recording": len(listing.recording_durations),
-            "minutes": dg.FloatMetadataValue(round(listing.seconds / 60, 1)),
-            "rejected_rows": listing.rejected,
-            "calls_per_day": dg.JsonMetadataValue(dict(sorted(per_day.items()))),
-            "forecast_billable_minutes": plan.minutes,
-            "forecast_cost_usd": dg.FloatMetadataValue(float(plan.cost_usd)),
-            "forecast_cost_rub": dg.FloatMetadataValue(float(plan.cost_rub)),
-            "bitrix24_requests": client.stats.requests,
-            "bitrix24_retries": client.stats.retries,
-            "bitrix24_limit_hits": client.stats.limit_hits,
-        },
+        metadata=run_totals(
+            period,
+            {
+                "calls": listing.calls,
+                "calls_with_recording": len(listing.recording_durations),
+                "minutes": minutes(listing.seconds),
+                "rejected_rows": listing.rejected,
+                "calls_per_day": dict(sorted((d, c["calls"]) for d, c in days.items())),
+                "forecast_billable_minutes": plan.minutes,
+                "forecast_cost_usd": usd(float(plan.cost_usd)),
+                "forecast_cost_rub": round(float(plan.cost_rub), 2),
+                "bitrix24_requests": stats.requests,
+                "bitrix24_retries": stats.retries,
+                "bitrix24_limit_hits": stats.limit_hits,
+            },
+        ),
         data_version=dg.DataVersion(listing.fingerprint),
     )

@@ -5,13 +5,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.core.storage_keys import report_key
 from calltexts_assets.reporting.cost import forecast
 from calltexts_assets.reporting.duplicates import duplicate_transcripts
 from calltexts_assets.reporting.quality import cost_matches, coverage, duration_variance
-from calltexts_assets.reporting.report_data import build_report_data
+from calltexts_assets.reporting.report_data import build_report_data, period_figures
 from calltexts_assets.reporting.report_markdown import render_markdown
 from calltexts_assets.reporting.report_pdf import render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings
@@ -79,17 +80,18 @@ def cost_report(
     coverage_failed = not covered.passed and covered.severity == "error"
     for day in period.export_ids:  # the last asset of the graph: the days are done
         db.finish_export(day, "failed" if coverage_failed else "success")
+    rate = export_settings.usd_rub_rate
+    record_day_figures(
+        context,
+        period,
+        lambda day: period_figures(
+            db.iter_records([day]), price_per_minute=price, usd_rub_rate=rate
+        ),
+    )
+    totals = period_figures(db.iter_records(days), price_per_minute=price, usd_rub_rate=rate)
     yield dg.MaterializeResult(
         metadata={
-            "period": period.label,
-            "calls": data.calls_total,
-            "transcribed": data.transcribed,
-            "missing_audio": data.missing_audio,
-            "errors": data.errors,
-            "billable_minutes": data.billable_minutes,
-            "cost_usd": dg.FloatMetadataValue(float(data.cost_usd)),
-            "cost_rub": dg.FloatMetadataValue(float(data.cost_rub)),
-            "forecast_cost_usd": dg.FloatMetadataValue(float(plan.cost_usd)),
+            **run_totals(period, {**totals, "forecast_cost_usd": float(plan.cost_usd)}),
             "warnings": dg.JsonMetadataValue(list(data.warnings)),
             "markdown": dg.PathMetadataValue(store.uri(md_key)),
             "pdf": dg.PathMetadataValue(store.uri(pdf_key)),

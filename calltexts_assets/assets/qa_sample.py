@@ -1,11 +1,13 @@
 """qa_sample: 50 transcribed calls picked reproducibly per period, for the QA analyst."""
 
+from collections import Counter
 from collections.abc import Iterator
 
 import dagster as dg
 
 from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.checks import check_result, check_spec
+from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.core.storage_keys import qa_sample_key
 from calltexts_assets.reporting.qa_sample import qa_sample as pick_sample
@@ -39,10 +41,11 @@ def qa_sample(
     store = storage.get()
     key = qa_sample_key(period.first, period.last)
     store.write_bytes(key, qa_sample_csv(sample))
+    sampled = Counter(r.run_id for r in sample)
+    record_day_figures(context, period, lambda day: {"calls": sampled[day]})
     yield dg.MaterializeResult(
         metadata={
-            "period": period.label,
-            "calls": len(sample),
+            **run_totals(period, {"calls": len(sample)}),
             "path": dg.PathMetadataValue(store.uri(key)),
             "call_ids": dg.JsonMetadataValue([r.call_id for r in sample]),
         }

@@ -7,6 +7,7 @@ from typing import BinaryIO
 import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
+from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.core.storage_keys import registry_key
@@ -83,12 +84,11 @@ def registry_csv(
         staged.seek(0)
         complete = registry_complete(staged, summaries_enabled=with_summaries)
     preview = registry_frame(written.preview, summaries_enabled=with_summaries)
+    record_day_figures(context, period, lambda day: {"rows": written.rows_by_day.get(day, 0)})
     yield dg.MaterializeResult(
         metadata={
-            "period": period.label,
-            "rows": written.rows,
+            **run_totals(period, {"rows": written.rows, "bytes": written.size}),
             "path": dg.PathMetadataValue(store.uri(key)),
-            "bytes": written.size,
             "preview": table_preview(preview, rows=PREVIEW_ROWS),
         }
     )

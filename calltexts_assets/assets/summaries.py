@@ -1,10 +1,12 @@
 """summaries: an optional short summary and tags per transcribed call."""
 
+from collections.abc import Mapping
 from functools import partial
 
 import dagster as dg
 
 from calltexts_assets.assets.audio_and_transcripts import transcripts
+from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
 from calltexts_assets.resources.export_settings import ExportSettings
@@ -41,7 +43,8 @@ def summaries(
         else config.generate_summary
     )
     if not enabled:
-        return dg.MaterializeResult(metadata={"period": period.label, "enabled": False})
+        record_day_figures(context, period, lambda day: {"summarised_now": 0, "failed_now": 0})
+        return dg.MaterializeResult(metadata={**run_totals(period, {}), "enabled": False})
     db = ledger.get()
     todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
     steps = call_steps(
@@ -59,12 +62,13 @@ def summaries(
             partial(summarise_record, chat=chat, storage=storage.get()),
             max_workers=export_settings.max_concurrency,
         )
-    return dg.MaterializeResult(
-        metadata={
-            "period": period.label,
-            "enabled": True,
-            "summarised_now": tally.outcomes["summarised"],
-            "failed_now": tally.outcomes["failed"],
-            "summariser_retries": chat.stats.retries,
+
+    def figures_of(outcomes: Mapping[str, int]) -> dict[str, int | float]:
+        return {
+            "summarised_now": outcomes.get("summarised", 0),
+            "failed_now": outcomes.get("failed", 0),
         }
-    )
+
+    record_day_figures(context, period, lambda day: figures_of(steps.by_day[day]))
+    totals = {**figures_of(tally.outcomes), "summariser_retries": chat.stats.retries}
+    return dg.MaterializeResult(metadata={**run_totals(period, totals), "enabled": True})

@@ -146,6 +146,15 @@ class CallRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
+def create_tables(tables: sa.MetaData, engine: sa.Engine) -> None:
+    """`create_all`, safe when processes start together (two runs, the API): the one that
+    loses the race to create a table finds it there on a second look."""
+    try:
+        tables.create_all(engine)
+    except sa.exc.DBAPIError:
+        tables.create_all(engine)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -208,7 +217,7 @@ class Ledger:
         # SQLite allows one writer; serialising writes here avoids "database is locked"
         # under the asset's thread pool. PostgreSQL handles concurrency itself.
         self._write_lock = threading.Lock() if self._is_sqlite else _NullLock()
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
         self._add_new_columns()
 
     def _add_new_columns(self) -> None:

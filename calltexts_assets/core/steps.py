@@ -6,6 +6,7 @@ import errno
 import re
 import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -121,6 +122,9 @@ class CallSteps:
         self._seen: set[Key] = set()  # calls this stage has taken up (a key comes once)
         self._held: set[Key] = set()  # claims held now, renewed by the heartbeat
         self._elsewhere: dict[Key, CallRecord] = {}
+        # The same figures per day (export id), for each partition's own metadata.
+        self.by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.sums_by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     def _log(self, record: CallRecord, outcome: str, started: float, code: str | None) -> None:
         if self.run_log is not None:
@@ -137,6 +141,14 @@ class CallSteps:
         return datetime.now(UTC) + timedelta(seconds=self.lease_sec)
 
     def _claimed(self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]) -> str:
+        label = self._claimed_outcome(record, work)
+        with self._lock:
+            self.by_day[record.run_id][label] += 1
+        return label
+
+    def _claimed_outcome(
+        self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]
+    ) -> str:
         key = record.key
         with self._lock:
             if key in self._seen:  # a source may list a call twice (a stream, then a sweep)
@@ -197,8 +209,10 @@ class CallSteps:
             self._log(record, outcome.label, started, outcome.updates.get("error_code"))
         with self._lock:
             self.bytes += outcome.bytes
+            self.sums_by_day[record.run_id]["bytes"] += outcome.bytes
             for name in self.sums:
                 self.sums[name] += outcome.updates.get(name) or 0.0
+                self.sums_by_day[record.run_id][name] += outcome.updates.get(name) or 0.0
         return outcome.label
 
     def _rounds(self, records: Iterable[CallRecord]) -> Iterator[Iterable[CallRecord]]:

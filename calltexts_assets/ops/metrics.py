@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 from sqlalchemy.dialects import postgresql, sqlite
 
+from calltexts_assets.core.ledger import create_tables
 from calltexts_assets.core.runlog import scrubbed_logger
 
 log = scrubbed_logger(__name__)
@@ -235,7 +236,7 @@ def summary_row(summary: RunSummary) -> dict[str, Any]:
 
 
 def store_summary(engine: sa.Engine, summary: RunSummary) -> None:
-    metadata.create_all(engine)
+    create_tables(metadata, engine)
     row = summary_row(summary)
     dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
     stmt = dialect.insert(run_metrics).values(**row)

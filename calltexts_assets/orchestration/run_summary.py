@@ -12,17 +12,14 @@ from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.ops.metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary, record_run
 
 
-def _first_metadata_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
-    """A range run logs one materialization per partition with the same metadata: keep one."""
+def run_totals_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """Each asset's `run_totals` (every partition of a range run carries the same one)."""
     found: dict[str, dict[str, Any]] = {}
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         materialization = entry.asset_materialization
-        if materialization is None:
-            continue
-        name = materialization.asset_key.to_user_string()
-        found.setdefault(
-            name, {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
-        )
+        totals = materialization.metadata.get("run_totals") if materialization else None
+        if materialization is not None and totals is not None:
+            found.setdefault(materialization.asset_key.to_user_string(), dict(totals.value))
     return found
 
 
@@ -34,7 +31,7 @@ def summarise_run(
     days = days_of_run_tags(dict(run.tags)) if run else []
     start = record.start_time if record and record.start_time else None
     end = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
-    meta = _first_metadata_by_asset(instance, run_id)
+    meta = run_totals_by_asset(instance, run_id)
     listing = meta.get("call_list", {})
     stt = meta.get("transcripts", {})
     summaries = meta.get("summaries", {})

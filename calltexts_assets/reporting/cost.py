@@ -44,6 +44,13 @@ def call_cost_usd(
     return billable_minutes(duration_sec) * _dec(price_per_minute)
 
 
+def minutes_cost_usd(
+    minutes: int, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+) -> Decimal:
+    """Exact cost of billable minutes already rounded up per call."""
+    return minutes * _dec(price_per_minute)
+
+
 def to_rub(usd: Decimal | float, rate: float | Decimal = USD_RUB_RATE) -> Decimal:
     """Exact RUB amount at `rate` RUB per USD (round with `round_rub` for display)."""
     return _dec(usd) * _dec(rate)
@@ -108,5 +115,5 @@ def forecast(
     for duration in durations_sec:
         calls += 1
         minutes += billable_minutes(duration)
-    usd = minutes * _dec(price_per_minute)
+    usd = minutes_cost_usd(minutes, price_per_minute)
     return Forecast(calls=calls, minutes=minutes, cost_usd=usd, cost_rub=to_rub(usd, usd_rub_rate))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -198,6 +199,7 @@ class RegistryWritten:
     rows: int
     size: int
     preview: list[dict[str, str]]  # the first rows, phone numbers masked (for metadata)
+    rows_by_day: dict[str, int]  # export day (ledger run id) -> rows
 
 
 def _has_start(record: CallRecord) -> bool:
@@ -222,12 +224,15 @@ def write_registry_file(
     rows that could not be exported)."""
     rows = size = 0
     preview: list[dict[str, str]] = []
+    rows_by_day: Counter[str] = Counter()
 
     def emit(records: Iterable[CallRecord], *, header: bool = False) -> None:
         nonlocal rows, size
+        ordered = sorted(records, key=chronological)
+        rows_by_day.update(r.run_id for r in ordered)
         batch = [
             registry_row(r, summaries_enabled=summaries_enabled, price_per_minute=price_per_minute)
-            for r in sorted(records, key=chronological)
+            for r in ordered
         ]
         if not batch and not header:
             return
@@ -244,4 +249,4 @@ def write_registry_file(
             (dated if _has_start(record) else undated).append(record)
         emit(dated)
     emit(undated)
-    return RegistryWritten(rows=rows, size=size, preview=preview)
+    return RegistryWritten(rows=rows, size=size, preview=preview, rows_by_day=dict(rows_by_day))

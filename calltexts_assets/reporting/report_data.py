@@ -22,6 +22,8 @@ from calltexts_assets.reporting.cost import (
     billed_seconds,
     format_rub,
     format_usd,
+    round_rub,
+    round_usd,
     to_rub,
 )
 from calltexts_assets.reporting.one_pass import FloatSum, Smallest
@@ -292,6 +294,27 @@ class _Totals:
         self.coverage.add(r)
         if _is_exception(r):
             self.exceptions.add(_exception_entry(r))
+
+
+def period_figures(
+    records: Iterable[CallRecord],
+    *,
+    price_per_minute: float | Decimal,
+    usd_rub_rate: float | Decimal,
+) -> dict[str, int | float]:
+    """The report's headline numbers of some rows (a day's, for its partition's metadata)."""
+    totals = _Totals(Decimal(str(price_per_minute)))
+    for r in records:
+        totals.add(r)
+    return {
+        "calls": totals.calls,
+        "transcribed": totals.transcribed,
+        "missing_audio": totals.counts[Status.MISSING_AUDIO],
+        "errors": totals.errors,
+        "billable_minutes": totals.billable_minutes,
+        "cost_usd": float(round_usd(totals.cost_usd)),
+        "cost_rub": float(round_rub(to_rub(totals.cost_usd, usd_rub_rate))),
+    }
 
 
 def _forecast_rows(

@@ -21,5 +21,6 @@ class ExportSettings(dg.ConfigurableResource):
     verify_checksums: bool = False
     retry_missing_audio: bool = False
     is_sandbox: bool = False
-    work_dir: str = "var/tmp"  # spooled downloads and audio chunks (personal data)
-    log_dir: str = "var/logs"  # logs/call_export_<timestamp>.jsonl of every run
+    # No defaults: a relative default would land in whatever folder the process runs in.
+    work_dir: str  # spooled downloads and audio chunks (personal data)
+    log_dir: str  # logs/call_export_<timestamp>.jsonl of every run

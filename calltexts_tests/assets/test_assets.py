@@ -54,7 +54,9 @@ def test_call_list_three_partitions_lists_exactly_the_seeded_calls(
     ).values()
     event = next(iter(materializations))
     assert event is not None
-    assert event.asset_materialization.metadata["calls"].value == 450
+    metadata = event.asset_materialization.metadata
+    assert metadata["calls"].value == 150  # the partition's own
+    assert metadata["run_totals"].value["calls"] == 450
 
 
 @pytest.mark.parametrize(

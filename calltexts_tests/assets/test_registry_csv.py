@@ -71,7 +71,9 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
         "storage": StorageResource(backend="local", local_root=str(tmp_path / "store")),
         "ledger": LedgerResource(database_url=ledger.url),
         # Summaries are off now, but a call has one: the columns must still be there.
-        "export_settings": ExportSettings(summaries_enabled=False, work_dir=str(work_dir)),
+        "export_settings": ExportSettings(
+            summaries_enabled=False, work_dir=str(work_dir), log_dir=str(tmp_path / "logs")
+        ),
     }
 
     result = materialize_range([registry_csv], resources, instance, DAY1, DAY2)
@@ -86,11 +88,13 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
     assert [r["call_id"] for r in rows[-2:]] == ["bad.0", "bad.1"]
 
     materializations = result.asset_materializations_for_node("registry_csv")
-    assert len(materializations) == 2  # one per day of the range, with the same metadata
+    assert len(materializations) == 2  # one per day of the range
+    rows_of_day = {DAY1: 8, DAY2: 7}  # each day's own rows, its invalid row included
     for materialization in materializations:
         metadata = materialization.metadata
-        assert metadata["rows"].value == len(rows) == 15
-        assert metadata["bytes"].value == len(stored)
+        assert metadata["rows"].value == rows_of_day[materialization.partition]
+        assert metadata["run_totals"].value["rows"] == len(rows) == 15
+        assert metadata["run_totals"].value["bytes"] == len(stored)
         # the first rows of the file, with the phone numbers masked (metadata is no deliverable)
         masked = registry_frame([masked_row(r) for r in rows], summaries_enabled=True)
         assert metadata["preview"] == table_preview(masked)

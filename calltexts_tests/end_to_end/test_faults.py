@@ -81,7 +81,10 @@ def fault_resources(
     through `model_copy(update=...)` is silently ignored at run time."""
     resources = sandbox_resources(sandbox, root)
     resources["export_settings"] = ExportSettings(
-        is_sandbox=True, **{"max_concurrency": 4, **settings}
+        is_sandbox=True,
+        log_dir=str(root / "logs"),
+        work_dir=str(root / "tmp"),
+        **{"max_concurrency": 4, **settings},
     )
     resources["bitrix24"] = Bitrix24Resource(
         webhook_url=sandbox.webhook_url,
@@ -129,12 +132,11 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """Metadata of the asset's materialization (a range run reports one per partition,
-    with the same metadata)."""
+    """The run's totals of an asset (`run_totals`: the same on each partition of a range)."""
     event = next(
         m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)
     ).materialization
-    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+    return dict(event.metadata["run_totals"].value)
 
 
 def sha256(data: bytes) -> str:

@@ -37,3 +37,34 @@ def test_no_phone_number_reaches_the_event_log(
     digits_only = re.sub(r"\D", "", text)  # "+7 916 123-45-67" in any spelling
     found = [n for n in numbers if n in digits_only]
     assert not found, f"unmasked numbers in the event log: {found[:3]}"
+
+
+def test_each_partition_of_a_range_run_shows_its_own_figures(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    """A 3-day range of which the first day had no calls (the seed starts on 11-01)."""
+    materialize_range(all_assets, resources, instance, "2026-10-31", DAY2)
+    per_day = {
+        day: sum(1 for r in sandbox.portal.rows if r["CALL_START_DATE"].startswith(day))
+        for day in ("2026-10-31", DAY1, DAY2)
+    }
+    assert per_day["2026-10-31"] == 0 and per_day[DAY1] > 0
+
+    def figures(asset: str, day: str) -> dict[str, Any]:
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1
+        ).records
+        metadata = record.asset_materialization.metadata  # type: ignore[union-attr]
+        return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+    ledger = resources["ledger"].get()
+    for day, calls in per_day.items():
+        transcribed = sum(1 for r in ledger.records([day]) if r.status == "transcribed")
+        assert figures("call_list", day)["calls"] == calls
+        assert figures("transcripts", day)["transcribed_now"] == transcribed
+        assert figures("cost_report", day)["calls"] == calls
+        assert figures("registry_csv", day)["rows"] == calls
+        # the range's totals are there too, under their own name, with the range
+        totals = figures("call_list", day)["run_totals"]
+        assert totals["period"] == "2026-10-31_2026-11-02"
+        assert totals["calls"] == sum(per_day.values())

@@ -59,7 +59,9 @@ def test_dry_run_then_real_run(tmp_path: Path) -> None:
     resources = {
         "storage": StorageResource(backend="local", local_root=str(root)),
         "ledger": LedgerResource(database_url=ledger_url),
-        "export_settings": ExportSettings(log_dir=str(tmp_path / "logs")),
+        "export_settings": ExportSettings(
+            log_dir=str(tmp_path / "logs"), work_dir=str(tmp_path / "tmp")
+        ),
     }
     with dg.instance_for_test() as instance:
         dry = retention.execute_in_process(resources=resources, instance=instance)
