@@ -203,11 +203,13 @@ class CoverageTally:
     """Running counts of `coverage` (the report reads its value too)."""
 
     def __init__(self) -> None:
+        self.calls = 0
         self.with_audio = 0
         self.transcribed = 0
 
     def add(self, record: CallRecord) -> bool:
         """Count the call; True when it had audio and has no transcript (an offender)."""
+        self.calls += 1
         if not has_audio(record):
             return False
         self.with_audio += 1
@@ -219,6 +221,18 @@ class CoverageTally:
     @property
     def value(self) -> float:
         return self.transcribed / self.with_audio if self.with_audio else 1.0
+
+
+def nothing_to_cover(calls: int) -> str:
+    if not calls:
+        return (
+            "no calls were listed for the period: check the webhook's scope (telephony), "
+            "the period and the portal's time zone (CALLTEXTS_TIMEZONE)"
+        )
+    return (
+        f"{calls} calls were listed but none has a recording: check that call recording "
+        "is on in Bitrix24 (telephony settings) and the webhook's disk scope"
+    )
 
 
 def coverage(
@@ -246,6 +260,18 @@ def coverage(
             if len(missing) < MAX_OFFENDING_IDS:
                 missing.append(r.call_id)
     done, value = tally.transcribed, tally.value
+    if not tally.with_audio:
+        # Nothing to cover is not full coverage: a wrong scope, period or time zone, or
+        # recording switched off, looks exactly like this.
+        return CheckOutcome(
+            name="coverage",
+            passed=False,
+            value=0.0,
+            threshold=required,
+            severity="warn",
+            summary=nothing_to_cover(tally.calls),
+            details={"calls": tally.calls, "calls_with_audio": 0, "transcribed": 0},
+        )
     passed = value >= required
     severity: Severity = "warn" if warn_from <= value < required else "error"
     return CheckOutcome(

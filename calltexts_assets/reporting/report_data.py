@@ -166,13 +166,14 @@ def _warnings(
 
 
 def _recommendations(
-    counts: Counter[str],
-    answered_without_recording: int,
+    totals: _Totals,
     variance: float,
     delta: float | None,
     over_budget: bool,
     checks: Sequence[CheckOutcome],
 ) -> list[str]:
+    counts, answered_without_recording = totals.counts, totals.answered_without_recording
+    calls, with_audio = totals.calls, totals.coverage.with_audio
     tips = []
     if counts[Status.MISSING_AUDIO]:
         tips.append(
@@ -219,6 +220,19 @@ def _recommendations(
     for check in checks:
         if not check.passed and check.name not in covered:
             tips.append(f"Проверка {check.name} не пройдена: {check.summary}.")
+    if not calls:
+        tips.insert(
+            0,
+            "За период не найдено ни одного звонка: это не успех выгрузки, а повод проверить "
+            "права вебхука (scope telephony), период и часовой пояс портала "
+            "(CALLTEXTS_TIMEZONE), а также есть ли звонки за эти дни в Bitrix24.",
+        )
+    elif not with_audio:
+        tips.insert(
+            0,
+            f"Звонков {calls}, но ни у одного нет записи: проверьте, включена ли запись "
+            "разговоров в Bitrix24 и есть ли у вебхука scope disk.",
+        )
     return tips or ["Действий не требуется."]
 
 
@@ -355,7 +369,12 @@ def _sections(
                 ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
                 ("Ошибки (download, transcription, invalid)", str(totals.errors)),
                 ("Не завершено (listed, downloaded)", str(totals.pending)),
-                ("Покрытие расшифровкой", _pct(totals.coverage.value)),
+                (
+                    "Покрытие расшифровкой",
+                    _pct(totals.coverage.value)
+                    if totals.coverage.with_audio
+                    else "— (нет звонков с записью)",
+                ),
             ),
         ),
         Section(
@@ -418,8 +437,7 @@ def build_report_data(
     )
     warnings = _warnings(cost_usd, forecast, delta, budget)
     tips = _recommendations(
-        counts,
-        totals.answered_without_recording,
+        totals,
         variance,
         delta,
         budget is not None and cost_usd > budget,

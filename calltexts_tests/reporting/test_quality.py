@@ -144,10 +144,20 @@ def test_coverage_of_98_5_percent_is_a_warning() -> None:
     assert outcome.value == pytest.approx(0.985)
 
 
-@pytest.mark.parametrize(("with_audio", "transcribed"), [(100, 99), (100, 100), (0, 0)])
+@pytest.mark.parametrize(("with_audio", "transcribed"), [(100, 99), (100, 100)])
 def test_coverage_of_99_percent_or_more_passes(with_audio: int, transcribed: int) -> None:
     outcome = coverage(_coverage_period(with_audio, transcribed))
     assert outcome.passed
+
+
+def test_nothing_to_cover_is_a_warning_that_says_what_to_check() -> None:
+    """An empty period is no success: a wrong scope, period or time zone looks like this."""
+    empty = coverage([])
+    assert not empty.passed and empty.severity == "warn"
+    assert "no calls were listed" in empty.summary and "telephony" in empty.summary
+    unrecorded = coverage(_coverage_period(0, 0))  # 3 calls, none with a recording
+    assert not unrecorded.passed and unrecorded.severity == "warn"
+    assert "3 calls were listed but none has a recording" in unrecorded.summary
 
 
 def test_download_errors_count_against_coverage() -> None:

@@ -341,3 +341,22 @@ def test_the_first_exceptions_are_kept_in_order_and_all_counted(
     got = [(e.call_id, e.status, e.message) for e in data.exceptions]
     assert got == expected[:cap]
     assert data.exceptions_total == len(expected)
+
+
+def test_an_empty_period_is_reported_as_such_not_as_a_success() -> None:
+    data = build_report_data(
+        [],
+        period_from="2026-11-01",
+        period_to="2026-11-03",
+        forecast=None,
+        price_per_minute=0.006,
+        usd_rub_rate=100,
+        budget_usd=None,
+        run_seconds=1.0,
+        checks=[coverage([])],
+    )
+    assert "Действий не требуется." not in data.recommendations
+    assert data.recommendations[0].startswith("За период не найдено ни одного звонка")
+    markdown = render_markdown(data)
+    assert "не найдено ни одного звонка" in markdown and "telephony" in markdown
+    assert "100.00 %" not in markdown  # no coverage claimed over nothing
