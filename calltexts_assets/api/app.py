@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from calltexts_assets.api.launcher import (
     ExportRequest,
     Launcher,
     LaunchError,
+    RunState,
 )
 from calltexts_assets.core.periods import PeriodError, PeriodPolicy
 from calltexts_assets.core.runlog import scrubbed_logger
@@ -33,6 +35,8 @@ log = scrubbed_logger(__name__)
 TASK_PATH = "/tasks/call_export"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _RETRY = {"Retry-After": "5"}
+# What a run's status adds beyond Dagster's: its period's progress, cost and files.
+RunDetails = Callable[[RunState], dict[str, Any]]
 MAX_BODY_BYTES = 16 * 1024  # three small fields; anything near this size is not ours
 REPLAY_POLL_SEC = 0.1
 # Longer than a launch may take (the GraphQL client's timeout is 60 s): a reservation this
@@ -117,9 +121,11 @@ class ExportTasks:
         policy: PeriodPolicy,
         *,
         abandoned_after: timedelta = ABANDONED_AFTER,
+        run_details: RunDetails | None = None,
     ) -> None:
         self.launcher, self.store, self.policy = launcher, store, policy
         self.abandoned_after = abandoned_after
+        self.run_details = run_details
 
     def _export(self, key: str, raw: Any) -> ExportRequest:
         body = parse_body(raw)
@@ -199,21 +205,21 @@ class ExportTasks:
         if state is None:
             return _error(404, f"no call export run {run_id[:64]!r}")
         summary = state.tags.get(SUMMARY_TAG)
-        return _json(
-            200,
-            {
-                "run_id": state.run_id,
-                "status": state.status,
-                "period": {
-                    "from": state.tags.get(RANGE_START_TAG),
-                    "to": state.tags.get(RANGE_END_TAG),
-                },
-                "generate_summary": None if summary is None else summary == "true",
-                "created_at": _iso(state.created_at),
-                "started_at": _iso(state.started_at),
-                "finished_at": _iso(state.finished_at),
+        body: dict[str, Any] = {
+            "run_id": state.run_id,
+            "status": state.status,
+            "period": {
+                "from": state.tags.get(RANGE_START_TAG),
+                "to": state.tags.get(RANGE_END_TAG),
             },
-        )
+            "generate_summary": None if summary is None else summary == "true",
+            "created_at": _iso(state.created_at),
+            "started_at": _iso(state.started_at),
+            "finished_at": _iso(state.finished_at),
+        }
+        if self.run_details is not None:
+            body |= self.run_details(state)
+        return _json(200, body)
 
 
 async def _bounded_body(request: Request) -> bytes | Response:
@@ -237,9 +243,10 @@ def create_app(
     policy: PeriodPolicy | None = None,
     metrics_registry: CollectorRegistry | None = None,
     replay_wait_sec: float = 10.0,
+    run_details: RunDetails | None = None,
 ) -> FastAPI:
     """The API over a launcher and an idempotency store (both injectable for tests)."""
-    tasks = ExportTasks(launcher, store, policy or PeriodPolicy())
+    tasks = ExportTasks(launcher, store, policy or PeriodPolicy(), run_details=run_details)
     registry = metrics_registry or CollectorRegistry(auto_describe=False)
     app = FastAPI(title="calltexts", version="1")
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
-from datetime import date
+from datetime import date, timedelta
+from functools import partial
+from pathlib import Path
 
+import boto3
 import uvicorn
 from dagster import DagsterInstance
 from fastapi import FastAPI
@@ -12,10 +15,19 @@ from prometheus_client import CollectorRegistry
 
 from calltexts_assets.api.app import create_app
 from calltexts_assets.api.idempotency import IdempotencyStore
-from calltexts_assets.api.launcher import DagsterLauncher
+from calltexts_assets.api.launcher import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    DagsterLauncher,
+    RunState,
+)
 from calltexts_assets.api.metrics_collector import ExportCollector
+from calltexts_assets.clients.s3 import S3Storage
+from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.core.periods import PeriodPolicy
+from calltexts_assets.core.progress import snapshot
+from calltexts_assets.core.storage_keys import log_file_name, registry_key, report_key
 from calltexts_assets.settings import Settings, load_settings
 
 
@@ -58,8 +70,46 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         first_exportable_day=PARTITIONS_START,
     )
     return create_app(
-        launcher, IdempotencyStore(ledger.engine), policy=policy, metrics_registry=registry
+        launcher,
+        IdempotencyStore(ledger.engine),
+        policy=policy,
+        metrics_registry=registry,
+        run_details=partial(run_details, ledger, _storage(settings), settings.log_dir),
     )
+
+
+def _storage(settings: Settings) -> Storage:
+    """Where the files are, for their addresses in a run's status (no request is made)."""
+    if settings.storage_backend == "s3":
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
+            region_name=settings.aws_region or None,
+        )
+        return S3Storage(client, settings.s3_bucket, prefix=settings.s3_prefix)
+    return LocalStorage(settings.home)
+
+
+def run_details(ledger: Ledger, storage: Storage, log_dir: Path, state: RunState) -> dict:
+    """The run's period as the ledger has it now (calls done, minutes, cost) and the
+    addresses of its registry, report and run log, those that exist yet."""
+    first, last = state.tags.get(RANGE_START_TAG), state.tags.get(RANGE_END_TAG)
+    if not first or not last:
+        return {}
+    period_from, period_to = date.fromisoformat(first), date.fromisoformat(last)
+    days = [
+        (period_from + timedelta(days=n)).isoformat()
+        for n in range((period_to - period_from).days + 1)
+    ]
+    keys = {
+        "registry": registry_key(period_from, period_to),
+        "report_md": report_key(period_from, period_to, "md"),
+        "report_pdf": report_key(period_from, period_to, "pdf"),
+    }
+    artifacts = {name: storage.uri(key) for name, key in keys.items() if storage.exists(key)}
+    if state.created_at is not None:
+        artifacts["run_log"] = str(log_dir / log_file_name(state.created_at))
+    return {"progress": snapshot(ledger, days).as_dict(), "artifacts": artifacts}
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -107,8 +107,16 @@ def test_dev_serves_the_ui_the_api_and_the_sandbox_and_the_daemon_runs_the_expor
     assert launched.status_code == 202, launched.text
     status_url = f"{api}{launched.json()['status_url']}"
     deadline = time.monotonic() + 240
-    status = ""
-    while time.monotonic() < deadline and status not in ("SUCCESS", "FAILURE", "CANCELED"):
+    answer: dict = {"status": ""}
+    while time.monotonic() < deadline and answer["status"] not in ("SUCCESS", "FAILURE"):
         time.sleep(2)
-        status = httpx.get(status_url, timeout=10).json()["status"]
-    assert status == "SUCCESS", log.read_text()[-4000:]
+        answer = httpx.get(status_url, timeout=10).json()
+    assert answer["status"] == "SUCCESS", log.read_text()[-4000:]
+    # the status tells the period's progress, cost and where the files are
+    progress = answer["progress"]
+    assert progress["calls"] == 3 and progress["finished"] == 3 and progress["percent"] == 100
+    assert progress["transcribed"] >= 1 and progress["cost_usd"] > 0
+    label = f"{last}_{last}"
+    assert answer["artifacts"]["registry"].endswith(f"registry/calls_{label}.csv")
+    assert answer["artifacts"]["report_pdf"].endswith(f"reports/summary_{label}.pdf")
+    assert Path(answer["artifacts"]["run_log"]).exists()
