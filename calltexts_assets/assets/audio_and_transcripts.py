@@ -21,11 +21,13 @@ from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
 from calltexts_assets.audio.fetch import fetch_recording, needs_fetch
+from calltexts_assets.core.budget import Budget, within_budget
 from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.core.progress import ProgressWatch, snapshot
 from calltexts_assets.core.steps import CallSteps
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
+from calltexts_assets.reporting.cost import billed_seconds, call_cost_usd
 from calltexts_assets.reporting.duplicates import duplicate_transcripts
 from calltexts_assets.reporting.quality import coverage
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
@@ -148,6 +150,14 @@ def raw_audio_and_transcripts(
         sandbox=export_settings.is_sandbox,
         workdir=workdir,
     )
+
+    if export_settings.budget_usd > 0:
+        price = export_settings.price_per_minute_usd
+        transcribe = within_budget(
+            Budget(export_settings.budget_usd),
+            lambda record: call_cost_usd(billed_seconds(record), price),
+            transcribe,
+        )
 
     retry_missing = export_settings.retry_missing_audio
     to_fetch = (

@@ -19,6 +19,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.core.ledger import Ledger, Status
+from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
 from calltexts_assets.sandbox.seed import recording_is_stereo
 from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
@@ -161,3 +162,51 @@ def test_two_runs_over_the_same_days_share_the_work(
         ledger.dispose()
     both = [(tmp_path / f"{n}.log").read_text() for n in range(2)]
     assert all("succeeded" in output for output in both)
+
+
+# -- a budget that stops the run, and a run that resumes when it is raised -------------------
+
+
+def _with_budget(resources: dict[str, Any], budget_usd: float) -> dict[str, Any]:
+    current = resources["export_settings"]
+    return {
+        **resources,
+        "export_settings": ExportSettings(
+            is_sandbox=True,
+            max_concurrency=2,
+            budget_usd=budget_usd,
+            log_dir=current.log_dir,
+            work_dir=current.work_dir,
+        ),
+    }
+
+
+def test_a_budget_stops_before_the_call_that_crosses_it_and_a_raised_one_resumes(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    ledger = resources["ledger"].get()
+    budget = 0.03  # stop past +20 %: $0.036, a handful of the seeded calls
+    first = materialize_range(
+        all_assets, _with_budget(resources, budget), instance, DAY1, DAY2, raise_on_error=False
+    )
+    assert not first.success
+    failure = " ".join(
+        str(e.step_failure_data.user_failure_data) for e in first.all_events if e.is_step_failure
+    )
+    assert "budget reached" in failure and "Raise CALLTEXTS_BUDGET_USD" in failure
+    records = ledger.records([DAY1, DAY2])
+    done = [r for r in records if r.status == Status.TRANSCRIBED]
+    spent = sum(r.cost or 0 for r in done)
+    assert 0 < len(done) < len([r for r in records if r.audio_path])
+    assert spent <= budget * 1.2 + 1e-9
+    # the calls not sent are left where they were: stored, no error, no attempt counted
+    waiting = [r for r in records if r.status == Status.DOWNLOADED]
+    assert waiting and all(r.attempts == 0 and r.error_code is None for r in waiting)
+
+    sandbox.stt.reset()
+    sandbox.portal.reset_stats()
+    second = materialize_range(all_assets, _with_budget(resources, 100.0), instance, DAY1, DAY2)
+    assert second.success
+    assert sandbox.portal.request_count("records") == 0  # nothing downloaded again
+    assert sandbox.stt.stats()["transcriptions"] == stt_requests([r.call_id for r in waiting])
+    assert all(r.status != Status.DOWNLOADED for r in ledger.records([DAY1, DAY2]))
