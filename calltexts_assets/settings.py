@@ -99,13 +99,16 @@ class Settings:
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.home / 'ledger.sqlite'}"
 
+    def secret_value(self, secret: Secret) -> str:
+        """The secret itself, for code outside a Dagster run (CLI, API); inside one, a
+        resource gets `dg.EnvVar(secret.name)` instead and Dagster resolves it."""
+        return self._env.get(secret.name, "") if secret else ""
+
     def ledger_url(self) -> str:
-        """The ledger's URL itself, for code outside a Dagster run (CLI, API); inside one,
-        the resource gets `dg.EnvVar` instead."""
-        return self._env.get(self.database_url.name) or self.sqlite_url
+        return self.secret_value(self.database_url) or self.sqlite_url
 
     def pushgateway(self) -> str:
-        return self._env.get(self.pushgateway_url.name, "")
+        return self.secret_value(self.pushgateway_url)
 
     @property
     def log_dir(self) -> Path:

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _RETRY = {"Retry-After": "5"}
 # What a run's status adds beyond Dagster's: its period's progress, cost and files.
 RunDetails = Callable[[RunState], dict[str, Any]]
+Estimator = Callable[[date, date], dict[str, Any]]
 MAX_BODY_BYTES = 16 * 1024  # three small fields; anything near this size is not ours
 REPLAY_POLL_SEC = 0.1
 # Longer than a launch may take (the GraphQL client's timeout is 60 s): a reservation this
@@ -122,10 +123,12 @@ class ExportTasks:
         *,
         abandoned_after: timedelta = ABANDONED_AFTER,
         run_details: RunDetails | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.launcher, self.store, self.policy = launcher, store, policy
         self.abandoned_after = abandoned_after
         self.run_details = run_details
+        self.estimator = estimator
 
     def _export(self, key: str, raw: Any) -> ExportRequest:
         body = parse_body(raw)
@@ -134,7 +137,18 @@ class ExportTasks:
         )
         return ExportRequest(period_from, period_to, body.generate_summary, key)
 
+    def dry_run(self, raw: Any) -> Response:
+        try:
+            export = self._export("", raw)
+        except PeriodError as exc:
+            return _error(422, str(exc))
+        if self.estimator is None:
+            return _error(503, "dry runs need Bitrix24 credentials in the API's environment")
+        return _json(200, {"dry_run": True, **self.estimator(export.period_from, export.period_to)})
+
     def start(self, key: str, raw: Any) -> Response | InFlight:
+        if isinstance(raw, dict) and raw.get("dry_run") is True:
+            return self.dry_run(raw)
         hash_ = request_hash(raw)
         # A known key answers first: its request was valid when it was made, even if
         # "today" has moved on since (defaults, the 90-day limit).
@@ -244,9 +258,16 @@ def create_app(
     metrics_registry: CollectorRegistry | None = None,
     replay_wait_sec: float = 10.0,
     run_details: RunDetails | None = None,
+    estimator: Estimator | None = None,
 ) -> FastAPI:
     """The API over a launcher and an idempotency store (both injectable for tests)."""
-    tasks = ExportTasks(launcher, store, policy or PeriodPolicy(), run_details=run_details)
+    tasks = ExportTasks(
+        launcher,
+        store,
+        policy or PeriodPolicy(),
+        run_details=run_details,
+        estimator=estimator,
+    )
     registry = metrics_registry or CollectorRegistry(auto_describe=False)
     app = FastAPI(title="calltexts", version="1")
 

@@ -19,6 +19,8 @@ class CallExportBody(BaseModel):
     period_to: date | None = None
     generate_summary: StrictBool | None = None
     allow_long_period: StrictBool = False
+    # the period's calls, minutes and cost, and what is already done: nothing is launched
+    dry_run: StrictBool = False
 
     @field_validator("period_from", "period_to", mode="before")
     @classmethod

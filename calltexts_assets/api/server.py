@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.core.periods import PeriodPolicy
 from calltexts_assets.core.progress import snapshot
 from calltexts_assets.core.storage_keys import log_file_name, registry_key, report_key
+from calltexts_assets.ops.estimate import estimate_period
 from calltexts_assets.settings import Settings, load_settings
 
 
@@ -75,7 +77,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         policy=policy,
         metrics_registry=registry,
         run_details=partial(run_details, ledger, _storage(settings), settings.log_dir),
+        estimator=_estimator(settings) if settings.credentials_configured else None,
     )
+
+
+def _estimator(settings: Settings) -> Callable[[date, date], dict]:
+    return lambda first, last: estimate_period(settings, first, last).as_dict()
 
 
 def _storage(settings: Settings) -> Storage:

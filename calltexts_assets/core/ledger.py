@@ -458,6 +458,15 @@ class Ledger:
             row = conn.execute(stmt).first()
         return CallRecord(**row._mapping) if row else None
 
+    def transcribed_keys(self, run_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """(call id, record id) of the transcribed calls of the given days."""
+        c = call_records.c
+        stmt = sa.select(c.call_id, c.record_id).where(
+            c.run_id.in_(list(run_ids)), c.status == Status.TRANSCRIBED
+        )
+        with self.engine.connect() as conn:
+            return {(call_id, record_id) for call_id, record_id in conn.execute(stmt)}
+
     def count_rows(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(call_records)).scalar_one()

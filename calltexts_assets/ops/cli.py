@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -21,6 +22,14 @@ def _add_sandbox_args(parser: argparse.ArgumentParser, days: int, calls_per_day:
     parser.add_argument("--calls-per-day", type=int, default=calls_per_day)
 
 
+def _add_period_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="period_from", type=date.fromisoformat)
+    parser.add_argument("--to", dest="period_to", type=date.fromisoformat)
+    parser.add_argument("--days", type=int, default=60, help="last N days up to yesterday")
+    parser.add_argument("--sandbox-calls-per-day", type=int, default=20)
+    parser.add_argument("--sandbox-seed", type=int, default=7)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calltexts", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -31,12 +40,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Without Bitrix24 credentials in the environment this starts the "
         "sandbox portal and STT server on loopback and exports their synthetic calls.",
     )
-    run.add_argument("--from", dest="period_from", type=date.fromisoformat)
-    run.add_argument("--to", dest="period_to", type=date.fromisoformat)
-    run.add_argument("--days", type=int, default=60, help="last N days up to yesterday")
+    _add_period_args(run)
     run.add_argument("--summaries", action="store_true", help="also write call summaries")
-    run.add_argument("--sandbox-calls-per-day", type=int, default=20)
-    run.add_argument("--sandbox-seed", type=int, default=7)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="the period's calls, billable minutes and cost before anything is spent",
+        description="Lists the period's calls (the sandbox's without credentials) and prints "
+        "calls, billable minutes and cost in USD and RUB, and how much is already done.",
+    )
+    _add_period_args(estimate)
 
     dev = commands.add_parser(
         "dev", help="dagster dev (UI + daemon) and the API, with the sandbox if needed"
@@ -92,8 +105,9 @@ def _checked_settings() -> Settings:
     return settings
 
 
-def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from calltexts_assets.orchestration.export_run import run_export
+@contextlib.contextmanager
+def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date, date]]:
+    """The command's period, and the sandbox portal when no credentials are set."""
     from calltexts_assets.sandbox.runtime import sandbox_environment
 
     try:
@@ -103,7 +117,8 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except PeriodError as exc:
         raise _Refused(str(exc)) from None
     if settings.credentials_configured:
-        return run_export(period_from, period_to, summaries=args.summaries)
+        yield period_from, period_to
+        return
     days = (period_to - period_from).days + 1
     print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
     with sandbox_environment(
@@ -112,7 +127,24 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         days=days,
         calls_per_day=args.sandbox_calls_per_day,
     ):
+        yield period_from, period_to
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from calltexts_assets.orchestration.export_run import run_export
+
+    with _portal(args, settings) as (period_from, period_to):
         return run_export(period_from, period_to, summaries=args.summaries)
+
+
+def _cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
+    from calltexts_assets.ops.estimate import estimate_period
+
+    with _portal(args, settings) as (period_from, period_to):
+        # the sandbox (if any) pointed the environment at itself: read it again
+        for line in estimate_period(load_settings(), period_from, period_to).lines():
+            print(line)
+    return 0
 
 
 def _wait_for_interrupt() -> None:
@@ -203,6 +235,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = _checked_settings()  # every setting checked before any work
     if args.command == "run":
         return _cmd_run(args, settings)
+    if args.command == "estimate":
+        return _cmd_estimate(args, settings)
     if args.command == "dev":
         return _cmd_dev(args, settings)
     if args.command == "sandbox":

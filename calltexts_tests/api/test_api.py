@@ -503,3 +503,25 @@ def test_replays_waiting_for_a_launch_leave_the_api_responsive(
     assert health.status_code == 200
     assert {a.status_code for a in answers} == {202}
     assert len({a.json()["run_id"] for a in answers}) == 1 and len(launcher.launched) == 1
+
+
+def test_a_dry_run_estimates_and_launches_nothing(
+    engine: sa.Engine, launcher: FakeLauncher
+) -> None:
+    asked: list[tuple[date, date]] = []
+
+    def estimator(first: date, last: date) -> dict:
+        asked.append((first, last))
+        return {"calls": 7, "left_to_pay": {"cost_usd": "0.0420"}}
+
+    app = create_app(launcher, IdempotencyStore(engine), policy=POLICY, estimator=estimator)
+    client = TestClient(app)
+    answer = post(client, {**BODY, "dry_run": True}, new_key())
+    assert answer.status_code == 200
+    assert answer.json() == {"dry_run": True, "calls": 7, "left_to_pay": {"cost_usd": "0.0420"}}
+    assert asked == [(date(2026, 11, 1), date(2026, 11, 3))]
+    assert not launcher.launched and stored_keys(engine) == 0
+    bad = post(client, {"period_from": "2026-13-01", "dry_run": True}, new_key())
+    assert bad.status_code == 422
+    no_portal = TestClient(create_app(launcher, IdempotencyStore(engine), policy=POLICY))
+    assert post(no_portal, {**BODY, "dry_run": True}, new_key()).status_code == 503

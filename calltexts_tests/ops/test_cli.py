@@ -79,3 +79,16 @@ def test_a_dead_database_is_one_line_without_its_password(
     assert len(err.strip().splitlines()) == 1
     assert "CALLTEXTS_DATABASE_URL: cannot connect to the database" in err
     assert "pgS3cret" not in err
+
+
+def test_estimate_prints_the_cost_before_anything_is_spent(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["estimate", "--days", "2", "--sandbox-calls-per-day", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("No Bitrix24 credentials set: using the SANDBOX portal")
+    assert ": 8 calls, " in out[1] and out[1].endswith(" with a recording")
+    assert out[2].startswith("Billable: ") and " RUB)" in out[2]
+    assert out[3] == "Already transcribed: 0 calls, 0 min"
+    assert out[4].startswith("Left to pay: ")
+    assert not (home / "exports").exists()  # nothing was exported
