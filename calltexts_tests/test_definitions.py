@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 import pytest
 
@@ -60,3 +62,14 @@ def test_a_bad_setting_stops_the_load_with_one_line_per_variable() -> None:
     with pytest.raises(SettingsError) as info:
         build_definitions(load_settings({"CALLTEXTS_CONCURRENCY": "0"}))
     assert str(info.value) == "CALLTEXTS_CONCURRENCY='0': expected a whole number from 1 to 100"
+
+
+def test_descriptions_render_in_the_ui() -> None:
+    """Markdown: a `<from>_<to>` outside a code span would vanish as an HTML tag."""
+    graph = defs.resolve_asset_graph()
+    texts = [graph.get(key).description or "" for key in graph.get_all_asset_keys()]
+    texts += [spec.description or "" for a in graph.assets_defs for spec in a.check_specs]
+    assert all(texts)
+    for text in texts:
+        outside_code = re.sub(r"`[^`]*`", "", text)
+        assert not re.search(r"<[A-Za-z/]", outside_code), text

@@ -47,7 +47,7 @@ raw_audio = dg.AssetSpec(
     deps=[call_list],
     group_name="calls",
     kinds={"bitrix24", "storage"},
-    description="Recordings at exports/<month>/raw/YYYY/MM/DD/call_<id>.mp3. 404/410 -> "
+    description="Recordings at `exports/<month>/raw/YYYY/MM/DD/call_<id>.mp3`. 404/410 -> "
     "missing_audio. A re-run downloads nothing already stored with a matching checksum.",
 )
 
@@ -56,7 +56,7 @@ transcripts = dg.AssetSpec(
     deps=[raw_audio],
     group_name="calls",
     kinds={"openai", "storage"},
-    description="exports/<month>/transcripts/call_<id>.txt: UTF-8, metadata header, dialogue "
+    description="`exports/<month>/transcripts/call_<id>.txt`: UTF-8, metadata header, dialogue "
     "by roles (stereo: left = operator, right = client). Calls already transcribed are skipped.",
 )
 

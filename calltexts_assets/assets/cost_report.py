@@ -8,6 +8,7 @@ import dagster as dg
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
+from calltexts_assets.core.runlog import scrub_text
 from calltexts_assets.core.storage_keys import report_key
 from calltexts_assets.reporting.cost import forecast
 from calltexts_assets.reporting.duplicates import duplicate_transcripts
@@ -32,7 +33,7 @@ def run_seconds(context: dg.AssetExecutionContext) -> float:
     **DAILY_SINGLE_RUN,
     group_name="reporting",
     kinds={"markdown", "pdf"},
-    description="exports/<from>_<to>/reports/summary_<from>_<to>.md and .pdf: calls, minutes, "
+    description="`exports/<from>_<to>/reports/summary_<from>_<to>.md` and .pdf: calls, minutes, "
     "cost in USD and RUB, forecast vs actual, variance, exceptions, recommendations.",
 )
 def cost_report(
@@ -74,7 +75,8 @@ def cost_report(
     )
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")
-    store.write_text(md_key, render_markdown(data))
+    markdown = render_markdown(data)
+    store.write_text(md_key, markdown)
     store.write_bytes(pdf_key, render_pdf(data))
     covered = next(c for c in checks if c.name == "coverage")
     coverage_failed = not covered.passed and covered.severity == "error"
@@ -92,6 +94,9 @@ def cost_report(
     yield dg.MaterializeResult(
         metadata={
             **run_totals(period, {**totals, "forecast_cost_usd": float(plan.cost_usd)}),
+            # the report itself, readable on the asset's page (no phone number is in it;
+            # scrubbed all the same, as every line that reaches the event log)
+            "report": dg.MarkdownMetadataValue(scrub_text(markdown)),
             "warnings": dg.JsonMetadataValue(list(data.warnings)),
             "markdown": dg.PathMetadataValue(store.uri(md_key)),
             "pdf": dg.PathMetadataValue(store.uri(pdf_key)),

@@ -28,7 +28,7 @@ from calltexts_assets.resources.storage import StorageResource
             "min(50, transcribed calls) distinct transcribed calls, seeded by the period.",
         )
     ],
-    description="exports/<from>_<to>/reports/qa_sample_<from>_<to>.csv: the same period "
+    description="`exports/<from>_<to>/reports/qa_sample_<from>_<to>.csv`: the same period "
     "always gives the same calls.",
 )
 def qa_sample(

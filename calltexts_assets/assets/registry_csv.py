@@ -53,7 +53,7 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
             blocking=True,
         ),
     ],
-    description="exports/<from>_<to>/registry/calls_<from>_<to>.csv for the run's period "
+    description="`exports/<from>_<to>/registry/calls_<from>_<to>.csv` for the run's period "
     "(a single-run backfill: the whole range), built from the ledger.",
 )
 def registry_csv(

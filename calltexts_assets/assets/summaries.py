@@ -25,7 +25,7 @@ class SummariesConfig(dg.Config):
     **DAILY_SINGLE_RUN,
     group_name="calls",
     kinds={"openai", "storage"},
-    description="exports/<month>/summary/call_<id>.md, only when EXPORT_SUMMARY_ENABLED or run "
+    description="`exports/<month>/summary/call_<id>.md`, only when EXPORT_SUMMARY_ENABLED or run "
     "config generate_summary; none for calls in an error status.",
 )
 def summaries(

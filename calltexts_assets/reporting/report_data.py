@@ -7,10 +7,10 @@ registry CSV so the two can be cross-read.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -63,6 +63,21 @@ class ExceptionRow:
 
 
 @dataclass(frozen=True)
+class Breakdown:
+    """A row of a per-day, per-direction or per-status table (and the day chart)."""
+
+    label: str
+    calls: int
+    transcribed: int
+    minutes: int  # billable minutes of the transcribed calls
+    cost_usd: Decimal
+
+    @property
+    def cost(self) -> str:
+        return format_usd(self.cost_usd)
+
+
+@dataclass(frozen=True)
 class CheckRow:
     name: str
     state: str  # "OK", "предупреждение", "ОШИБКА"
@@ -101,11 +116,22 @@ class ReportData:
     run_seconds: float
     # presentation
     sections: tuple[Section, ...]
+    days: tuple[Breakdown, ...]  # every day of the period, in order (days without calls too)
+    directions: tuple[Breakdown, ...]
+    statuses: tuple[Breakdown, ...]
     checks: tuple[CheckRow, ...]
     exceptions: tuple[ExceptionRow, ...]
     exceptions_total: int
     warnings: tuple[str, ...]
     recommendations: tuple[str, ...]
+
+    @property
+    def day_peak(self) -> tuple[int, int]:
+        """The busiest day's calls and minutes: the scale of the day chart."""
+        return (
+            max((d.calls for d in self.days), default=0),
+            max((d.minutes for d in self.days), default=0),
+        )
 
     @property
     def period_label(self) -> str:
@@ -282,6 +308,18 @@ class _Totals:
         self.exceptions: Smallest[tuple[Any, ExceptionRow]] = Smallest(
             MAX_EXCEPTIONS, key=itemgetter(0)
         )
+        # calls, transcribed, billable minutes, cost: per day, direction and status
+        self.by: dict[str, defaultdict[str, list[Any]]] = {
+            name: defaultdict(lambda: [0, 0, 0, Decimal(0)])
+            for name in ("day", "direction", "status")
+        }
+
+    def breakdown(self, name: str, labels: Iterable[str] = ()) -> tuple[Breakdown, ...]:
+        rows = self.by[name]
+        keys = list(labels) or sorted(rows, key=lambda k: (-rows[k][0], k))
+        return tuple(
+            Breakdown(k, *rows[k]) if k in rows else Breakdown(k, 0, 0, 0, Decimal(0)) for k in keys
+        )
 
     @property
     def errors(self) -> int:
@@ -295,13 +333,20 @@ class _Totals:
         self.calls += 1
         self.counts[r.status] += 1
         self.bitrix24_seconds += r.duration_sec
-        if (cost := record_cost_usd(r, self.price)) is not None:
-            self.cost_usd += cost
-        if r.status == Status.TRANSCRIBED:
+        cost = record_cost_usd(r, self.price) or Decimal(0)
+        self.cost_usd += cost
+        done = r.status == Status.TRANSCRIBED
+        minutes = billable_minutes(billed_seconds(r)) if done else 0
+        if done:
             self.transcribed += 1
-            billed = billed_seconds(r)
-            self.billable_minutes += billable_minutes(billed)
-            self.transcribed_seconds.add(billed)
+            self.billable_minutes += minutes
+            self.transcribed_seconds.add(billed_seconds(r))
+        for name, label in (("day", r.run_id), ("direction", r.direction), ("status", r.status)):
+            row = self.by[name][label or "—"]
+            row[0] += 1
+            row[1] += done
+            row[2] += minutes
+            row[3] += cost
         if r.status == Status.NO_RECORDING and r.duration_sec > 0:
             self.answered_without_recording += 1
         self.durations.add(r)
@@ -402,6 +447,11 @@ def _sections(
     )
 
 
+def _days(period_from: str, period_to: str) -> list[str]:
+    first, last = date.fromisoformat(period_from), date.fromisoformat(period_to)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
 def build_report_data(
     records: Iterable[CallRecord],
     *,
@@ -477,6 +527,9 @@ def build_report_data(
         budget_usd=budget,
         run_seconds=run_seconds,
         sections=sections,
+        days=totals.breakdown("day", _days(period_from, period_to)),
+        directions=totals.breakdown("direction"),
+        statuses=totals.breakdown("status"),
         checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
         exceptions=tuple(row for _, row in totals.exceptions.items()),
         exceptions_total=totals.exceptions.total,

@@ -21,6 +21,16 @@ def _md_cell(value: object) -> str:
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
+BAR_WIDTH = 20
+
+
+def bar(value: int, peak: int, width: int = BAR_WIDTH) -> str:
+    """`value` as a bar of full blocks, `width` long at `peak`; a non-zero value shows."""
+    if peak <= 0 or value <= 0:
+        return ""
+    return "█" * max(1, round(width * value / peak))
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -32,6 +42,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,  # Markdown, not HTML; table cells go through the `cell` filter
     )
     env.filters["cell"] = _md_cell
+    env.filters["bar"] = bar
     return env
 
 

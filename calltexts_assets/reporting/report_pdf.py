@@ -8,7 +8,7 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from calltexts_assets.reporting.report_data import SANDBOX_NOTE, ReportData
+from calltexts_assets.reporting.report_data import SANDBOX_NOTE, Breakdown, ReportData
 
 _FONT = "NotoSans"
 _GREY = (230, 230, 230)
@@ -60,6 +60,43 @@ def _table(
                 row.cell(str(value))
 
 
+_BAR = (66, 110, 180)
+_CHART_HEIGHT = 32.0  # mm
+
+
+def _day_chart(pdf: FPDF, data: ReportData, title: str, values: Sequence[int]) -> None:
+    """Vertical bars, one per day of the period, scaled to the busiest day."""
+    peak = max(values, default=0)
+    _heading(pdf, f"{title} (макс. {peak})", size=11)
+    if pdf.will_page_break(_CHART_HEIGHT + 10):
+        pdf.add_page()
+    left, top = pdf.l_margin, pdf.get_y()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+    step = width / max(len(values), 1)
+    pdf.set_draw_color(160, 160, 160)
+    pdf.line(left, top + _CHART_HEIGHT, left + width, top + _CHART_HEIGHT)
+    pdf.set_fill_color(*_BAR)
+    for index, value in enumerate(values):
+        if peak and value:
+            height = _CHART_HEIGHT * value / peak
+            x = left + index * step + step * 0.15
+            pdf.rect(x, top + _CHART_HEIGHT - height, step * 0.7, height, style="F")
+    pdf.set_fill_color(255, 255, 255)  # tables after the chart fill with the current colour
+    pdf.set_y(top + _CHART_HEIGHT + 1)
+    pdf.set_font(_FONT, size=7)
+    if data.days:
+        pdf.cell(width / 2, 4, data.days[0].label, align="L")
+        pdf.cell(width / 2, 4, data.days[-1].label, align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(_FONT, size=10)
+
+
+def _breakdown(pdf: FPDF, title: str, first: str, rows: Sequence[Breakdown]) -> None:
+    _heading(pdf, title)
+    header = (first, "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    body = [(r.label, str(r.calls), str(r.transcribed), str(r.minutes), r.cost) for r in rows]
+    _table(pdf, header, body or [("—", "0", "0", "0", "0.0000")], (50, 30, 35, 35, 30))
+
+
 def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
     """A4 PDF of the report; the text (totals included) is extractable."""
     pdf = _Pdf(format="A4")
@@ -83,6 +120,14 @@ def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> byte
     for section in data.sections:
         _heading(pdf, section.title)
         _table(pdf, None, section.rows, (110, 70))
+    _heading(pdf, "По дням")
+    _day_chart(pdf, data, "Звонков в день", [d.calls for d in data.days])
+    _day_chart(pdf, data, "Минут к оплате в день", [d.minutes for d in data.days])
+    days = [(d.label, str(d.calls), str(d.transcribed), str(d.minutes), d.cost) for d in data.days]
+    header = ("День", "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    _table(pdf, header, days, (50, 30, 35, 35, 30))
+    _breakdown(pdf, "По направлениям", "Направление", data.directions)
+    _breakdown(pdf, "По статусам", "Статус", data.statuses)
     if data.warnings:
         _heading(pdf, "Предупреждения")
         for warning in data.warnings:

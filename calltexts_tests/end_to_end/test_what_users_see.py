@@ -68,3 +68,18 @@ def test_each_partition_of_a_range_run_shows_its_own_figures(
         totals = figures("call_list", day)["run_totals"]
         assert totals["period"] == "2026-10-31_2026-11-02"
         assert totals["calls"] == sum(per_day.values())
+
+
+def test_the_report_reads_on_the_cost_report_page(
+    resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2)
+    [event] = [
+        m for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey("cost_report") and m.partition == DAY1
+    ]  # fmt: skip
+    metadata = event.materialization.metadata
+    assert isinstance(metadata["report"], dg.MarkdownMetadataValue)
+    assert metadata["report"].value.startswith("# ПЕСОЧНИЦА (sandbox): Отчёт по выгрузке")
+    assert "## По дням" in metadata["report"].value
+    assert str(metadata["pdf"].value).endswith(f"summary_{DAY1}_{DAY2}.pdf")

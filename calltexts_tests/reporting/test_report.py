@@ -360,3 +360,32 @@ def test_an_empty_period_is_reported_as_such_not_as_a_success() -> None:
     markdown = render_markdown(data)
     assert "не найдено ни одного звонка" in markdown and "telephony" in markdown
     assert "100.00 %" not in markdown  # no coverage claimed over nothing
+
+
+def test_per_day_direction_and_status_breakdowns() -> None:
+    records = period()
+    data = build(records, period_from="2026-11-23", period_to=DAY)  # a day before: no calls
+    minutes = sum(math.ceil(s / 60) for s in STT_SECONDS)
+    assert [d.label for d in data.days] == ["2026-11-23", DAY]
+    assert (data.days[0].calls, data.days[0].minutes) == (0, 0)
+    assert (data.days[1].calls, data.days[1].transcribed, data.days[1].minutes) == (11, 7, minutes)
+    assert sum(s.calls for s in data.statuses) == 11
+    assert {s.label: s.calls for s in data.statuses}["transcribed"] == 7
+    assert sum(d.calls for d in data.directions) == 11
+    assert sum(d.cost_usd for d in data.directions) == data.cost_usd
+    markdown = render_markdown(data)
+    day_rows = [line for line in markdown.splitlines() if line.startswith("| 2026-11-2")]
+    assert day_rows[0].startswith("| 2026-11-23 | 0 |  | 0 | 0 |  | 0.0000 |")
+    assert f"| {DAY} | 11 | {'█' * 20} | 7 | {minutes} | {'█' * 20} |" in day_rows[1]
+    assert "## По направлениям" in markdown and "## По статусам" in markdown
+
+
+def test_pdf_tables_keep_their_header_on_every_page() -> None:
+    records = [make_record(n, seconds=61.0) for n in range(1, 2)]
+    records += [failed(n, Status.TRANSCRIPTION_ERROR, "500", "Сбой") for n in range(2, 150)]
+    reader = PdfReader(io.BytesIO(render_pdf(build(records))))
+    pages = [page.extract_text() for page in reader.pages]
+    spanned = [text for text in pages if "Сбой" in text]
+    assert len(spanned) >= 2  # the exceptions table runs over pages
+    assert all("Звонок Начало Статус Код Сообщение" in text for text in spanned)
+    assert "Звонков в день" in "".join(pages) and "По статусам" in "".join(pages)
