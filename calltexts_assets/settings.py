@@ -104,6 +104,10 @@ class Settings:
         resource gets `dg.EnvVar(secret.name)` instead and Dagster resolves it."""
         return self._env.get(secret.name, "") if secret else ""
 
+    def child_environment(self, **extra: str) -> dict[str, str]:
+        """The environment for a program this one starts (pg_dump), with `extra` set."""
+        return {**self._env, **extra}
+
     def ledger_url(self) -> str:
         return self.secret_value(self.database_url) or self.sqlite_url
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -53,13 +52,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _libpq(url: sa.URL) -> tuple[list[str], dict[str, str]]:
+def _libpq(settings: Settings, url: sa.URL) -> tuple[list[str], dict[str, str]]:
     """pg_dump/pg_restore connection arguments; the password goes in the environment, not
     on a command line every user of the machine can read."""
     args = ["--host", url.host or "127.0.0.1", "--port", str(url.port or 5432)]
     if url.username:
         args += ["--username", url.username]
-    env = {**os.environ, "PGPASSWORD": url.password or ""} if url.password else dict(os.environ)
+    env = settings.child_environment(**({"PGPASSWORD": url.password} if url.password else {}))
     return [*args, "--dbname", url.database or "postgres"], env
 
 
@@ -96,7 +95,7 @@ def backup(settings: Settings, target: Path) -> Backup:
             live.backup(copy)
         ledger, ledger_file = "sqlite", folder / SQLITE_COPY
     else:
-        args, env = _libpq(url)
+        args, env = _libpq(settings, url)
         ledger_file = folder / PG_DUMP
         # One snapshot (a repeatable-read transaction) however long the dump takes.
         _run(["pg_dump", "--format=custom", "--file", str(ledger_file), *args], env, "pg_dump")
@@ -145,7 +144,7 @@ def restore(backup_folder: Path, settings: Settings, *, force: bool = False) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ledger_file, target)
     else:
-        args, env = _libpq(url)
+        args, env = _libpq(settings, url)
         command = ["pg_restore", "--no-owner", "--exit-on-error", *args, str(ledger_file)]
         _run(command, env, "pg_restore")
     files = size = 0
