@@ -23,7 +23,7 @@ class Status:
     """Per-call status. The stage that completed last decides where a re-run resumes."""
 
     LISTED = "listed"
-    NO_RECORDING = "no_recording"  # Bitrix24 has no recording URL for the call
+    NO_RECORDING = "no_recording"  # Bitrix24 has neither a recording link nor a Drive file
     DOWNLOADED = "downloaded"
     MISSING_AUDIO = "missing_audio"  # the recording URL answered 404/410
     DOWNLOAD_ERROR = "download_error"
@@ -64,7 +64,14 @@ call_records = sa.Table(
     sa.Column("phone_to", sa.String(64), nullable=False),
     sa.Column("portal_user_id", sa.String(32), nullable=False),
     sa.Column("duration_sec", sa.Integer, nullable=False),
-    sa.Column("recording_url", sa.Text),
+    sa.Column("recording_url", sa.Text),  # without secret parameters (masking.public_url)
+    # added later (nullable, see Ledger._add_new_columns)
+    sa.Column("stat_id", sa.BigInteger),  # the statistic row: re-read for a fresh link
+    sa.Column("recording_url_signed", sa.Boolean),  # the portal's link had secrets
+    sa.Column("failed_code", sa.String(32)),  # CALL_FAILED_CODE as given
+    sa.Column("telephony_cost", sa.String(32)),  # COST as given
+    sa.Column("telephony_currency", sa.String(8)),  # COST_CURRENCY as given
+    sa.Column("recording_source", sa.String(16)),  # where the stored copy came from
     # raw_audio
     sa.Column("audio_path", sa.Text),
     sa.Column("audio_bytes", sa.BigInteger),
@@ -101,6 +108,11 @@ _LISTED_FIELDS = (
     "portal_user_id",
     "duration_sec",
     "recording_url",
+    "stat_id",
+    "recording_url_signed",
+    "failed_code",
+    "telephony_cost",
+    "telephony_currency",
 )
 
 
@@ -134,6 +146,12 @@ class CallRecord:
     attempts: int
     dagster_run_id: str | None
     audio_stored_at: datetime | None = None
+    stat_id: int | None = None
+    recording_url_signed: bool | None = None
+    failed_code: str | None = None
+    telephony_cost: str | None = None
+    telephony_currency: str | None = None
+    recording_source: str | None = None  # "link" (CALL_RECORD_URL) or "drive" (disk.file.get)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -160,6 +178,11 @@ class ListedCall(Protocol):
     portal_user_id: str
     duration_sec: int
     recording_url: str | None
+    stat_id: int
+    recording_url_signed: bool
+    failed_code: str
+    telephony_cost: str
+    telephony_currency: str
 
     @property
     def has_recording(self) -> bool: ...
@@ -178,6 +201,11 @@ def listed_values(run_id: str, call: ListedCall) -> dict[str, Any]:
         "portal_user_id": call.portal_user_id,
         "duration_sec": call.duration_sec,
         "recording_url": call.recording_url,
+        "stat_id": call.stat_id,
+        "recording_url_signed": call.recording_url_signed,
+        "failed_code": call.failed_code,
+        "telephony_cost": call.telephony_cost,
+        "telephony_currency": call.telephony_currency,
     }
 
 
@@ -270,7 +298,12 @@ class Ledger:
     def upsert_listed(
         self, run_id: str, calls: Iterable[ListedCall], dagster_run_id: str | None = None
     ) -> int:
-        """Insert new calls as `listed`; refresh Bitrix24 fields of known ones, keep progress."""
+        """Insert new calls as `listed`; refresh Bitrix24 fields of known ones, keep progress.
+
+        A recording attached after an earlier listing (RECORD_FILE_ID set late) makes a
+        row of its own; the earlier `no_recording` row of the call goes, so the call is
+        not in the registry twice."""
+        calls = list(calls)
         rows = [
             {
                 **listed_values(run_id, c),
@@ -288,7 +321,17 @@ class Ledger:
             index_elements=["run_id", "call_id", "record_id"],
             set_={name: stmt.excluded[name] for name in _LISTED_FIELDS},
         )
+        c = call_records.c
+        superseded = sa.delete(call_records).where(
+            c.run_id == sa.bindparam("day"),
+            c.call_id == sa.bindparam("call"),
+            c.record_id == "",
+            c.status == Status.NO_RECORDING,
+        )
+        late = [{"day": run_id, "call": call.call_id} for call in calls if call.record_id]
         with self._write_lock, self.engine.begin() as conn:
+            if late:
+                conn.execute(superseded, late)
             conn.execute(stmt, rows)
         return len(rows)
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.reporting.call_codes import call_result, iso_currency
 from calltexts_assets.reporting.cost import (
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
@@ -42,8 +43,21 @@ _HEAD = (
     "status",
 )
 _SUMMARY = ("summary_path", "tags")
-# call_id/record_id go last so the agreed order of the other columns stays as specified.
-_TAIL = ("error_code", "retry_count", "call_id", "record_id")
+# call_id/record_id go last so the agreed order of the other columns stays as specified;
+# columns added later follow them.
+_TAIL = (
+    "error_code",
+    "retry_count",
+    "call_id",
+    "record_id",
+    "call_type",
+    "call_result",
+    "failed_code",
+    "telephony_cost",
+    "telephony_currency",
+    "recording_source",
+    "audio_path",
+)
 
 # A cell starting with one of these is run as a formula by spreadsheets (CSV injection);
 # tags come from a language model reading what a caller said, so they are not trusted.
@@ -123,8 +137,26 @@ def registry_row(
         "retry_count": str(record.attempts),
         "call_id": record.call_id,
         "record_id": record.record_id,
+        "call_type": str(record.call_type) if record.call_type else "",
+        "call_result": call_result(record.failed_code),
+        "failed_code": record.failed_code or "",
+        "telephony_cost": _telephony_cost(record.telephony_cost),
+        "telephony_currency": iso_currency(record.telephony_currency),
+        "recording_source": record.recording_source or "",
+        "audio_path": record.audio_path or "",
     }
     return row
+
+
+def _telephony_cost(raw: str | None) -> str:
+    """Bitrix24's COST ("8.1008") with the registry's 4 places; an unreadable one is kept
+    as is, so that validation reports it instead of the registry hiding it."""
+    if not raw:
+        return ""
+    try:
+        return f"{Decimal(raw).quantize(Decimal('0.0001'))}"
+    except ArithmeticError:
+        return raw
 
 
 def chronological(record: CallRecord) -> tuple[int, float, str, str, str]:

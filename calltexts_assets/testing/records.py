@@ -51,6 +51,12 @@ def transcribed_record(
         "error_message": None,
         "attempts": 1,
         "dagster_run_id": "run-1",
+        "stat_id": 1000 + n,
+        "recording_url_signed": False,
+        "failed_code": "200",
+        "telephony_cost": "0.0000" if incoming else "1.8000",
+        "telephony_currency": "RUR",
+        "recording_source": "link",
     }
     values.update(changes)
     return CallRecord(**values)
@@ -81,4 +87,10 @@ def invalid_record(call_id: str, day: str, started_at: str = "") -> CallRecord:
         stt_duration_sec=None,
         cost=None,
         attempts=0,
+        call_type=0,
+        stat_id=None,
+        failed_code=None,
+        telephony_cost=None,
+        telephony_currency=None,
+        recording_source=None,
     )

@@ -136,3 +136,16 @@ def test_totals_are_counted_by_the_database(ledger: Ledger) -> None:
     assert totals.transcribed_seconds == pytest.approx(91.5)
     assert totals.transcribed_cost == pytest.approx(0.018)
     assert totals.languages == ["en", "ru"]
+
+
+def test_a_recording_attached_after_the_listing_replaces_the_no_recording_row(
+    ledger: Ledger,
+) -> None:
+    ledger.upsert_listed(DAY, [call_from_row(_row(1, CALL_RECORD_URL=None, RECORD_FILE_ID=None))])
+    [before] = ledger.records([DAY])
+    assert (before.status, before.record_id) == (Status.NO_RECORDING, "")
+    # attachRecord ran later: the next listing has a Drive file id and no link.
+    ledger.upsert_listed(DAY, [call_from_row(_row(1, CALL_RECORD_URL=None, RECORD_FILE_ID=9079))])
+    [after] = ledger.records([DAY])
+    assert (after.status, after.record_id, after.recording_url) == (Status.LISTED, "9079", None)
+    assert after.stat_id == 1
