@@ -48,3 +48,7 @@ class TransientError(RetryableError):
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.code, self.status = code, status
+
+
+class MethodBlocked(TransientError):
+    """OPERATION_TIME_LIMIT: the method's running-time budget is spent until its reset."""
