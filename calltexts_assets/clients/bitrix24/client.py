@@ -26,6 +26,7 @@ from calltexts_assets.clients.bitrix24.limits import (
     OPERATION_TIME_LIMIT,
     OperatingBudget,
 )
+from calltexts_assets.clients.bitrix24.oauth import OAuthSession
 from calltexts_assets.clients.bitrix24.recordings import RecordingsMixin
 from calltexts_assets.clients.bitrix24.telephony import TelephonyMixin
 from calltexts_assets.clients.bitrix24.wire import (
@@ -98,13 +99,15 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         timeout_sec: float = 30.0,
         limiter: RateLimiter | None = None,
         budget: OperatingBudget | None = None,
+        oauth: OAuthSession | None = None,
         http_client: httpx.Client | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
+        self._oauth = oauth  # refreshes the token; without it a token is used as given
         if webhook_url:
             self._base = webhook_url.rstrip("/") + "/"
             self._auth: list[tuple[str, str]] = []
-        elif oauth_token and portal_url:
+        elif (oauth_token or oauth) and portal_url:
             self._base = portal_url.rstrip("/") + "/rest/"
             self._auth = [("auth", oauth_token)]
         else:
@@ -126,6 +129,11 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout_sec))
         install_log_masking("httpx", "httpcore")  # httpx logs each request URL at INFO
 
+    @property
+    def token_refreshes(self) -> int:
+        """OAuth refreshes this client made (before expiry or after `expired_token`)."""
+        return self._oauth.refreshes if self._oauth else 0
+
     def describe(self) -> str:
         return f"Bitrix24 at {mask_url(self._base)}"
 
@@ -133,7 +141,8 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         self._http.close()
 
     def _mask(self, text: str) -> str:
-        return mask_text(text, self._secrets)
+        extra = self._oauth.secrets() if self._oauth else []
+        return mask_text(text, [*self._secrets, *extra])
 
     def _pause(self, seconds: float) -> None:
         (self._sleep or time.sleep)(seconds)
@@ -234,7 +243,7 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         url = f"{self._base}{method}.json"
 
         def attempt() -> dict[str, Any]:
-            waited = 0.0
+            waited, renewed = 0.0, False
             while True:
                 ahead = self.budget.wait_before(methods)
                 if ahead:  # slow down before the portal refuses the method
@@ -242,15 +251,25 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
                     self.stats.add_wait(ahead)
                     self._pause(ahead)
                     self.budget.waited(methods)
+                token = self._oauth.token() if self._oauth else None
                 try:
-                    return self._send(method, url, pairs)
+                    return self._send(method, url, pairs, token)
                 except MethodBlocked:
                     waited = self.wait_blocked({method}, waited)
+                except Bitrix24AuthError as exc:
+                    if self._oauth is None or token is None or renewed:
+                        raise
+                    if exc.code.lower() != "expired_token":
+                        raise
+                    self._oauth.refresh(token)  # the hour is over: a new token, once
+                    renewed = True
 
         return self._with_retries(method, url, attempt)
 
-    def _send(self, method: str, url: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-        body = urlencode(pairs + self._auth)
+    def _send(
+        self, method: str, url: str, pairs: list[tuple[str, str]], token: str | None
+    ) -> dict[str, Any]:
+        body = urlencode(pairs + ([("auth", token)] if token else self._auth))
         self.limiter.acquire()
         self.stats.count_request(method)
         try:
