@@ -52,6 +52,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             oauth_server=settings.bitrix24_oauth_server,
             token_store_url=ledger_url,
             requests_per_second=settings.bitrix24_requests_per_second,
+            recording_hosts=list(settings.recording_hosts),
+            allow_private_addresses=settings.sandbox,
+            max_recording_mb=settings.max_recording_mb,
+            download_deadline_sec=settings.download_deadline_sec,
             retry_wait_scale=settings.retry_scale,
         ),
         "whisper": WhisperResource(

@@ -25,6 +25,10 @@ class Bitrix24Resource(dg.ConfigurableResource):
     oauth_server: str = DEFAULT_OAUTH_SERVER
     token_store_url: str = ""  # database of the current token pair (the ledger's)
     requests_per_second: float = 2.0
+    recording_hosts: list[str] = Field(default_factory=list)  # besides the portal
+    allow_private_addresses: bool = False  # only the sandbox, which lives on loopback
+    max_recording_mb: float = 1024.0
+    download_deadline_sec: float = 600.0
     retry_waits: list[float] = Field(default_factory=lambda: list(DEFAULT_RETRY_WAITS))
     retry_wait_scale: float = 1.0
     timeout_sec: float = 30.0
@@ -58,6 +62,10 @@ class Bitrix24Resource(dg.ConfigurableResource):
                     portal_url=self.portal_url,
                     oauth=self._oauth(),
                     requests_per_second=self.requests_per_second,
+                    recording_hosts=self.recording_hosts,
+                    allow_private_addresses=self.allow_private_addresses,
+                    max_recording_bytes=int(self.max_recording_mb * 2**20),
+                    download_deadline_sec=self.download_deadline_sec,
                     retry_waits=self.retry_waits,
                     retry_wait_scale=self.retry_wait_scale,
                     timeout_sec=self.timeout_sec,

@@ -47,6 +47,7 @@ def sandbox_resources(
             webhook_url=sandbox.webhook_url,
             requests_per_second=50,
             retry_wait_scale=TEST_RETRY_SCALE,
+            allow_private_addresses=True,  # the sandbox is on loopback
         ),
         "whisper": WhisperResource(**openai),
         "summariser": SummariserResource(**openai),

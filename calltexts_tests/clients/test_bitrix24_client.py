@@ -46,10 +46,20 @@ def sleeps() -> list[float]:
     return []
 
 
+def public_dns(host: str) -> list[str]:
+    """Name resolution for the respx tests: every name is on a public address (no test may
+    resolve a real name)."""
+    return ["93.184.215.14"]
+
+
 @pytest.fixture
 def client(sleeps: list[float]) -> Iterator[Bitrix24Client]:
     c = Bitrix24Client(
-        webhook_url=WEBHOOK, requests_per_second=0, retry_wait_scale=SCALE, sleep=sleeps.append
+        webhook_url=WEBHOOK,
+        requests_per_second=0,
+        retry_wait_scale=SCALE,
+        sleep=sleeps.append,
+        resolve=public_dns,
     )
     yield c
     c.close()

@@ -87,6 +87,7 @@ def fault_resources(
         webhook_url=sandbox.webhook_url,
         requests_per_second=50,
         retry_wait_scale=bitrix24_retry_scale,
+        allow_private_addresses=True,
     )
     resources["whisper"] = WhisperResource(
         api_key=SANDBOX_API_KEY,

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -27,7 +27,16 @@ from calltexts_assets.clients.bitrix24.limits import (
     OperatingBudget,
 )
 from calltexts_assets.clients.bitrix24.oauth import OAuthSession
-from calltexts_assets.clients.bitrix24.recordings import RecordingsMixin
+from calltexts_assets.clients.bitrix24.recordings import (
+    DEFAULT_DOWNLOAD_DEADLINE_SEC,
+    DEFAULT_MAX_RECORDING_BYTES,
+    RecordingsMixin,
+)
+from calltexts_assets.clients.bitrix24.targets import (
+    RecordingTargets,
+    Resolver,
+    resolve_addresses,
+)
 from calltexts_assets.clients.bitrix24.telephony import TelephonyMixin
 from calltexts_assets.clients.bitrix24.wire import (
     DEFAULT_RETRY_WAITS,
@@ -100,6 +109,11 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         limiter: RateLimiter | None = None,
         budget: OperatingBudget | None = None,
         oauth: OAuthSession | None = None,
+        recording_hosts: Sequence[str] = (),  # besides the portal (settings: .voximplant.com)
+        allow_private_addresses: bool = False,
+        max_recording_bytes: int = DEFAULT_MAX_RECORDING_BYTES,
+        download_deadline_sec: float = DEFAULT_DOWNLOAD_DEADLINE_SEC,
+        resolve: Resolver = resolve_addresses,
         http_client: httpx.Client | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -113,6 +127,16 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
         else:
             raise ValueError("Bitrix24 needs webhook_url, or oauth_token together with portal_url")
         self._secrets = [s for s in (oauth_token, *webhook_url.rstrip("/").split("/")[-1:]) if s]
+        parts = urlsplit(self._base)
+        self.portal_origin = f"{parts.scheme}://{parts.netloc}"
+        # Recordings come from the portal (Drive files) or the hosts its telephony uses.
+        self.targets = RecordingTargets(
+            [parts.hostname or "", *recording_hosts],
+            allow_private=allow_private_addresses,
+            resolve=resolve,
+        )
+        self.max_recording_bytes = max_recording_bytes
+        self.download_deadline_sec = download_deadline_sec
         self.retry_waits = list(retry_waits)
         self.retry_wait_scale = retry_wait_scale
         self.timeout_sec = timeout_sec
@@ -357,8 +381,18 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
             status=status,
         )
 
-    def _with_retries(self, what: str, url: str, attempt: Callable[[], T]) -> T:
+    def _with_retries(
+        self, what: str, url: str, attempt: Callable[[], T], *, deadline: float | None = None
+    ) -> T:
+        """`attempt` under the retry policy; with a `deadline` (monotonic time) no wait
+        goes past it, so the attempt after the wait can tell the time is up."""
         attempts = 0
+        sleep = self._sleep
+        if deadline is not None:
+            pause = self._pause
+
+            def sleep(seconds: float) -> None:
+                pause(max(0.0, min(seconds, deadline - time.monotonic())))
 
         def counted() -> T:
             nonlocal attempts
@@ -377,7 +411,7 @@ class Bitrix24Client(TelephonyMixin, RecordingsMixin):
             )
 
         policy = retry_policy(
-            self.retry_waits, scale=self.retry_wait_scale, on_retry=on_retry, sleep=self._sleep
+            self.retry_waits, scale=self.retry_wait_scale, on_retry=on_retry, sleep=sleep
         )
         try:
             return policy(counted)

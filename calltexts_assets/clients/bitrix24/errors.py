@@ -26,6 +26,20 @@ class Bitrix24AuthError(Bitrix24Error, RunWideError):
     """401/403: retrying cannot help, the credentials or their scope must change."""
 
 
+class RecordingRefused(Bitrix24Error):
+    """This link to a recording does not work for us: the host refused it (401/403, e.g. an
+    expired token in it) or it points where downloads may not go. A per-call problem:
+    another link to the same recording may work (a fresh one, or its Drive file)."""
+
+
+class RecordingTooLarge(Bitrix24Error):
+    """The recording is over the size cap (CALLTEXTS_MAX_RECORDING_MB): not downloaded."""
+
+
+class DownloadDeadline(Bitrix24Error):
+    """One recording's download took longer than its deadline, retries included."""
+
+
 class RecordingMissing(Exception):
     """The recording URL answered 404/410: the file is gone (not retried)."""
 
