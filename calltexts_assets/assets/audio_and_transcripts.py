@@ -17,7 +17,8 @@ import dagster as dg
 from calltexts_assets.assets.call_list import call_list
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
-from calltexts_assets.audio.fetch import fetch_recording, needs_fetch
+from calltexts_assets.audio.fetch import about_to_download, fetch_recording, needs_fetch
+from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.clients.whisper import WhisperClient
 from calltexts_assets.core.ledger import CallRecord, Ledger, Status
 from calltexts_assets.core.steps import CallSteps
@@ -42,7 +43,8 @@ raw_audio = dg.AssetSpec(
     deps=[call_list],
     group_name="calls",
     kinds={"bitrix24", "storage"},
-    description="Recordings at exports/<month>/raw/YYYY/MM/DD/call_<id>.mp3. 404/410 -> "
+    description="Recordings at exports/<month>/raw/YYYY/MM/DD/call_<id>.<mp3|wav|...> (the "
+    "real format), from the call's link or its Bitrix24 Drive file. 404/410 -> "
     "missing_audio. A re-run downloads nothing already stored with a matching checksum.",
 )
 
@@ -133,9 +135,13 @@ def raw_audio_and_transcripts(
         log_dir=export_settings.log_dir,
         summed=("stt_duration_sec", "cost"),
     )
+    client = bitrix24.get_client()
+    requests_before = client.stats.requests
+    links = LinkPrefetcher(client)
     fetch = partial(
         fetch_recording,
-        client=bitrix24.get_client(),
+        client=client,
+        links=links,
         storage=store,
         verify_checksum=export_settings.verify_checksums,
         workdir=workdir,
@@ -152,8 +158,13 @@ def raw_audio_and_transcripts(
     )
 
     retry_missing = export_settings.retry_missing_audio
-    to_fetch = (
-        r for r in db.iter_records(period.export_ids) if needs_fetch(r, retry_missing=retry_missing)
+    to_fetch = links.ahead(
+        (
+            r
+            for r in db.iter_records(period.export_ids)
+            if needs_fetch(r, retry_missing=retry_missing)
+        ),
+        about_to_download,
     )
     with stopping_the_step():
         if downloading and transcribing:
@@ -167,7 +178,9 @@ def raw_audio_and_transcripts(
             transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:
-        yield _raw_audio_result(period, db, downloads)
+        yield _raw_audio_result(
+            period, db, downloads, links, bitrix24_requests=client.stats.requests - requests_before
+        )
     if transcribing:
         yield _transcripts_result(period, db, transcriptions, stt)
     checks = {key.name for key in context.selected_asset_check_keys}
@@ -179,7 +192,9 @@ def raw_audio_and_transcripts(
         yield check_result(duplicate_transcripts(records(), stored))
 
 
-def _raw_audio_result(period: RunPeriod, db: Ledger, done: CallSteps) -> dg.MaterializeResult:
+def _raw_audio_result(
+    period: RunPeriod, db: Ledger, done: CallSteps, links: LinkPrefetcher, *, bitrix24_requests: int
+) -> dg.MaterializeResult:
     totals = db.totals(period.export_ids)
     return dg.MaterializeResult(
         asset_key=raw_audio.key,
@@ -191,6 +206,11 @@ def _raw_audio_result(period: RunPeriod, db: Ledger, done: CallSteps) -> dg.Mate
             "missing_audio": totals.count(Status.MISSING_AUDIO),
             "calls_with_audio": totals.with_audio,
             "bytes_downloaded": done.bytes,
+            # source/format of every stored recording of the period: link/mp3, drive/wav, ...
+            "recordings": dg.JsonMetadataValue(db.stored_recordings(period.export_ids)),
+            "bitrix24_requests": bitrix24_requests,  # link resolution (batch) and Drive downloads
+            "links_resolved_ahead": links.resolved,
+            "links_resolved_alone": links.fresh,
         },
     )
 

@@ -9,6 +9,7 @@ last touched a row is kept in `dagster_run_id`.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -419,6 +420,18 @@ class Ledger:
                 totals.transcribed_cost += cost or 0.0
             totals.languages = sorted(lang for (lang,) in conn.execute(languages) if lang)
         return totals
+
+    def stored_recordings(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Stored recordings of the given days by source and format: `{"drive/wav": 3}`."""
+        c = call_records.c
+        stmt = sa.select(c.recording_source, c.audio_path).where(
+            c.run_id.in_(list(run_ids)), c.audio_path.is_not(None)
+        )
+        counts: Counter[str] = Counter()
+        with self.engine.connect() as conn:
+            for source, path in conn.execution_options(yield_per=1000).execute(stmt):
+                counts[f"{source or 'unknown'}/{Path(path).suffix.lstrip('.')}"] += 1
+        return dict(sorted(counts.items()))
 
     def record(self, key: tuple[str, str, str]) -> CallRecord | None:
         stmt = sa.select(*[call_records.c[name] for name in _RECORD_FIELDS]).where(

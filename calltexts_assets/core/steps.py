@@ -125,6 +125,16 @@ class CallSteps:
                 self.sums[name] += outcome.updates.get(name) or 0.0
         return outcome.label
 
+    def _until_stopped(self, records: Iterable[CallRecord]) -> Iterator[CallRecord]:
+        """`records`, ended by a run-wide error raised while producing them (e.g. a missing
+        scope when the next calls' links are resolved): the stage then stops as it does
+        when a call's own step raises one."""
+        try:
+            yield from records
+        except RunWideError as exc:
+            with self._lock:
+                self._fatal = self._fatal or exc
+
     def run(
         self,
         records: Iterable[CallRecord],
@@ -151,7 +161,7 @@ class CallSteps:
         with self._open_run_log() as self.run_log, logging_into(self.run_log):
             self.run_log.event("stage_start", stage=self.stage)
             yield from run_ahead(
-                records,
+                self._until_stopped(records),
                 lambda r: self._one(r, work),
                 max_workers=max_workers,
                 tally=self.tally,

@@ -26,6 +26,7 @@ from calltexts_assets.clients.bitrix24.limits import (
     OPERATION_TIME_LIMIT,
     OperatingBudget,
 )
+from calltexts_assets.clients.bitrix24.links import LinksMixin
 from calltexts_assets.clients.bitrix24.oauth import OAuthSession
 from calltexts_assets.clients.bitrix24.recordings import (
     DEFAULT_DOWNLOAD_DEADLINE_SEC,
@@ -93,7 +94,7 @@ def auth_hint(code: str, method: str) -> str | None:
     return _AUTH_HINTS.get(lowered)
 
 
-class Bitrix24Client(TelephonyMixin, RecordingsMixin):
+class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin):
     """Thread-safe client: one httpx connection pool, one rate limiter, one `stats`."""
 
     def __init__(
