@@ -24,7 +24,10 @@ from calltexts_assets.core.token_store import TokenPair, TokenStore
 log = scrubbed_logger(__name__)
 
 DEFAULT_OAUTH_SERVER = "https://oauth.bitrix.info"  # the EN docs; RU: oauth.bitrix24.tech
-REFRESH_MARGIN_SEC = 300.0  # refresh this long before the announced expiry
+# Refresh this long before the announced expiry (a tenth of the lifetime when that is
+# shorter): early enough that no call meets an expired token, rarely enough that the portal
+# never sees a refresh per request (the docs warn against that).
+REFRESH_MARGIN_SEC = 300.0
 # Waits before re-reading the store after `invalid_grant`: the process that won the race
 # stores its new pair right after its answer, within these ~7 s.
 STORE_REREADS = (0.5, 1.0, 2.0, 4.0)
@@ -62,6 +65,7 @@ class OAuthSession:
         self._pair = stored or TokenPair(access_token, refresh_token)
         self._seen = {access_token, refresh_token, client_secret, *self._tokens(self._pair)}
         self.refreshes = 0
+        self._margin = REFRESH_MARGIN_SEC
 
     @staticmethod
     def _tokens(pair: TokenPair) -> tuple[str, str]:
@@ -102,7 +106,7 @@ class OAuthSession:
         stored = self._store.load(self.portal)
         if stored is None or stored.refresh_token == self._pair.refresh_token:
             return None
-        if stored.expires_at is not None and stored.expires_at - self._clock() < REFRESH_MARGIN_SEC:
+        if stored.expires_at is not None and stored.expires_at - self._clock() < self._margin:
             return None  # someone else's pair, but as old as ours: refresh it ourselves
         log.info("Bitrix24 OAuth: using the token pair another process stored")
         return stored
@@ -147,6 +151,8 @@ class OAuthSession:
         expires_in = _number(answer.get("expires_in"))
         if expires is None and expires_in is not None:
             expires = self._clock() + expires_in
+        if expires_in:
+            self._margin = min(REFRESH_MARGIN_SEC, expires_in / 10)
         pair = TokenPair(str(answer["access_token"]), str(answer["refresh_token"]), expires)
         self._seen.update(self._tokens(pair))
         if self._store is not None and not self._store.replace(
