@@ -67,6 +67,13 @@ def call_list(
             "bitrix24_requests": client.stats.requests,
             "bitrix24_retries": client.stats.retries,
             "bitrix24_limit_hits": client.stats.limit_hits,
+            # OPERATION_TIME_LIMIT refusals, and the pauses for a method's budget to reset
+            "bitrix24_blocked": client.stats.blocked,
+            "bitrix24_operating_waits": client.stats.operating_waits,
+            "bitrix24_operating_wait_sec": dg.FloatMetadataValue(
+                round(client.stats.operating_wait_sec, 1)
+            ),
+            "bitrix24_token_refreshes": client.token_refreshes,
         },
         data_version=dg.DataVersion(listing.fingerprint),
     )

@@ -48,6 +48,11 @@ def run_export(period_from: date, period_to: date, *, summaries: bool = False) -
     statuses = ledger.totals(period.export_ids).statuses
     print(f"Run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     print("Calls by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    recordings = ledger.stored_recordings(period.export_ids)
+    if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
+        print(
+            "Recordings by source/format: " + ", ".join(f"{k}={v}" for k, v in recordings.items())
+        )
     for evaluation in result.get_asset_check_evaluations():
         verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         print(f"Check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {verdict}")
