@@ -18,6 +18,7 @@ from calltexts_assets.clients.bitrix24 import Bitrix24AuthError, Bitrix24Client
 from calltexts_assets.clients.bitrix24.oauth import REFRESH_MARGIN_SEC, OAuthSession
 from calltexts_assets.core.token_store import TokenPair, TokenStore
 from calltexts_tests.clients.test_bitrix24_client import payload
+from calltexts_tests.clients.test_bitrix24_limits import FakeClock
 
 PORTAL = "https://portal.example.ru"
 REST = f"{PORTAL}/rest"
@@ -26,12 +27,11 @@ CLIENT_SECRET = "client-secret-value"
 NOW = 1_780_000_000.0
 
 
-class Clock:
+class Clock(FakeClock):
+    """The limits tests' clock, on the Unix time of the tokens' `expires` here."""
+
     def __init__(self) -> None:
         self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from calltexts_assets.core.token_store import TokenPair, TokenStore
-from calltexts_tests.core.test_ledger import PG_URL
+from calltexts_tests.core.test_ledger import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -20,18 +18,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TokenStore
         yield found
         found.dispose()
         return
-    schema = f"tokens_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    found = TokenStore.at(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    try:
+    with postgres_schema("tokens") as url:
+        found = TokenStore.at(url)
         yield found
-    finally:
         found.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def test_a_pair_replaces_only_the_one_it_was_refreshed_from(store: TokenStore) -> None:

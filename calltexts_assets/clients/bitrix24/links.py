@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from calltexts_assets.clients.bitrix24.errors import Bitrix24Error
-from calltexts_assets.clients.bitrix24.wire import MAX_BATCH, STAT_METHOD, BatchResult, as_dict
+from calltexts_assets.clients.bitrix24.wire import (
+    MAX_BATCH,
+    STAT_METHOD,
+    Batching,
+    BatchResult,
+    as_dict,
+)
 from calltexts_assets.core.errors import RunWideError
 
 DISK_METHOD = "disk.file.get"
@@ -51,16 +57,8 @@ class Links:
         return self.drive_error in GONE
 
 
-class LinksMixin:
+class LinksMixin(Batching):
     """Part of `Bitrix24Client`: the batch requests that resolve recording links."""
-
-    def batch(
-        self,
-        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
-        *,
-        halt: bool = False,
-        retry_blocked: bool = True,
-    ) -> BatchResult: ...
 
     def resolve_links(self, requests: Sequence[LinkRequest]) -> dict[str, Links]:
         """Links for every request, in as few `batch` requests as 50 commands allow. A

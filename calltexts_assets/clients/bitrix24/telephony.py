@@ -3,7 +3,7 @@ inside `batch` requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from calltexts_assets.clients.bitrix24.wire import (
     MAX_BATCH,
     PAGE_SIZE,
     STAT_METHOD,
+    Batching,
     BatchResult,
     encode_command,
 )
@@ -21,18 +22,8 @@ from calltexts_assets.core.runlog import scrubbed_logger
 log = scrubbed_logger(__name__)
 
 
-class TelephonyMixin:
+class TelephonyMixin(Batching):
     """Part of `Bitrix24Client`: the methods that read the telephony statistics."""
-
-    def batch(
-        self,
-        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
-        *,
-        halt: bool = False,
-        retry_blocked: bool = True,
-    ) -> BatchResult: ...
-
-    def wait_blocked(self, methods: set[str], waited: float) -> float: ...
 
     def list_calls(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every statistic row with CALL_START_DATE in [start, end), each once, in ID order."""

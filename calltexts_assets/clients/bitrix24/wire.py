@@ -104,6 +104,22 @@ class BatchResult:
         return BatchResult(**sections)
 
 
+class Batching:
+    """What the client's mixins (telephony listing, links) need of its `batch`."""
+
+    def batch(
+        self,
+        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
+        *,
+        halt: bool = False,
+        retry_blocked: bool = True,
+    ) -> BatchResult:
+        raise NotImplementedError  # Bitrix24Client.batch
+
+    def wait_blocked(self, methods: set[str], waited: float) -> float:
+        raise NotImplementedError  # Bitrix24Client.wait_blocked
+
+
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested params as Bitrix (PHP) form keys: `{"FILTER": {">ID": 5}}` -> `FILTER[>ID]=5`."""
     pairs: list[tuple[str, str]] = []
