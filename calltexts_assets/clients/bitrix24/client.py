@@ -19,6 +19,7 @@ from calltexts_assets.clients.bitrix24.errors import (
     Bitrix24Error,
     MethodBlocked,
     TransientError,
+    auth_hint,
 )
 from calltexts_assets.clients.bitrix24.limits import (
     BUCKET_SEC,
@@ -59,39 +60,7 @@ from calltexts_assets.core.runlog import scrubbed_logger
 log = scrubbed_logger(__name__)
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-_AUTH_HINTS = {
-    "expired_token": "access token expired: refresh the OAuth token or webhook",
-    "invalid_token": "invalid credentials: check the webhook code or the OAuth token",
-    "invalid_credentials": "invalid credentials: check the webhook code or the OAuth token",
-    "no_auth_found": "no credentials accepted: check the webhook URL or the OAuth token",
-    "authorization_error": "the webhook's or application's user cannot be authorized "
-    "(deactivated?)",
-}
-# Which scope and which permission a method needs (docs/specs/bitrix24_wire.md §1, §2).
-_SCOPES = {"voximplant.": "telephony", "telephony.": "telephony", "disk.": "disk"}
-_PERMISSIONS = {
-    "voximplant.statistic.get": "the 'Call statistics: view' telephony permission",
-    "disk.file.get": "read access to the call recordings folder on Drive (administrators)",
-}
 T = TypeVar("T")
-
-
-def scope_of(method: str) -> str:
-    """The scope a method belongs to, as Bitrix24 names it ("" when we do not know)."""
-    return next((scope for prefix, scope in _SCOPES.items() if method.startswith(prefix)), "")
-
-
-def auth_hint(code: str, method: str) -> str | None:
-    """What to do about an auth error `code` of `method`; None when it is not one."""
-    lowered = code.lower()
-    if lowered == "insufficient_scope":
-        scope = scope_of(method)
-        named = f"the `{scope}` scope" if scope else "a scope this method needs"
-        return f"insufficient scope: the webhook or application lacks {named} ({method}): add it"
-    if lowered == "access_denied":
-        needed = _PERMISSIONS.get(method, "the permission this method needs")
-        return f"access denied: the webhook's or application's user lacks {needed}"
-    return _AUTH_HINTS.get(lowered)
 
 
 class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from calltexts_assets.clients.bitrix24.errors import Bitrix24AuthError, Bitrix24Error
+from calltexts_assets.clients.bitrix24.errors import Bitrix24AuthError, Bitrix24Error, auth_hint
 from calltexts_assets.clients.bitrix24.limits import OPERATION_TIME_LIMIT
 from calltexts_assets.clients.bitrix24.wire import (
     MAX_BATCH,
@@ -84,8 +84,7 @@ class TelephonyMixin(Batching):
             code = answer.error_code(name)
             if code.upper() == "ACCESS_DENIED":
                 raise Bitrix24AuthError(
-                    "access denied: the webhook's or application's user lacks the 'Call "
-                    f"statistics: view' telephony permission ({STAT_METHOD} inside batch: "
+                    f"{auth_hint(code, STAT_METHOD)} ({STAT_METHOD} inside batch: "
                     f"{code}: {error.get('error_description')})",
                     method=STAT_METHOD,
                     code=code,
