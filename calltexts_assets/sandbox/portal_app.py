@@ -149,7 +149,9 @@ async def _serve_recording(portal: Portal, record_id: str | None) -> Response:
 
 async def _drive_download(request: Request, portal: Portal, segments: list[str]) -> Response:
     """A Drive file's DOWNLOAD_URL: the caller's credentials are checked as for any REST
-    call (an OAuth link dies with its token), then the link's signature (docs §2)."""
+    call (an OAuth link dies with its token), then the link's signature (docs §2). Counted
+    as `download` (a REST request) and, served or not, as one of the `records`."""
+    portal._count("download")
     try:
         params = dict(request.query_params)
         caller = portal.caller([*segments[:-1], "download"], params, str(request.base_url))

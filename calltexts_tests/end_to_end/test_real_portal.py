@@ -76,7 +76,8 @@ def test_a_portal_whose_recordings_are_all_drive_files_exports_every_one(
     assert portal.request_count("disk.file.get") == len(recorded)
     # The links came in batches of up to 49 commands: one request for the whole period,
     # not one per call (the listing was the other batch request).
-    assert portal.stats()["http_requests"] == {"batch": 2, "records": len(recorded)}
+    served = {"batch": 2, "download": len(recorded), "records": len(recorded)}
+    assert portal.stats()["http_requests"] == served
     meta = asset_metadata(result, "raw_audio")
     assert meta["links_resolved_ahead"] == len(recorded) and meta["links_resolved_alone"] == 0
     assert meta["bitrix24_requests"] == 1
