@@ -136,7 +136,7 @@ def raw_audio_and_transcripts(
         summed=("stt_duration_sec", "cost"),
     )
     client = bitrix24.get_client()
-    requests_before = client.stats.requests
+    requests_before = client.stats.requests + client.stats.rest_downloads
     links = LinkPrefetcher(client)
     fetch = partial(
         fetch_recording,
@@ -179,7 +179,11 @@ def raw_audio_and_transcripts(
 
     if downloading:
         yield _raw_audio_result(
-            period, db, downloads, links, bitrix24_requests=client.stats.requests - requests_before
+            period,
+            db,
+            downloads,
+            links,
+            bitrix24_requests=client.stats.requests + client.stats.rest_downloads - requests_before,
         )
     if transcribing:
         yield _transcripts_result(period, db, transcriptions, stt)
@@ -208,7 +212,8 @@ def _raw_audio_result(
             "bytes_downloaded": done.bytes,
             # source/format of every stored recording of the period: link/mp3, drive/wav, ...
             "recordings": dg.JsonMetadataValue(db.stored_recordings(period.export_ids)),
-            "bitrix24_requests": bitrix24_requests,  # link resolution (batch) and Drive downloads
+            # REST requests: link batches, and Drive downloads (the portal's /rest/ path)
+            "bitrix24_requests": bitrix24_requests,
             "links_resolved_ahead": links.resolved,
             "links_resolved_alone": links.fresh,
         },

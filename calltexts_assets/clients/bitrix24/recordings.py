@@ -194,6 +194,7 @@ class RecordingsMixin:
             self.targets.check(current)
             if self._is_portal_rest(current):  # the portal's download method is REST
                 self.limiter.acquire()
+                self.stats.add("rest_downloads")
             remaining = max(deadline - time.monotonic(), 0.001)
             request = self._http.build_request(
                 "GET",

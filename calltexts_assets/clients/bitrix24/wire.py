@@ -31,6 +31,7 @@ class ClientStats:
     operating_waits: int = 0  # pauses for a method's running-time budget to reset
     operating_wait_sec: float = 0.0
     downloads: int = 0  # download attempts
+    rest_downloads: int = 0  # of them through the portal's REST path (Drive files)
     download_bytes: int = 0
     per_method: Counter[str] = field(default_factory=Counter)
     batch_commands: Counter[str] = field(default_factory=Counter)
@@ -64,6 +65,7 @@ class ClientStats:
                 "operating_waits": self.operating_waits,
                 "operating_wait_sec": round(self.operating_wait_sec, 3),
                 "downloads": self.downloads,
+                "rest_downloads": self.rest_downloads,
                 "download_bytes": self.download_bytes,
                 "per_method": dict(self.per_method),
                 "batch_commands": dict(self.batch_commands),
