@@ -40,13 +40,14 @@ warnings.filterwarnings("ignore", category=dagster.BetaWarning)
 warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
 
 from calltexts_assets.core.ledger import Ledger  # noqa: E402
-from calltexts_assets.sandbox.portal import (  # noqa: E402
-    AudioCache,
-    PortalConfig,
-    default_audio_renderer,
-)
+from calltexts_assets.sandbox.portal import PortalConfig  # noqa: E402
+from calltexts_assets.sandbox.portal_files import AudioCache, default_audio_renderer  # noqa: E402
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
-from calltexts_assets.sandbox.seed import SeedSpec, recording_is_stereo  # noqa: E402
+from calltexts_assets.sandbox.seed import (  # noqa: E402
+    SeedSpec,
+    recording_format,
+    recording_is_stereo,
+)
 from calltexts_assets.sandbox.server import RunningServer, serve_in_thread  # noqa: E402
 from calltexts_assets.sandbox.stt import SttEmulator  # noqa: E402
 from calltexts_assets.settings import portal_today  # noqa: E402
@@ -110,7 +111,7 @@ def _render_one(job: tuple[str, int]) -> int:
     call_id, duration = job
     assert _worker_cache is not None
     before = _worker_cache.renders
-    _worker_cache.get(call_id, duration, recording_is_stereo(call_id))
+    _worker_cache.get(call_id, duration, recording_is_stereo(call_id), recording_format(call_id))
     return _worker_cache.renders - before
 
 

@@ -44,12 +44,22 @@ def _openai(settings: Settings) -> dict[str, Any]:
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
+    ledger_url = _env_var(settings.database_url) or settings.sqlite_url
     return {
         "bitrix24": Bitrix24Resource(
             webhook_url=_env_var(settings.bitrix24_webhook_url),
             oauth_token=_env_var(settings.bitrix24_oauth_token),
             portal_url=settings.bitrix24_portal_url,
+            oauth_refresh_token=_env_var(settings.bitrix24_oauth_refresh_token),
+            client_id=settings.bitrix24_client_id,
+            client_secret=_env_var(settings.bitrix24_client_secret),
+            oauth_server=settings.bitrix24_oauth_server,
+            token_store_url=ledger_url,
             requests_per_second=settings.bitrix24_requests_per_second,
+            recording_hosts=list(settings.recording_hosts),
+            allow_private_addresses=settings.sandbox,
+            max_recording_mb=settings.max_recording_mb,
+            download_deadline_sec=settings.download_deadline_sec,
             retry_wait_scale=settings.retry_scale,
         ),
         "whisper": WhisperResource(
@@ -68,9 +78,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                 region_name=settings.aws_region or None,
             ),
         ),
-        "ledger": LedgerResource(
-            database_url=_env_var(settings.database_url) or settings.sqlite_url
-        ),
+        "ledger": LedgerResource(database_url=ledger_url),
         "export_settings": ExportSettings(
             summaries_enabled=settings.summaries_enabled,
             max_concurrency=settings.concurrency,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -54,7 +55,15 @@ class Settings:
     bitrix24_webhook_url: Secret
     bitrix24_oauth_token: Secret
     bitrix24_portal_url: str
+    bitrix24_oauth_refresh_token: Secret
+    bitrix24_client_id: str
+    bitrix24_client_secret: Secret
+    bitrix24_oauth_server: str
     bitrix24_requests_per_second: float
+    # recording downloads
+    recording_hosts: tuple[str, ...]
+    max_recording_mb: float
+    download_deadline_sec: float
     # OpenAI-compatible services
     openai_api_key: Secret
     openai_base_url: str
@@ -93,7 +102,11 @@ class Settings:
 
     @property
     def credentials_configured(self) -> bool:
-        return bool(self.bitrix24_webhook_url or self.bitrix24_oauth_token)
+        return bool(
+            self.bitrix24_webhook_url
+            or self.bitrix24_oauth_token
+            or self.bitrix24_oauth_refresh_token
+        )
 
     @property
     def sqlite_url(self) -> str:
@@ -201,6 +214,20 @@ class _Reader:
     def url(self, name: str, default: str = "") -> str:
         return self._parsed(name, default, _checked_url, "an http(s) URL")
 
+    def hosts(self, name: str, default: str) -> tuple[str, ...]:
+        def parse(raw: str) -> tuple[str, ...]:
+            hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+            if not all(_HOST.fullmatch(h) for h in hosts):
+                raise ValueError(raw)
+            return hosts
+
+        return self._parsed(
+            name,
+            parse(default),
+            parse,
+            "host names separated by commas; .example.com also allows its subdomains",
+        )
+
     def zone(self, name: str, default: str) -> str:
         def parse(raw: str) -> str:
             try:
@@ -215,6 +242,12 @@ class _Reader:
         return self._parsed(
             name, date.fromisoformat(default), date.fromisoformat, "a date YYYY-MM-DD"
         )
+
+
+_HOST = re.compile(r"\.?[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*")
+# Where Bitrix24's own telephony keeps recordings (CALL_RECORD_URL of Voximplant calls:
+# storage-gw-ru-02.voximplant.com, storage-gw-com-02.voximplant.com; docs/specs §2).
+DEFAULT_RECORDING_HOSTS = ".voximplant.com"
 
 
 def _checked_url(raw: str) -> str:
@@ -264,7 +297,14 @@ def _read(r: _Reader) -> Settings:
         bitrix24_webhook_url=r.secret("BITRIX24_WEBHOOK_URL", _webhook_shape),
         bitrix24_oauth_token=r.secret("BITRIX24_OAUTH_TOKEN"),
         bitrix24_portal_url=r.url("BITRIX24_PORTAL_URL"),
+        bitrix24_oauth_refresh_token=r.secret("BITRIX24_OAUTH_REFRESH_TOKEN"),
+        bitrix24_client_id=r.text("BITRIX24_CLIENT_ID"),
+        bitrix24_client_secret=r.secret("BITRIX24_CLIENT_SECRET"),
+        bitrix24_oauth_server=r.url("BITRIX24_OAUTH_SERVER", "https://oauth.bitrix.info"),
         bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
+        recording_hosts=r.hosts("CALLTEXTS_RECORDING_HOSTS", DEFAULT_RECORDING_HOSTS),
+        max_recording_mb=r.number("CALLTEXTS_MAX_RECORDING_MB", 1024.0, above=True),
+        download_deadline_sec=r.number("CALLTEXTS_DOWNLOAD_DEADLINE_SEC", 600.0, above=True),
         openai_api_key=r.secret("OPENAI_API_KEY"),
         openai_base_url=r.url("OPENAI_BASE_URL", "https://api.openai.com/v1"),
         chatgpt_proxy_url=r.secret("CHATGPT_PROXY_URL", _proxy_shape),
@@ -299,8 +339,14 @@ def _read(r: _Reader) -> Settings:
     )
     if settings.storage_backend == "s3" and not settings.s3_bucket:
         r.problems.append("CALLTEXTS_S3_BUCKET: required when CALLTEXTS_STORAGE=s3")
-    if settings.bitrix24_oauth_token and not settings.bitrix24_portal_url:
-        r.problems.append("BITRIX24_PORTAL_URL: required with BITRIX24_OAUTH_TOKEN")
+    oauth = settings.bitrix24_oauth_token or settings.bitrix24_oauth_refresh_token
+    if oauth and not settings.bitrix24_portal_url:
+        r.problems.append("BITRIX24_PORTAL_URL: required with an OAuth token")
+    if settings.bitrix24_oauth_refresh_token:
+        if not settings.bitrix24_client_id:
+            r.problems.append("BITRIX24_CLIENT_ID: required with BITRIX24_OAUTH_REFRESH_TOKEN")
+        if not settings.bitrix24_client_secret:
+            r.problems.append("BITRIX24_CLIENT_SECRET: required with BITRIX24_OAUTH_REFRESH_TOKEN")
     return settings
 
 

@@ -20,7 +20,8 @@ from calltexts_assets.assets.call_list import call_list
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
-from calltexts_assets.audio.fetch import fetch_recording, needs_fetch
+from calltexts_assets.audio.fetch import about_to_download, fetch_recording, needs_fetch
+from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.core.budget import Budget, within_budget
 from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.core.progress import ProgressWatch, snapshot
@@ -47,7 +48,8 @@ raw_audio = dg.AssetSpec(
     deps=[call_list],
     group_name="calls",
     kinds={"bitrix24", "storage"},
-    description="Recordings at `exports/<month>/raw/YYYY/MM/DD/call_<id>.mp3`. 404/410 -> "
+    description="Recordings at `exports/<month>/raw/YYYY/MM/DD/call_<id>.<mp3|wav|...>` (the "
+    "real format), from the call's link or its Bitrix24 Drive file. 404/410 -> "
     "missing_audio. A re-run downloads nothing already stored with a matching checksum.",
 )
 
@@ -133,9 +135,13 @@ def raw_audio_and_transcripts(
         needed=needs_transcript,
         summed=("stt_duration_sec", "cost"),
     )
+    client = bitrix24.get_client()
+    requests_before = client.stats.requests + client.stats.rest_downloads
+    links = LinkPrefetcher(client)
     fetch = partial(
         fetch_recording,
-        client=bitrix24.get_client(),
+        client=client,
+        links=links,
         storage=store,
         verify_checksum=export_settings.verify_checksums,
         workdir=workdir,
@@ -160,8 +166,13 @@ def raw_audio_and_transcripts(
         )
 
     retry_missing = export_settings.retry_missing_audio
-    to_fetch = (
-        r for r in db.iter_records(period.export_ids) if needs_fetch(r, retry_missing=retry_missing)
+    to_fetch = links.ahead(
+        (
+            r
+            for r in db.iter_records(period.export_ids)
+            if needs_fetch(r, retry_missing=retry_missing)
+        ),
+        about_to_download,
     )
     # Every call that needs a transcript, read when the sweep gets to it: in the export job
     # also those an overlapping run downloaded (calls this stage already took are skipped).
@@ -183,7 +194,20 @@ def raw_audio_and_transcripts(
             transcriptions.run(to_transcribe, transcribe, max_workers=stt_workers)
 
     if downloading:
-        yield _result(context, period, db, downloads, raw_audio, _raw_audio_figures)
+        yield _result(
+            context,
+            period,
+            db,
+            downloads,
+            raw_audio,
+            _raw_audio_figures,
+            # source/format of every stored recording of the period: link/mp3, drive/wav, ...
+            recordings=db.stored_recordings(period.export_ids),
+            # REST requests: link batches, and Drive downloads (the portal's /rest/ path)
+            bitrix24_requests=client.stats.requests + client.stats.rest_downloads - requests_before,
+            links_resolved_ahead=links.resolved,
+            links_resolved_alone=links.fresh,
+        )
     if transcribing:
         yield _result(
             context,

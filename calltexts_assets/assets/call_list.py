@@ -88,6 +88,11 @@ def call_list(
                 "bitrix24_requests": stats.requests,
                 "bitrix24_retries": stats.retries,
                 "bitrix24_limit_hits": stats.limit_hits,
+                # OPERATION_TIME_LIMIT refusals, and the pauses for a method's budget to reset
+                "bitrix24_blocked": stats.blocked,
+                "bitrix24_operating_waits": stats.operating_waits,
+                "bitrix24_operating_wait_sec": round(stats.operating_wait_sec, 1),
+                "bitrix24_token_refreshes": client.token_refreshes,
             },
         ),
         data_version=dg.DataVersion(listing.fingerprint),

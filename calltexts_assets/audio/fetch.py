@@ -1,14 +1,34 @@
-"""raw_audio's per-call step: download a recording once, keep it with its checksum."""
+"""raw_audio's per-call step: download a recording once, keep it with its checksum, under
+the extension of its real format.
+
+A recording has up to two sources (docs/specs/bitrix24_wire.md §2): the row's link
+(CALL_RECORD_URL, often a Voximplant storage gateway or a PBX's host) and its Bitrix24
+Drive file (RECORD_FILE_ID, through disk.file.get). The link goes first; the Drive file is
+the fallback when the link is refused (401/403, a host not allowed) or gone (404/410), and
+the only source of recordings an external phone system attached. A refused link is tried
+once more with a fresh one; what still fails is this call's download error, never the run's.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from calltexts_assets.audio import decode as audio
-from calltexts_assets.clients.bitrix24 import Bitrix24Client, RecordingMissing
+from calltexts_assets.audio.links import LinkPrefetcher
+from calltexts_assets.clients.bitrix24 import (
+    Bitrix24Client,
+    Bitrix24Error,
+    DownloadResult,
+    Links,
+    RecordingMissing,
+    RecordingRefused,
+)
 from calltexts_assets.clients.storage import Storage
+from calltexts_assets.core.audio_format import SNIFF_BYTES, sniff_format
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.steps import StepOutcome
 from calltexts_assets.core.storage_keys import raw_audio_key
@@ -16,6 +36,12 @@ from calltexts_assets.core.storage_keys import raw_audio_key
 # States in which the call's audio is already stored; the download is done unless the
 # stored object is gone or no longer matches its checksum.
 _HAS_AUDIO = {Status.DOWNLOADED, Status.TRANSCRIBED, Status.TRANSCRIPTION_ERROR}
+LINK, DRIVE = "link", "drive"  # the ledger's recording_source
+_DRIVE_DENIED = (
+    "the webhook's or application's user may not read this recording on Bitrix24 Drive "
+    "(the call recordings folder is open to administrators and to the call's own operator): "
+    "use an administrator's webhook"
+)
 
 
 def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bool) -> bool:
@@ -36,39 +62,126 @@ def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bo
 
 
 def needs_fetch(record: CallRecord, *, retry_missing: bool) -> bool:
-    if record.status in (Status.NO_RECORDING, Status.INVALID) or not record.recording_url:
+    if record.status in (Status.NO_RECORDING, Status.INVALID):
+        return False
+    if not (record.recording_url or record.record_id):
         return False
     return record.status != Status.MISSING_AUDIO or retry_missing
+
+
+def about_to_download(record: CallRecord) -> bool:
+    """Whether the call's links are worth resolving ahead: it has no stored copy yet (a
+    stored copy found lost later gets its links alone)."""
+    return record.status not in _HAS_AUDIO
+
+
+@dataclass
+class _Tried:
+    """What the sources of one call answered, for the outcome when none worked."""
+
+    refused: Bitrix24Error | None = None
+    missing: RecordingMissing | None = None
+    drive_gone: str = ""
+
+    def outcome(self, record: CallRecord, links: Links) -> StepOutcome:
+        if self.refused is not None:
+            raise self.refused
+        if self.missing is not None or self.drive_gone:
+            code = self.missing.code if self.missing else "drive_not_found"
+            message = str(self.missing) if self.missing else self.drive_gone
+            if self.missing and self.drive_gone:
+                message = f"{message}; Drive: {self.drive_gone}"
+            return StepOutcome(
+                "missing",
+                {"status": Status.MISSING_AUDIO, "error_code": code, "error_message": message},
+            )
+        raise Bitrix24Error(
+            f"no working link to the recording of call {record.call_id}: "
+            f"{links.failure or 'Bitrix24 gave none'}",
+            method="download",
+            code="no_link",
+        )
+
+
+def _link_of(source: str, record: CallRecord, links: Links) -> str | None:
+    if source == DRIVE:
+        return links.drive_url
+    if record.recording_url_signed:  # the ledger's copy lost its secrets: the row's, now
+        return links.record_url
+    return record.recording_url
+
+
+def _download_from_sources(
+    record: CallRecord, client: Bitrix24Client, prefetched: LinkPrefetcher, spool: IO[bytes]
+) -> tuple[str, DownloadResult] | StepOutcome:
+    """(source, download) from the first source that works, else the call's outcome."""
+    links = prefetched.take(record)
+    tried = _Tried()
+    for source in (LINK, DRIVE):
+        renewable = source == DRIVE or bool(record.recording_url_signed)
+        for attempt in ("as resolved", "fresh"):
+            url = _link_of(source, record, links)
+            if source == DRIVE and url is None:
+                if links.drive_gone:
+                    tried.drive_gone = f"{links.drive_error}: {links.drive_message}"
+                elif links.drive_error == "ACCESS_DENIED":
+                    tried.refused = Bitrix24Error(
+                        f"{_DRIVE_DENIED} (disk.file.get {record.record_id}: "
+                        f"{links.drive_error}: {links.drive_message})",
+                        method="disk.file.get",
+                        code="drive_access_denied",
+                    )
+                break
+            if url is None:
+                break
+            spool.seek(0)
+            spool.truncate()
+            try:
+                return source, client.download(url, spool)
+            except RecordingRefused as exc:
+                tried.refused = exc
+                if attempt == "fresh" or not renewable:
+                    break
+                links = prefetched.renew(record)
+            except RecordingMissing as exc:
+                tried.missing = exc
+                break
+    return tried.outcome(record, links)
 
 
 def fetch_recording(
     record: CallRecord,
     *,
     client: Bitrix24Client,
+    links: LinkPrefetcher,
     storage: Storage,
     verify_checksum: bool,
     workdir: Path,
 ) -> StepOutcome:
-    """Download to a local spool file (so a retry restarts cleanly and the duration is read
-    from the header), then store it atomically under its layout key."""
+    """Download to a local spool file (so a retry restarts cleanly and the format and the
+    duration are read from the file), then store it atomically under its layout key."""
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
         return StepOutcome("stored")
-    assert record.recording_url
-    key = raw_audio_key(record.call_id, datetime.fromisoformat(record.started_at))
+    started = datetime.fromisoformat(record.started_at)
     # A re-download of a transcribed call's lost file keeps the call's later progress.
     status = record.status if record.status in _HAS_AUDIO else Status.DOWNLOADED
-    with tempfile.NamedTemporaryFile(prefix="spool-", suffix=".mp3", dir=workdir) as spool:
-        try:
-            downloaded = client.download(record.recording_url, spool)
-        except RecordingMissing as exc:
-            return StepOutcome(
-                "missing",
-                {"status": Status.MISSING_AUDIO, "error_code": exc.code, "error_message": str(exc)},
-            )
+    with tempfile.NamedTemporaryFile(prefix="spool-", suffix=".part", dir=workdir) as spool:
+        found = _download_from_sources(record, client, links, spool)
+        if isinstance(found, StepOutcome):
+            return found
+        source, downloaded = found
         spool.flush()
+        with open(spool.name, "rb") as head:
+            extension = sniff_format(head.read(SNIFF_BYTES))
+        if extension is None:
+            raise audio.AudioError(
+                f"not a readable audio file: call {record.call_id}'s recording starts with "
+                "neither an MP3, WAV, FLAC, Ogg nor MP4 header"
+            )
         info = audio.probe(Path(spool.name))
-        with open(spool.name, "rb") as source:
-            stored = storage.write_stream(key, iter(lambda: source.read(1 << 20), b""))
+        key = raw_audio_key(record.call_id, started, extension)
+        with open(spool.name, "rb") as source_file:
+            stored = storage.write_stream(key, iter(lambda: source_file.read(1 << 20), b""))
     if stored.sha256 != downloaded.sha256:
         raise OSError(f"stored copy of call {record.call_id} differs from the download")
     return StepOutcome(
@@ -80,6 +193,7 @@ def fetch_recording(
             "checksum": stored.sha256,
             "audio_stored_at": datetime.now(UTC),
             "audio_duration_sec": info.duration_sec,
+            "recording_source": source,
             "error_code": None,
             "error_message": None,
         },

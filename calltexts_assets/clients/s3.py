@@ -22,6 +22,7 @@ from calltexts_assets.clients.storage import (
     hashing_copy,
     is_valid_key,
 )
+from calltexts_assets.core.audio_format import CONTENT_TYPES as AUDIO_CONTENT_TYPES
 from calltexts_assets.core.storage_keys import validate_key, validate_prefix
 
 # S3 objects up to this size are staged in memory before upload, larger ones on disk.
@@ -31,7 +32,7 @@ SSE_MODES = ("AES256", "aws:kms")
 
 # Charset on text types so browsers and consoles show Cyrillic right when fetching directly.
 _CONTENT_TYPES = {
-    ".mp3": "audio/mpeg",
+    **{f".{extension}": kind for extension, kind in AUDIO_CONTENT_TYPES.items()},
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/markdown; charset=utf-8",
     ".csv": "text/csv; charset=utf-8",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from calltexts_assets.clients.openai_base import OpenAIApiError, OpenAIConnection, OpenAIService
+from calltexts_assets.core.audio_format import content_type
 
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the API's limit per file
 MAX_CHUNK_SECONDS = 15 * 60
@@ -72,9 +73,15 @@ class WhisperClient(OpenAIService):
         if self.language:
             options["language"] = self.language
 
+        # The server reads the format from the part's file name: name and type say the truth
+        # (the stored recording's extension is its sniffed format).
+        kind = content_type(path.suffix)
+
         def request() -> Any:
             with path.open("rb") as audio:  # reopened per attempt: a retry re-sends it all
-                return self.client().audio.transcriptions.create(file=audio, **options)
+                return self.client().audio.transcriptions.create(
+                    file=(path.name, audio, kind), **options
+                )
 
         response, attempts = self.call_with_retry(
             f"transcription of {path.name}", request, error=TranscriptionError

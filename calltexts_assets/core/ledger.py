@@ -9,6 +9,7 @@ last touched a row is kept in `dagster_run_id`.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ class Status:
     """Per-call status. The stage that completed last decides where a re-run resumes."""
 
     LISTED = "listed"
-    NO_RECORDING = "no_recording"  # Bitrix24 has no recording URL for the call
+    NO_RECORDING = "no_recording"  # Bitrix24 has neither a recording link nor a Drive file
     DOWNLOADED = "downloaded"
     MISSING_AUDIO = "missing_audio"  # the recording URL answered 404/410
     DOWNLOAD_ERROR = "download_error"
@@ -64,7 +65,14 @@ call_records = sa.Table(
     sa.Column("phone_to", sa.String(64), nullable=False),
     sa.Column("portal_user_id", sa.String(32), nullable=False),
     sa.Column("duration_sec", sa.Integer, nullable=False),
-    sa.Column("recording_url", sa.Text),
+    sa.Column("recording_url", sa.Text),  # without secret parameters (masking.public_url)
+    # added later (nullable, see Ledger._add_new_columns)
+    sa.Column("stat_id", sa.BigInteger),  # the statistic row: re-read for a fresh link
+    sa.Column("recording_url_signed", sa.Boolean),  # the portal's link had secrets
+    sa.Column("failed_code", sa.String(32)),  # CALL_FAILED_CODE as given
+    sa.Column("telephony_cost", sa.String(32)),  # COST as given
+    sa.Column("telephony_currency", sa.String(8)),  # COST_CURRENCY as given
+    sa.Column("recording_source", sa.String(16)),  # where the stored copy came from
     # raw_audio
     sa.Column("audio_path", sa.Text),
     sa.Column("audio_bytes", sa.BigInteger),
@@ -104,6 +112,11 @@ _LISTED_FIELDS = (
     "portal_user_id",
     "duration_sec",
     "recording_url",
+    "stat_id",
+    "recording_url_signed",
+    "failed_code",
+    "telephony_cost",
+    "telephony_currency",
 )
 
 
@@ -137,6 +150,12 @@ class CallRecord:
     attempts: int
     dagster_run_id: str | None
     audio_stored_at: datetime | None = None
+    stat_id: int | None = None
+    recording_url_signed: bool | None = None
+    failed_code: str | None = None
+    telephony_cost: str | None = None
+    telephony_currency: str | None = None
+    recording_source: str | None = None  # "link" (CALL_RECORD_URL) or "drive" (disk.file.get)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -172,6 +191,11 @@ class ListedCall(Protocol):
     portal_user_id: str
     duration_sec: int
     recording_url: str | None
+    stat_id: int
+    recording_url_signed: bool
+    failed_code: str
+    telephony_cost: str
+    telephony_currency: str
 
     @property
     def has_recording(self) -> bool: ...
@@ -190,6 +214,11 @@ def listed_values(run_id: str, call: ListedCall) -> dict[str, Any]:
         "portal_user_id": call.portal_user_id,
         "duration_sec": call.duration_sec,
         "recording_url": call.recording_url,
+        "stat_id": call.stat_id,
+        "recording_url_signed": call.recording_url_signed,
+        "failed_code": call.failed_code,
+        "telephony_cost": call.telephony_cost,
+        "telephony_currency": call.telephony_currency,
     }
 
 
@@ -287,7 +316,12 @@ class Ledger:
     def upsert_listed(
         self, run_id: str, calls: Iterable[ListedCall], dagster_run_id: str | None = None
     ) -> int:
-        """Insert new calls as `listed`; refresh Bitrix24 fields of known ones, keep progress."""
+        """Insert new calls as `listed`; refresh Bitrix24 fields of known ones, keep progress.
+
+        A recording attached after an earlier listing (RECORD_FILE_ID set late) makes a
+        row of its own; the earlier `no_recording` row of the call goes, so the call is
+        not in the registry twice."""
+        calls = list(calls)
         rows = [
             {
                 **listed_values(run_id, c),
@@ -305,7 +339,17 @@ class Ledger:
             index_elements=["run_id", "call_id", "record_id"],
             set_={name: stmt.excluded[name] for name in _LISTED_FIELDS},
         )
+        c = call_records.c
+        superseded = sa.delete(call_records).where(
+            c.run_id == sa.bindparam("day"),
+            c.call_id == sa.bindparam("call"),
+            c.record_id == "",
+            c.status == Status.NO_RECORDING,
+        )
+        late = [{"day": run_id, "call": call.call_id} for call in calls if call.record_id]
         with self._write_lock, self.engine.begin() as conn:
+            if late:
+                conn.execute(superseded, late)
             conn.execute(stmt, rows)
         return len(rows)
 
@@ -449,6 +493,18 @@ class Ledger:
                 totals.transcribed_cost += cost or 0.0
             totals.languages = sorted(lang for (lang,) in conn.execute(languages) if lang)
         return totals
+
+    def stored_recordings(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Stored recordings of the given days by source and format: `{"drive/wav": 3}`."""
+        c = call_records.c
+        stmt = sa.select(c.recording_source, c.audio_path).where(
+            c.run_id.in_(list(run_ids)), c.audio_path.is_not(None)
+        )
+        counts: Counter[str] = Counter()
+        with self.engine.connect() as conn:
+            for source, path in conn.execution_options(yield_per=1000).execute(stmt):
+                counts[f"{source or 'unknown'}/{Path(path).suffix.lstrip('.')}"] += 1
+        return dict(sorted(counts.items()))
 
     def record(self, key: tuple[str, str, str]) -> CallRecord | None:
         stmt = sa.select(*[call_records.c[name] for name in _RECORD_FIELDS]).where(

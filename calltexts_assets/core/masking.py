@@ -9,9 +9,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 
-# Query parameters that carry credentials in Bitrix24 / OAuth URLs.
+# Query parameters that carry credentials: Bitrix24 (`auth`, `token` of DOWNLOAD_URL and
+# upload links), OAuth, signed storage links (S3 presigned, generic `signature`/`sig`).
 _SECRET_PARAMS = frozenset(
-    {"auth", "access_token", "refresh_token", "token", "client_secret", "code", "key", "sig"}
+    {
+        "auth",
+        "access_token",
+        "refresh_token",
+        "token",
+        "client_secret",
+        "code",
+        "key",
+        "sig",
+        "signature",
+        "secret",
+        "password",
+        "api_key",
+        "apikey",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+    }
 )
 _SECRET_QUERY = re.compile(
     r"((?:^|&)(?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&]*", re.IGNORECASE
@@ -44,6 +62,31 @@ def _mask_one_url(url: str) -> str:
     path = _WEBHOOK_PATH.sub(rf"\g<1>{MASK}", parts.path)
     query = _SECRET_QUERY.sub(rf"\g<1>{MASK}", parts.query)
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def public_url(url: str) -> tuple[str, bool]:
+    """The link as it may be stored and published, and whether anything was taken out.
+
+    Secret query parameters are dropped (a masked value would only make a broken link),
+    userinfo is dropped and a webhook code in the path becomes ***. Whoever needs the
+    working link again asks Bitrix24 for a fresh one.
+    `https://gw/rec/1.mp3?record_id=5&token=t` -> (`https://gw/rec/1.mp3?record_id=5`, True)
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask_text(url), True
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    path = _WEBHOOK_PATH.sub(rf"\g<1>{MASK}", parts.path)
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and pair.split("=", 1)[0].lower() not in _SECRET_PARAMS
+    ]
+    query = "&".join(kept)
+    cleaned = urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    changed = (netloc, path, query) != (parts.netloc, parts.path, parts.query.strip("&"))
+    return cleaned, changed
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:

@@ -235,6 +235,16 @@ class CallSteps:
             time.sleep(self.elsewhere_poll_sec)
             yield list(waiting.values())
 
+    def _until_stopped(self, records: Iterable[CallRecord]) -> Iterator[CallRecord]:
+        """`records`, ended by a run-wide error raised while producing them (e.g. a missing
+        scope when the next calls' links are resolved): the stage then stops as it does
+        when a call's own step raises one."""
+        try:
+            yield from records
+        except RunWideError as exc:
+            with self._lock:
+                self._fatal = self._fatal or exc
+
     def run(
         self,
         records: Iterable[CallRecord],
@@ -264,7 +274,7 @@ class CallSteps:
         try:
             with self._open_run_log() as self.run_log, logging_into(self.run_log):
                 self.run_log.event("stage_start", stage=self.stage)
-                for source in self._rounds(records):
+                for source in self._rounds(self._until_stopped(records)):
                     yield from run_ahead(
                         source,
                         lambda r: self._claimed(r, work),

@@ -11,6 +11,8 @@ import re
 from datetime import UTC, date, datetime
 from typing import Literal
 
+from calltexts_assets.core.audio_format import CONTENT_TYPES
+
 KeyKind = Literal["raw", "transcript", "summary", "registry", "report", "qa_sample", "log"]
 ReportFormat = Literal["md", "pdf"]
 
@@ -23,8 +25,11 @@ _ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 _MONTH = r"[0-9]{4}-[0-9]{2}"
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _PERIOD = rf"(?P<f>{_DAY})_(?P<t>{_DAY})"
+_AUDIO_EXTENSIONS = "|".join(CONTENT_TYPES)
 _KIND_PATTERNS: dict[KeyKind, re.Pattern[str]] = {
-    "raw": re.compile(rf"exports/{_MONTH}/raw/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/call_{_ID}\.mp3"),
+    "raw": re.compile(
+        rf"exports/{_MONTH}/raw/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/call_{_ID}\.({_AUDIO_EXTENSIONS})"
+    ),
     "transcript": re.compile(rf"exports/{_MONTH}/transcripts/call_{_ID}\.txt"),
     "summary": re.compile(rf"exports/{_MONTH}/summary/call_{_ID}\.md"),
     "registry": re.compile(rf"exports/{_PERIOD}/registry/calls_(?P=f)_(?P=t)\.csv"),
@@ -107,10 +112,13 @@ def _month_dir(started_at: datetime) -> str:
     return f"exports/{_aware(started_at, 'started_at'):%Y-%m}"
 
 
-def raw_audio_key(call_id: str, started_at: datetime) -> str:
-    """`exports/<YYYY-MM>/raw/YYYY/MM/DD/call_<call_id>.mp3`."""
+def raw_audio_key(call_id: str, started_at: datetime, extension: str = "mp3") -> str:
+    """`exports/<YYYY-MM>/raw/YYYY/MM/DD/call_<call_id>.<mp3|wav|...>`: the extension is
+    the recording's real format (core.audio_format)."""
+    if extension not in CONTENT_TYPES:
+        raise ValueError(f"not a recording format: {extension!r}")
     month_dir = _month_dir(started_at)
-    return f"{month_dir}/raw/{started_at:%Y/%m/%d}/call_{_safe_id(call_id)}.mp3"
+    return f"{month_dir}/raw/{started_at:%Y/%m/%d}/call_{_safe_id(call_id)}.{extension}"
 
 
 def transcript_key(call_id: str, started_at: datetime) -> str:

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from calltexts_assets.core.masking import public_url
 from calltexts_assets.core.storage_keys import is_safe_id
 
-DIRECTIONS = {1: "outgoing", 2: "incoming", 3: "incoming_redirected", 4: "callback"}
+# CALL_TYPE 1-5 (docs/specs/bitrix24_wire.md §1); an undocumented N is written type_N.
+DIRECTIONS = {
+    1: "outgoing",
+    2: "incoming",
+    3: "incoming_redirected",
+    4: "callback",
+    5: "info_call",
+}
+# Types in which the portal dials the client (a callback rings the operator, then the
+# client; an info call is a robot's call to the client): the client's number is "to".
+PORTAL_DIALS = frozenset({1, 4, 5})
+_RU_TRUNK = re.compile(r"8(\d{10})")  # 8 958 111 07 07: Russian national format
+_RU_NO_PLUS = re.compile(r"7(\d{10})")  # 7 906 219 50 47: international without "+"
+
+
+def normalize_phone(number: str) -> str:
+    """E.164 for the Russian forms the portal stores as dialled (`8…`, `7…` with 11
+    digits); any other shape (extensions, `reg…`/`sip…` lines, `hidden`, foreign numbers)
+    stays as it is."""
+    for pattern in (_RU_TRUNK, _RU_NO_PLUS):
+        match = pattern.fullmatch(number)
+        if match:
+            return "+7" + match.group(1)
+    return number
 
 
 class InvalidCallRow(ValueError):
@@ -18,18 +44,19 @@ class InvalidCallRow(ValueError):
 @dataclass(frozen=True)
 class Call:
     call_id: str
-    record_id: str  # RECORD_FILE_ID, or "" when the call has no recording
-    stat_id: int  # the statistic row ID, used for keyset paging
+    record_id: str  # RECORD_FILE_ID (a Bitrix24 Drive file id), or "" without one
+    stat_id: int  # the statistic row ID: keyset paging, and re-reading the row
     started_at: datetime  # aware, as the portal gave it
     call_type: int
     duration_sec: int
     phone_number: str  # the client's number
     portal_number: str
     portal_user_id: str
-    recording_url: str | None
+    recording_url: str | None  # CALL_RECORD_URL without its secret parameters
+    recording_url_signed: bool  # the portal's link had secrets: ask for it again to use it
     failed_code: str
-    bitrix_cost: float
-    bitrix_cost_currency: str
+    telephony_cost: str  # COST as the portal wrote it ("8.1008"): a decimal, kept exact
+    telephony_currency: str  # COST_CURRENCY as given ("RUR", "EUR", "" for external calls)
     crm_entity_type: str
     crm_entity_id: str
 
@@ -39,15 +66,16 @@ class Call:
 
     @property
     def phone_from(self) -> str:
-        return self.portal_number if self.call_type == 1 else self.phone_number
+        return self.portal_number if self.call_type in PORTAL_DIALS else self.phone_number
 
     @property
     def phone_to(self) -> str:
-        return self.phone_number if self.call_type == 1 else self.portal_number
+        return self.phone_number if self.call_type in PORTAL_DIALS else self.portal_number
 
     @property
     def has_recording(self) -> bool:
-        return bool(self.recording_url)
+        """A link, or a Drive file (recordings attached by an external PBX have only that)."""
+        return bool(self.recording_url or self.record_id)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,11 +101,14 @@ def call_from_row(row: dict[str, Any]) -> Call:
         stat_id = int(row["ID"])
         call_type = int(row.get("CALL_TYPE") or 0)
         duration = int(float(row.get("CALL_DURATION") or 0))
-        cost = float(row.get("COST") or 0)
-    except (KeyError, TypeError, ValueError) as exc:
+        cost = _text(row, "COST")
+        if cost and not Decimal(cost).is_finite():
+            raise ValueError(f"COST {cost!r} is not a number")
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
         raise InvalidCallRow(f"malformed statistic row for call {call_id}: {exc}") from exc
     if started_at.tzinfo is None:
         raise InvalidCallRow(f"CALL_START_DATE without UTC offset for call {call_id}")
+    recording_url, signed = public_url(_text(row, "CALL_RECORD_URL"))
     return Call(
         call_id=call_id,
         record_id=record_id,
@@ -85,13 +116,14 @@ def call_from_row(row: dict[str, Any]) -> Call:
         started_at=started_at,
         call_type=call_type,
         duration_sec=max(duration, 0),
-        phone_number=_text(row, "PHONE_NUMBER"),
-        portal_number=_text(row, "PORTAL_NUMBER"),
+        phone_number=normalize_phone(_text(row, "PHONE_NUMBER")),
+        portal_number=normalize_phone(_text(row, "PORTAL_NUMBER")),
         portal_user_id=_text(row, "PORTAL_USER_ID"),
-        recording_url=_text(row, "CALL_RECORD_URL") or None,
+        recording_url=recording_url or None,
+        recording_url_signed=signed,
         failed_code=_text(row, "CALL_FAILED_CODE"),
-        bitrix_cost=cost,
-        bitrix_cost_currency=_text(row, "COST_CURRENCY"),
+        telephony_cost=cost,
+        telephony_currency=_text(row, "COST_CURRENCY"),
         crm_entity_type=_text(row, "CRM_ENTITY_TYPE"),
         crm_entity_id=_text(row, "CRM_ENTITY_ID"),
     )

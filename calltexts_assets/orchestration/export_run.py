@@ -109,7 +109,7 @@ def run_export(
     with dg.DagsterInstance.get() as instance:
         reaped = reap_dead_runs(instance)
         if reaped:
-            print(describe_reaped(reaped), file=out)
+            print(describe_reaped(reaped), file=out, flush=True)  # before it may be killed
         with _progress(lambda: snapshot(ledger, period.export_ids), out):
             result = job.execute_in_process(
                 instance=instance,
@@ -141,6 +141,10 @@ def run_export(
     ):
         print(line, file=out)
     print(describe(snapshot(ledger, period.export_ids), None).rsplit(" | ETA", 1)[0], file=out)
+    recordings = ledger.stored_recordings(period.export_ids)
+    if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
+        listed = ", ".join(f"{k}={v}" for k, v in recordings.items())
+        print(f"Recordings by source/format: {listed}", file=out)
     for evaluation in result.get_asset_check_evaluations():
         verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"

@@ -19,6 +19,7 @@ import polars as pl
 
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.masking import mask_phone
+from calltexts_assets.reporting.call_codes import call_result, iso_currency
 from calltexts_assets.reporting.cost import (
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
@@ -45,8 +46,21 @@ _HEAD = (
     "status",
 )
 _SUMMARY = ("summary_path", "tags")
-# call_id/record_id go last so the agreed order of the other columns stays as specified.
-_TAIL = ("error_code", "retry_count", "call_id", "record_id")
+# call_id/record_id go last so the agreed order of the other columns stays as specified;
+# columns added later follow them.
+_TAIL = (
+    "error_code",
+    "retry_count",
+    "call_id",
+    "record_id",
+    "call_type",
+    "call_result",
+    "failed_code",
+    "telephony_cost",
+    "telephony_currency",
+    "recording_source",
+    "audio_path",
+)
 
 PHONE_COLUMNS = frozenset({"from", "to"})
 
@@ -124,6 +138,13 @@ def registry_row(
         "retry_count": str(record.attempts),
         "call_id": record.call_id,
         "record_id": record.record_id,
+        "call_type": str(record.call_type) if record.call_type else "",
+        "call_result": call_result(record.failed_code),
+        "failed_code": record.failed_code or "",
+        "telephony_cost": _telephony_cost(record.telephony_cost),
+        "telephony_currency": iso_currency(record.telephony_currency),
+        "recording_source": record.recording_source or "",
+        "audio_path": record.audio_path or "",
     }
     # Every value may come from a caller, the portal or a language model (tags): none may
     # run as a formula where the registry is opened.
@@ -133,6 +154,17 @@ def registry_row(
 def masked_row(row: dict[str, str]) -> dict[str, str]:
     """A row for display outside the registry (Dagster metadata): phone numbers masked."""
     return {k: mask_phone(v) if k in PHONE_COLUMNS else v for k, v in row.items()}
+
+
+def _telephony_cost(raw: str | None) -> str:
+    """Bitrix24's COST ("8.1008") with the registry's 4 places; an unreadable one is kept
+    as is, so that validation reports it instead of the registry hiding it."""
+    if not raw:
+        return ""
+    try:
+        return f"{Decimal(raw).quantize(Decimal('0.0001'))}"
+    except ArithmeticError:
+        return raw
 
 
 def chronological(record: CallRecord) -> tuple[int, float, str, str, str]:

@@ -8,21 +8,49 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from calltexts_assets.clients.bitrix24 import DEFAULT_RETRY_WAITS, Bitrix24Client
+from calltexts_assets.clients.bitrix24.oauth import DEFAULT_OAUTH_SERVER, OAuthSession
+from calltexts_assets.core.token_store import TokenStore
 
 
 class Bitrix24Resource(dg.ConfigurableResource):
-    """A webhook URL, or an OAuth token with the portal URL (secrets: from dg.EnvVar)."""
+    """A webhook URL, or OAuth (a token, or a refresh token with the application's client id
+    and secret) with the portal URL. Secrets come from dg.EnvVar."""
 
     webhook_url: str = ""  # https://portal/rest/<user_id>/<code>/
     oauth_token: str = ""
-    portal_url: str = ""  # with oauth_token: https://portal
+    portal_url: str = ""  # with OAuth: https://portal
+    oauth_refresh_token: str = ""  # refreshes the access token every hour
+    client_id: str = ""
+    client_secret: str = ""
+    oauth_server: str = DEFAULT_OAUTH_SERVER
+    token_store_url: str = ""  # database of the current token pair (the ledger's)
     requests_per_second: float = 2.0
+    recording_hosts: list[str] = Field(default_factory=list)  # besides the portal
+    allow_private_addresses: bool = False  # only the sandbox, which lives on loopback
+    max_recording_mb: float = 1024.0
+    download_deadline_sec: float = 600.0
     retry_waits: list[float] = Field(default_factory=lambda: list(DEFAULT_RETRY_WAITS))
     retry_wait_scale: float = 1.0
     timeout_sec: float = 30.0
 
     _client: Bitrix24Client | None = PrivateAttr(default=None)
+    _store: TokenStore | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def _oauth(self) -> OAuthSession | None:
+        if not self.oauth_refresh_token:
+            return None
+        if self.token_store_url:
+            self._store = TokenStore.at(self.token_store_url)
+        return OAuthSession(
+            portal_url=self.portal_url,
+            access_token=self.oauth_token,
+            refresh_token=self.oauth_refresh_token,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            server_url=self.oauth_server,
+            store=self._store,
+        )
 
     def get_client(self) -> Bitrix24Client:
         """The one client of this resource instance (shared by the asset's threads)."""
@@ -32,7 +60,12 @@ class Bitrix24Resource(dg.ConfigurableResource):
                     webhook_url=self.webhook_url,
                     oauth_token=self.oauth_token,
                     portal_url=self.portal_url,
+                    oauth=self._oauth(),
                     requests_per_second=self.requests_per_second,
+                    recording_hosts=self.recording_hosts,
+                    allow_private_addresses=self.allow_private_addresses,
+                    max_recording_bytes=int(self.max_recording_mb * 2**20),
+                    download_deadline_sec=self.download_deadline_sec,
                     retry_waits=self.retry_waits,
                     retry_wait_scale=self.retry_wait_scale,
                     timeout_sec=self.timeout_sec,
@@ -44,3 +77,6 @@ class Bitrix24Resource(dg.ConfigurableResource):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if self._store is not None:
+                self._store.dispose()
+                self._store = None

@@ -17,7 +17,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-RECORDS_PATH = "/sandbox/records"  # the portal prefixes its own base URL at answer time
+from calltexts_assets.sandbox.portal_files import SIGNED, STORAGE
+
 MAX_CALLS_PER_DAY = 99_999
 _EPOCH = date(2000, 1, 1)
 _DAY_START = time(9, 0)
@@ -27,12 +28,28 @@ _WORKDAY_SEC = 10 * 3600  # calls start between 09:00 and 19:00 local time
 _MEDIAN_SEC = 40.0
 _SIGMA = 1.0
 _MAX_SEC = 1200
-_MISSED_SHARE = 0.08
+_MISSED_SHARE = 0.08  # incoming calls nobody answered (304)
+_UNANSWERED_SHARE = 0.12  # calls the portal placed that did not connect
 _MONO_SHARE = 0.15
-_PORTAL_NUMBERS = ("+74951234567", "+74957654321", "+78123334455")
+_WAV_SHARE = 0.12  # recordings kept as WAV (external PBXs), the rest MP3
+# Where a recording is (docs/specs/bitrix24_wire.md §2): a Voximplant storage link with its
+# Drive copy, a PBX link signed with an expiring token with its Drive copy, or the Drive
+# file alone (attached by an external phone system, CALL_RECORD_URL null).
+_SOURCES = (("link", 0.5), ("signed", 0.2), ("drive", 0.3))
+_PORTAL_NUMBERS = ("+74951234567", "74993255849", "+78123334455", "reg133788")
 _OPERATORS = ("1", "3", "5", "7", "8", "11", "12", "15")
 _CRM_TYPES = ("CONTACT", "LEAD", "COMPANY", "DEAL")
-_COST_PER_MIN = {1: 1.8, 2: 0.0, 3: 0.0, 4: 1.8}  # RUB, outgoing legs are billed
+# CALL_TYPE 1-5: outgoing, incoming, incoming redirected, callback, info call.
+_TYPE_WEIGHTS = {1: 40, 2: 42, 3: 6, 4: 6, 5: 6}
+_COST_PER_MIN = {1: 1.8, 2: 0.0, 3: 0.0, 4: 1.8, 5: 0.9}  # RUR: the portal's legs are billed
+# CALL_FAILED_CODE of calls the portal placed that did not connect, with their reasons.
+_NOT_CONNECTED = (
+    ("603-S", "Decline self"),
+    ("486", "Busy here"),
+    ("480", "Temporarily unavailable"),
+    ("603", "Decline"),
+    ("OTHER", "Call failed"),
+)
 
 
 @dataclass(frozen=True)
@@ -49,17 +66,33 @@ class SeedSpec:
         return generate_rows(self.seed, self.start, self.days, self.calls_per_day, self.tz)
 
 
+def _share(label: str, call_id: str) -> float:
+    digest = hashlib.sha256(f"{label}:{call_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
 def recording_is_stereo(call_id: str) -> bool:
     """Whether the sandbox renders this call's recording in stereo (most) or mono (some).
 
     A pure function of the call id, so the portal can tell for any row it was given.
     """
-    digest = hashlib.sha256(f"stereo:{call_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 >= _MONO_SHARE
+    return _share("stereo", call_id) >= _MONO_SHARE
 
 
-def record_path(record_id: str) -> str:
-    return f"{RECORDS_PATH}/{record_id}.mp3"
+def recording_format(call_id: str) -> str:
+    """ "wav" or "mp3": how the sandbox portal keeps this call's recording (a pure function
+    of the call id, as `recording_is_stereo`)."""
+    return "wav" if _share("format", call_id) < _WAV_SHARE else "mp3"
+
+
+def recording_source(call_id: str) -> str:
+    """ "link", "signed" or "drive": where the seeded call's recording is (see _SOURCES)."""
+    point, total = _share("source", call_id), 0.0
+    for source, share in _SOURCES:
+        total += share
+        if point < total:
+            return source
+    return _SOURCES[-1][0]
 
 
 def _duration(rng: random.Random) -> int:
@@ -67,7 +100,21 @@ def _duration(rng: random.Random) -> int:
 
 
 def _phone(rng: random.Random) -> str:
-    return "+79" + "".join(str(rng.randrange(10)) for _ in range(9))
+    """A client's number as portals store them: +7…, 7… or 8… (as dialled in Russia)."""
+    subscriber = "9" + "".join(str(rng.randrange(10)) for _ in range(9))
+    return rng.choices(("+7", "7", "8"), weights=(5, 2, 3))[0] + subscriber
+
+
+def _recording(call_id: str, record_id: int, started: datetime) -> tuple[str | None, int]:
+    """(CALL_RECORD_URL, RECORD_FILE_ID) of a recorded call. Links are placeholders the
+    portal turns into its storage host's URLs (signed ones with a token) when it answers."""
+    source = recording_source(call_id)
+    name = f"{started:%Y/%m/%d}/{call_id.removeprefix('sbx.')}.{recording_format(call_id)}"
+    if source == "link":
+        return f"{STORAGE}/voximplant-records/{name}?record_id={record_id}", record_id
+    if source == "signed":
+        return f"{SIGNED}/pbx-records/{name}?record_id={record_id}", record_id
+    return None, record_id
 
 
 def _day_rows(seed: int, day: date, calls_per_day: int, zone: ZoneInfo) -> list[dict[str, Any]]:
@@ -78,33 +125,45 @@ def _day_rows(seed: int, day: date, calls_per_day: int, zone: ZoneInfo) -> list[
     rows = []
     for n, offset in enumerate(offsets, start=1):
         stat_id = id_base + n
-        call_type = rng.choices((1, 2, 3, 4), weights=(45, 45, 6, 4))[0]
-        missed = call_type != 1 and rng.random() < _MISSED_SHARE / 0.55
-        duration = 0 if missed else _duration(rng)
-        record_id = "" if missed else str(stat_id * 10 + 7)  # differs from ID on purpose
+        started = day_start + timedelta(seconds=offset)
+        call_type = rng.choices(list(_TYPE_WEIGHTS), weights=list(_TYPE_WEIGHTS.values()))[0]
+        placed = call_type in (1, 4, 5)
+        failed = rng.random() < (_UNANSWERED_SHARE if placed else _MISSED_SHARE)
+        if not failed:
+            code, reason = "200", "Success call"
+        elif placed:
+            code, reason = rng.choice(_NOT_CONNECTED)
+        else:
+            code, reason = "304", "Missed call"
+        duration = 0 if failed else _duration(rng)
         crm = rng.random() < 0.7
         minutes = math.ceil(duration / 60)
         call_hex = hashlib.sha256(f"{seed}:{day}:{n}".encode()).hexdigest()[:20]
-        # Real portals give most fields as strings; RECORD_FILE_ID is null without a file.
+        call_id = f"sbx.{call_hex}"
+        # No recording: "" as Voximplant leaves it; RECORD_FILE_ID is then null.
+        link, file_id = ("", None) if failed else _recording(call_id, stat_id * 10 + 7, started)
+        # Real portals give most fields as strings; RECORD_FILE_ID is a JSON number.
         rows.append(
             {
                 "ID": str(stat_id),
-                "CALL_ID": f"sbx.{call_hex}",
+                "CALL_ID": call_id,
                 "CALL_TYPE": str(call_type),
                 "CALL_CATEGORY": "external",
                 "CALL_DURATION": str(duration),
-                "CALL_START_DATE": (day_start + timedelta(seconds=offset)).isoformat(),
+                "CALL_START_DATE": started.isoformat(),
                 "PHONE_NUMBER": _phone(rng),
                 "PORTAL_NUMBER": rng.choice(_PORTAL_NUMBERS),
-                "PORTAL_USER_ID": rng.choice(_OPERATORS),
-                "CALL_RECORD_URL": record_path(record_id) if record_id else "",
-                "RECORD_FILE_ID": record_id or None,
-                "CALL_FAILED_CODE": "304" if missed else "200",
-                "CALL_FAILED_REASON": "Missed call" if missed else "Success call",
+                # An info call is a robot's: no responsible user.
+                "PORTAL_USER_ID": None if call_type == 5 else rng.choice(_OPERATORS),
+                "CALL_RECORD_URL": link,
+                "RECORD_FILE_ID": file_id,
+                "RECORD_DURATION": None if failed else str(duration),
+                "CALL_FAILED_CODE": code,
+                "CALL_FAILED_REASON": reason,
                 "COST": f"{minutes * _COST_PER_MIN[call_type]:.4f}",
-                "COST_CURRENCY": "RUB",
-                "CRM_ENTITY_TYPE": rng.choice(_CRM_TYPES) if crm else "",
-                "CRM_ENTITY_ID": str(rng.randrange(1, 50_000)) if crm else "",
+                "COST_CURRENCY": "RUR",
+                "CRM_ENTITY_TYPE": rng.choice(_CRM_TYPES) if crm else None,
+                "CRM_ENTITY_ID": str(rng.randrange(1, 50_000)) if crm else None,
             }
         )
     return rows
@@ -115,9 +174,9 @@ def generate_rows(
 ) -> list[dict[str, Any]]:
     """`calls_per_day` calls on each of `days` days from `start`, ordered by ID.
 
-    CALL_RECORD_URL holds the path `/sandbox/records/<RECORD_FILE_ID>.mp3`; the portal
-    emulator turns it into an absolute URL on its own base URL. Missed calls
-    (CALL_FAILED_CODE "304") last 0 s and have no recording.
+    Recorded calls have a Drive file (RECORD_FILE_ID) and most a CALL_RECORD_URL
+    placeholder that the portal turns into its storage host's URL; calls that did not
+    connect (CALL_FAILED_CODE 304, 603-S, 486, ...) last 0 s and have no recording.
     """
     if days < 0 or not 0 <= calls_per_day <= MAX_CALLS_PER_DAY:
         raise ValueError(f"need days >= 0 and 0 <= calls_per_day <= {MAX_CALLS_PER_DAY}")

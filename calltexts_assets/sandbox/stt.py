@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from calltexts_assets.audio.decode import AudioError
 from calltexts_assets.clients.whisper import MAX_FILE_BYTES
+from calltexts_assets.core.audio_format import SNIFF_BYTES, sniff_format
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import VOCABULARY
 from calltexts_assets.sandbox.server import RunningServer, serve_in_thread
@@ -41,6 +42,8 @@ STT_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcrib
 VERBOSE_MODELS = frozenset({"whisper-1"})
 RESPONSE_FORMATS = frozenset({"json", "text", "verbose_json"})
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+# Extensions naming the same container as core.audio_format's names.
+_SAME_FORMAT = {"mpeg": "mp3", "mpga": "mp3", "oga": "ogg", "mp4": "m4a"}
 LANGUAGE_NAMES = {"ru": "russian", "en": "english", "uk": "ukrainian", "kk": "kazakh"}
 SEGMENT_PAUSE_SEC = 0.6  # longer than any gap inside a scripted turn, shorter than a pause
 SEGMENT_MAX_SEC = 30.0  # Whisper works in 30 s windows; no segment is longer
@@ -92,6 +95,7 @@ class SttStats:
     decodes: int = 0  # uploads decoded (fewer than transcriptions when some were refused)
     bytes_received: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    by_extension: dict[str, int] = field(default_factory=dict)  # file names' extensions sent
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -308,6 +312,14 @@ class SttEmulator:
         invalid = f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}"
         if suffix not in AUDIO_EXTENSIONS or not data:
             return _error(400, invalid, "invalid_request_error")
+        with self._lock:
+            self._stats.by_extension[suffix] = self._stats.by_extension.get(suffix, 0) + 1
+        # The server decodes by the name's extension (stt_wire §1.1): bytes of another
+        # format under it do not decode (emulator: refused as the service refuses junk).
+        sniffed = sniff_format(data[:SNIFF_BYTES])
+        if sniffed is not None and sniffed != _SAME_FORMAT.get(suffix, suffix):
+            corrupted = "Audio file might be corrupted or unsupported"
+            return _error(400, corrupted, "invalid_request_error", "invalid_value")
         try:
             duration, words = await run_in_threadpool(self._decode, data)
         except AudioError:

@@ -74,6 +74,7 @@ def child_env(
             "OPENAI_BASE_URL": stt_base_url,
             "OPENAI_API_KEY": api_key,
             "CALLTEXTS_SANDBOX": "1",
+            "CALLTEXTS_RECORDING_HOSTS": "localhost",  # the sandbox's storage host
             "CALLTEXTS_HOME": str(layout.home),
             "CALLTEXTS_CONCURRENCY": str(concurrency),
             "CALLTEXTS_RETRY_SCALE": str(retry_scale),

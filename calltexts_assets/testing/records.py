@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.core.ledger import CallRecord, ListedCall, Status, listed_values
 from calltexts_assets.reporting.cost import call_cost_usd
 
 PORTAL_NUMBER = "+74951234567"
@@ -51,6 +51,12 @@ def transcribed_record(
         "error_message": None,
         "attempts": 1,
         "dagster_run_id": "run-1",
+        "stat_id": 1000 + n,
+        "recording_url_signed": False,
+        "failed_code": "200",
+        "telephony_cost": "0.0000" if incoming else "1.8000",
+        "telephony_currency": "RUR",
+        "recording_source": "link",
     }
     values.update(changes)
     return CallRecord(**values)
@@ -81,4 +87,21 @@ def invalid_record(call_id: str, day: str, started_at: str = "") -> CallRecord:
         stt_duration_sec=None,
         cost=None,
         attempts=0,
+        call_type=0,
+        stat_id=None,
+        failed_code=None,
+        telephony_cost=None,
+        telephony_currency=None,
+        recording_source=None,
     )
+
+
+def listed_record(call: ListedCall, day: str = "2026-11-24") -> CallRecord:
+    """The ledger row of a call just listed (nothing downloaded yet)."""
+    empty = dict.fromkeys(
+        ("audio_path", "audio_bytes", "checksum", "audio_duration_sec", "transcript_path",
+         "language", "model", "stt_duration_sec", "cost", "summary_path", "tags",
+         "error_code", "error_message", "dagster_run_id"),
+    )  # fmt: skip
+    status = Status.LISTED if call.has_recording else Status.NO_RECORDING
+    return CallRecord(**listed_values(day, call), **empty, status=status, attempts=0)

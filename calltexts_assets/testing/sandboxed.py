@@ -15,7 +15,7 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox
+from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox, start_sandbox
 
 # Retry waits are real waits times this factor: the policy is exercised, runs stay fast.
 TEST_RETRY_SCALE = 0.001
@@ -47,6 +47,8 @@ def sandbox_resources(
             webhook_url=sandbox.webhook_url,
             requests_per_second=50,
             retry_wait_scale=TEST_RETRY_SCALE,
+            recording_hosts=[STORAGE_HOST],
+            allow_private_addresses=True,  # the sandbox is on loopback
         ),
         "whisper": WhisperResource(**openai),
         "summariser": SummariserResource(**openai),

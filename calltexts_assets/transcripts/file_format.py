@@ -19,7 +19,7 @@ from calltexts_assets.transcripts.dialogue import Transcript
 class TranscriptHeader:
     call_id: str
     started_at: datetime
-    direction: str  # Call.direction: "incoming", "outgoing", "incoming_redirected", "callback"
+    direction: str  # Call.direction: "incoming", "outgoing", ..., "info_call" (listing.calls)
     phone_from: str
     phone_to: str
     duration_sec: float  # as Bitrix24 reports it
@@ -59,6 +59,7 @@ LABELS: dict[str, Labels] = {
         directions={
             "incoming": "входящий", "outgoing": "исходящий",
             "incoming_redirected": "входящий (переадресованный)", "callback": "обратный звонок",
+            "info_call": "информационный звонок",
         },
         sandbox="песочница (синтетические данные)",
         no_speech="(речь не распознана)",
@@ -74,6 +75,7 @@ LABELS: dict[str, Labels] = {
         directions={
             "incoming": "incoming", "outgoing": "outgoing",
             "incoming_redirected": "incoming (redirected)", "callback": "callback",
+            "info_call": "informational call",
         },
         sandbox="sandbox (synthetic data)",
         no_speech="(no speech recognised)",

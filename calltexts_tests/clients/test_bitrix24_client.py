@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
@@ -27,6 +29,8 @@ from calltexts_assets.clients.bitrix24 import (
 )
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 
+PAYLOADS = Path(__file__).resolve().parents[2] / "docs" / "specs" / "payloads" / "bitrix24"
+STAT = "voximplant.statistic.get"
 SECRET = "s3cr3tWebhookCode"
 WEBHOOK = f"https://portal.example.ru/rest/1/{SECRET}/"
 API = f"https://portal.example.ru/rest/1/{SECRET}"
@@ -42,13 +46,28 @@ def sleeps() -> list[float]:
     return []
 
 
+def public_dns(host: str) -> list[str]:
+    """Name resolution for the respx tests: every name is on a public address (no test may
+    resolve a real name)."""
+    return ["93.184.215.14"]
+
+
 @pytest.fixture
 def client(sleeps: list[float]) -> Iterator[Bitrix24Client]:
     c = Bitrix24Client(
-        webhook_url=WEBHOOK, requests_per_second=0, retry_wait_scale=SCALE, sleep=sleeps.append
+        webhook_url=WEBHOOK,
+        requests_per_second=0,
+        retry_wait_scale=SCALE,
+        sleep=sleeps.append,
+        resolve=public_dns,
     )
     yield c
     c.close()
+
+
+def payload(name: str) -> Any:
+    """A documented answer of docs/specs/payloads/bitrix24."""
+    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
 
 
 def make_rows(count: int) -> list[dict[str, Any]]:
@@ -309,13 +328,14 @@ def test_expired_token_is_not_retried_and_says_what_to_do(client: Bitrix24Client
     assert route.call_count == 1 and client.stats.retries == 0
 
 
+@pytest.mark.parametrize(("method", "scope"), [(STAT, "telephony"), ("disk.file.get", "disk")])
+@pytest.mark.parametrize("status", [401, 403])  # 401 on the wire, 403 in the docs
 @respx.mock
-def test_forbidden_names_the_missing_scope(client: Bitrix24Client) -> None:
-    route = respx.post(f"{API}/scope.json").mock(
-        return_value=httpx.Response(403, json={"error": "insufficient_scope"})
-    )
-    with pytest.raises(Bitrix24AuthError, match="needs the telephony scope"):
-        client.call("scope")
+def test_a_missing_scope_is_named(client: Bitrix24Client, method: str, scope: str, status: int):
+    body = payload("error_insufficient_scope_webhook.json")
+    route = respx.post(f"{API}/{method}.json").mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(Bitrix24AuthError, match=f"lacks the `{scope}` scope"):
+        client.call(method, {"id": 1})
     assert route.call_count == 1
 
 

@@ -192,3 +192,18 @@ def test_missing_api_key_for_openai_is_a_clear_error(audio_file: Path) -> None:
     with pytest.raises(TranscriptionError, match="no API key") as info:
         WhisperClient(OpenAIConnection(api_key="")).transcribe_file(audio_file)
     assert info.value.code == "config"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("call_1.wav", "audio/wav"), ("call_1.mp3", "audio/mpeg")]
+)
+@respx.mock
+def test_the_file_part_names_its_real_format(tmp_path: Path, name: str, kind: str) -> None:
+    """The server reads the format from the part's file name (stt_wire §1.1): a WAV
+    recording goes as .wav with audio/wav, never under a fixed .mp3 name."""
+    path = tmp_path / name
+    path.write_bytes(b"RIFF\0\0\0\0WAVEfmt " + b"\0" * 100)
+    route = respx.post(STT_URL).mock(return_value=httpx.Response(200, json=VERBOSE))
+    _whisper().transcribe_file(path)
+    form = route.calls.last.request.content.decode("latin-1")
+    assert f'name="file"; filename="{name}"\r\nContent-Type: {kind}\r\n' in form

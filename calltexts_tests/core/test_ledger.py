@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,21 @@ def _row(n: int, **changes: object) -> dict[str, object]:
     }
 
 
+@contextmanager
+def postgres_schema(prefix: str) -> Iterator[str]:
+    """A database URL on a fresh schema of the test PostgreSQL, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     if request.param == "sqlite":
@@ -41,18 +57,10 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
         yield db
         db.dispose()
         return
-    schema = f"ledger_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    db = Ledger(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    try:
+    with postgres_schema("ledger") as url:
+        db = Ledger(url)
         yield db
-    finally:
         db.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def test_relisting_adds_no_rows_and_keeps_progress(ledger: Ledger) -> None:
@@ -171,3 +179,16 @@ def test_one_claim_wins_among_racing_runs(ledger: Ledger) -> None:
     assert not ledger.claim(keys[0], "late-run", until)
     ledger.release(keys[0], f"run-{winner}")
     assert ledger.claim(keys[0], "late-run", until)
+
+
+def test_a_recording_attached_after_the_listing_replaces_the_no_recording_row(
+    ledger: Ledger,
+) -> None:
+    ledger.upsert_listed(DAY, [call_from_row(_row(1, CALL_RECORD_URL=None, RECORD_FILE_ID=None))])
+    [before] = ledger.records([DAY])
+    assert (before.status, before.record_id) == (Status.NO_RECORDING, "")
+    # attachRecord ran later: the next listing has a Drive file id and no link.
+    ledger.upsert_listed(DAY, [call_from_row(_row(1, CALL_RECORD_URL=None, RECORD_FILE_ID=9079))])
+    [after] = ledger.records([DAY])
+    assert (after.status, after.record_id, after.recording_url) == (Status.LISTED, "9079", None)
+    assert after.stat_id == 1

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
+from calltexts_assets.listing.calls import call_from_row, normalize_phone
 from calltexts_assets.listing.tally import Listing
 from calltexts_assets.reporting.cost import forecast
 
@@ -58,3 +64,74 @@ def test_fingerprint_ignores_order_and_batching_but_not_content() -> None:
     assert one.fingerprint == two.fingerprint
     assert one.fingerprint != changed.fingerprint
     assert len(one.fingerprint) == 32
+
+
+# -- documented rows (docs/specs/payloads/bitrix24) ---------------------------------------
+
+PAYLOADS = Path(__file__).resolve().parents[2] / "docs" / "specs" / "payloads" / "bitrix24"
+
+
+def documented_rows(name: str) -> list[dict[str, object]]:
+    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))["result"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["voximplant_statistic_get_response.json", "voximplant_statistic_get_response_ru.json"],
+)
+def test_a_drive_file_without_a_link_is_a_recording(payload: str) -> None:
+    """The docs' second row: CALL_RECORD_URL null, RECORD_FILE_ID 9079 (a JSON number),
+    as `telephony.externalCall.attachRecord` leaves it. It used to be `no_recording`."""
+    declined, attached = (call_from_row(row) for row in documented_rows(payload))
+    assert (attached.record_id, attached.recording_url, attached.has_recording) == (
+        "9079",
+        None,
+        True,
+    )
+    assert not declined.has_recording  # "" link, null file id
+    assert declined.failed_code == "603-S" and declined.direction == "outgoing"
+    assert attached.direction == "incoming" and attached.telephony_currency == ""
+
+
+def test_russian_numbers_in_every_stored_form_become_e164() -> None:
+    _, attached = (
+        call_from_row(r) for r in documented_rows("voximplant_statistic_get_response_ru.json")
+    )
+    assert attached.phone_from == "+79062195047"  # "79062195047" in the docs' example
+    assert attached.phone_to == "3"  # an external line id stays as it is
+    assert normalize_phone("89581110707") == "+79581110707"
+    assert normalize_phone("+79581110707") == "+79581110707"
+    for other in ("19061234568", "+499061234567", "101", "hidden", "reg133788", "", "8495123"):
+        assert normalize_phone(other) == other
+
+
+@pytest.mark.parametrize(
+    ("call_type", "direction", "client_is_called"),
+    [(1, "outgoing", True), (2, "incoming", False), (3, "incoming_redirected", False),
+     (4, "callback", True), (5, "info_call", True), (9, "type_9", False)],
+)  # fmt: skip
+def test_every_call_type_has_a_direction_and_the_right_parties(
+    call_type: int, direction: str, client_is_called: bool
+) -> None:
+    call = call_from_row(_row(1, CALL_TYPE=str(call_type), PORTAL_USER_ID=None))
+    assert call.direction == direction
+    client, line = "+79991234567", "+74950000000"
+    assert (call.phone_from, call.phone_to) == (
+        (line, client) if client_is_called else (client, line)
+    )
+
+
+def test_a_link_with_a_token_is_kept_without_it_and_marked_signed() -> None:
+    url = "https://pbx.example/rec/1.mp3?record_id=5&token=s3cr3t&expires=1800000000"
+    call = call_from_row(_row(1, CALL_RECORD_URL=url))
+    assert call.recording_url == "https://pbx.example/rec/1.mp3?record_id=5&expires=1800000000"
+    assert call.recording_url_signed
+    assert "s3cr3t" not in json.dumps(call.to_json())
+    plain = call_from_row(_row(2))
+    assert not plain.recording_url_signed
+
+
+def test_cost_is_kept_exact_and_a_bad_cost_rejects_the_row() -> None:
+    assert call_from_row(_row(1, COST="8.1008", COST_CURRENCY="RUR")).telephony_cost == "8.1008"
+    _, invalid = Listing().add([_row(1, COST="lots")])
+    assert invalid and "malformed" in invalid[0][1]

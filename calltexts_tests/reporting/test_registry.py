@@ -97,6 +97,13 @@ def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
         "retry_count",
         "call_id",
         "record_id",
+        "call_type",
+        "call_result",
+        "failed_code",
+        "telephony_cost",
+        "telephony_currency",
+        "recording_source",
+        "audio_path",
     ]
     document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
     for column in document["columns"]:
@@ -149,7 +156,41 @@ def test_row_values_are_formatted_strings() -> None:
         "retry_count": "2",
         "call_id": "call.5",
         "record_id": "rec5",
+        "call_type": "2",
+        "call_result": "answered",
+        "failed_code": "200",
+        "telephony_cost": "0.0000",
+        "telephony_currency": "RUB",
+        "recording_source": "link",
+        "audio_path": "exports/2026-11/raw/2026/11/24/call_call.5.mp3",
     }
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        # Real portals: RUR, 603-S, OTHER, a code the docs do not list, every CALL_TYPE.
+        ({"failed_code": "603-S"}, {"call_result": "cancelled", "failed_code": "603-S"}),
+        ({"failed_code": "OTHER"}, {"call_result": "other", "failed_code": "OTHER"}),
+        ({"failed_code": "699-X"}, {"call_result": "other", "failed_code": "699-X"}),
+        ({"failed_code": "402-B24"}, {"call_result": "insufficient_funds"}),
+        ({"failed_code": ""}, {"call_result": "", "failed_code": ""}),
+        ({"telephony_currency": "EUR"}, {"telephony_currency": "EUR"}),
+        ({"telephony_currency": ""}, {"telephony_currency": ""}),
+        ({"telephony_cost": "8.1008"}, {"telephony_cost": "8.1008"}),
+        ({"telephony_cost": "12.15"}, {"telephony_cost": "12.1500"}),
+        ({"call_type": 5, "direction": "info_call"}, {"call_type": "5", "direction": "info_call"}),
+        (
+            {"recording_url": None, "recording_source": "drive", "audio_path": "a/call_1.wav"},
+            {"recording_url": "", "recording_source": "drive", "audio_path": "a/call_1.wav"},
+        ),
+    ],
+)
+def test_telephony_values_are_mapped_and_raw_values_kept(
+    changes: dict[str, Any], expected: dict[str, str]
+) -> None:
+    [row] = registry_rows([make_record(5, **changes)], summaries_enabled=False)
+    assert {name: row[name] for name in expected} == expected
 
 
 def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
@@ -417,7 +458,7 @@ def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
         "'transcription_error']",
     ]
     ragged = data + "только;три;поля\n".encode()
-    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 14"]
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 21"]
 
 
 def test_validation_caps_the_list() -> None:

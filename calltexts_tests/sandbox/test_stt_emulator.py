@@ -221,3 +221,18 @@ def test_latency_is_the_time_to_answer_with_the_emulators_own_work_in_it(
             client.audio.transcriptions.create(file=f, model="whisper-1")
     duration = emulator.stats()["audio_seconds"]
     assert slept == [pytest.approx(1.5 * duration / 60 - 0.25)]
+
+
+def test_bytes_of_another_format_than_the_name_says_are_refused(
+    client: openai.OpenAI, emulator: SttEmulator
+) -> None:
+    """The service reads the format from the file name: WAV bytes named .mp3 are refused
+    (a recording stored under a fixed .mp3 name used to be sent that way)."""
+    wav = tones.render_wav(call_script("emulator-wav", 5, stereo=False), 8000)
+    with pytest.raises(openai.BadRequestError, match="corrupted or unsupported"):
+        client.audio.transcriptions.create(file=("call.mp3", wav, "audio/mpeg"), model="whisper-1")
+    result = client.audio.transcriptions.create(
+        file=("call.wav", wav, "audio/wav"), model="whisper-1"
+    )
+    assert result.text
+    assert emulator.stats()["by_extension"] == {"mp3": 1, "wav": 1}

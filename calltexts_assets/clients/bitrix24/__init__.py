@@ -4,9 +4,13 @@ from calltexts_assets.clients.bitrix24.client import Bitrix24Client
 from calltexts_assets.clients.bitrix24.errors import (
     Bitrix24AuthError,
     Bitrix24Error,
+    DownloadDeadline,
     RecordingMissing,
+    RecordingRefused,
+    RecordingTooLarge,
     TransientError,
 )
+from calltexts_assets.clients.bitrix24.links import LinkRequest, Links
 from calltexts_assets.clients.bitrix24.wire import (
     DEFAULT_RETRY_WAITS,
     MAX_BATCH,
@@ -29,8 +33,13 @@ __all__ = [
     "Bitrix24Client",
     "Bitrix24Error",
     "ClientStats",
+    "DownloadDeadline",
     "DownloadResult",
+    "LinkRequest",
+    "Links",
     "RecordingMissing",
+    "RecordingRefused",
+    "RecordingTooLarge",
     "TransientError",
     "encode_command",
     "flatten_params",

@@ -3,15 +3,17 @@ inside `batch` requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from calltexts_assets.clients.bitrix24.errors import Bitrix24Error
+from calltexts_assets.clients.bitrix24.errors import Bitrix24AuthError, Bitrix24Error, auth_hint
+from calltexts_assets.clients.bitrix24.limits import OPERATION_TIME_LIMIT
 from calltexts_assets.clients.bitrix24.wire import (
     MAX_BATCH,
     PAGE_SIZE,
     STAT_METHOD,
+    Batching,
     BatchResult,
     encode_command,
 )
@@ -20,15 +22,8 @@ from calltexts_assets.core.runlog import scrubbed_logger
 log = scrubbed_logger(__name__)
 
 
-class TelephonyMixin:
+class TelephonyMixin(Batching):
     """Part of `Bitrix24Client`: the methods that read the telephony statistics."""
-
-    def batch(
-        self,
-        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
-        *,
-        halt: bool = False,
-    ) -> BatchResult: ...
 
     def list_calls(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every statistic row with CALL_START_DATE in [start, end), each once, in ID order."""
@@ -43,7 +38,9 @@ class TelephonyMixin:
         `$result[p{k-1}][49][ID]`, the last ID of the page before it. The pages are read in
         order up to the first short page (< 50 rows), which ends the listing; the commands
         after it are ignored, whether the portal failed them (unresolvable reference) or
-        ran them with an empty filter. A failed command after a full page is an error.
+        ran them with an empty filter. A failed command after a full page is an error,
+        but for OPERATION_TIME_LIMIT: then the client waits for the method's reset and the
+        next request starts again at that page (the pages after it depended on it).
         0-49 rows and 50 x 50-1 rows take one request; 2,600 rows take two.
         """
         if start.tzinfo is None or end.tzinfo is None:
@@ -57,15 +54,20 @@ class TelephonyMixin:
             "start": -1,
         }
         last_id = 0
+        blocked_for = 0.0
         while True:
             commands = {}
             for k in range(MAX_BATCH):
                 floor = str(last_id) if k == 0 else f"$result[p{k - 1}][{PAGE_SIZE - 1}][ID]"
                 params = {**base, "FILTER": {**base["FILTER"], ">ID": floor}}
                 commands[f"p{k}"] = encode_command(STAT_METHOD, params)
-            answer = self.batch(commands)
+            answer = self.batch(commands, retry_blocked=False)
             rows: list[dict[str, Any]] = []
             for k in range(MAX_BATCH):
+                if answer.error_code(f"p{k}") == OPERATION_TIME_LIMIT:
+                    blocked_for = self.wait_blocked({STAT_METHOD}, blocked_for)
+                    break
+                blocked_for = 0.0
                 page = self._page(answer, f"p{k}", last_id)
                 rows.extend(page)
                 if page:
@@ -73,11 +75,20 @@ class TelephonyMixin:
                 if len(page) < PAGE_SIZE:
                     yield self._in_range(rows, start, end)
                     return
-            yield self._in_range(rows, start, end)
+            if rows:
+                yield self._in_range(rows, start, end)
 
     def _page(self, answer: BatchResult, name: str, after_id: int) -> list[dict[str, Any]]:
         if name in answer.result_error:
             error = answer.result_error[name]
+            code = answer.error_code(name)
+            if code.upper() == "ACCESS_DENIED":
+                raise Bitrix24AuthError(
+                    f"{auth_hint(code, STAT_METHOD)} ({STAT_METHOD} inside batch: "
+                    f"{code}: {error.get('error_description')})",
+                    method=STAT_METHOD,
+                    code=code,
+                )
             raise Bitrix24Error(
                 f"{STAT_METHOD} page {name} failed inside batch: "
                 f"{error.get('error')}: {error.get('error_description')}",

@@ -27,7 +27,11 @@ class ClientStats:
     requests: int = 0  # REST attempts (a batch is one)
     retries: int = 0
     limit_hits: int = 0  # 429 / QUERY_LIMIT_EXCEEDED answers
+    blocked: int = 0  # OPERATION_TIME_LIMIT refusals (a batch command counts)
+    operating_waits: int = 0  # pauses for a method's running-time budget to reset
+    operating_wait_sec: float = 0.0
     downloads: int = 0  # download attempts
+    rest_downloads: int = 0  # of them through the portal's REST path (Drive files)
     download_bytes: int = 0
     per_method: Counter[str] = field(default_factory=Counter)
     batch_commands: Counter[str] = field(default_factory=Counter)
@@ -36,6 +40,11 @@ class ClientStats:
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+
+    def add_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.operating_waits += 1
+            self.operating_wait_sec += seconds
 
     def count_request(self, method: str) -> None:
         with self._lock:
@@ -52,7 +61,11 @@ class ClientStats:
                 "requests": self.requests,
                 "retries": self.retries,
                 "limit_hits": self.limit_hits,
+                "blocked": self.blocked,
+                "operating_waits": self.operating_waits,
+                "operating_wait_sec": round(self.operating_wait_sec, 3),
                 "downloads": self.downloads,
+                "rest_downloads": self.rest_downloads,
                 "download_bytes": self.download_bytes,
                 "per_method": dict(self.per_method),
                 "batch_commands": dict(self.batch_commands),
@@ -73,6 +86,40 @@ class BatchResult:
     result_total: dict[str, Any]
     result_next: dict[str, Any]
     result_time: dict[str, Any]
+
+    def error_code(self, name: str) -> str:
+        return str(as_dict(self.result_error.get(name)).get("error") or "")
+
+    def blocked(self) -> list[str]:
+        """Commands refused for their method's running-time limit (OPERATION_TIME_LIMIT)."""
+        return [
+            name for name in self.result_error if self.error_code(name) == "OPERATION_TIME_LIMIT"
+        ]
+
+    def merged_with(self, again: BatchResult) -> BatchResult:
+        """This answer with the commands sent `again` replaced by their new answers."""
+        redone = set(again.result) | set(again.result_error)
+        sections = {}
+        for section in ("result", "result_error", "result_total", "result_next", "result_time"):
+            kept = {k: v for k, v in getattr(self, section).items() if k not in redone}
+            sections[section] = {**kept, **getattr(again, section)}
+        return BatchResult(**sections)
+
+
+class Batching:
+    """What the client's mixins (telephony listing, links) need of its `batch`."""
+
+    def batch(
+        self,
+        commands: Mapping[str, str | tuple[str, Mapping[str, Any]]],
+        *,
+        halt: bool = False,
+        retry_blocked: bool = True,
+    ) -> BatchResult:
+        raise NotImplementedError  # Bitrix24Client.batch
+
+    def wait_blocked(self, methods: set[str], waited: float) -> float:
+        raise NotImplementedError  # Bitrix24Client.wait_blocked
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
