@@ -50,10 +50,12 @@ def call_list(
                     days[day].update(
                         with_recording=1, billable_minutes=billable_minutes(call.duration_sec)
                     )
-        for placeholder, reason in invalid:
-            context.log.error(f"statistic row rejected: {reason}")
-            db.record_invalid(period.first.isoformat(), placeholder, reason)
-            days[period.first.isoformat()]["rejected"] += 1
+        for row in invalid:
+            context.log.error(f"statistic row rejected ({row.code}): {row.reason}")
+            in_period = row.started_at is not None and period.start <= row.started_at < period.end
+            day = export_day(row.started_at) if in_period else period.first.isoformat()
+            db.record_invalid(day, row.call_id, row.reason, row.code)
+            days[day]["rejected"] += 1
 
     price, rate = export_settings.price_per_minute_usd, export_settings.usd_rub_rate
 

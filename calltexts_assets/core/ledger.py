@@ -353,7 +353,9 @@ class Ledger:
             conn.execute(stmt, rows)
         return len(rows)
 
-    def record_invalid(self, run_id: str, call_id: str, message: str) -> None:
+    def record_invalid(
+        self, run_id: str, call_id: str, message: str, code: str = "invalid_row"
+    ) -> None:
         """Keep a row for a statistic row that cannot be exported, so it shows in the registry."""
         row = {
             "run_id": run_id,
@@ -368,7 +370,7 @@ class Ledger:
             "duration_sec": 0,
             "recording_url": None,
             "status": Status.INVALID,
-            "error_code": "invalid_row",
+            "error_code": code,
             "error_message": message,
             "attempts": 0,
             "updated_at": _now(),
@@ -376,7 +378,7 @@ class Ledger:
         stmt = self._insert(call_records).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id", "call_id", "record_id"],
-            set_={"error_message": message, "updated_at": _now()},
+            set_={"error_code": code, "error_message": message, "updated_at": _now()},
         )
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(stmt)

@@ -38,7 +38,50 @@ def normalize_phone(number: str) -> str:
 
 
 class InvalidCallRow(ValueError):
-    """A statistic row that cannot be exported as it is (bad id, missing field)."""
+    """A statistic row that cannot be exported as it is; `code` names the field's fault.
+    The message never quotes a phone number (it reaches logs and the event log)."""
+
+    def __init__(self, message: str, code: str = "invalid_row") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# What the ledger's columns hold (docs/specs/bitrix24_wire.md §1: PHONE_NUMBER is at most
+# 20 characters; PORTAL_NUMBER may be `REST_APP:<id>`); a value past these is not a call's.
+MAX_TEXT = {
+    "PHONE_NUMBER": 64,
+    "PORTAL_NUMBER": 64,
+    "PORTAL_USER_ID": 32,
+    "CALL_FAILED_CODE": 32,
+    "COST": 32,
+    "COST_CURRENCY": 8,
+}
+MAX_DURATION_SEC = 7 * 24 * 3600  # a line left open for a week is not a call
+MAX_CALL_TYPE = 1_000  # documented: 1-5; an unknown small N is kept as type_N
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _checked_text(row: dict[str, Any], key: str, call_id: str) -> str:
+    value = _text(row, key)
+    if len(value) > MAX_TEXT[key]:
+        raise InvalidCallRow(
+            f"{key} of call {call_id} has {len(value)} characters (at most {MAX_TEXT[key]})",
+            code=f"invalid_{key.lower()}",
+        )
+    if _CONTROL.search(value):
+        raise InvalidCallRow(
+            f"{key} of call {call_id} holds control characters", code=f"invalid_{key.lower()}"
+        )
+    return value
+
+
+def _bounded(value: float, low: int, high: int, key: str, call_id: str) -> float:
+    if not low <= value <= high:
+        raise InvalidCallRow(
+            f"{key} of call {call_id} is out of range ({low}..{high})",
+            code=f"invalid_{key.lower()}",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,22 +135,45 @@ def call_from_row(row: dict[str, Any]) -> Call:
     """Normalise one `voximplant.statistic.get` row; raises InvalidCallRow with the reason."""
     call_id = _text(row, "CALL_ID")
     if not is_safe_id(call_id):
-        raise InvalidCallRow(f"unsafe CALL_ID {call_id!r} in statistic row ID={row.get('ID')!r}")
+        raise InvalidCallRow(
+            f"unsafe CALL_ID {call_id[:40]!r} in statistic row ID={str(row.get('ID'))[:20]!r}",
+            code="invalid_call_id",
+        )
     record_id = _text(row, "RECORD_FILE_ID")
     if record_id and not is_safe_id(record_id):
-        raise InvalidCallRow(f"unsafe RECORD_FILE_ID {record_id!r} for call {call_id}")
+        raise InvalidCallRow(
+            f"unsafe RECORD_FILE_ID {record_id[:40]!r} for call {call_id}",
+            code="invalid_record_file_id",
+        )
     try:
         started_at = datetime.fromisoformat(_text(row, "CALL_START_DATE"))
         stat_id = int(row["ID"])
         call_type = int(row.get("CALL_TYPE") or 0)
-        duration = int(float(row.get("CALL_DURATION") or 0))
-        cost = _text(row, "COST")
+        duration = float(row.get("CALL_DURATION") or 0)
+        cost = _checked_text(row, "COST", call_id)
         if cost and not Decimal(cost).is_finite():
-            raise ValueError(f"COST {cost!r} is not a number")
-    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-        raise InvalidCallRow(f"malformed statistic row for call {call_id}: {exc}") from exc
+            raise ValueError("COST is not a number")
+    except (KeyError, TypeError, ValueError, InvalidOperation, OverflowError) as exc:
+        # the exception's text may quote the value: name the fault, not the data
+        reason = str(exc) if isinstance(exc, InvalidCallRow) else type(exc).__name__
+        raise InvalidCallRow(f"malformed statistic row for call {call_id}: {reason}") from None
     if started_at.tzinfo is None:
-        raise InvalidCallRow(f"CALL_START_DATE without UTC offset for call {call_id}")
+        raise InvalidCallRow(
+            f"CALL_START_DATE without UTC offset for call {call_id}", code="invalid_call_start_date"
+        )
+    _bounded(stat_id, 1, 2**63 - 1, "ID", call_id)
+    _bounded(call_type, 0, MAX_CALL_TYPE, "CALL_TYPE", call_id)
+    if duration != duration:  # NaN
+        raise InvalidCallRow(
+            f"CALL_DURATION of call {call_id} is not a number", "invalid_call_duration"
+        )
+    _bounded(
+        int(min(max(duration, -1), MAX_DURATION_SEC + 1)),
+        0,
+        MAX_DURATION_SEC,
+        "CALL_DURATION",
+        call_id,
+    )
     recording_url, signed = public_url(_text(row, "CALL_RECORD_URL"))
     return Call(
         call_id=call_id,
@@ -115,15 +181,15 @@ def call_from_row(row: dict[str, Any]) -> Call:
         stat_id=stat_id,
         started_at=started_at,
         call_type=call_type,
-        duration_sec=max(duration, 0),
-        phone_number=normalize_phone(_text(row, "PHONE_NUMBER")),
-        portal_number=normalize_phone(_text(row, "PORTAL_NUMBER")),
-        portal_user_id=_text(row, "PORTAL_USER_ID"),
+        duration_sec=int(duration),
+        phone_number=normalize_phone(_checked_text(row, "PHONE_NUMBER", call_id)),
+        portal_number=normalize_phone(_checked_text(row, "PORTAL_NUMBER", call_id)),
+        portal_user_id=_checked_text(row, "PORTAL_USER_ID", call_id),
         recording_url=recording_url or None,
         recording_url_signed=signed,
-        failed_code=_text(row, "CALL_FAILED_CODE"),
+        failed_code=_checked_text(row, "CALL_FAILED_CODE", call_id),
         telephony_cost=cost,
-        telephony_currency=_text(row, "COST_CURRENCY"),
+        telephony_currency=_checked_text(row, "COST_CURRENCY", call_id),
         crm_entity_type=_text(row, "CRM_ENTITY_TYPE"),
         crm_entity_id=_text(row, "CRM_ENTITY_ID"),
     )

@@ -6,8 +6,11 @@ import hashlib
 import json
 from array import array
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from calltexts_assets.core.storage_keys import is_safe_id
 from calltexts_assets.listing.calls import Call, InvalidCallRow, call_from_row
 
 _MOD = 1 << 256
@@ -15,6 +18,31 @@ _MOD = 1 << 256
 
 def _digest(data: str) -> bytes:
     return hashlib.sha256(data.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A statistic row that cannot be exported: the registry shows it with its fault."""
+
+    call_id: str  # the row's own id when it is safe, else a stable placeholder
+    started_at: datetime | None  # when it parses (the row's day), else None
+    code: str
+    reason: str
+
+
+def rejected(row: dict[str, Any], exc: InvalidCallRow) -> Rejected:
+    call_id = str(row.get("CALL_ID") or "").strip()
+    if not is_safe_id(call_id):
+        # An unsafe id never becomes a key; a stable placeholder keeps the row visible.
+        digest = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()[:12]
+        call_id = f"invalid-{digest}"
+    try:
+        started_at: datetime | None = datetime.fromisoformat(str(row.get("CALL_START_DATE")))
+    except ValueError:
+        started_at = None
+    if started_at is not None and started_at.tzinfo is None:
+        started_at = None
+    return Rejected(call_id, started_at, exc.code, str(exc))
 
 
 class Listing:
@@ -30,17 +58,15 @@ class Listing:
         self.recording_durations = array("q")
         self.rejected = 0
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> tuple[list[Call], list[tuple[str, str]]]:
-        """The new valid calls of `rows` and (placeholder id, reason) of the invalid ones."""
+    def add(self, rows: Iterable[dict[str, Any]]) -> tuple[list[Call], list[Rejected]]:
+        """The new valid calls of `rows`, and the rows that cannot be exported."""
         calls: list[Call] = []
-        invalid: list[tuple[str, str]] = []
+        invalid: list[Rejected] = []
         for row in rows:
             try:
                 call = call_from_row(row)
             except InvalidCallRow as exc:
-                # The unsafe id never becomes a key; a stable placeholder keeps the row visible.
-                digest = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()[:12]
-                invalid.append((f"invalid-{digest}", str(exc)))
+                invalid.append(rejected(row, exc))
                 continue
             key = _digest(f"{call.call_id}\x00{call.record_id}")[:16]
             if key in self._seen:

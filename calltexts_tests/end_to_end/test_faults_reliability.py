@@ -16,10 +16,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
+from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.core.ledger import Ledger, Status
 from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
 from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
 from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
@@ -222,3 +224,41 @@ def test_a_budget_stops_before_the_call_that_crosses_it_and_a_raised_one_resumes
     ]  # fmt: skip
     assert event.materialization.metadata["run_totals"].value["transcribed_now"] == len(waiting)
     assert all(r.status != Status.DOWNLOADED for r in ledger.records([DAY1, DAY2]))
+
+
+# -- one odd field is one rejected row, on SQLite and PostgreSQL -----------------------------
+
+
+def test_an_odd_field_rejects_one_row_and_the_period_proceeds(
+    sandbox: Sandbox,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    ledger_url: str | None,
+) -> None:
+    if ledger_url:
+        resources = {**resources, "ledger": LedgerResource(database_url=ledger_url)}
+    rows = sandbox.portal.rows
+    odd = {
+        rows[0]["CALL_ID"]: {"PHONE_NUMBER": "+7" + "9" * 120},
+        rows[1]["CALL_ID"]: {"CALL_DURATION": "1e11"},
+        rows[2]["CALL_ID"]: {"PORTAL_NUMBER": "+74950000000\r\nForged: header"},
+    }
+    sandbox.portal.set_rows([{**row, **odd.get(row["CALL_ID"], {})} for row in rows])
+
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    ledger = resources["ledger"].get()
+    records = {r.call_id: r for r in ledger.records([DAY1, DAY2])}
+    assert len(records) == len(rows)  # every row is in the ledger, the odd ones too
+    codes = {call_id: records[call_id].error_code for call_id in odd}
+    assert codes == {
+        rows[0]["CALL_ID"]: "invalid_phone_number",
+        rows[1]["CALL_ID"]: "invalid_call_duration",
+        rows[2]["CALL_ID"]: "invalid_portal_number",
+    }
+    assert all(records[c].status == Status.INVALID for c in odd)
+    others = [r for c, r in records.items() if c not in odd and r.audio_path]
+    assert others and all(r.status == Status.TRANSCRIBED for r in others)
+    text = "\n".join(serialize_value(e) for e in instance.all_logs(result.run_id))
+    assert "9999999999" not in text and "Forged" not in text

@@ -41,9 +41,9 @@ def test_invalid_rows_get_a_placeholder_and_a_reason() -> None:
     listing = Listing()
     calls, invalid = listing.add([_row(1, call_id="../../etc/passwd"), _row(2)])
     assert [c.call_id for c in calls] == ["call.2"]
-    ((placeholder, reason),) = invalid
-    assert placeholder.startswith("invalid-") and "/" not in placeholder
-    assert reason
+    (row,) = invalid
+    assert row.call_id.startswith("invalid-") and "/" not in row.call_id
+    assert row.reason and row.code == "invalid_call_id"
     assert (listing.calls, listing.rejected) == (1, 1)
 
 
@@ -134,4 +134,29 @@ def test_a_link_with_a_token_is_kept_without_it_and_marked_signed() -> None:
 def test_cost_is_kept_exact_and_a_bad_cost_rejects_the_row() -> None:
     assert call_from_row(_row(1, COST="8.1008", COST_CURRENCY="RUR")).telephony_cost == "8.1008"
     _, invalid = Listing().add([_row(1, COST="lots")])
-    assert invalid and "malformed" in invalid[0][1]
+    assert invalid and "malformed" in invalid[0].reason
+
+
+ODD_FIELDS = [
+    ({"PHONE_NUMBER": "+7" + "9" * 200}, "invalid_phone_number"),
+    ({"PORTAL_NUMBER": "+7495\r\nМодель: forged"}, "invalid_portal_number"),
+    ({"CALL_DURATION": "1e11"}, "invalid_call_duration"),
+    ({"CALL_DURATION": "nan"}, "invalid_call_duration"),
+    ({"CALL_DURATION": "-5"}, "invalid_call_duration"),
+    ({"CALL_TYPE": "100000000000"}, "invalid_call_type"),
+    ({"ID": "99999999999999999999999"}, "invalid_id"),
+    ({"PORTAL_USER_ID": "u" * 40}, "invalid_portal_user_id"),
+    ({"CALL_FAILED_CODE": "X" * 33}, "invalid_call_failed_code"),
+]
+
+
+@pytest.mark.parametrize(("changes", "code"), ODD_FIELDS)
+def test_an_odd_field_rejects_its_row_with_a_code_and_keeps_its_call_id(
+    changes: dict[str, str], code: str
+) -> None:
+    calls, invalid = Listing().add([_row(1, **changes), _row(2)])
+    assert [c.call_id for c in calls] == ["call.2"]
+    (row,) = invalid
+    assert (row.call_id, row.code) == ("call.1", code)
+    assert row.started_at is not None  # the row's own day
+    assert "9999999" not in row.reason and "forged" not in row.reason
