@@ -85,6 +85,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             price_per_minute_usd=settings.price_per_minute_usd,
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
+            csv_decimal_mark=settings.csv_decimal_mark,
             mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
             verify_checksums=settings.verify_checksums,
             is_sandbox=settings.sandbox,

@@ -28,6 +28,9 @@ FALSE_VALUES = frozenset({"0", "false", "no", "off"})
 STORAGE_BACKENDS = ("local", "s3")
 SSE_MODES = ("AES256", "aws:kms")
 MAX_CONCURRENCY = 100
+# The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
+# most European) Excel and LibreOffice, point for English ones.
+DECIMAL_MARKS = {"comma": ",", "point": "."}
 
 
 class SettingsError(ValueError):
@@ -89,6 +92,7 @@ class Settings:
     price_per_minute_usd: float
     usd_rub_rate: float
     budget_usd: float
+    csv_decimal_mark: str  # "," or "."
     mask_phones_in_transcripts: bool
     verify_checksums: bool
     retry_scale: float
@@ -327,6 +331,9 @@ def _read(r: _Reader) -> Settings:
         price_per_minute_usd=r.number("STT_PRICE_PER_MINUTE_USD", 0.006),
         usd_rub_rate=r.number("USD_RUB_RATE", 100.0, above=True),
         budget_usd=r.number("CALLTEXTS_BUDGET_USD", 0.0),
+        csv_decimal_mark=DECIMAL_MARKS[
+            r.choice("CALLTEXTS_CSV_DECIMAL_MARK", "comma", tuple(DECIMAL_MARKS))
+        ],
         mask_phones_in_transcripts=r.flag("TRANSCRIPT_MASK_PHONES"),
         verify_checksums=r.flag("CALLTEXTS_VERIFY_CHECKSUMS"),
         retry_scale=r.number("CALLTEXTS_RETRY_SCALE", 1.0),

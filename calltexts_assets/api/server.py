@@ -28,7 +28,7 @@ from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.core.periods import PeriodPolicy
 from calltexts_assets.core.progress import snapshot
-from calltexts_assets.core.storage_keys import log_file_name, registry_key, report_key
+from calltexts_assets.core.storage_keys import deliverable_keys, log_file_name
 from calltexts_assets.ops.estimate import estimate_period
 from calltexts_assets.settings import Settings, load_settings
 
@@ -108,11 +108,7 @@ def run_details(ledger: Ledger, storage: Storage, log_dir: Path, state: RunState
         (period_from + timedelta(days=n)).isoformat()
         for n in range((period_to - period_from).days + 1)
     ]
-    keys = {
-        "registry": registry_key(period_from, period_to),
-        "report_md": report_key(period_from, period_to, "md"),
-        "report_pdf": report_key(period_from, period_to, "pdf"),
-    }
+    keys = deliverable_keys(period_from, period_to)
     artifacts = {name: storage.uri(key) for name, key in keys.items() if storage.exists(key)}
     if state.created_at is not None:
         artifacts["run_log"] = str(log_dir / log_file_name(state.created_at))

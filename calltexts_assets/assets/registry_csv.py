@@ -1,4 +1,5 @@
-"""registry_csv: one `;`-separated row per call of the run's period, for Excel."""
+"""registry_csv: one `;`-separated row per call of the run's period, and the same rows
+as a typed .xlsx beside it."""
 
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from calltexts_assets.core.storage_keys import registry_key
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.reporting.quality import cost_matches, duration_variance, registry_complete
 from calltexts_assets.reporting.registry import PREVIEW_ROWS, registry_frame, write_registry_file
+from calltexts_assets.reporting.registry_xlsx import RegistryWorkbook
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
@@ -31,7 +33,7 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
     deps=[summaries],
     **DAILY_SINGLE_RUN,
     group_name="reporting",
-    kinds={"csv", "storage"},
+    kinds={"csv", "excel", "storage"},
     check_specs=[
         check_spec(
             "duration_variance",
@@ -53,8 +55,8 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
             blocking=True,
         ),
     ],
-    description="`exports/<from>_<to>/registry/calls_<from>_<to>.csv` for the run's period "
-    "(a single-run backfill: the whole range), built from the ledger.",
+    description="`exports/<from>_<to>/registry/calls_<from>_<to>.csv` (and `.xlsx`) for the "
+    "run's period (a single-run backfill: the whole range), built from the ledger.",
 )
 def registry_csv(
     context: dg.AssetExecutionContext,
@@ -65,31 +67,45 @@ def registry_csv(
     period = run_period(context)
     db = ledger.get()
     price = export_settings.price_per_minute_usd
-    # Summary columns appear once any call has a summary, even if summaries are now off.
-    with_summaries = export_settings.summaries_enabled or db.has_summaries(period.export_ids)
+    mark = export_settings.csv_decimal_mark
     store = storage.get()
-    key = registry_key(period.first, period.last)
-    # A 60-day registry is written, uploaded and validated through a file, a day of rows at a
-    # time: memory does not grow with the period. It holds phone numbers (personal data), so
-    # it is staged in the work dir, not the system's /tmp; an unnamed file leaves nothing
+    key, xlsx_key = (registry_key(period.first, period.last, fmt) for fmt in ("csv", "xlsx"))
+    work_dir = prepared_workdir(export_settings.work_dir)
+    # A 60-day registry is written, uploaded and validated through files, a day of rows at a
+    # time: memory does not grow with the period. They hold phone numbers (personal data),
+    # so they are staged in the work dir, not the system's /tmp; unnamed files leave nothing
     # behind if the run is killed.
-    with tempfile.TemporaryFile(dir=prepared_workdir(export_settings.work_dir)) as staged:
-        written = write_registry_file(
-            db.days(period.export_ids),
-            staged,
-            summaries_enabled=with_summaries,
-            price_per_minute=price,
-        )
+    with (
+        tempfile.TemporaryFile(dir=work_dir) as staged,
+        tempfile.TemporaryFile(dir=work_dir) as staged_xlsx,
+    ):
+        with RegistryWorkbook(staged_xlsx, tmpdir=work_dir) as workbook:
+            written = write_registry_file(
+                db.days(period.export_ids),
+                staged,
+                price_per_minute=price,
+                decimal_mark=mark,
+                also=workbook.add_rows,
+            )
         store.write_stream(key, _chunks(staged))
+        if workbook.incomplete:
+            context.log.warning(workbook.incomplete)
+            store.delete(xlsx_key)  # an older, shorter workbook would pass for this one
+        else:
+            store.write_stream(xlsx_key, _chunks(staged_xlsx))
         staged.seek(0)
-        complete = registry_complete(staged, summaries_enabled=with_summaries)
-    preview = registry_frame(written.preview, summaries_enabled=with_summaries)
+        complete = registry_complete(staged, decimal_mark=mark)
     record_day_figures(context, period, lambda day: {"rows": written.rows_by_day.get(day, 0)})
     yield dg.MaterializeResult(
         metadata={
             **run_totals(period, {"rows": written.rows, "bytes": written.size}),
             "path": dg.PathMetadataValue(store.uri(key)),
-            "preview": table_preview(preview, rows=PREVIEW_ROWS),
+            **(
+                {"xlsx_not_written": workbook.incomplete}
+                if workbook.incomplete
+                else {"xlsx_path": dg.PathMetadataValue(store.uri(xlsx_key))}
+            ),
+            "preview": table_preview(registry_frame(written.preview), rows=PREVIEW_ROWS),
         }
     )
     # Fresh single-pass iterators: the ledger is read again, a day at a time, per check.

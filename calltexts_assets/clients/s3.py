@@ -38,6 +38,7 @@ _CONTENT_TYPES = {
     ".csv": "text/csv; charset=utf-8",
     ".jsonl": "application/x-ndjson; charset=utf-8",
     ".pdf": "application/pdf",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 
 

@@ -529,15 +529,6 @@ class Ledger:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(call_records)).scalar_one()
 
-    def has_summaries(self, run_ids: Iterable[str]) -> bool:
-        """Whether any call of the given days has a summary; the database answers (EXISTS)
-        without a row being read into memory."""
-        c = call_records.c
-        # A NULL path compares as unknown, so `!= ""` leaves out both "" and NULL.
-        found = sa.exists().where(c.run_id.in_(list(run_ids)), c.summary_path != "")
-        with self.engine.connect() as conn:
-            return bool(conn.execute(sa.select(found)).scalar_one())
-
 
 @dataclass
 class PeriodTotals:

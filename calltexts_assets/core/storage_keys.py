@@ -15,6 +15,7 @@ from calltexts_assets.core.audio_format import CONTENT_TYPES
 
 KeyKind = Literal["raw", "transcript", "summary", "registry", "report", "qa_sample", "log"]
 ReportFormat = Literal["md", "pdf"]
+RegistryFormat = Literal["csv", "xlsx"]
 
 # S3 caps keys at 1024 bytes; the local backend then stays far below PATH_MAX too.
 MAX_KEY_LENGTH = 1024
@@ -32,7 +33,7 @@ _KIND_PATTERNS: dict[KeyKind, re.Pattern[str]] = {
     ),
     "transcript": re.compile(rf"exports/{_MONTH}/transcripts/call_{_ID}\.txt"),
     "summary": re.compile(rf"exports/{_MONTH}/summary/call_{_ID}\.md"),
-    "registry": re.compile(rf"exports/{_PERIOD}/registry/calls_(?P=f)_(?P=t)\.csv"),
+    "registry": re.compile(rf"exports/{_PERIOD}/registry/calls_(?P=f)_(?P=t)\.(csv|xlsx)"),
     "report": re.compile(rf"exports/{_PERIOD}/reports/summary_(?P=f)_(?P=t)\.(md|pdf)"),
     "qa_sample": re.compile(rf"exports/{_PERIOD}/reports/qa_sample_(?P=f)_(?P=t)\.csv"),
     "log": re.compile(r"logs/call_export_[A-Za-z0-9_.\-]+\.jsonl"),
@@ -131,10 +132,12 @@ def summary_key(call_id: str, started_at: datetime) -> str:
     return f"{_month_dir(started_at)}/summary/call_{_safe_id(call_id)}.md"
 
 
-def registry_key(period_from: date, period_to: date) -> str:
-    """`exports/<from>_<to>/registry/calls_<from>_<to>.csv`."""
+def registry_key(period_from: date, period_to: date, fmt: RegistryFormat = "csv") -> str:
+    """`exports/<from>_<to>/registry/calls_<from>_<to>.csv` (or `.xlsx`)."""
+    if fmt not in ("csv", "xlsx"):
+        raise ValueError(f"registry format must be 'csv' or 'xlsx', got {fmt!r}")
     label = period_label(period_from, period_to)
-    return f"exports/{label}/registry/calls_{label}.csv"
+    return f"exports/{label}/registry/calls_{label}.{fmt}"
 
 
 def report_key(period_from: date, period_to: date, fmt: ReportFormat = "md") -> str:
@@ -143,6 +146,16 @@ def report_key(period_from: date, period_to: date, fmt: ReportFormat = "md") -> 
         raise ValueError(f"report format must be 'md' or 'pdf', got {fmt!r}")
     label = period_label(period_from, period_to)
     return f"exports/{label}/reports/summary_{label}.{fmt}"
+
+
+def deliverable_keys(period_from: date, period_to: date) -> dict[str, str]:
+    """The period's files people open, by name: registry (CSV and .xlsx) and report."""
+    return {
+        "registry": registry_key(period_from, period_to, "csv"),
+        "registry_xlsx": registry_key(period_from, period_to, "xlsx"),
+        "report_md": report_key(period_from, period_to, "md"),
+        "report_pdf": report_key(period_from, period_to, "pdf"),
+    }
 
 
 def qa_sample_key(period_from: date, period_to: date) -> str:

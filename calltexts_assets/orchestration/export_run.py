@@ -12,7 +12,7 @@ import dagster as dg
 
 from calltexts_assets.assets.partitions import RunPeriod, period_for_days, range_tags
 from calltexts_assets.core.progress import ProgressWatch, bar, describe, snapshot
-from calltexts_assets.core.storage_keys import log_file_name, registry_key, report_key
+from calltexts_assets.core.storage_keys import deliverable_keys, log_file_name
 from calltexts_assets.orchestration.dead_runs import describe as describe_reaped
 from calltexts_assets.orchestration.dead_runs import process_tags, reap_dead_runs
 from calltexts_assets.orchestration.run_summary import finish_run, run_totals_by_asset
@@ -80,15 +80,19 @@ def summary_lines(
     return lines
 
 
+_LABELS = {
+    "registry": "Registry",
+    "registry_xlsx": "Registry (xlsx)",
+    "report_md": "Report",
+    "report_pdf": "Report (PDF)",
+}
+
+
 def _paths(
     settings: Settings, period: RunPeriod, storage: Any, run_created: datetime | None
 ) -> dict[str, str]:
-    keys = {
-        "Registry": registry_key(period.first, period.last),
-        "Report": report_key(period.first, period.last, "md"),
-        "Report (PDF)": report_key(period.first, period.last, "pdf"),
-    }
-    found = {name: storage.uri(key) for name, key in keys.items() if storage.exists(key)}
+    keys = deliverable_keys(period.first, period.last)
+    found = {_LABELS[name]: storage.uri(key) for name, key in keys.items() if storage.exists(key)}
     if run_created is not None:
         found["Run log"] = str(settings.log_dir / log_file_name(run_created))
     return found

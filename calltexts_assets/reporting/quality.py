@@ -20,6 +20,7 @@ from calltexts_assets.reporting.one_pass import (
     FloatSum,
     Smallest,
 )
+from calltexts_assets.reporting.registry import DEFAULT_DECIMAL_MARK
 from calltexts_assets.reporting.registry_schema import (
     DEFAULT_SCHEMA_PATH,
     RegistrySource,
@@ -352,7 +353,7 @@ def registry_complete(
     source: RegistrySource,
     schema_path: Path | str = DEFAULT_SCHEMA_PATH,
     *,
-    summaries_enabled: bool | None = None,
+    decimal_mark: str = DEFAULT_DECIMAL_MARK,
 ) -> CheckOutcome:
     """The registry CSV (bytes, a path or a seekable binary stream) against its data
     dictionary: header, required fields, value types. The file is read a line at a time and
@@ -361,7 +362,7 @@ def registry_complete(
     count = 0
     listed: list[str] = []
     offending: set[str] = set()
-    for problem in registry_problems(source, schema_path, summaries_enabled=summaries_enabled):
+    for problem in registry_problems(source, schema_path, decimal_mark=decimal_mark):
         count += 1
         if len(listed) < DETAIL_ROWS * 2:
             listed.append(str(problem))

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from calltexts_assets.reporting.registry import PHONE_COLUMNS, SEPARATOR
+from calltexts_assets.reporting.registry import DEFAULT_DECIMAL_MARK, PHONE_COLUMNS, SEPARATOR
 from calltexts_assets.reporting.spreadsheet import is_formula_like
 
 DEFAULT_SCHEMA_PATH = (
@@ -52,7 +52,6 @@ class ColumnSpec:
     name: str
     type: str
     required: RequiredRule
-    only_with_summaries: bool = False
     decimals: int | None = None
     values: frozenset[str] = frozenset()
 
@@ -86,7 +85,6 @@ def load_registry_schema(path: Path | str = DEFAULT_SCHEMA_PATH) -> list[ColumnS
                 name=name,
                 type=entry["type"],
                 required=_required_rule(entry["required"], name),
-                only_with_summaries=bool(entry.get("only_with_summaries", False)),
                 decimals=entry.get("decimals"),
                 values=frozenset(entry.get("values") or ()),
             )
@@ -94,21 +92,24 @@ def load_registry_schema(path: Path | str = DEFAULT_SCHEMA_PATH) -> list[ColumnS
     return specs
 
 
-def schema_columns(specs: Sequence[ColumnSpec], summaries_enabled: bool) -> list[str]:
-    return [s.name for s in specs if summaries_enabled or not s.only_with_summaries]
+def schema_columns(specs: Sequence[ColumnSpec]) -> list[str]:
+    return [s.name for s in specs]
 
 
 # -- validation ------------------------------------------------------------------------------
 
 
-def _type_problem(spec: ColumnSpec, value: str) -> str | None:
+def _type_problem(spec: ColumnSpec, value: str, decimal_mark: str) -> str | None:
     if spec.type == "integer" and not (value.isascii() and value.isdigit()):
         return f"{spec.name}={value!r} is not a whole number"
     if spec.type == "decimal":
         places = spec.decimals or 0
-        pattern = rf"\d+\.\d{{{places}}}" if places else r"\d+"
+        pattern = rf"\d+{re.escape(decimal_mark)}\d{{{places}}}" if places else r"\d+"
         if not re.fullmatch(pattern, value):
-            return f"{spec.name}={value!r} is not a decimal with {places} places"
+            return (
+                f"{spec.name}={value!r} is not a decimal with {places} places "
+                f"and {decimal_mark!r} as its decimal mark"
+            )
     if spec.type == "datetime":
         try:
             moment = datetime.fromisoformat(value)
@@ -121,7 +122,7 @@ def _type_problem(spec: ColumnSpec, value: str) -> str | None:
     return None
 
 
-def _row_problems(specs: Sequence[ColumnSpec], row: dict[str, str]) -> list[str]:
+def _row_problems(specs: Sequence[ColumnSpec], row: dict[str, str], decimal_mark: str) -> list[str]:
     status = row.get("status", "")
     problems = []
     for spec in specs:
@@ -133,7 +134,7 @@ def _row_problems(specs: Sequence[ColumnSpec], row: dict[str, str]) -> list[str]
             if spec.required.applies(status):
                 problems.append(f"{spec.name} is empty (required {spec.required.describe()})")
             continue
-        problem = _type_problem(spec, value)
+        problem = _type_problem(spec, value, decimal_mark)
         if problem:
             problems.append(problem)
     return problems
@@ -202,7 +203,7 @@ def registry_problems(
     source: RegistrySource,
     schema_path: Path | str = DEFAULT_SCHEMA_PATH,
     *,
-    summaries_enabled: bool | None = None,
+    decimal_mark: str = DEFAULT_DECIMAL_MARK,
 ) -> Iterator[Problem]:
     """Every problem of a registry file against the dictionary (see validate_registry_csv),
     found reading it a line at a time: memory does not grow with the file.
@@ -222,33 +223,28 @@ def registry_problems(
         stream.seek(start)
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         try:
-            yield from _csv_problems(
-                csv.reader(text, delimiter=SEPARATOR), specs, summaries_enabled
-            )
+            yield from _csv_problems(csv.reader(text, delimiter=SEPARATOR), specs, decimal_mark)
         finally:
             text.detach()  # closing the wrapper would close the caller's stream
 
 
 def _csv_problems(
-    reader: Iterator[list[str]], specs: Sequence[ColumnSpec], summaries_enabled: bool | None
+    reader: Iterator[list[str]], specs: Sequence[ColumnSpec], decimal_mark: str
 ) -> Iterator[Problem]:
     header = next(reader, None)
     if header is None:
         yield Problem(0, "", "file is empty (no header)")
         return
-    if summaries_enabled is None:
-        summaries_enabled = "summary_path" in header
-    expected = schema_columns(specs, summaries_enabled)
+    expected = schema_columns(specs)
     if header != expected:
         yield Problem(0, "", f"header is {header}, expected {expected}")
         return
-    active = [s for s in specs if s.name in expected]
     for number, cells in enumerate(reader, start=1):
         if len(cells) != len(header):
             yield Problem(number, "", f"has {len(cells)} fields, expected {len(header)}")
             continue
         row = dict(zip(header, cells, strict=True))
-        for message in _row_problems(active, row):
+        for message in _row_problems(specs, row, decimal_mark):
             yield Problem(number, row["call_id"], message)
 
 
@@ -256,19 +252,19 @@ def validate_registry_csv(
     source: RegistrySource,
     schema_path: Path | str = DEFAULT_SCHEMA_PATH,
     *,
-    summaries_enabled: bool | None = None,
+    decimal_mark: str = DEFAULT_DECIMAL_MARK,
     max_problems: int = 50,
 ) -> list[str]:
     """Problems of a registry file (bytes, a path or a seekable binary stream) against the
     dictionary; an empty list means valid.
 
     Checks the BOM, that it decodes as UTF-8 and parses with `;`, that the header is the
-    dictionary's columns (with the summary columns when `summaries_enabled`, or, when None,
-    if the header has them), and each row's field count, required cells and value types.
+    dictionary's columns, and each row's field count, required cells and value types
+    (decimals with `decimal_mark`).
     At most `max_problems` are listed, then a count of the rest."""
     listed: list[str] = []
     found = 0
-    for problem in registry_problems(source, schema_path, summaries_enabled=summaries_enabled):
+    for problem in registry_problems(source, schema_path, decimal_mark=decimal_mark):
         found += 1
         if found <= max_problems:
             listed.append(str(problem))

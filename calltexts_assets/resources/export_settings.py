@@ -14,6 +14,7 @@ class ExportSettings(dg.ConfigurableResource):
     price_per_minute_usd: float = 0.006
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set
+    csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it
     mask_phones_in_transcripts: bool = False
     role_labels: str = "ru"  # "ru" or "en"
     # True: hash every stored recording on every run (an audit); else only those modified

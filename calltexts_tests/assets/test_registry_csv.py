@@ -1,5 +1,6 @@
 """The registry_csv asset over a ledger filled directly (no sandbox): the file it streams is
-the one the whole period gives at once, and the summary columns are decided by the ledger."""
+the one the whole period gives at once, in the configured decimal mark, with the workbook
+beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import openpyxl
 import pytest
 
 from calltexts_assets.assets.checks import table_preview
@@ -49,15 +51,6 @@ def ledger(tmp_path: Path) -> Any:
     db.dispose()
 
 
-def test_has_summaries_is_answered_by_the_database(ledger: Ledger) -> None:
-    insert(ledger, [record(1, DAY1), record(2, DAY1, summary_path="")])
-    insert(ledger, [record(3, DAY2, summary_path="exports/2026-11/summary/call_call.3.md")])
-    assert not ledger.has_summaries([DAY1])  # NULL and "" are no summary
-    assert ledger.has_summaries([DAY1, DAY2])
-    assert ledger.has_summaries(iter([DAY2]))
-    assert not ledger.has_summaries([])
-
-
 def test_the_asset_streams_the_file_the_whole_period_gives(
     ledger: Ledger, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
@@ -70,9 +63,9 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
     resources = {
         "storage": StorageResource(backend="local", local_root=str(tmp_path / "store")),
         "ledger": LedgerResource(database_url=ledger.url),
-        # Summaries are off now, but a call has one: the columns must still be there.
+        # An English decimal mark, to see the setting reach both the file and its check.
         "export_settings": ExportSettings(
-            summaries_enabled=False, work_dir=str(work_dir), log_dir=str(tmp_path / "logs")
+            csv_decimal_mark=".", work_dir=str(work_dir), log_dir=str(tmp_path / "logs")
         ),
     }
 
@@ -80,11 +73,9 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
 
     key = registry_key(date.fromisoformat(DAY1), date.fromisoformat(DAY2))
     stored = (tmp_path / "store" / key).read_bytes()
-    rows = registry_rows(
-        ledger.records([DAY1, DAY2]), summaries_enabled=True, price_per_minute=0.006
-    )
-    frame = registry_frame(rows, summaries_enabled=True)
-    assert stored == write_registry_csv(frame)  # what the asset wrote before it streamed
+    rows = registry_rows(ledger.records([DAY1, DAY2]), price_per_minute=0.006, decimal_mark=".")
+    # what the asset streamed is what the whole period gives at once
+    assert stored == write_registry_csv(registry_frame(rows))
     assert [r["call_id"] for r in rows[-2:]] == ["bad.0", "bad.1"]
 
     materializations = result.asset_materializations_for_node("registry_csv")
@@ -96,10 +87,18 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
         assert metadata["run_totals"].value["rows"] == len(rows) == 15
         assert metadata["run_totals"].value["bytes"] == len(stored)
         # the first rows of the file, with the phone numbers masked (metadata is no deliverable)
-        masked = registry_frame([masked_row(r) for r in rows], summaries_enabled=True)
+        masked = registry_frame([masked_row(r) for r in rows])
         assert metadata["preview"] == table_preview(masked)
         assert "+79161234567" not in metadata["preview"].value
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert set(checks) == {"duration_variance", "registry_complete", "cost_matches"}
     assert all(c.passed for c in checks.values()), checks
-    assert list(work_dir.iterdir()) == []  # the staged file is gone
+    assert list(work_dir.iterdir()) == []  # the staged files are gone
+
+    # The workbook beside it: the same rows, in the same order, typed.
+    xlsx_key = registry_key(date.fromisoformat(DAY1), date.fromisoformat(DAY2), "xlsx")
+    sheet = openpyxl.load_workbook(tmp_path / "store" / xlsx_key, read_only=True)["calls"]
+    table = list(sheet.iter_rows(values_only=True))
+    assert list(table[0]) == list(rows[0])
+    assert [r[table[0].index("call_id")] for r in table[1:]] == [r["call_id"] for r in rows]
+    assert all(m.metadata["xlsx_path"].value.endswith(".xlsx") for m in materializations)

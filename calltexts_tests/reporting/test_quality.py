@@ -224,8 +224,8 @@ def test_cost_follows_the_stt_duration_and_the_tariff() -> None:
 
 
 def _registry(records: list[CallRecord]) -> bytes:
-    rows = registry_rows(records, summaries_enabled=False, price_per_minute=0.006)
-    return write_registry_csv(registry_frame(rows, summaries_enabled=False))
+    rows = registry_rows(records, price_per_minute=0.006)
+    return write_registry_csv(registry_frame(rows))
 
 
 def test_registry_with_a_missing_field_fails() -> None:

@@ -2,6 +2,8 @@ import codecs
 import csv
 import io
 import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,13 @@ from calltexts_assets.reporting import registry_schema
 from calltexts_assets.reporting.quality import registry_complete
 from calltexts_assets.reporting.registry import (
     COST_DECIMALS,
+    REGISTRY_COLUMNS,
+    csv_cells,
     masked_row,
-    registry_columns,
     registry_frame,
     registry_row,
     registry_rows,
+    registry_values,
     write_registry_csv,
     write_registry_file,
 )
@@ -32,6 +36,7 @@ from calltexts_assets.testing.records import invalid_record as invalid
 from calltexts_assets.testing.records import transcribed_record
 
 DAY = "2026-11-24"
+MSK = timezone(timedelta(hours=3))
 
 
 def make_record(n: int = 1, **changes: Any) -> CallRecord:
@@ -60,9 +65,9 @@ def failed(n: int, status: str, error_code: str | None = "http_404") -> CallReco
     )
 
 
-def csv_bytes(records: list[CallRecord], summaries: bool = False) -> bytes:
-    rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
-    return write_registry_csv(registry_frame(rows, summaries_enabled=summaries))
+def csv_bytes(records: list[CallRecord], decimal_mark: str = ",") -> bytes:
+    rows = registry_rows(records, price_per_minute=0.006, decimal_mark=decimal_mark)
+    return write_registry_csv(registry_frame(rows))
 
 
 def read_with_csv_module(data: bytes) -> list[dict[str, str]]:
@@ -73,14 +78,13 @@ def read_with_csv_module(data: bytes) -> list[dict[str, str]]:
 # -- the dictionary and the code agree -------------------------------------------------------
 
 
-@pytest.mark.parametrize("summaries", [False, True])
-def test_columns_are_the_dictionarys(summaries: bool) -> None:
+def test_columns_are_the_dictionarys() -> None:
     specs = load_registry_schema()
-    assert registry_columns(summaries) == schema_columns(specs, summaries)
+    assert list(REGISTRY_COLUMNS) == schema_columns(specs)
 
 
 def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
-    assert registry_columns(True) == [
+    assert list(REGISTRY_COLUMNS) == [
         "datetime_start",
         "direction",
         "from",
@@ -116,7 +120,7 @@ def test_every_dictionary_example_passes_its_own_rules() -> None:
     specs = load_registry_schema()
     document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
     row = {c["name"]: c["example"] for c in document["columns"]}
-    header = schema_columns(specs, True)
+    header = schema_columns(specs)
     buffer = io.StringIO()
     csv.writer(buffer, delimiter=";").writerows([header, [row[name] for name in header]])
     data = codecs.BOM_UTF8 + buffer.getvalue().encode()
@@ -128,17 +132,16 @@ def test_every_dictionary_example_passes_its_own_rules() -> None:
 
 def test_rows_one_per_call_in_time_order_whatever_the_input_order() -> None:
     records = [make_record(3), make_record(1), failed(2, Status.MISSING_AUDIO)]
-    rows = registry_rows(records, summaries_enabled=False, price_per_minute=0.006)
+    rows = registry_rows(records, price_per_minute=0.006)
     assert [r["call_id"] for r in rows] == ["call.1", "call.2", "call.3"]
-    assert rows == registry_rows(records[::-1], summaries_enabled=False, price_per_minute=0.006)
-    assert list(rows[0]) == registry_columns(False)
+    assert rows == registry_rows(records[::-1], price_per_minute=0.006)
+    assert list(rows[0]) == list(REGISTRY_COLUMNS)
 
 
 def test_row_values_are_formatted_strings() -> None:
     started = "2026-11-24T10:05:07.250000+03:00"
     [row] = registry_rows(
         [make_record(5, started_at=started, attempts=2)],
-        summaries_enabled=False,
         price_per_minute=0.006,
     )
     assert row == {
@@ -149,9 +152,11 @@ def test_row_values_are_formatted_strings() -> None:
         "duration_sec": "61",
         "recording_url": "https://portal.example/rec/5.mp3",
         "transcript_path": "exports/2026-11/transcripts/call_call.5.txt",
-        "transcription_cost": "0.0120",
+        "transcription_cost": "0,0120",
         "language": "russian",
         "status": "transcribed",
+        "summary_path": "",
+        "tags": "",
         "error_code": "",
         "retry_count": "2",
         "call_id": "call.5",
@@ -159,11 +164,25 @@ def test_row_values_are_formatted_strings() -> None:
         "call_type": "2",
         "call_result": "answered",
         "failed_code": "200",
-        "telephony_cost": "0.0000",
+        "telephony_cost": "0,0000",
         "telephony_currency": "RUB",
         "recording_source": "link",
         "audio_path": "exports/2026-11/raw/2026/11/24/call_call.5.mp3",
     }
+
+
+def test_values_are_typed_and_the_decimal_mark_is_the_settings() -> None:
+    record = make_record(5, started_at="2026-11-24T10:05:07.250000+03:00", cost=0.012)
+    values = registry_values(record)
+    assert values["datetime_start"] == datetime(2026, 11, 24, 10, 5, 7, tzinfo=MSK)
+    assert (values["duration_sec"], values["retry_count"], values["call_type"]) == (61, 1, 2)
+    assert values["transcription_cost"] == Decimal("0.0120")
+    assert values["from"] == "+79161234567"  # text, whatever it looks like
+    english = registry_row(record, decimal_mark=".")
+    assert (english["transcription_cost"], english["telephony_cost"]) == ("0.0120", "0.0000")
+    # a portal value that does not parse stays text, for validation to report
+    odd = registry_values(make_record(6, started_at="вчера", telephony_cost="n/a"))
+    assert (odd["datetime_start"], odd["telephony_cost"]) == ("вчера", "n/a")
 
 
 @pytest.mark.parametrize(
@@ -177,8 +196,8 @@ def test_row_values_are_formatted_strings() -> None:
         ({"failed_code": ""}, {"call_result": "", "failed_code": ""}),
         ({"telephony_currency": "EUR"}, {"telephony_currency": "EUR"}),
         ({"telephony_currency": ""}, {"telephony_currency": ""}),
-        ({"telephony_cost": "8.1008"}, {"telephony_cost": "8.1008"}),
-        ({"telephony_cost": "12.15"}, {"telephony_cost": "12.1500"}),
+        ({"telephony_cost": "8.1008"}, {"telephony_cost": "8,1008"}),
+        ({"telephony_cost": "12.15"}, {"telephony_cost": "12,1500"}),
         ({"call_type": 5, "direction": "info_call"}, {"call_type": "5", "direction": "info_call"}),
         (
             {"recording_url": None, "recording_source": "drive", "audio_path": "a/call_1.wav"},
@@ -189,14 +208,13 @@ def test_row_values_are_formatted_strings() -> None:
 def test_telephony_values_are_mapped_and_raw_values_kept(
     changes: dict[str, Any], expected: dict[str, str]
 ) -> None:
-    [row] = registry_rows([make_record(5, **changes)], summaries_enabled=False)
+    [row] = registry_rows([make_record(5, **changes)])
     assert {name: row[name] for name in expected} == expected
 
 
 def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
     [row] = registry_rows(
         [failed(1, Status.DOWNLOAD_ERROR, "timeout")],
-        summaries_enabled=False,
         price_per_minute=0.006,
     )
     assert (row["status"], row["error_code"], row["retry_count"]) == (
@@ -209,8 +227,8 @@ def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
 
 def test_transcribed_row_without_a_recorded_cost_gets_the_tariff() -> None:
     record = make_record(1, cost=None, stt_duration_sec=121.0)
-    [row] = registry_rows([record], summaries_enabled=False, price_per_minute=0.006)
-    assert row["transcription_cost"] == "0.0180"
+    [row] = registry_rows([record], price_per_minute=0.006)
+    assert row["transcription_cost"] == "0,0180"
 
 
 def test_summary_columns_and_tags() -> None:
@@ -220,8 +238,8 @@ def test_summary_columns_and_tags() -> None:
         ),
         make_record(2, tags='=HYPERLINK("http://evil")'),
     ]
-    rows = registry_rows(records, summaries_enabled=True, price_per_minute=0.006)
-    assert list(rows[0]) == registry_columns(True)
+    rows = registry_rows(records, price_per_minute=0.006)
+    assert list(rows[0]) == list(REGISTRY_COLUMNS)
     assert rows[0]["summary_path"] == "exports/2026-11/summary/call_call.1.md"
     assert rows[0]["tags"] == "доставка, жалоба"
     assert rows[1]["tags"].startswith("'=")  # a spreadsheet shows it, never runs it
@@ -238,32 +256,33 @@ def test_csv_starts_with_bom_and_opens_with_the_csv_module_and_polars() -> None:
         failed(2, Status.MISSING_AUDIO),
         make_record(3, phone_from="", error_message="Ошибка"),
     ]
-    data = csv_bytes(records, summaries=True)
+    data = csv_bytes(records)
     assert data[:3] == b"\xef\xbb\xbf"
 
     parsed = read_with_csv_module(data)
-    assert list(parsed[0]) == registry_columns(True)
+    assert list(parsed[0]) == list(REGISTRY_COLUMNS)
     assert [r["call_id"] for r in parsed] == ["call.1", "call.2", "call.3"]
     assert parsed[0]["tags"] == "звонок; важный"  # Cyrillic and the separator round-trip
     assert parsed[1]["error_code"] == "http_404"
     assert parsed[2]["from"] == ""
 
     frame = pl.read_csv(data, separator=";", infer_schema=False)
-    assert frame.columns == registry_columns(True)
+    assert frame.columns == list(REGISTRY_COLUMNS)
     assert frame["tags"].to_list() == ["звонок; важный", None, None]
-    assert frame["transcription_cost"].to_list() == ["0.0120", None, "0.0120"]
+    assert frame["transcription_cost"].to_list() == ["0,0120", None, "0,0120"]
 
 
 def test_empty_registry_still_has_the_header() -> None:
-    data = write_registry_csv(registry_frame([], summaries_enabled=True))
-    assert data == codecs.BOM_UTF8 + (";".join(registry_columns(True)) + "\n").encode()
+    data = write_registry_csv(registry_frame([]))
+    assert data == codecs.BOM_UTF8 + (";".join(list(REGISTRY_COLUMNS)) + "\n").encode()
     assert validate_registry_csv(data) == []
 
 
 def test_frame_rejects_rows_with_other_columns() -> None:
-    rows = registry_rows([make_record(1)], summaries_enabled=False, price_per_minute=0.006)
+    [row] = registry_rows([make_record(1)], price_per_minute=0.006)
+    del row["tags"]
     with pytest.raises(ValueError, match="columns"):
-        registry_frame(rows, summaries_enabled=True)
+        registry_frame([row])
 
 
 # -- the streamed file ------------------------------------------------------------------------
@@ -319,36 +338,36 @@ def varied_days() -> list[list[CallRecord]]:
     return [day1[::-1], day2[::-1], [], day4]
 
 
-def streamed(days: list[list[CallRecord]], summaries: bool, **kw: Any) -> tuple[bytes, Any]:
+def streamed(days: list[list[CallRecord]], **kw: Any) -> tuple[bytes, Any]:
     sink = io.BytesIO()
-    written = write_registry_file(
-        days, sink, summaries_enabled=summaries, price_per_minute=0.006, **kw
-    )
+    written = write_registry_file(days, sink, price_per_minute=0.006, **kw)
     return sink.getvalue(), written
 
 
-@pytest.mark.parametrize("summaries", [False, True])
-def test_streamed_file_is_byte_identical_to_the_whole_period_file(summaries: bool) -> None:
+@pytest.mark.parametrize("decimal_mark", [",", "."])
+def test_streamed_file_is_byte_identical_to_the_whole_period_file(decimal_mark: str) -> None:
     days = varied_days()
     records = [r for day in days for r in day]
-    expected = csv_bytes(records, summaries)
+    expected = csv_bytes(records, decimal_mark)
     # The fixture exercises what the format has to get right.
-    needles = ['"bad;id ""q"""', ";;", '"ошибка;\nсети"']
-    if summaries:
-        needles += ['"доставка, жалоба; срочно"', '"\'=HYPERLINK(""x"")"', '"строка\nвторая"']
-        needles += ['"""цитата"""', ";'-1+1;"]
+    needles = ['"bad;id ""q"""', ";;", '"ошибка;\nсети"', '"доставка, жалоба; срочно"']
+    needles += ['"\'=HYPERLINK(""x"")"', '"строка\nвторая"', '"""цитата"""', ";'-1+1;"]
+    needles += [f";0{decimal_mark}0120;"]
     for needle in needles:
         assert needle.encode() in expected, needle
 
-    data, written = streamed(days, summaries)
+    typed: list[dict[str, Any]] = []
+    data, written = streamed(days, decimal_mark=decimal_mark, also=typed.extend)
 
     assert data == expected
     assert (written.rows, written.size) == (len(records), len(expected))
-    rows = registry_rows(records, summaries_enabled=summaries, price_per_minute=0.006)
+    rows = registry_rows(records, price_per_minute=0.006, decimal_mark=decimal_mark)
+    # `also` gets the same rows, in file order, as typed values
+    assert [csv_cells(values, decimal_mark) for values in typed] == rows
     assert written.preview == [masked_row(row) for row in rows[:10]]
     assert all("+79161234567" not in row.values() for row in written.preview)
     assert [r["call_id"] for r in rows[-3:]] == ['bad;id "q"', "inv.1", "inv.2"]
-    assert validate_registry_csv(data) == [
+    assert validate_registry_csv(data, decimal_mark=decimal_mark) == [
         f"row {len(rows) - 1} (call inv.1): datetime_start='not a date' is not an ISO 8601 "
         "date-time"
     ]
@@ -356,25 +375,24 @@ def test_streamed_file_is_byte_identical_to_the_whole_period_file(summaries: boo
 
 @pytest.mark.parametrize("days", [[], [[]], [[], []]])
 def test_streamed_empty_period_is_the_header_alone(days: list[list[CallRecord]]) -> None:
-    for summaries in (False, True):
-        data, written = streamed(days, summaries)
-        assert data == write_registry_csv(registry_frame([], summaries_enabled=summaries))
-        assert (written.rows, written.size, written.preview) == (0, len(data), [])
+    data, written = streamed(days)
+    assert data == write_registry_csv(registry_frame([]))
+    assert (written.rows, written.size, written.preview) == (0, len(data), [])
 
 
 def test_streamed_preview_runs_on_into_the_held_back_rows() -> None:
     day = [invalid("inv.b", DAY), make_record(2), invalid("inv.a", DAY), make_record(1)]
-    _, written = streamed([day], False)
+    _, written = streamed([day])
     assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a", "inv.b"]
-    _, written = streamed([day], False, preview_rows=3)
+    _, written = streamed([day], preview_rows=3)
     assert [r["call_id"] for r in written.preview] == ["call.1", "call.2", "inv.a"]
 
 
 # -- validation ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("summaries", [False, True])
-def test_a_good_registry_is_valid(summaries: bool) -> None:
+@pytest.mark.parametrize("decimal_mark", [",", "."])
+def test_a_good_registry_is_valid(decimal_mark: str) -> None:
     records = [
         make_record(1),
         failed(2, Status.MISSING_AUDIO),
@@ -405,7 +423,15 @@ def test_a_good_registry_is_valid(summaries: bool) -> None:
             error_code="invalid_row",
         ),
     ]
-    assert validate_registry_csv(csv_bytes(records, summaries)) == []
+    data = csv_bytes(records, decimal_mark)
+    assert validate_registry_csv(data, decimal_mark=decimal_mark) == []
+    # read with the other mark, every cost is wrong
+    other = "." if decimal_mark == "," else ","
+    problems = validate_registry_csv(data, decimal_mark=other)
+    decimals = ("transcription_cost", "telephony_cost")
+    filled = sum(1 for row in read_with_csv_module(data) for name in decimals if row[name])
+    assert len(problems) == filled > 0
+    assert all(f"{other!r} as its decimal mark" in p for p in problems)
 
 
 def _with_cell(data: bytes, call_id: str, column: str, value: str) -> bytes:
@@ -439,9 +465,8 @@ def test_validation_catches_a_wrong_header() -> None:
     renamed = data.replace(b"transcription_cost", b"cost", 1)
     [problem] = validate_registry_csv(renamed)
     assert problem.startswith("header is") and "transcription_cost" in problem
-    # summary columns present but not wanted
-    with_summaries = csv_bytes([make_record(1)], summaries=True)
-    assert validate_registry_csv(with_summaries, summaries_enabled=False)[0].startswith("header")
+    without_tags = data.replace(b";tags;", b";", 1)
+    assert validate_registry_csv(without_tags)[0].startswith("header")
 
 
 def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
@@ -451,14 +476,15 @@ def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
     bad = _with_cell(bad, "call.2", "datetime_start", "2026-11-24T10:02:07")
     bad = _with_cell(bad, "call.3", "status", "done")
     assert validate_registry_csv(bad) == [
-        "row 1 (call call.1): transcription_cost='0.012' is not a decimal with 4 places",
+        "row 1 (call call.1): transcription_cost='0.012' is not a decimal with 4 places and ','"
+        " as its decimal mark",
         "row 2 (call call.2): datetime_start='2026-11-24T10:02:07' has no UTC offset",
         "row 3 (call call.3): status='done' is not one of ['download_error', 'downloaded', "
         "'invalid', 'listed', 'missing_audio', 'no_recording', 'transcribed', "
         "'transcription_error']",
     ]
     ragged = data + "только;три;поля\n".encode()
-    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 21"]
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 23"]
 
 
 def test_validation_caps_the_list() -> None:
@@ -495,7 +521,7 @@ def test_not_utf8_is_reported_as_the_whole_file_decode_reports_it(
     monkeypatch: pytest.MonkeyPatch, chunk: int, bom: bool, damage: bytes
 ) -> None:
     monkeypatch.setattr(registry_schema, "_READ_CHUNK", chunk)  # errors across chunk boundaries
-    good = csv_bytes([make_record(1, tags="звонок"), make_record(2)], summaries=True)
+    good = csv_bytes([make_record(1, tags="звонок"), make_record(2)])
     good = good if bom else good[len(codecs.BOM_UTF8) :]
     middle = good.index("звонок".encode()) + 2
     for data in (good[:middle] + damage + good[middle:], good + "ж".encode()[:1]):
@@ -539,7 +565,7 @@ def test_no_cell_of_the_registry_can_run_as_a_formula(payload: str) -> None:
         error_code=payload,
         tags=json.dumps([payload]),
     )
-    row = registry_row(record, summaries_enabled=True)
+    row = registry_row(record)
     for column in ("from", "to", "recording_url", "error_code", "tags"):
         assert row[column] == "'" + payload, column
     data = write_registry_csv(registry_frame([row]))
@@ -552,7 +578,7 @@ def test_phone_numbers_stay_as_they_are() -> None:
         1, day="2026-11-24", call_id="c-1", started_at="2026-11-24T10:00:00+03:00",
         seconds=30.0, phone_from="+7 (495) 123-45-67", phone_to="89581234567",
     )  # fmt: skip
-    row = registry_row(record, summaries_enabled=False)
+    row = registry_row(record)
     assert (row["from"], row["to"]) == ("+7 (495) 123-45-67", "89581234567")
 
 
@@ -561,7 +587,7 @@ def test_registry_complete_fails_a_file_with_a_formula_cell(payload: str) -> Non
     record = transcribed_record(
         1, day="2026-11-24", call_id="c-1", started_at="2026-11-24T10:00:00+03:00", seconds=30.0
     )
-    row = registry_row(record, summaries_enabled=False) | {"recording_url": payload}
+    row = registry_row(record) | {"recording_url": payload}
     outcome = registry_complete(write_registry_csv(registry_frame([row])))
     assert not outcome.passed and outcome.offending_call_ids == ("c-1",)
     assert "starts like a spreadsheet formula" in outcome.details["problems"][0]
