@@ -1,19 +1,27 @@
 """What users see of a run in the Dagster UI and the files: no phone number in the event log,
-each partition's own figures, an empty period said to be empty."""
+each partition's own figures, an empty period said to be empty, and what `calltexts run`
+prints at the end."""
 
 from __future__ import annotations
 
+import io
 import re
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import materialize_range
+from calltexts_assets.orchestration.export_run import run_export
+from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
+from calltexts_assets.testing.child_run import ChildLayout, child_env
+from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
+LABELS = {"Registry", "Registry (xlsx)", "Report", "Report (PDF)", "Run log"}
 
 
 def _digits(number: str) -> str:
@@ -83,3 +91,42 @@ def test_the_report_reads_on_the_cost_report_page(
     assert metadata["report"].value.startswith("# ПЕСОЧНИЦА (sandbox): Отчёт по выгрузке")
     assert "## По дням" in metadata["report"].value
     assert str(metadata["pdf"].value).endswith(f"summary_{DAY1}_{DAY2}.pdf")
+
+
+def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_are(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = ChildLayout.under(tmp_path)
+    env = child_env(
+        layout,
+        webhook_url=sandbox.webhook_url,
+        stt_base_url=f"{sandbox.stt_url}/v1",
+        api_key=SANDBOX_API_KEY,
+        requests_per_second=50,
+        retry_scale=TEST_RETRY_SCALE,
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    day = date.fromisoformat(DAY1)
+    rows = [row for row in sandbox.portal.rows if row["CALL_START_DATE"].startswith(DAY1)]
+    calls = len(rows)
+    recorded = sum(1 for row in rows if row.get("CALL_RECORD_URL") or row.get("RECORD_FILE_ID"))
+
+    first, again = io.StringIO(), io.StringIO()
+    assert run_export(day, day, out=first) == 0
+    assert run_export(day, day, out=again) == 0
+
+    lines = first.getvalue().splitlines()
+    assert any(f"{DAY1}_{DAY1}: {calls} calls listed" in line for line in lines), lines
+    [new] = [line for line in lines if line.startswith("New: ")]
+    assert new.startswith(f"New: {recorded} recordings downloaded, {recorded} calls transcribed")
+    assert "skipped as already done: 0 recordings, 0 transcripts" in new
+    paths = dict(line.split(": ", 1) for line in lines if line.split(": ", 1)[0] in LABELS)
+    assert set(paths) == set(LABELS), lines
+    for label, path in paths.items():
+        assert Path(path.removeprefix("file://")).exists(), (label, path)
+    assert paths["Registry (xlsx)"].endswith(f"calls_{DAY1}_{DAY1}.xlsx")
+
+    repeated = again.getvalue()
+    assert "Nothing new: every call of the period was already done" in repeated, repeated
+    assert "New: " not in repeated
