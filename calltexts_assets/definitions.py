@@ -11,7 +11,7 @@ from calltexts_assets.assets import all_assets
 from calltexts_assets.core.memory import return_large_buffers_to_os
 from calltexts_assets.orchestration.jobs import calls_export
 from calltexts_assets.orchestration.retention_job import retention
-from calltexts_assets.orchestration.schedules import daily_export, weekly_catch_up
+from calltexts_assets.orchestration.schedules import build_schedules
 from calltexts_assets.orchestration.sensors import (
     reap_dead_runs_sensor,
     record_export_failure,
@@ -96,12 +96,13 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
     return dg.Definitions(
         assets=all_assets,
         jobs=[calls_export, retention],
-        schedules=[daily_export, weekly_catch_up],
+        schedules=build_schedules(settings.schedules_running),
         sensors=[record_export_success, record_export_failure, reap_dead_runs_sensor],
-        resources=build_resources(settings or load_settings()),
+        resources=build_resources(settings),
     )
 
 

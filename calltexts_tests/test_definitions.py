@@ -6,7 +6,9 @@ import re
 
 import dagster as dg
 import pytest
+from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
+from calltexts_assets import definitions
 from calltexts_assets.definitions import build_definitions, defs
 from calltexts_assets.settings import SettingsError, load_settings
 
@@ -19,6 +21,7 @@ ASSETS = {
     "qa_sample",
     "cost_report",
 }
+DEFINITIONS_FILE = definitions.__file__
 RESOURCES = {"bitrix24", "whisper", "summariser", "storage", "ledger", "export_settings"}
 
 
@@ -73,3 +76,33 @@ def test_descriptions_render_in_the_ui() -> None:
     for text in texts:
         outside_code = re.sub(r"`[^`]*`", "", text)
         assert not re.search(r"<[A-Za-z/]", outside_code), text
+
+
+SCHEDULE_STATES = """
+query {
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { schedules { name scheduleState { status } } }
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("variable", "status"), [(None, "STOPPED"), ("true", "RUNNING")])
+def test_schedules_run_only_when_the_deployment_says_so(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, status: str
+) -> None:
+    """What the UI's Automation page shows, through its GraphQL API on a code server."""
+    if variable is None:
+        monkeypatch.delenv("CALLTEXTS_SCHEDULES_RUNNING", raising=False)
+    else:
+        monkeypatch.setenv("CALLTEXTS_SCHEDULES_RUNNING", variable)
+    with (
+        dg.instance_for_test() as instance,
+        define_out_of_process_context(DEFINITIONS_FILE, "defs", instance) as context,
+    ):
+        result = execute_dagster_graphql(context, SCHEDULE_STATES)
+    [repository] = result.data["repositoriesOrError"]["nodes"]
+    states = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
+    assert states == {"daily_export": status, "weekly_catch_up": status}
