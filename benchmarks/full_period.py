@@ -18,6 +18,7 @@ seconds; timed apart, not part of the pipeline's wall time).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import harness
 from harness import RunFigures, Workload
+
+from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +43,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--no-sequential-baseline", dest="sequential_baseline", action="store_false"
     )
     parser.add_argument("--baseline-days", type=int, default=1)
+    parser.add_argument(
+        "--real-latency-sec",
+        type=float,
+        default=30.0,
+        help="the real STT's time per audio minute, for the projection (the seed's worst: 30)",
+    )
+    parser.add_argument("--sla-hours", type=float, default=6.0)
+    parser.add_argument(
+        "--listen",
+        action="store_true",
+        help="the STT emulator listens to every upload during the runs (its CPU then competes "
+        "with the pipeline's); by default it answers whole recordings from what the warm-up "
+        "heard in them (same bytes, same words) and listens to anything else",
+    )
     parser.add_argument("--cache-dir", type=Path, default=harness.DEFAULT_CACHE)
     parser.add_argument("--workdir", type=Path, help="run roots here (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the run roots")
@@ -61,6 +78,24 @@ def lower_bound(
         "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
     }
     return max(parts.values()), parts
+
+
+def _projection(args: argparse.Namespace, fig: RunFigures, bound: float) -> None:
+    """The run's wall time at the real STT's latency: the STT bound at that latency, divided
+    by the efficiency measured against the bound here; and the concurrency the SLA needs."""
+    sent_min = fig.stt["audio_seconds"] / 60
+    efficiency = bound / fig.wall_sec
+    real_bound = sent_min * args.real_latency_sec / args.concurrency
+    projected = real_bound / efficiency
+    sla = args.sla_hours * 3600
+    needed = math.ceil(sent_min * args.real_latency_sec / (sla * efficiency))
+    verdict = "within" if projected <= sla else "OVER"
+    print(
+        f"    PROJECTED at {args.real_latency_sec:g} s of STT per audio minute: "
+        f"{projected / 3600:.1f} h at concurrency {args.concurrency} ({verdict} the "
+        f"{args.sla_hours:g} h SLA; STT bound {real_bound / 3600:.1f} h / efficiency "
+        f"{efficiency:.2f}); concurrency {needed} meets it"
+    )
 
 
 def throughput(fig: RunFigures, minutes: float) -> str:
@@ -90,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         "real retry waits (scale 1)"
     )
 
-    warm_sec, rendered = harness.warm_audio_cache(
+    warm_sec, rendered, listened = harness.warm_audio_cache(
         everything, args.cache_dir, workers=max(1, harness.os.cpu_count() or 1)
     )
     print(
-        f"warm-up (EXCLUDED from the pipeline figures): rendered {rendered} recordings "
+        f"warm-up (EXCLUDED from the pipeline figures): rendered {rendered} recordings and "
+        f"listened to {listened} as the STT emulator will "
         f"({len(everything.with_audio) - rendered} already cached) in {warm_sec:,.1f} s "
         f"into {args.cache_dir}"
     )
+    heard = None if args.listen else harness.HeardCache(harness.HEARD_CACHE)
     bandwidth = harness.loopback_bandwidth()
     print(f"loopback bandwidth (one TCP stream, measured): {bandwidth / 2**30:.2f} GiB/s")
 
@@ -115,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             stt_latency_per_min=latency,
             py_spy=work / "backfill.pyspy.txt" if args.py_spy else None,
+            heard_cache=heard,
         )
         harness.print_run(full, audio_minutes=main_load.audio_minutes)
         if args.py_spy and (work / "backfill.pyspy.txt").exists():
@@ -141,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             f"efficiency {max(bound, cpu_floor) / full.wall_sec:.2f}"
         )
         print(f"    throughput: {throughput(full, main_load.audio_minutes)}")
+        harness.print_stt_ratios(full, main_load, PRICE_PER_MINUTE_USD)
+        right, total, cross_right, cross_total = harness.role_accuracy(full, main_load)
+        print(
+            f"    ROLE ACCURACY (stereo calls, against the scripts): {right:,} of {total:,} words "
+            f"under the right role = {right / max(total, 1):.4f}; cross-talk words "
+            f"{cross_right:,} of {cross_total:,} = {cross_right / max(cross_total, 1):.4f} "
+            f"({cross_total / max(total, 1):.1%} of the words)"
+        )
+        _projection(args, full, bound)
 
         print(f"\n2) no-op re-run of the same {args.days} days (target < 30 s)")
         again = harness.run_export_child(
@@ -151,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             last,
             concurrency=args.concurrency,
             stt_latency_per_min=latency,
+            heard_cache=heard,
         )
         harness.print_run(again, audio_minutes=0)
         downloads = again.portal["http_requests"].get("records", 0)
@@ -161,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.sequential_baseline:
-            _baseline(args, sandbox, work, base_first, first, full, main_load, latency)
+            _baseline(args, sandbox, work, base_first, first, full, main_load, latency, heard)
     finally:
         sandbox.stop()
         if not args.keep:
@@ -178,6 +226,7 @@ def _baseline(
     full: RunFigures,
     main_load: Workload,
     latency: float,
+    heard: harness.HeardCache | None,
 ) -> None:
     base_last = first - timedelta(days=1)
     load = Workload.seed(base_first, args.baseline_days, args.calls_per_day)
@@ -194,6 +243,7 @@ def _baseline(
         base_last,
         concurrency=1,
         stt_latency_per_min=latency,
+        heard_cache=heard,
     )
     harness.print_run(seq, audio_minutes=load.audio_minutes)
     print(f"    throughput: {throughput(seq, load.audio_minutes)}")
@@ -206,6 +256,7 @@ def _baseline(
         base_last,
         concurrency=args.concurrency,
         stt_latency_per_min=latency,
+        heard_cache=heard,
     )
     harness.print_run(same, audio_minutes=load.audio_minutes)
     print(f"    throughput: {throughput(same, load.audio_minutes)}")

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", category=dagster.BetaWarning)
 warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
 
 from calltexts_assets.core.ledger import Ledger  # noqa: E402
+from calltexts_assets.sandbox.hearing import Heard, HeardCache  # noqa: E402
 from calltexts_assets.sandbox.portal import PortalConfig  # noqa: E402
 from calltexts_assets.sandbox.portal_files import AudioCache, default_audio_renderer  # noqa: E402
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
@@ -54,6 +55,7 @@ from calltexts_assets.settings import portal_today  # noqa: E402
 from calltexts_assets.testing.child_run import ChildLayout, child_env, start_child  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
+HEARD_CACHE = DEFAULT_CACHE.parent  # what the STT emulator hears in each recording
 SEED = 7  # the CLI's default sandbox seed
 
 
@@ -100,24 +102,32 @@ class Workload:
 # -- warm-up: render every recording into the on-disk cache ---------------------------------
 
 _worker_cache: AudioCache | None = None
+_worker_heard: HeardCache | None = None
 
 
-def _render_init(cache_dir: str, version: str) -> None:
-    global _worker_cache
+def _render_init(cache_dir: str, version: str, heard_root: str) -> None:
+    global _worker_cache, _worker_heard
     _worker_cache = AudioCache(default_audio_renderer, cache_dir, 0, version)
+    _worker_heard = HeardCache(Path(heard_root))
 
 
-def _render_one(job: tuple[str, int]) -> int:
+def _render_one(job: tuple[str, int]) -> tuple[int, int]:
+    """(rendered now, listened to now) for one recording."""
     call_id, duration = job
-    assert _worker_cache is not None
+    assert _worker_cache is not None and _worker_heard is not None
     before = _worker_cache.renders
-    _worker_cache.get(call_id, duration, recording_is_stereo(call_id), recording_format(call_id))
-    return _worker_cache.renders - before
+    fmt = recording_format(call_id)
+    found = _worker_cache.open(call_id, duration, recording_is_stereo(call_id), fmt)
+    assert isinstance(found, Path)  # no memory budget here: every recording is a file
+    return _worker_cache.renders - before, int(_worker_heard.fill(found))
 
 
-def warm_audio_cache(workload: Workload, cache_dir: Path, workers: int) -> tuple[float, int]:
+def warm_audio_cache(
+    workload: Workload, cache_dir: Path, workers: int, heard_root: Path = HEARD_CACHE
+) -> tuple[float, int, int]:
     """Render what the portal will serve into `cache_dir` (the portal's own cache format and
-    keys); returns (seconds, recordings rendered now). Already cached ones are skipped."""
+    keys), and listen to each recording as the STT emulator will (`HeardCache`, by content);
+    returns (seconds, recordings rendered now, listened to now). Done ones are skipped."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     # The portal reads CALL_DURATION as int(float(...)), and keys the cache on it.
     jobs = sorted(
@@ -126,10 +136,10 @@ def warm_audio_cache(workload: Workload, cache_dir: Path, workers: int) -> tuple
     )
     started = time.monotonic()
     ctx = multiprocessing.get_context("fork")
-    initargs = (str(cache_dir), PortalConfig().cache_version)
+    initargs = (str(cache_dir), PortalConfig().cache_version, str(heard_root))
     with ctx.Pool(workers, initializer=_render_init, initargs=initargs) as pool:
-        rendered = sum(pool.imap_unordered(_render_one, jobs, chunksize=8))
-    return time.monotonic() - started, rendered
+        done = list(pool.imap_unordered(_render_one, jobs, chunksize=8))
+    return time.monotonic() - started, sum(r for r, _ in done), sum(h for _, h in done)
 
 
 # -- the sandbox ------------------------------------------------------------------------------
@@ -153,10 +163,14 @@ def start_benchmark_sandbox(
 
 @contextmanager
 def fresh_stt(
-    latency_per_min: float, kind: type[SttEmulator] = SttEmulator
+    latency_per_min: float,
+    kind: type[SttEmulator] = SttEmulator,
+    heard_cache: HeardCache | None = None,
 ) -> Iterator[tuple[SttEmulator, RunningServer]]:
     """A new STT emulator per run, so its counters are that run's."""
-    emulator = kind(api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min)
+    emulator = kind(
+        api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, heard_cache=heard_cache
+    )
     server = serve_in_thread(emulator.app)
     try:
         yield emulator, server
@@ -186,30 +200,27 @@ class SlicedRecordings:
             capture_output=True, check=True,
         ).stdout  # fmt: skip
 
-    def get(self, call_id: str, duration_sec: int, stereo: bool) -> bytes:
+    def open(self, call_id: str, duration_sec: int, stereo: bool) -> bytes:
         frames = max(1, round(duration_sec / _FRAME_SEC))
         return self.base[: frames * _FRAME_BYTES]
 
 
 class HeaderOnlyStt(SttEmulator):
     """The STT emulator with its listening part replaced: the duration comes from the
-    file's header (MP3 sent whole, WAV chunks) and the 'words' are one every 3 s.
-    Same HTTP API, latency, stats; no decode."""
+    file's header and the 'words' are one every 3 s. Same HTTP API, latency, stats; no decode."""
 
-    def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
-        import io
-
-        import soundfile
-
+    def _listen(self, path: Path) -> Heard:
+        from calltexts_assets.audio.decode import probe
         from calltexts_assets.sandbox.script import VOCABULARY
+        from calltexts_assets.sandbox.tones import HeardWord
 
-        duration = float(soundfile.info(io.BytesIO(data)).duration)
+        duration = probe(path).duration_sec
         starts = [i * 3.0 for i in range(max(1, int(duration // 3)))]
         words = [
-            (t, min(t + 0.5, duration), VOCABULARY[i % len(VOCABULARY)])
+            HeardWord(t, min(t + 0.5, duration), VOCABULARY[i % len(VOCABULARY)], None)
             for i, t in enumerate(starts)
         ]
-        return duration, words
+        return Heard(duration, words)
 
 
 # -- one export run in a child process --------------------------------------------------------
@@ -231,6 +242,9 @@ class RunFigures:
     ledger_bytes: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     download_bytes: int = 0
+    cost_usd: float = 0.0  # the registry's: the ledger's cost of every call of the period
+    home: Path | None = None  # the child's storage root (transcripts under exports/)
+    load_average: float = 0.0  # the machine's mean 1-minute load average during the run
 
     @property
     def pipeline_cpu_sec(self) -> float:
@@ -244,12 +258,14 @@ class RunFigures:
 
 
 class _RssSampler(threading.Thread):
-    """Peak RSS of a process tree, sampled (ru_maxrss gives the exact peak per process)."""
+    """Peak RSS of a process tree, sampled (ru_maxrss gives the exact peak per process), and
+    the machine's 1-minute load average meanwhile (other sessions sharing the cores)."""
 
     def __init__(self, pid: int, every: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.peak = 0
+        self.loads: list[float] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -265,6 +281,7 @@ class _RssSampler(threading.Thread):
                     with suppress(psutil.NoSuchProcess):
                         total += proc.memory_info().rss
                 self.peak = max(self.peak, total)
+                self.loads.append(os.getloadavg()[0])
             except psutil.NoSuchProcess:
                 return
             self._halt.wait(self.every)
@@ -292,11 +309,12 @@ def run_export_child(
     requests_per_second: float = 2.0,
     py_spy: Path | None = None,
     stt_kind: type[SttEmulator] = SttEmulator,
+    heard_cache: HeardCache | None = None,
 ) -> RunFigures:
     """One `calltexts run --from first --to last` in a child against the sandbox."""
     layout = ChildLayout.under(root)
     sandbox.portal.reset_stats()
-    with fresh_stt(stt_latency_per_min, stt_kind) as (stt, stt_server):
+    with fresh_stt(stt_latency_per_min, stt_kind, heard_cache) as (stt, stt_server):
         env = child_env(
             layout,
             webhook_url=sandbox.webhook_url,
@@ -351,6 +369,9 @@ def run_export_child(
         ledger_bytes=db_bytes,
         statuses=dict(sorted(statuses.items())),
         download_bytes=sum(r.audio_bytes or 0 for r in records),
+        cost_usd=sum(r.cost or 0.0 for r in records),
+        home=layout.home,
+        load_average=sum(sampler.loads) / len(sampler.loads) if sampler.loads else 0.0,
     )
 
 
@@ -496,6 +517,10 @@ def print_run(fig: RunFigures, *, audio_minutes: float) -> None:
         f"    peak RSS: pipeline process {c.get('peak_rss_mib', 0):,.0f} MiB (VmHWM), "
         f"process tree with ffmpeg children {fig.peak_rss_tree_mib:,.0f} MiB (sampled)"
     )
+    print(
+        f"    machine load average during the run {fig.load_average:.1f} on "
+        f"{os.cpu_count() or 1} cores (above ~2-3: other processes shared the cores)"
+    )
     print(f"    ledger: {fig.ledger_rows} rows, {mib(fig.ledger_bytes)} on disk")
     p = fig.portal
     print(
@@ -505,11 +530,78 @@ def print_run(fig: RunFigures, *, audio_minutes: float) -> None:
     s = fig.stt
     print(
         f"    STT requests: {s['requests']} ({s['transcriptions']} transcriptions, "
-        f"{s['decodes']} decodes, {s['audio_seconds'] / 60:,.0f} channel-minutes, "
+        f"{s['decodes']} decodes, {s['audio_seconds'] / 60:,.0f} audio minutes sent, "
         f"{mib(s['bytes_received'])} uploaded, by status {s['by_status']}, "
-        f"max in flight {s['max_in_flight']})"
+        f"max in flight {s['max_in_flight']}; billed {s['billed_minutes']:,} minutes)"
     )
 
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- what the STT was sent, against the calls ----------------------------------------------------
+
+
+def print_stt_ratios(fig: RunFigures, workload: Workload, price_per_minute: float) -> None:
+    """The issue's measures of one run: audio sent / call audio, bytes uploaded / recording
+    bytes, and the registry's cost against what the emulator would bill."""
+    sent_min = fig.stt["audio_seconds"] / 60
+    uploaded = fig.stt["bytes_received"]
+    bill = fig.stt["billed_minutes"] * price_per_minute
+    print(
+        f"    call audio minutes {workload.audio_minutes:,.0f}; audio minutes sent to the STT "
+        f"{sent_min:,.0f}: ratio {sent_min / workload.audio_minutes:.3f}"
+    )
+    print(
+        f"    {mib(fig.download_bytes)} downloaded (recordings), {mib(uploaded)} uploaded "
+        f"(to the STT): ratio {uploaded / max(fig.download_bytes, 1):.3f}"
+    )
+    verdict = "EQUAL" if abs(fig.cost_usd - bill) < 0.005 else "DIFFERENT"
+    print(
+        f"    registry cost {fig.cost_usd:,.4f} USD; the emulator would bill "
+        f"{fig.stt['billed_minutes']:,} minutes x {price_per_minute} = {bill:,.4f} USD: {verdict}"
+    )
+
+
+_LINE = re.compile(r"^\[[\d:]+\] (Оператор|Клиент|Собеседник)(?: \S+)?: (.*)$")
+_ROLE = {"Оператор": "operator", "Клиент": "client"}
+
+
+def role_accuracy(fig: RunFigures, workload: Workload) -> tuple[int, int, int, int]:
+    """(words under the right role, words, of them cross-talk words right, cross-talk words)
+    over the stereo calls transcribed in the run, against the sandbox's ground truth (each
+    call's script: who says which word). A word is right when the transcript has it, in
+    order, among the lines of the role that said it."""
+    from difflib import SequenceMatcher
+
+    from calltexts_assets.core.storage_keys import transcript_key
+    from calltexts_assets.sandbox.script import call_script
+
+    right = total = cross_right = cross_total = 0
+    for row in workload.with_audio:
+        call_id = row["CALL_ID"]
+        if not recording_is_stereo(call_id):
+            continue
+        started = datetime.fromisoformat(row["CALL_START_DATE"])
+        path = fig.home / transcript_key(call_id, started) if fig.home else None
+        if path is None or not path.exists():
+            continue
+        heard: dict[str, list[str]] = {"operator": [], "client": []}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = _LINE.match(line)
+            if match and match[1] in _ROLE:
+                heard[_ROLE[match[1]]] += match[2].split()
+        script = call_script(call_id, int(float(row["CALL_DURATION"])), True)
+        crossing = {id(w) for w in script.overlapped()}
+        for role in ("operator", "client"):
+            said = script.words(role)
+            matcher = SequenceMatcher(None, [w.text for w in said], heard[role], autojunk=False)
+            found = {i + k for i, _, n in matcher.get_matching_blocks() for k in range(n)}
+            total += len(said)
+            right += len(found)
+            for i, word in enumerate(said):
+                if id(word) in crossing:
+                    cross_total += 1
+                    cross_right += i in found
+    return right, total, cross_right, cross_total

@@ -50,8 +50,11 @@ def _run_point(
     served = "" if args.faithful else " (memory mode: every recording served as mono)"
     print(f"\n~{target:,} audio minutes: {load.describe()}{served}")
     if args.faithful:
-        seconds, rendered = harness.warm_audio_cache(load, args.cache_dir, workers=2)
-        print(f"  warm-up (excluded): rendered {rendered} recordings in {seconds:,.0f} s")
+        seconds, rendered, listened = harness.warm_audio_cache(load, args.cache_dir, workers=2)
+        print(
+            f"  warm-up (excluded): rendered {rendered} recordings and listened to {listened} "
+            f"in {seconds:,.0f} s"
+        )
     sandbox = harness.start_benchmark_sandbox(load, args.cache_dir)
     stt_kind = harness.SttEmulator
     if not args.faithful:
@@ -69,6 +72,7 @@ def _run_point(
                 concurrency=args.concurrency,
                 stt_latency_per_min=latency,
                 stt_kind=stt_kind,
+                heard_cache=harness.HeardCache(harness.HEARD_CACHE) if args.faithful else None,
             )
             for label in (f"backfill-{target}", f"no-op-{target}")
         ]

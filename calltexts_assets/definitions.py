@@ -22,11 +22,13 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.settings import Secret, Settings, load_settings
+from calltexts_assets.settings import Secret, Settings, apply_dagster_environment, load_settings
 
 # Every process that loads the code location (run, step subprocess, webserver) decodes or
 # may decode audio: keep its freed buffers from pinning memory.
 return_large_buffers_to_os()
+# Fewer Dagster event writes per range run (settings.DAGSTER_ENVIRONMENT).
+apply_dagster_environment()
 
 
 def _env_var(secret: Secret) -> Any:
@@ -63,7 +65,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             retry_wait_scale=settings.retry_scale,
         ),
         "whisper": WhisperResource(
-            **_openai(settings), model=settings.whisper_model, language=settings.whisper_language
+            **_openai(settings),
+            model=settings.whisper_model,
+            language=settings.whisper_language,
+            max_upload_mb=settings.stt_max_upload_mb,
+            max_request_sec=settings.stt_max_request_sec,
         ),
         "summariser": SummariserResource(**_openai(settings), model=settings.summary_model),
         "storage": StorageResource(
@@ -86,6 +92,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,
+            stt_role_mode=settings.stt_role_mode,
             mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
             verify_checksums=settings.verify_checksums,
             is_sandbox=settings.sandbox,

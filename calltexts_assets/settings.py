@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -31,6 +31,13 @@ MAX_CONCURRENCY = 100
 # The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
+ROLE_MODES = ("energy", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
+# Models that answer json only (no times): clients/stt_models.py, docs/specs/stt_wire.md §1.4.
+JSON_ONLY_MODELS = frozenset({
+    "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
+    "gpt-4o-mini-transcribe-2025-03-20", "gpt-transcribe",
+})  # fmt: skip
+MIN_REQUEST_SEC = 30.0  # pieces are cut in pauses up to 5 s before their limit
 
 
 class SettingsError(ValueError):
@@ -73,6 +80,9 @@ class Settings:
     chatgpt_proxy_url: Secret
     whisper_model: str
     whisper_language: str
+    stt_role_mode: str
+    stt_max_upload_mb: float
+    stt_max_request_sec: float
     summary_model: str
     summaries_enabled: bool
     # where things live
@@ -314,6 +324,9 @@ def _read(r: _Reader) -> Settings:
         chatgpt_proxy_url=r.secret("CHATGPT_PROXY_URL", _proxy_shape),
         whisper_model=r.text("WHISPER_MODEL", "whisper-1"),
         whisper_language=r.text("WHISPER_LANGUAGE"),
+        stt_role_mode=r.choice("STT_ROLE_MODE", "energy", ROLE_MODES),
+        stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
+        stt_max_request_sec=r.number("STT_MAX_REQUEST_SEC", 0.0),
         summary_model=r.text("SUMMARY_MODEL", "gpt-4o-mini"),
         summaries_enabled=r.flag("EXPORT_SUMMARY_ENABLED"),
         home=Path(r.text("CALLTEXTS_HOME", "var")).resolve(),
@@ -354,6 +367,16 @@ def _read(r: _Reader) -> Settings:
             r.problems.append("BITRIX24_CLIENT_ID: required with BITRIX24_OAUTH_REFRESH_TOKEN")
         if not settings.bitrix24_client_secret:
             r.problems.append("BITRIX24_CLIENT_SECRET: required with BITRIX24_OAUTH_REFRESH_TOKEN")
+    if settings.stt_role_mode == "energy" and settings.whisper_model in JSON_ONLY_MODELS:
+        r.problems.append(
+            f"STT_ROLE_MODE=energy needs word or segment times, which WHISPER_MODEL="
+            f"{settings.whisper_model} does not return: use per_channel (each side sent on its "
+            "own, twice the cost) or none"
+        )
+    if 0 < settings.stt_max_request_sec < MIN_REQUEST_SEC:
+        r.problems.append(
+            f"STT_MAX_REQUEST_SEC: expected 0 (the model's limit) or >= {MIN_REQUEST_SEC}"
+        )
     return settings
 
 
@@ -369,3 +392,23 @@ VARIABLES = _names_read()
 
 def portal_today(tz: str | None = None) -> date:
     return datetime.now(ZoneInfo(tz or load_settings().timezone)).date()
+
+
+# Dagster reads these from the environment of the process that creates a run (the webserver,
+# the daemon, `calltexts run`) and of the run worker, not from dagster.yaml. For a range run
+# (a 60-day backfill is one run) they make Dagster record one "materialization planned"
+# event per asset instead of one per asset and partition (7 instead of 420: each is a
+# database write), and write a range's materialization events in batches where the event
+# storage can (PostgreSQL). The cost: a failed range run leaves its partitions "missing",
+# not "failed", in the UI; the ledger still records every call's failure.
+DAGSTER_ENVIRONMENT = {
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
+    "DAGSTER_EVENT_BATCH_SIZE": "100",
+}
+
+
+def apply_dagster_environment(env: MutableMapping[str, str] | None = None) -> None:
+    """Set DAGSTER_ENVIRONMENT where the deployment has not set the variables itself."""
+    target = os.environ if env is None else env
+    for name, value in DAGSTER_ENVIRONMENT.items():
+        target.setdefault(name, value)

@@ -106,3 +106,35 @@ def test_schedules_run_only_when_the_deployment_says_so(
     [repository] = result.data["repositoriesOrError"]["nodes"]
     states = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert states == {"daily_export": status, "weekly_catch_up": status}
+
+
+def test_stt_settings_reach_the_resources_and_bad_ones_are_refused() -> None:
+    settings = load_settings(
+        {"STT_ROLE_MODE": "per_channel", "STT_MAX_UPLOAD_MB": "4", "STT_MAX_REQUEST_SEC": "600"}
+    )
+    resources = build_definitions(settings).resources or {}
+    whisper = resources["whisper"].get_client()
+    assert (whisper.max_file_bytes, whisper.max_request_sec) == (4 * 2**20, 600)
+    assert resources["export_settings"].stt_role_mode == "per_channel"
+    with pytest.raises(SettingsError) as info:
+        load_settings({"STT_ROLE_MODE": "energy", "WHISPER_MODEL": "gpt-4o-mini-transcribe"})
+    assert str(info.value).startswith("STT_ROLE_MODE=energy needs word or segment times")
+    with pytest.raises(SettingsError, match="STT_ROLE_MODE='loud'"):
+        load_settings({"STT_ROLE_MODE": "loud"})
+    with pytest.raises(SettingsError, match="STT_MAX_REQUEST_SEC"):
+        load_settings({"STT_MAX_REQUEST_SEC": "10"})
+
+
+def test_settings_know_the_stt_modes_and_models_the_code_does() -> None:
+    # settings.py imports nothing of the project: its copies must match the originals.
+    from calltexts_assets import settings
+    from calltexts_assets.clients.stt_models import JSON_ONLY_MODELS
+    from calltexts_assets.transcripts.dialogue import ROLE_MODES
+
+    assert settings.ROLE_MODES == ROLE_MODES
+    assert settings.JSON_ONLY_MODELS == JSON_ONLY_MODELS
+
+
+def test_the_export_job_runs_its_steps_in_one_process() -> None:
+    # Each step has its own concurrency; a process per step only adds start-up time.
+    assert defs.resolve_job_def("calls_export").executor_def.name == "in_process"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from calltexts_assets.settings import VARIABLES
+from calltexts_assets.settings import DAGSTER_ENVIRONMENT, VARIABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Read by Dagster itself (the instance), not by the project's code.
-DAGSTER_OWN = {"DAGSTER_HOME", "DAGSTER_PG_URL"}
+DAGSTER_OWN = {
+    "DAGSTER_HOME",
+    "DAGSTER_PG_URL",
+    *DAGSTER_ENVIRONMENT,  # Dagster's own, which calltexts sets when the deployment does not
+}
 
 
 def _table_variables() -> list[str]:

@@ -133,7 +133,7 @@ def raw_audio_and_transcripts(
         failure_status=Status.TRANSCRIPTION_ERROR,
         log_dir=export_settings.log_dir,
         needed=needs_transcript,
-        summed=("stt_duration_sec", "cost"),
+        summed=("stt_duration_sec", "cost", "stt_sent_sec", "stt_requests", "hallucinations"),
     )
     client = bitrix24.get_client()
     requests_before = client.stats.requests + client.stats.rest_downloads
@@ -151,6 +151,7 @@ def raw_audio_and_transcripts(
         whisper=RequestsInFlight(stt, workers),
         storage=store,
         price_per_minute=export_settings.price_per_minute_usd,
+        role_mode=export_settings.stt_role_mode,
         labels=export_settings.role_labels,
         mask_phones=export_settings.mask_phones_in_transcripts,
         sandbox=export_settings.is_sandbox,
@@ -255,6 +256,11 @@ def _transcripts_figures(
         "transcription_errors": totals.count(Status.TRANSCRIPTION_ERROR),
         "audio_minutes_now": minutes(sums.get("stt_duration_sec", 0.0)),
         "audio_minutes_total": minutes(totals.transcribed_seconds),
+        # what went to the STT now: minutes sent (both sides in per-channel mode) and
+        # requests (retries included); hallucinated lines dropped
+        "stt_minutes_sent_now": minutes(sums.get("stt_sent_sec", 0.0)),
+        "stt_requests_now": int(sums.get("stt_requests", 0)),
+        "hallucinations_dropped_now": int(sums.get("hallucinations", 0)),
         "cost_usd_now": usd(sums.get("cost", 0.0)),
         "cost_usd_total": usd(totals.transcribed_cost),
     }

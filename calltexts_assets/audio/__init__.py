@@ -1,1 +1,1 @@
-"""Recordings: download once, read headers, decode, cut into chunks."""
+"""Recordings: download once, read headers, decode a block at a time, cut into pieces."""

@@ -1,5 +1,8 @@
-"""Cutting a decoded recording into pieces the STT accepts: planned under the API limits,
-cut in pauses, silent pieces flagged so that nobody pays for them."""
+"""A recording as the pieces an STT accepts: the original file when it fits the model's
+limits; else pieces cut in pauses, the MP3 at frame boundaries (bytes copied, no second
+lossy generation), any other format re-encoded as FLAC. Silent pieces are flagged so that
+nobody pays for them.
+"""
 
 from __future__ import annotations
 
@@ -9,129 +12,146 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile
-
-from calltexts_assets.audio.decode import (
-    AudioError,
-    AudioInfo,
-    Pcm,
-    mono_float,
-)
+from calltexts_assets.audio.decode import FLAC_RATE, AudioError, AudioInfo, encode_flac_piece
+from calltexts_assets.audio.envelope import Envelope
+from calltexts_assets.audio.mp3_cut import cut_mp3
+from calltexts_assets.audio.mp3_frames import Mp3FrameError
 
 SNAP_SECONDS = 5.0  # how far a cut may move back to land in a pause instead of a word
-SILENCE_DBFS = -45.0  # a chunk whose loudest 50 ms stay below this holds no speech
-SILENCE_STRIDE = 4  # loudness needs no full sample rate: every 4th sample is read
-PAUSE_DBFS = -50.0  # quieter than this is a pause, whatever the rest of the window does
+# 16 kHz mono 16-bit: FLAC of speech is about half of it, never more.
+FLAC_BYTES_PER_SEC = 2.0 * FLAC_RATE
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Limits:
+    """What one STT request may carry."""
+
+    max_bytes: int
+    max_seconds: float
+
+
+@dataclass(frozen=True)
+class Piece:
     path: Path
-    start: float  # offset of the chunk in the source stream, seconds
+    offset: float  # seconds of the recording at the piece's first decoded sample
+    start: float  # where the piece's own audio starts (a cut), >= offset
     end: float
-    silent: bool  # nothing above SILENCE_DBFS: not worth an STT request
+    silent: bool  # no speech above the floor: not worth a request
+    channel: int | None = None  # the one channel it carries (per-channel mode)
+    part: int = 1  # 1-based, of `parts` pieces of the recording (or of the channel)
+    parts: int = 1
+
+    @property
+    def label(self) -> str:
+        """ "" for a recording sent whole, "/2" for its second piece (speaker labels of a
+        diarizing model start over in each piece)."""
+        return "" if self.parts == 1 else f"/{self.part}"
+
+    @property
+    def duration(self) -> float:
+        """The audio the STT hears (and bills), lead-in frames of a cut MP3 included."""
+        return self.end - self.offset
 
 
-def plan_chunks(
-    info: AudioInfo,
-    max_bytes: int,
-    max_seconds: float,
+def fits(info: AudioInfo, limits: Limits) -> bool:
+    return info.size_bytes <= limits.max_bytes and info.duration_sec <= limits.max_seconds
+
+
+def plan_cuts(
+    duration: float,
+    bytes_per_sec: float,
+    limits: Limits,
     *,
-    bytes_per_sec: float | None = None,
     slack_sec: float = SNAP_SECONDS,
-) -> list[tuple[float, float]]:
-    """Equal spans covering the audio, each under both limits once written out.
+) -> list[float]:
+    """Inner cut times dividing `duration` into equal spans under both limits.
 
-    `bytes_per_sec` is the rate of the written chunks (default: the source's own rate).
-    Spans are `slack_sec` shorter than the limit allows, so `export_chunks` may move a
-    cut back into a pause without pushing the next chunk over the limit.
+    Spans are `slack_sec` shorter than the limits allow, so that a cut may move back into a
+    pause without pushing the next piece over them.
     """
-    duration = info.duration_sec
-    if duration <= 0:
+    if duration <= 0 or (
+        duration * bytes_per_sec <= limits.max_bytes and duration <= limits.max_seconds
+    ):
         return []
-    rate = bytes_per_sec or info.size_bytes / duration
-    fits = info.size_bytes <= max_bytes if bytes_per_sec is None else rate * duration <= max_bytes
-    if fits and duration <= max_seconds:
-        return [(0.0, duration)]
-    limit_sec = min(max_seconds, 0.98 * max_bytes / rate) - slack_sec  # 2 %: container overhead
+    # 2 %: container overhead and a VBR stretch denser than the average.
+    limit_sec = min(limits.max_seconds, 0.98 * limits.max_bytes / bytes_per_sec) - slack_sec
     if limit_sec <= slack_sec:
-        raise AudioError(f"limits too small to chunk: {max_bytes} bytes at {rate:.0f} B/s")
+        raise AudioError(
+            f"limits too small to cut: {limits.max_bytes} bytes at {bytes_per_sec:.0f} B/s"
+        )
     count = math.ceil(duration / limit_sec)
-    edges = [duration * i / count for i in range(count + 1)]
-    return list(itertools.pairwise(edges))
+    return [duration * i / count for i in range(1, count)]
 
 
-def _frame_rms(x: np.ndarray, frame: int) -> np.ndarray:
-    n = len(x) // frame
-    if n == 0:
-        return np.sqrt(np.mean(np.square(x), keepdims=True)) if len(x) else np.zeros(1)
-    return np.sqrt(np.mean(np.square(x[: n * frame].reshape(n, frame)), axis=1))
+def _spans(cuts: Sequence[float], duration: float) -> list[tuple[float, float]]:
+    return list(itertools.pairwise([0.0, *cuts, duration]))
 
 
-def snap_to_pause(ints: np.ndarray, sample_rate: int, cut: float, window_sec: float) -> float:
-    """Move `cut` back (by at most `window_sec`) into the middle of the longest pause there.
-
-    The longest pause is the likeliest turn boundary; among equals the latest wins, which
-    keeps chunks near their planned length.
-    """
-    frame = max(1, sample_rate // 100)
-    lo = max(0, int((cut - window_sec) * sample_rate))
-    hi = min(len(ints), int(cut * sample_rate))
-    if hi - lo < frame * 10:
-        return cut
-    rms = _frame_rms(mono_float(ints[lo:hi]), frame)
-    quiet = rms <= max(10 ** (PAUSE_DBFS / 20), 2 * float(np.min(rms)))
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-    starts, ends = edges[::2], edges[1::2]
-    lengths = ends - starts
-    best = len(lengths) - 1 - int(np.argmax(lengths[::-1]))
-    return (lo + (starts[best] + ends[best]) * frame / 2) / sample_rate
+def _is_silent(envelope: Envelope, start: float, end: float, channel: int | None) -> bool:
+    speech = envelope.speech(start, end)
+    return not bool(speech[channel] if channel is not None else speech.any())
 
 
-def is_silent(x: np.ndarray, sample_rate: int, threshold_dbfs: float = SILENCE_DBFS) -> bool:
-    """Loudest 50 ms below the threshold: a mean over the whole chunk would hide one word."""
-    if len(x) == 0:
-        return True
-    peak = float(np.max(_frame_rms(x, max(1, sample_rate // 20))))
-    return peak <= 10 ** (threshold_dbfs / 20)
+def _mp3_pieces(
+    path: Path, info: AudioInfo, envelope: Envelope, limits: Limits, out_dir: Path, stem: str
+) -> list[Piece]:
+    """The MP3 cut at frame boundaries in pauses (Mp3FrameError: it is no MP3 we can cut)."""
+    duration = envelope.duration_sec or info.duration_sec
+    planned = plan_cuts(duration, info.size_bytes / max(duration, 1e-9), limits)
+    cuts = [envelope.pause_near(c, SNAP_SECONDS) for c in planned]
+    cut = cut_mp3(path, cuts, out_dir, max_bytes=limits.max_bytes, stem=stem)
+    return [
+        Piece(
+            p.path,
+            p.offset,
+            p.start,
+            p.end,
+            _is_silent(envelope, p.start, p.end, None),
+            part=i,
+            parts=len(cut),
+        )
+        for i, p in enumerate(cut, start=1)
+    ]
 
 
-def chunk_bytes_per_sec(sample_rate: int, channels: int) -> float:
-    """Bytes per second of a chunk: 16-bit PCM (WAV; its 44-byte header is in plan_chunks'
-    2 % margin)."""
-    return 2.0 * sample_rate * channels
+def _flac_pieces(
+    path: Path, envelope: Envelope, limits: Limits, out_dir: Path, stem: str, channel: int | None
+) -> list[Piece]:
+    """Spans cut in pauses, each encoded as FLAC (of one channel, or mixed down)."""
+    cuts = [
+        envelope.pause_near(c, SNAP_SECONDS)
+        for c in plan_cuts(envelope.duration_sec, FLAC_BYTES_PER_SEC, limits)
+    ]
+    spans = _spans(cuts, envelope.duration_sec)
+    pieces: list[Piece] = []
+    for i, (start, end) in enumerate(spans, start=1):
+        silent = _is_silent(envelope, start, end, channel)
+        out = out_dir / f"{stem}_{i:03d}.flac"
+        if not silent:  # a silent span is never sent: no need to encode it
+            encode_flac_piece(path, out, start=start, duration=end - start, channel=channel)
+        pieces.append(Piece(out, start, start, end, silent, channel, part=i, parts=len(spans)))
+    return pieces
 
 
-def export_chunks(
-    pcm: Pcm,
-    spans: Sequence[tuple[float, float]],
-    out_dir: str | Path,
+def cut_recording(
+    path: Path,
+    info: AudioInfo,
+    envelope: Envelope,
+    limits: Limits,
+    out_dir: Path,
     *,
-    stem: str = "chunk",
-    snap_sec: float = SNAP_SECONDS,
-) -> list[Chunk]:
-    """Write each span of a mono or stereo recording as 16-bit WAV into `out_dir`.
-
-    WAV is what every Whisper server reads (whisper.cpp's server without ffmpeg reads only
-    WAV); it is lossless, so the STT hears the recording's own samples, not a second lossy
-    generation; and it costs no encoding. FLAC would halve the upload of speech for ~10 ms
-    CPU per channel-minute on each side; a LAME re-encode cost ~15x that.
-    Inner cuts move back to the nearest pause (within `snap_sec`) so no word is split in
-    two; `plan_chunks` left room for that. Silent chunks are written but flagged.
-    """
-    out_dir = Path(out_dir)
-    ints, rate = pcm.samples, pcm.rate
-    cuts = [spans[0][0]] if spans else []
-    for _, end in spans[:-1]:
-        cuts.append(snap_to_pause(ints, rate, end, snap_sec) if snap_sec > 0 else end)
-    if spans:
-        cuts.append(spans[-1][1])
-    chunks: list[Chunk] = []
-    for i, (start, end) in enumerate(itertools.pairwise(cuts)):
-        a, b = round(start * rate), round(end * rate)
-        path = out_dir / f"{stem}_{i:03d}.wav"
-        soundfile.write(path, ints[a:b], rate, format="WAV", subtype="PCM_16")
-        silent = is_silent(mono_float(ints[a:b:SILENCE_STRIDE]), rate // SILENCE_STRIDE)
-        chunks.append(Chunk(path, a / rate, b / rate, silent))
-    return chunks
+    channel: int | None = None,
+    stem: str = "piece",
+) -> list[Piece]:
+    """The pieces to send for one recording (or for one of its channels): the file itself
+    when it fits, else the MP3 cut by frames, else FLAC."""
+    if channel is None and fits(info, limits):
+        return [
+            Piece(path, 0.0, 0.0, envelope.duration_sec or info.duration_sec, envelope.silent())
+        ]
+    if channel is None:
+        try:
+            return _mp3_pieces(path, info, envelope, limits, out_dir, stem)
+        except Mp3FrameError:
+            pass  # not an MP3 we can cut by frames: re-encoded below
+    return _flac_pieces(path, envelope, limits, out_dir, stem, channel)

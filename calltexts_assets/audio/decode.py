@@ -1,25 +1,32 @@
-"""Reading recordings: find ffmpeg, read headers, decode to PCM.
+"""Reading recordings: find ffmpeg, read headers, decode to PCM a block at a time, encode
+pieces.
 
 Headers are read by libsndfile, else mutagen, never with ffprobe (the imageio-ffmpeg wheel
-ships none), and audio is decoded only when a split or a channel separation needs the
-samples; then in-process by libsndfile where it can, since an ffmpeg process per call and
-per chunk cost more CPU than the decoding itself.
+ships none). Audio is decoded in-process by libsndfile where it can (an ffmpeg process per
+call cost more CPU than the decoding itself), always in bounded blocks (`iter_pcm`): a call
+left open for hours takes no more memory than a short one.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mutagen
 import numpy as np
 import soundfile
+
+from calltexts_assets.audio.mp3_frames import (
+    DECODER_DELAY,
+    Mp3FrameError,
+    count_frames,
+    read_head,
+)
 
 
 class AudioError(ValueError):
@@ -80,9 +87,39 @@ def _probe_with_ffmpeg(path: Path) -> AudioInfo:
     )
 
 
+# Bytes after the last frame that are still a tag (ID3v1: 128, APE and Lyrics3: a few KB).
+_TRAILING_TAG_BYTES = 16 * 1024
+
+
+def _probe_mp3(path: Path) -> AudioInfo | None:
+    """An MPEG Layer III file's facts from its frame headers: the duration counted frame by
+    frame (exact for VBR and untagged files, where libsndfile estimates from the first
+    frame's bitrate), less the encoder delay and padding its LAME tag announces.
+
+    Frames that stop far before the end of the file (zeroed or overwritten bytes) leave the
+    duration the file's size announces, so that decoding finds the recording corrupt."""
+    try:
+        head = read_head(path)
+    except (Mp3FrameError, OSError):
+        return None
+    header, size = head.header, path.stat().st_size
+    frames, end = count_frames(path, head.first_frame_offset)
+    if size - end > _TRAILING_TAG_BYTES:
+        frames = max(frames, (size - head.first_frame_offset) // header.length)
+    samples = frames * header.samples
+    if head.info is not None and head.info.has_lame:
+        samples -= head.skip_samples + head.info.encoder_padding - DECODER_DELAY
+    return AudioInfo(
+        max(samples, 0) / header.sample_rate, header.channels, header.sample_rate, size
+    )
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Duration, channels and sample rate from the file's headers (no decode)."""
     path = Path(path)
+    mp3 = _probe_mp3(path)
+    if mp3 is not None:
+        return mp3
     # libsndfile counts MP3 frames exactly, minus the encoder's delay and padding (mutagen is
     # ~0.08 s long on LAME files), in C; mutagen knows more containers (m4a).
     try:
@@ -110,53 +147,87 @@ def probe(path: str | Path) -> AudioInfo:
 
 
 @dataclass(frozen=True)
-class Pcm:
-    """Decoded audio: int16 samples shaped (n, channels) and their rate."""
+class PcmBlocks:
+    """A recording decoded a block at a time: float32 arrays (full scale 1.0) shaped
+    (n, channels), n at most `block_frames`. However long the recording, no more samples than
+    that are held at once. (float32: mpg123 decodes to it natively, twice as fast as int16.)"""
 
-    samples: np.ndarray
     rate: int
-
-    @property
-    def channels(self) -> int:
-        return int(self.samples.shape[1])
-
-    @property
-    def duration_sec(self) -> float:
-        return len(self.samples) / self.rate
-
-    def channel(self, index: int) -> Pcm:
-        """One channel as mono (a view: no copy of a long call's samples)."""
-        return Pcm(self.samples[:, index : index + 1], self.rate)
-
-    def downmix(self) -> Pcm:
-        mixed = self.samples.mean(axis=1, dtype=np.float32, keepdims=True)
-        return Pcm(mixed.astype(np.int16), self.rate)
+    channels: int
+    block_frames: int
+    blocks: Iterator[np.ndarray]
 
 
-def load(path: str | Path, *, max_rate: int | None = None) -> Pcm:
-    """Decode a recording to 16-bit PCM.
+BLOCK_SEC = 10.0  # decoded at once: 1.9 MB of 48 kHz stereo int16
 
-    Files at or below `max_rate` decode in-process with libsndfile (MP3 via mpg123, FLAC,
-    WAV, Ogg): no ffmpeg process per call. Higher rates, and formats libsndfile cannot
-    read, go through ffmpeg, which also resamples to `max_rate` (Whisper works at 16 kHz).
-    """
+
+def iter_pcm(
+    path: str | Path,
+    info: AudioInfo | None = None,
+    *,
+    block_sec: float = BLOCK_SEC,
+    max_rate: int = 16_000,
+) -> PcmBlocks:
+    """Decode a recording in blocks of `block_sec`: in-process with libsndfile (MP3 via
+    mpg123, FLAC, WAV, Ogg) at the file's own rate, else streamed out of an ffmpeg process
+    (other containers, e.g. m4a), resampled to at most `max_rate`."""
     path = Path(path)
-    info = probe(path)
-    rate = min(info.sample_rate, max_rate or info.sample_rate)
-    ints = _read_in_process(path) if rate == info.sample_rate else None
-    if ints is None or ints.shape[1] != info.channels:
-        raw = decode_pcm(path, sample_rate=rate, channels=info.channels)
-        ints = np.frombuffer(raw, dtype=np.int16).reshape(-1, info.channels)
-    return Pcm(ints, rate)
-
-
-def _read_in_process(path: Path) -> np.ndarray | None:
-    """int16 samples shaped (n, channels), or None when libsndfile cannot read the file."""
     try:
-        ints, _ = soundfile.read(path, dtype="int16", always_2d=True)
+        sound = soundfile.SoundFile(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        return None
-    return ints
+        sound = None
+    if sound is not None:
+        frames = max(1, int(block_sec * sound.samplerate))
+        return PcmBlocks(sound.samplerate, sound.channels, frames, _sndfile_blocks(sound, frames))
+    info = info or probe(path)
+    rate = min(info.sample_rate, max_rate)
+    frames = max(1, int(block_sec * rate))
+    blocks = _ffmpeg_blocks(path, rate, info.channels, frames)
+    return PcmBlocks(rate, info.channels, frames, blocks)
+
+
+def _sndfile_blocks(sound: soundfile.SoundFile, frames: int) -> Iterator[np.ndarray]:
+    done = 0
+    with sound:
+        while True:
+            try:
+                block = sound.read(frames, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                at = done / sound.samplerate
+                raise AudioError(
+                    f"corrupt recording: undecodable after {at:.1f} s ({exc})"
+                ) from None
+            if not len(block):
+                return
+            done += len(block)
+            yield block
+
+
+def _ffmpeg_blocks(path: Path, rate: int, channels: int, frames: int) -> Iterator[np.ndarray]:
+    pcm_out = ["-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "-ac", str(channels)]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path)]
+    proc = subprocess.Popen(
+        [*cmd, *pcm_out, "pipe:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    block_bytes = frames * channels * 4
+    try:
+        while True:
+            data = proc.stdout.read(block_bytes)
+            usable = len(data) - len(data) % (4 * channels)
+            if usable:
+                yield np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, channels)
+            if len(data) < block_bytes:
+                break
+        error = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise AudioError(f"ffmpeg failed: {error[-500:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def decode_pcm(source: bytes | Path, *, sample_rate: int, channels: int) -> bytes:
@@ -170,22 +241,6 @@ def decode_pcm(source: bytes | Path, *, sample_rate: int, channels: int) -> byte
     return raw[: len(raw) - len(raw) % (2 * channels)]
 
 
-def mono_float(ints: np.ndarray) -> np.ndarray:
-    x = ints.astype(np.float32) / 32768.0
-    return x.mean(axis=1) if x.ndim == 2 else x
-
-
-def channels_identical(pcm: Pcm, tolerance_db: float = 40.0) -> bool:
-    """True when a 'stereo' file carries the same signal on both channels (dual mono)."""
-    if pcm.channels < 2:
-        return True
-    # Every 7th frame is plenty to tell a copy from two voices, at a seventh of the cost.
-    x = pcm.samples[::7, :2].astype(np.float32) / 32768.0
-    total = float(np.sqrt(np.mean(np.square(x[:, 0] + x[:, 1])))) + 1e-12
-    diff = float(np.sqrt(np.mean(np.square(x[:, 0] - x[:, 1]))))
-    return diff == 0.0 or 20 * math.log10(total / diff) >= tolerance_db
-
-
 def encode_pcm(
     raw: bytes, sample_rate: int, channels: int, out: Path, *, bitrate: str = "64k"
 ) -> Path:
@@ -194,4 +249,21 @@ def encode_pcm(
     codec = ["-c:a", "libmp3lame", "-b:a", bitrate] if out.suffix == ".mp3" else []
     pcm_in = ["-f", "s16le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:0"]
     run_ffmpeg([*pcm_in, *codec, "-y", str(out)], raw)
+    return out
+
+
+FLAC_RATE = 16_000  # what Whisper works at; more would only make the upload bigger
+
+
+def encode_flac_piece(
+    source: Path, out: Path, *, start: float, duration: float, channel: int | None = None
+) -> Path:
+    """`duration` seconds of `source` from `start` as 16 kHz mono FLAC (lossless: no second
+    lossy generation; read by OpenAI and every compatible server, whisper.cpp included).
+    `channel` takes one channel (0 = left), else the channels are mixed down, as Whisper
+    does. ffmpeg reads the file itself: nothing of it passes through this process."""
+    mix = ["-af", f"pan=mono|c0=c{channel}"] if channel is not None else ["-ac", "1"]
+    span = ["-ss", f"{max(start, 0.0):.6f}", "-t", f"{duration:.6f}", "-i", str(source)]
+    codec = ["-ar", str(FLAC_RATE), "-c:a", "flac", "-compression_level", "5"]
+    run_ffmpeg([*span, *mix, *codec, "-y", str(out)])
     return out

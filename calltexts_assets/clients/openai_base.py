@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
+from calltexts_assets.core.errors import RunWideError
 from calltexts_assets.core.masking import mask_text, mask_url
 from calltexts_assets.core.retrying import RetryableError, retry_policy
 from calltexts_assets.core.runlog import scrubbed_logger
@@ -25,16 +26,39 @@ T = TypeVar("T")
 
 # The statuses the OpenAI SDK itself would retry: timeouts, lock conflicts, rate limits, 5xx.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# A 429 about money, not pace: retrying does not restore access (docs/specs/stt_wire.md §4.2,
+# help.openai.com/en/articles/5955604). `type` is `insufficient_quota`; `code` is that too on
+# older answers, or names the limit hit.
+QUOTA_CODES = frozenset({
+    "insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded", "organization_usage_limit_exceeded",
+})  # fmt: skip
+_QUOTA_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded")
 
 
 class OpenAIApiError(Exception):
     """A request that failed for good: a non-retryable status, or retries exhausted."""
 
-    def __init__(self, code: str, message: str, *, attempts: int = 1) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        attempts: int = 1,
+        api_code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code  # the HTTP status as text, or "timeout" / "connection"
         self.message = message
         self.attempts = attempts
+        self.api_code = api_code  # the body's error.code ("unsupported_value", ...)
+        self.param = param  # the body's error.param ("response_format", ...)
+
+
+class QuotaExhausted(OpenAIApiError, RunWideError):
+    """Billing (429 insufficient_quota and its kin): no call can succeed until someone adds
+    credit or raises a limit, so the stage stops at once, nothing retried."""
 
 
 @dataclass
@@ -105,13 +129,28 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         return None
 
 
-def _status_message(exc: openai.APIStatusError) -> str:
+def _error_fields(exc: openai.APIStatusError) -> dict[str, str | None]:
+    """message / type / code / param of the body's error object. Compatible servers differ:
+    speaches answers `{"detail": ...}`, LocalAI an integer code, whisper.cpp a string."""
     body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return exc.message
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, str):
+        return {"message": error, "type": None, "code": None, "param": None}
+    if not isinstance(error, dict):
+        return {"message": exc.message, "type": None, "code": None, "param": None}
+    fields = {key: error.get(key) for key in ("message", "type", "code", "param")}
+    text = {key: str(value) if value not in (None, "") else None for key, value in fields.items()}
+    text["message"] = text["message"] or (
+        str(error["detail"]) if error.get("detail") else exc.message
+    )
+    return text
+
+
+def is_quota_error(status: int, error_type: str | None, error_code: str | None) -> bool:
+    code = error_code or ""
+    return status == 429 and (
+        error_type == "insufficient_quota" or code in QUOTA_CODES or code.endswith(_QUOTA_SUFFIXES)
+    )
 
 
 def classify(exc: Exception) -> Exception:
@@ -122,10 +161,14 @@ def classify(exc: Exception) -> Exception:
         cause = exc.__cause__ or exc
         return _Retryable("connection", f"{type(cause).__name__}: {cause}")
     if isinstance(exc, openai.APIStatusError):
-        code, message = str(exc.status_code), _status_message(exc)
+        fields = _error_fields(exc)
+        code, message = str(exc.status_code), fields["message"] or exc.message
+        details = {"api_code": fields["code"], "param": fields["param"]}
+        if is_quota_error(exc.status_code, fields["type"], fields["code"]):
+            return QuotaExhausted(code, message, **details)
         if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
             return _Retryable(code, message, _retry_after(exc.response))
-        return OpenAIApiError(code, message)
+        return OpenAIApiError(code, message, **details)
     return exc
 
 
@@ -235,9 +278,18 @@ class OpenAIService:
         policy = retry_policy(waits, scale=self.connection.retry_wait_scale, on_retry=on_retry)
         try:
             return policy(attempt), attempts
+        except QuotaExhausted as exc:
+            kind = exc.api_code or "insufficient_quota"
+            message = (
+                f"the account is out of quota ({exc.code} {kind}, {self.describe()}): "
+                f"{self.scrub(exc.message)} Add credit or raise the spend limit, then re-run."
+            )
+            raise QuotaExhausted(exc.code, message, attempts=attempts, api_code=kind) from None
         except OpenAIApiError as exc:
             message = f"{what} rejected ({self.describe()}): {self.scrub(exc.message)}"
-            raise error(exc.code, message, attempts=attempts) from None
+            raise error(
+                exc.code, message, attempts=attempts, api_code=exc.api_code, param=exc.param
+            ) from None
         except _Retryable as exc:
             message = (
                 f"{what} failed after {attempts} attempts ({self.describe()}); "

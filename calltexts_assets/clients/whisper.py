@@ -1,44 +1,61 @@
-"""Speech-to-text through the OpenAI transcription API (or a compatible server)."""
+"""Speech-to-text through the OpenAI transcription API (or a compatible server).
+
+One file in, one `SttResult` out. What to ask for comes from the model's profile
+(`stt_models.py`): whisper-1 and unknown models `verbose_json` with word and segment times,
+the gpt-4o family `json`, the diarizing model `diarized_json`. A server that refuses
+`verbose_json` is asked for `json` instead, once for the client's lifetime. The answer is
+read as JSON whatever the server (`stt_response.py`), not through the SDK's types.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
-from calltexts_assets.clients.openai_base import OpenAIApiError, OpenAIConnection, OpenAIService
+from calltexts_assets.clients.openai_base import (
+    OpenAIApiError,
+    OpenAIConnection,
+    OpenAIService,
+    QuotaExhausted,
+)
+from calltexts_assets.clients.stt_models import (
+    DIARIZED,
+    JSON,
+    SLOWEST_SEC_PER_AUDIO_SEC,
+    VERBOSE,
+    model_profile,
+)
+from calltexts_assets.clients.stt_response import Segment, SttResult, Word, parse_transcription
 from calltexts_assets.core.audio_format import content_type
+from calltexts_assets.core.runlog import scrubbed_logger
 
-MAX_FILE_BYTES = 25 * 1024 * 1024  # the API's limit per file
-MAX_CHUNK_SECONDS = 15 * 60
-# Only whisper-1 answers verbose_json (segments with times); the gpt-4o models give text.
-VERBOSE_MODELS = frozenset({"whisper-1"})
+__all__ = ["Segment", "SttResult", "TranscriptionError", "WhisperClient", "Word"]
+
+log = scrubbed_logger(__name__)
+_FORMAT_PARAMS = ("response_format", "timestamp_granularities")
 
 
 class TranscriptionError(OpenAIApiError):
     """The file could not be transcribed (rejected, or retries exhausted)."""
 
 
-@dataclass(frozen=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True)
-class SttResult:
-    language: str
-    duration: float
-    text: str
-    segments: tuple[Segment, ...]
-    attempts: int = 1  # HTTP requests spent, retries included
-    model: str = ""
+def _refuses_format(exc: OpenAIApiError) -> bool:
+    """A 400/422 about the response format or the timestamps (OpenAI names the param;
+    other servers only say it in the message)."""
+    if exc.code not in ("400", "422"):
+        return False
+    if exc.param and exc.param.split("[")[0] in _FORMAT_PARAMS:
+        return True
+    text = exc.message.lower()
+    return any(word in text for word in (*_FORMAT_PARAMS, VERBOSE))
 
 
 class WhisperClient(OpenAIService):
-    """One file in, text with segment times out. Splitting happens in `transcripts/`; the
-    limits it splits by live here because they are the API's."""
+    """Transcribes one file per call. Splitting happens in `audio/` and `transcripts/`; the
+    limits it splits by live here because they are the model's."""
 
     def __init__(
         self,
@@ -46,14 +63,72 @@ class WhisperClient(OpenAIService):
         *,
         model: str = "whisper-1",
         language: str = "",  # ISO-639-1 hint ("ru"); empty: let the model detect it
-        max_file_bytes: int = MAX_FILE_BYTES,
-        max_chunk_seconds: float = MAX_CHUNK_SECONDS,
+        max_file_bytes: int | None = None,  # None: the model's own limits
+        max_request_sec: float | None = None,
     ) -> None:
         super().__init__(connection)
         self.model = model
         self.language = language
-        self.max_file_bytes = max_file_bytes
-        self.max_chunk_seconds = max_chunk_seconds
+        self.profile = model_profile(model)
+        self.max_file_bytes = max_file_bytes or self.profile.max_file_bytes
+        self.max_request_sec = max_request_sec or self.profile.max_request_sec
+        self._format = self.profile.response_format
+        self._format_lock = threading.Lock()
+        # Once the account is out of money no request can succeed: the calls still in the
+        # workers stop without sending theirs.
+        self._out_of_quota: QuotaExhausted | None = None
+
+    @property
+    def response_format(self) -> str:
+        return self._format
+
+    @property
+    def timestamps(self) -> bool:
+        """Whether answers carry times (verbose_json or diarized_json), as far as known."""
+        return self._format != JSON
+
+    @property
+    def diarizes(self) -> bool:
+        return self._format == DIARIZED
+
+    def _options(self, response_format: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"model": self.model, "response_format": response_format}
+        if response_format == VERBOSE:
+            options["timestamp_granularities"] = ["word", "segment"]
+        if response_format == DIARIZED:
+            options["chunking_strategy"] = "auto"  # required over 30 s (§3.3)
+        if self.language:
+            options["language"] = self.language
+        return options
+
+    def _send(
+        self, path: Path, response_format: str, duration_sec: float | None
+    ) -> tuple[Any, int]:
+        options = self._options(response_format)
+        # A long piece takes the STT long: its timeout grows with the audio it carries.
+        options["timeout"] = self.connection.timeout_sec + SLOWEST_SEC_PER_AUDIO_SEC * (
+            duration_sec or 0.0
+        )
+
+        # The server reads the format from the part's file name: name and type say the truth
+        # (a stored recording's extension is its sniffed format).
+        kind = content_type(path.suffix)
+
+        def request() -> Any:
+            # Reopened per attempt (a retry re-sends it all); an open file is streamed by
+            # httpx from disk, never read into memory whole.
+            with path.open("rb") as audio:
+                raw = self.client().audio.transcriptions.with_raw_response.create(
+                    file=(path.name, audio, kind), **options
+                )
+            try:
+                return raw.http_response.json()
+            except json.JSONDecodeError:
+                return raw.http_response.text
+
+        return self.call_with_retry(
+            f"transcription of {path.name}", request, error=TranscriptionError
+        )
 
     def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
         """`duration_sec`: the file's length, for servers that do not report it."""
@@ -63,51 +138,42 @@ class WhisperClient(OpenAIService):
             raise TranscriptionError(
                 "413", f"{path.name} is {size} bytes, over the {self.max_file_bytes} limit"
             )
-        verbose = self.model in VERBOSE_MODELS
-        options: dict[str, Any] = {
-            "model": self.model,
-            "response_format": "verbose_json" if verbose else "json",
-        }
-        if verbose:
-            options["timestamp_granularities"] = ["segment"]
-        if self.language:
-            options["language"] = self.language
-
-        # The server reads the format from the part's file name: name and type say the truth
-        # (the stored recording's extension is its sniffed format).
-        kind = content_type(path.suffix)
-
-        def request() -> Any:
-            with path.open("rb") as audio:  # reopened per attempt: a retry re-sends it all
-                return self.client().audio.transcriptions.create(
-                    file=(path.name, audio, kind), **options
-                )
-
-        response, attempts = self.call_with_retry(
-            f"transcription of {path.name}", request, error=TranscriptionError
-        )
-        return self._result(response, attempts, duration_sec)
-
-    def _result(self, response: Any, attempts: int, duration_sec: float | None) -> SttResult:
-        text = (getattr(response, "text", "") or "").strip()
-        raw_segments = getattr(response, "segments", None)
-        duration = getattr(response, "duration", None)
-        if duration is None:
-            duration = duration_sec or 0.0
-        if raw_segments is None:  # plain json: one segment spanning the file
-            segments = (Segment(0.0, float(duration), text),) if text else ()
-        else:
-            segments = tuple(
-                Segment(float(s.start), float(s.end), s.text.strip())
-                for s in raw_segments
-                if s.text.strip()
+        if self._out_of_quota is not None:
+            raise self._out_of_quota
+        try:
+            body, attempts, response_format = self._send_asking_for_json_if_refused(
+                path, duration_sec
             )
-        language = getattr(response, "language", None) or self.language
-        return SttResult(
-            language=language,
-            duration=float(duration),
-            text=text,
-            segments=segments,
-            attempts=attempts,
-            model=self.model,
+        except QuotaExhausted as exc:
+            self._out_of_quota = exc
+            raise
+        try:
+            result = parse_transcription(body, duration_hint=duration_sec)
+        except ValueError as exc:
+            raise TranscriptionError(
+                "bad_response", f"{path.name}: {exc}", attempts=attempts
+            ) from None
+        return dataclasses.replace(
+            result, attempts=attempts, model=self.model, response_format=response_format
         )
+
+    def _send_asking_for_json_if_refused(
+        self, path: Path, duration_sec: float | None
+    ) -> tuple[Any, int, str]:
+        """(body, requests spent, format answered). A server that refuses the format asked
+        for is asked for json, from then on."""
+        response_format = self._format
+        try:
+            body, attempts = self._send(path, response_format, duration_sec)
+        except TranscriptionError as exc:
+            if response_format == JSON or not _refuses_format(exc):
+                raise
+            with self._format_lock:
+                self._format = JSON
+            log.warning(
+                "%s refuses %s for %s (%s): asking for json from now on, without times",
+                self.describe(), response_format, self.model, self.scrub(exc.message),
+            )  # fmt: skip
+            body, attempts = self._send(path, JSON, duration_sec)
+            return body, attempts + exc.attempts, JSON
+        return body, attempts, response_format

@@ -1,4 +1,4 @@
-"""The scratch folder of the steps: spooled downloads and channel chunks.
+"""The scratch folder of the steps: spooled downloads and the pieces of long recordings.
 
 They are recordings (personal data), so they live under the project's own home, not the
 system's /tmp, and what a killed run left behind is swept by the next one.

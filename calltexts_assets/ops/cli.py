@@ -13,7 +13,13 @@ from pathlib import Path
 
 from calltexts_assets.core.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
-from calltexts_assets.settings import Settings, SettingsError, load_settings, portal_today
+from calltexts_assets.settings import (
+    Settings,
+    SettingsError,
+    apply_dagster_environment,
+    load_settings,
+    portal_today,
+)
 
 
 def _add_sandbox_args(parser: argparse.ArgumentParser, days: int, calls_per_day: int) -> None:
@@ -64,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--portal-port", type=int, default=8724)
     serve.add_argument("--stt-port", type=int, default=8725)
+    serve.add_argument(
+        "--stt-flavour",
+        choices=("openai", "speaches", "localai"),
+        default="openai",
+        help="which server the STT emulator answers as (models Systran/... and ggml-... "
+        "are answered as speaches and LocalAI whatever this says)",
+    )
     _add_sandbox_args(serve, days=60, calls_per_day=150)
     seed = sandbox_commands.add_parser("seed", help="re-seed a running sandbox portal")
     seed.add_argument("--portal-url", default="http://127.0.0.1:8724")
@@ -166,6 +179,7 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         host=args.host,
         portal_port=args.portal_port,
         stt_port=args.stt_port,
+        stt_options={"flavour": args.stt_flavour},
     )
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
@@ -224,6 +238,7 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_dagster_environment()  # inherited by `dagster dev` (webserver, daemon) too
     try:
         return _dispatch(args)
     except _Refused as exc:

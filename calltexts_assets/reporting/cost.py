@@ -1,8 +1,12 @@
 """Transcription tariff arithmetic: billable minutes, USD and RUB, the pre-run forecast.
 
 Rounding rules (the registry, the report and the cost check all rely on them):
-- A call is billed per started minute: `ceil(seconds / 60)`; 0 s costs nothing. Durations
-  are first rounded to whole milliseconds, so float noise from summed chunk durations
+- What is billed is each STT request: per started minute, `ceil(seconds / 60)`, on the
+  seconds the service reports (`usage.seconds`), else the audio sent; 0 s costs nothing. A
+  call sent whole in one request (the common case) thus costs `ceil(its minutes) x tariff`;
+  a call cut into pieces costs the sum over its pieces, and a call sent per channel both
+  channels: the registry shows what the service bills, not an estimate. Durations
+  are first rounded to whole milliseconds, so float noise from summed durations
   (33.319 + 19.382 + 67.299 = 120.00000000000001) does not add a minute.
 - Money is `Decimal`, computed exactly: prices and rates given as floats are read through
   `str()` (0.006 stays 0.006, not its binary expansion). Nothing is rounded per call.
@@ -13,8 +17,9 @@ Rounding rules (the registry, the report and the cost check all rely on them):
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
@@ -51,6 +56,36 @@ def minutes_cost_usd(
     return minutes * _dec(price_per_minute)
 
 
+def requests_billable_minutes(seconds: Iterable[float]) -> int:
+    """Started minutes summed over requests, each request rounded up on its own."""
+    return sum(billable_minutes(s) for s in seconds)
+
+
+def requests_cost_usd(
+    seconds: Iterable[float], price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+) -> Decimal:
+    """Exact cost of a call's STT requests (`seconds`: what each is billed on)."""
+    return requests_billable_minutes(seconds) * _dec(price_per_minute)
+
+
+def encode_request_seconds(seconds: Sequence[float]) -> str:
+    """The ledger's `stt_request_sec`: a JSON list, to the millisecond."""
+    return json.dumps([round(s, 3) for s in seconds])
+
+
+def decode_request_seconds(text: str | None) -> list[float] | None:
+    """The billed seconds of each request of a call, None when the ledger row predates them."""
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
 def to_rub(usd: Decimal | float, rate: float | Decimal = USD_RUB_RATE) -> Decimal:
     """Exact RUB amount at `rate` RUB per USD (round with `round_rub` for display)."""
     return _dec(usd) * _dec(rate)
@@ -74,7 +109,8 @@ def format_rub(value: Decimal | float) -> str:
 
 
 class HasDurations(Protocol):
-    """What `billed_seconds` reads of a ledger row (`CallRecord` fits)."""
+    """What `billed_seconds` and `record_billable_minutes` read of a ledger row
+    (`CallRecord` fits)."""
 
     @property
     def duration_sec(self) -> int: ...
@@ -82,6 +118,8 @@ class HasDurations(Protocol):
     def audio_duration_sec(self) -> float | None: ...
     @property
     def stt_duration_sec(self) -> float | None: ...
+    @property
+    def stt_request_sec(self) -> str | None: ...
 
 
 def billed_seconds(record: HasDurations) -> float:
@@ -91,6 +129,15 @@ def billed_seconds(record: HasDurations) -> float:
         if value is not None:
             return float(value)
     return float(record.duration_sec)
+
+
+def record_billable_minutes(record: HasDurations) -> int:
+    """Minutes the service bills for a call: per request when the ledger recorded its
+    requests, else (a row from before) the call's duration rounded up."""
+    requests = decode_request_seconds(record.stt_request_sec)
+    if requests is not None:
+        return requests_billable_minutes(requests)
+    return billable_minutes(billed_seconds(record))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD, billed_seconds, call_cost_usd
+from calltexts_assets.reporting.cost import (
+    PRICE_PER_MINUTE_USD,
+    billed_seconds,
+    decode_request_seconds,
+    record_billable_minutes,
+)
 from calltexts_assets.reporting.one_pass import (
     FloatSum,
     Smallest,
@@ -301,9 +306,12 @@ def cost_matches(
     price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
     tolerance: float = COST_TOLERANCE,
 ) -> CheckOutcome:
-    """Every transcribed call's cost == ceil(billed minutes) x tariff (within `tolerance`).
+    """Every transcribed call's cost == billed minutes x tariff (within `tolerance`).
 
-    Billed minutes come from `cost.billed_seconds` (STT duration, else measured audio).
+    Billed minutes are what the service bills (`cost.record_billable_minutes`): each STT
+    request of the call rounded up to the minute, on the seconds the ledger recorded for it;
+    for rows from before requests were recorded, the STT duration (else the measured audio)
+    rounded up.
     A transcribed call without a cost fails. Costs on failed calls (partial billing)
     cannot be derived from a duration and are only counted. One pass; keeps the first
     MAX_OFFENDING_IDS offending ids in row order."""
@@ -315,7 +323,7 @@ def cost_matches(
             unchecked += r.cost is not None
             continue
         checked += 1
-        expected = float(call_cost_usd(billed_seconds(r), price_per_minute))
+        expected = float(record_billable_minutes(r) * Decimal(str(price_per_minute)))
         if r.cost is None or abs(r.cost - expected) > tolerance:
             wrong_total += 1
             if len(wrong) < DETAIL_ROWS:
@@ -324,7 +332,8 @@ def cost_matches(
                         "call_id": r.call_id,
                         "cost": r.cost,
                         "expected": expected,
-                        "billed_sec": billed_seconds(r),
+                        "billed_sec": decode_request_seconds(r.stt_request_sec)
+                        or billed_seconds(r),
                     }
                 )
             if len(wrong_ids) < MAX_OFFENDING_IDS:

@@ -25,8 +25,7 @@ from calltexts_assets.reporting.call_codes import call_result, iso_currency
 from calltexts_assets.reporting.cost import (
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
-    billed_seconds,
-    call_cost_usd,
+    record_billable_minutes,
     round_usd,
 )
 from calltexts_assets.reporting.spreadsheet import text_cell
@@ -117,7 +116,7 @@ def record_cost_usd(
     if record.cost is not None:
         return Decimal(str(record.cost))
     if record.status == Status.TRANSCRIBED:
-        return call_cost_usd(billed_seconds(record), price_per_minute)
+        return record_billable_minutes(record) * Decimal(str(price_per_minute))
     return None
 
 

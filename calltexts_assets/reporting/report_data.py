@@ -18,10 +18,10 @@ from typing import Any
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.reporting.cost import (
     Forecast,
-    billable_minutes,
     billed_seconds,
     format_rub,
     format_usd,
+    record_billable_minutes,
     round_rub,
     round_usd,
     to_rub,
@@ -34,6 +34,7 @@ from calltexts_assets.reporting.quality import (
     DurationTally,
 )
 from calltexts_assets.reporting.registry import chronological, record_cost_usd
+from calltexts_assets.reporting.report_stt import SttTally
 
 OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
 MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
@@ -197,10 +198,11 @@ def _recommendations(
     delta: float | None,
     over_budget: bool,
     checks: Sequence[CheckOutcome],
+    stt_tips: Sequence[str] = (),
 ) -> list[str]:
     counts, answered_without_recording = totals.counts, totals.answered_without_recording
     calls, with_audio = totals.calls, totals.coverage.with_audio
-    tips = []
+    tips = list(stt_tips)
     if counts[Status.MISSING_AUDIO]:
         tips.append(
             "Записи не найдены по ссылке (404/410), звонков: "
@@ -305,6 +307,7 @@ class _Totals:
         self.transcribed_seconds = FloatSum()  # as sum() over a list, to the last bit
         self.durations = DurationTally()
         self.coverage = CoverageTally()
+        self.stt = SttTally()
         self.exceptions: Smallest[tuple[Any, ExceptionRow]] = Smallest(
             MAX_EXCEPTIONS, key=itemgetter(0)
         )
@@ -336,7 +339,7 @@ class _Totals:
         cost = record_cost_usd(r, self.price) or Decimal(0)
         self.cost_usd += cost
         done = r.status == Status.TRANSCRIBED
-        minutes = billable_minutes(billed_seconds(r)) if done else 0
+        minutes = record_billable_minutes(r) if done else 0
         if done:
             self.transcribed += 1
             self.billable_minutes += minutes
@@ -351,6 +354,7 @@ class _Totals:
             self.answered_without_recording += 1
         self.durations.add(r)
         self.coverage.add(r)
+        self.stt.add(r)
         if _is_exception(r):
             self.exceptions.add(_exception_entry(r))
 
@@ -442,6 +446,7 @@ def _sections(
                 ("Стоимость, RUB", format_rub(to_rub(totals.cost_usd, rate))),
             ),
         ),
+        Section("Распознавание (STT)", totals.stt.rows()),
         Section("Прогноз и бюджет", tuple(_forecast_rows(forecast, delta, budget))),
         Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
     )
@@ -485,13 +490,14 @@ def build_report_data(
         if forecast is not None and forecast.cost_usd > 0
         else None
     )
-    warnings = _warnings(cost_usd, forecast, delta, budget)
+    warnings = _warnings(cost_usd, forecast, delta, budget) + totals.stt.warnings()
     tips = _recommendations(
         totals,
         variance,
         delta,
         budget is not None and cost_usd > budget,
         checks,
+        totals.stt.recommendations(),
     )
     with_audio = totals.coverage.with_audio
     sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds)

@@ -17,6 +17,10 @@ class ExportSettings(dg.ConfigurableResource):
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it
     mask_phones_in_transcripts: bool = False
     role_labels: str = "ru"  # "ru" or "en"
+    # How stereo lines get their speakers: "energy" (one STT pass, roles from the channels),
+    # "per_channel" (each side sent on its own: for servers without times; twice the bill),
+    # "none" (one speaker label)
+    stt_role_mode: str = "energy"
     # True: hash every stored recording on every run (an audit); else only those modified
     # since they were stored
     verify_checksums: bool = False

@@ -55,12 +55,20 @@ class _OpenAIResource(dg.ConfigurableResource):
 class WhisperResource(_OpenAIResource):
     model: str = "whisper-1"
     language: str = ""  # ISO-639-1 hint ("ru"); empty: the model detects it
+    max_upload_mb: float = 0.0  # 0: the model's own limits
+    max_request_sec: float = 0.0
 
     def get_client(self) -> WhisperClient:
         return super().get_client()
 
     def _build(self) -> WhisperClient:
-        return WhisperClient(self.connection(), model=self.model, language=self.language)
+        return WhisperClient(
+            self.connection(),
+            model=self.model,
+            language=self.language,
+            max_file_bytes=int(self.max_upload_mb * 2**20) or None,
+            max_request_sec=self.max_request_sec or None,
+        )
 
 
 class SummariserResource(_OpenAIResource):

@@ -24,7 +24,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,14 @@ from typing import Literal
 import numpy as np
 
 from calltexts_assets.audio.decode import ffmpeg_exe, run_ffmpeg
+from calltexts_assets.audio.mp3_frames import (
+    GRANULE_BITS_LSF,
+    Mp3FrameError,
+    granule_lengths,
+    is_silent,
+    main_data_begin,
+    parse_header,
+)
 from calltexts_assets.sandbox import tones
 from calltexts_assets.sandbox.script import (
     VOCABULARY,
@@ -59,52 +67,14 @@ MIN_GAP_FRAMES = round(WORD_GAP_SEC[0] / FRAME_SEC)
 BANK_SPACING = 6
 BANK_VERSION = "1"  # bump when the bank's layout changes (names on-disk copies)
 
-# MPEG-2 Layer III header tables.
-_KBPS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 0)
-_RATES = (22050, 24000, 16000, 0)
-_MONO = 3  # channel mode
-_GRANULE_BITS = 63  # one channel's granule side info in an LSF frame
-
-
-class Mp3FrameError(ValueError):
-    """Bytes that are not the CBR, reservoir-free MPEG-2 Layer III frames the bank needs."""
+_GRANULE_BITS = GRANULE_BITS_LSF  # one channel's granule side info in an LSF frame
+_SIDE_INFO_BITS = 136  # LSF stereo: main_data_begin 8, private 2, two granule-channels
+# LSF bitrates, smallest first, for a frame that carries both sides of cross-talk.
+_LSF_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 
 
 class NotSpliceable(ValueError):
     """A script the bank cannot render (times off the frame grid, unknown word length...)."""
-
-
-@dataclass(frozen=True)
-class FrameHeader:
-    kbps: int
-    sample_rate: int
-    padding: int
-    channels: int
-    crc: bool
-
-    @property
-    def length(self) -> int:
-        return 72 * self.kbps * 1000 // self.sample_rate + self.padding
-
-    @property
-    def side_info(self) -> tuple[int, int]:
-        """(offset, length) of the side info in the frame."""
-        return 4 + 2 * self.crc, 9 if self.channels == 1 else 17
-
-
-def parse_header(data: bytes, offset: int = 0) -> FrameHeader:
-    if len(data) < offset + 4:
-        raise Mp3FrameError(f"truncated frame header at byte {offset}")
-    h = int.from_bytes(data[offset : offset + 4], "big")
-    version, layer = (h >> 19) & 3, (h >> 17) & 3
-    if h >> 21 != 0x7FF or version != 0b10 or layer != 0b01:
-        raise Mp3FrameError(f"no MPEG-2 Layer III frame header at byte {offset}: {h:08x}")
-    kbps, rate = _KBPS[(h >> 12) & 15], _RATES[(h >> 10) & 3]
-    if not kbps or not rate:
-        raise Mp3FrameError(f"free-format or reserved bitrate/sample rate at byte {offset}")
-    channels = 1 if (h >> 6) & 3 == _MONO else 2
-    crc = not ((h >> 16) & 1)  # protection bit 0: a CRC follows the header
-    return FrameHeader(kbps, rate, (h >> 9) & 1, channels, crc)
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -125,29 +95,6 @@ def split_frames(data: bytes) -> list[bytes]:
     return frames
 
 
-def _side_info_bits(frame: bytes) -> tuple[FrameHeader, int, int]:
-    header = parse_header(frame)
-    start, size = header.side_info
-    return header, int.from_bytes(frame[start : start + size], "big"), size * 8
-
-
-def main_data_begin(frame: bytes) -> int:
-    """How far back into earlier frames this frame's data starts: 0 without a reservoir."""
-    _, bits, n = _side_info_bits(frame)
-    return bits >> (n - 8)
-
-
-def is_silent(frame: bytes) -> bool:
-    """No coded bits in any channel: every coefficient is zero, the frame adds nothing."""
-    header, bits, n = _side_info_bits(frame)
-    first = 8 + header.channels  # main_data_begin, then 1 (mono) or 2 private bits
-    for channel in range(header.channels):
-        shift = n - (first + channel * _GRANULE_BITS) - 12
-        if (bits >> shift) & 0xFFF:  # part2_3_length
-            return False
-    return True
-
-
 def parse_kbps(bitrate: str) -> int:
     """Kbps of an ffmpeg bitrate ("32k", "32000"); NotSpliceable if MPEG-2 L3 has none such."""
     text = bitrate.strip().lower()
@@ -155,7 +102,7 @@ def parse_kbps(bitrate: str) -> int:
         kbps = int(text[:-1]) if text.endswith("k") else int(text) // 1000
     except ValueError:
         raise NotSpliceable(f"bitrate {bitrate!r}") from None
-    if kbps not in _KBPS[1:-1]:
+    if kbps not in _LSF_KBPS:
         raise NotSpliceable(f"no MPEG-2 Layer III bitrate {bitrate!r}")
     return kbps
 
@@ -331,12 +278,70 @@ def frame_count(duration_sec: float) -> int:
     return max(2, round(duration_sec / FRAME_SEC))
 
 
-def render(script: CallScript, *, bitrate: str = "32k", cache_dir: Path | None = None) -> bytes:
-    """The call as MP3 bytes joined from bank frames; NotSpliceable if the bank can't."""
+def _main_bits(frame: bytes, channel: int) -> tuple[int, int]:
+    """(bits, count) of one channel's main data in a frame of a one-sided bank (the other
+    channel codes nothing, so this one's data starts at the first main-data bit)."""
+    lengths = granule_lengths(frame)[0]
+    if lengths[1 - channel]:
+        raise NotSpliceable("a bank frame codes both channels")
+    header = parse_header(frame)
+    data = int.from_bytes(frame[header.main_data_offset :], "big")
+    total = (len(frame) - header.main_data_offset) * 8
+    return data >> (total - lengths[channel]), lengths[channel]
+
+
+def merge_sides(left: bytes, right: bytes) -> bytes:
+    """One frame that decodes to `left`'s left channel and `right`'s right channel (cross-talk).
+
+    L/R stereo codes the channels independently: the side info takes `left`'s granule fields
+    for channel 0 and `right`'s for channel 1, the main data `left`'s bits then `right`'s.
+    Both sides may need more bytes than a 32 kbps frame holds, so the frame takes the
+    smallest bitrate that fits them (a decoder reads each frame's own bitrate: VBR)."""
+    header = parse_header(left)
+    start, size = header.side_info
+    if header.channels != 2 or not header.lsf or size * 8 != _SIDE_INFO_BITS:
+        raise NotSpliceable("cross-talk needs MPEG-2 stereo frames")
+    left_info = int.from_bytes(left[start : start + size], "big")
+    right_info = int.from_bytes(right[start : start + size], "big")
+    mask = (1 << _GRANULE_BITS) - 1
+    info = ((left_info >> _GRANULE_BITS) & mask) << _GRANULE_BITS | (right_info & mask)
+    left_bits, left_count = _main_bits(left, 0)
+    right_bits, right_count = _main_bits(right, 1)
+    needed = start + size + (left_count + right_count + 7) // 8
+    kbps = next((k for k in _LSF_KBPS if 72 * k * 1000 // header.sample_rate >= needed), None)
+    if kbps is None:
+        raise NotSpliceable("cross-talk frame too large for any bitrate")
+    length = 72 * kbps * 1000 // header.sample_rate
+    main_bytes = length - start - size
+    main = ((left_bits << right_count) | right_bits) << (main_bytes * 8 - left_count - right_count)
+    word = int.from_bytes(left[:4], "big") & ~(0xF << 12) & ~(1 << 9)  # bitrate, no padding
+    word |= _LSF_KBPS.index(kbps) + 1 << 12
+    return word.to_bytes(4, "big") + info.to_bytes(size, "big") + main.to_bytes(main_bytes, "big")
+
+
+def _overlay(below: bytes, above: bytes, above_layout: Layout) -> bytes:
+    if is_silent(below):
+        return above
+    if is_silent(above):
+        return below
+    if above_layout == "mono":
+        raise NotSpliceable("two words at once on one channel")
+    left, right = (below, above) if above_layout == "right" else (above, below)
+    if granule_lengths(left)[0][1] or granule_lengths(right)[0][0]:
+        raise NotSpliceable("two words at once on one channel")
+    return merge_sides(left, right)
+
+
+def render_iter(
+    script: CallScript, *, bitrate: str = "32k", cache_dir: Path | None = None
+) -> Iterator[bytes]:
+    """The call as MP3 bytes joined from bank frames, a few frames at a time (a call of hours
+    is never held whole); NotSpliceable if the bank can't render it. Words of the two sides
+    that overlap in time (cross-talk) share frames (`merge_sides`)."""
     kbps = parse_kbps(bitrate)
     layouts: tuple[Layout, ...] = ("left", "right") if script.stereo else ("mono",)
     placed: list[tuple[int, int, int, Layout]] = []  # (first frame, index, frames, layout)
-    for turn in script.turns:
+    for turn in script.all_turns:
         if script.stereo and turn.channel not in (0, 1):
             raise NotSpliceable(f"channel {turn.channel} in a stereo call")
         layout = layouts[turn.channel] if script.stereo else "mono"
@@ -347,23 +352,37 @@ def render(script: CallScript, *, bitrate: str = "32k", cache_dir: Path | None =
     found = banks(layouts, kbps, cache_dir)
     silence = found[layouts[0]].silence
     total = frame_count(script.duration_sec)
-    parts: list[bytes] = []
-    cursor = 0  # frames written so far
+    window: list[bytes] = []  # frames from `base` on, not yet written
+    base = 0
     for first, index, frames, layout in placed:
         bank = found[layout]
         block = bank.blocks.get((index, frames))
-        start = first - bank.lead
         if block is None:
             raise NotSpliceable(f"no {frames}-frame tone for word {index} in the bank")
-        if start < cursor:
+        start = first - bank.lead
+        if start < base:
             raise NotSpliceable(f"word at {first * FRAME_SEC:.3f} s too close to the previous")
-        parts.append(silence * (start - cursor))
-        parts.append(block)
-        cursor = start + len(block) // bank.frame_bytes
-    if cursor > total:
+        if start > base + len(window):  # no overlap with what is pending: write it out
+            yield b"".join(window) + silence * (start - base - len(window))
+            window, base = [], start
+        elif start > base:  # later blocks start later still: what precedes this one is final
+            yield b"".join(window[: start - base])
+            window, base = window[start - base :], start
+        step = bank.frame_bytes
+        for k in range(len(block) // step):
+            frame = block[k * step : (k + 1) * step]
+            if k < len(window):
+                window[k] = _overlay(window[k], frame, layout)
+            else:
+                window.append(frame)
+    if base + len(window) > total:
         raise NotSpliceable("a word runs past the end of the call")
-    parts.append(silence * (total - cursor))
-    return b"".join(parts)
+    yield b"".join(window) + silence * (total - base - len(window))
+
+
+def render(script: CallScript, *, bitrate: str = "32k", cache_dir: Path | None = None) -> bytes:
+    """The whole call as MP3 bytes (see `render_iter`)."""
+    return b"".join(render_iter(script, bitrate=bitrate, cache_dir=cache_dir))
 
 
 def _main() -> None:

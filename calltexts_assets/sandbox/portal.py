@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
@@ -74,7 +75,7 @@ class PortalConfig:
     storage_link_ttl_sec: float = 90 * 86400.0
     cache_dir: str | None = None  # on-disk cache of rendered recordings
     memory_cache_bytes: int = 64 * 1024 * 1024
-    cache_version: str = "3"  # bump when the audio renderer changes
+    cache_version: str = "4"  # bump when the audio renderer changes
 
 
 @dataclass
@@ -168,15 +169,15 @@ class Portal:
         with self._lock:
             return self._table.by_file.get(str(record_id))
 
-    def recording(self, record_id: str) -> tuple[dict[str, Any], str, bytes] | None:
-        """(row, format, bytes) of the recording behind a RECORD_FILE_ID."""
+    def recording(self, record_id: str) -> tuple[dict[str, Any], str, bytes | Path] | None:
+        """(row, format, bytes or file) of the recording behind a RECORD_FILE_ID."""
         row = self._file_row(record_id)
         if row is None:
             return None
         call_id = str(row.get("CALL_ID") or record_id)
         fmt = recording_format(call_id)
         duration = int(float(row.get("CALL_DURATION") or 0))
-        return row, fmt, self.audio.get(call_id, duration, recording_is_stereo(call_id), fmt)
+        return row, fmt, self.audio.open(call_id, duration, recording_is_stereo(call_id), fmt)
 
     def secrets(self) -> set[str]:
         """Every credential and link token the portal has handed out or accepts: none may

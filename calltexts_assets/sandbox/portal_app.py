@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -140,11 +141,12 @@ async def _serve_recording(portal: Portal, record_id: str | None) -> Response:
         response = json_response(404, {"error": "NOT_FOUND", "error_description": "File not found"})
         portal._count_response(response.status_code)
         return response
-    _row, fmt, data = found
+    _row, fmt, audio = found
     portal._count_response(200)
     if fault is not None:
+        data = audio.read_bytes() if isinstance(audio, Path) else audio
         return TruncatedBody(data, fault.truncate_at, fmt)  # type: ignore[return-value]
-    return audio_response(data, fmt, f"{record_id}.{fmt}")
+    return audio_response(audio, fmt, f"{record_id}.{fmt}")
 
 
 async def _drive_download(request: Request, portal: Portal, segments: list[str]) -> Response:

@@ -9,47 +9,57 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from calltexts_assets.core.audio_format import content_type
 
-# (call_id, duration_sec, stereo, format) -> the recording's bytes
-AudioRenderer = Callable[[str, int, bool, str], bytes]
+# (call_id, duration_sec, stereo, format) -> the recording, whole or in pieces (a call of
+# hours is never held whole: it is rendered piece by piece into a file and served from there)
+AudioRenderer = Callable[[str, int, bool, str], bytes | Iterable[bytes]]
 WAV_RATE = 8_000  # telephony WAV: 8 kHz, 16-bit
 STORAGE = "storage:"  # seed rows: a link on the storage host, served as it is
 SIGNED = "storage+signed:"  # seed rows: a link the portal hands out with a token
 _CHUNK = 64 * 1024
 
 
-def default_audio_renderer(call_id: str, duration_sec: int, stereo: bool, fmt: str) -> bytes:
-    """The sandbox's tone-coded call audio (imported lazily: it pulls numpy and ffmpeg)."""
+def default_audio_renderer(
+    call_id: str, duration_sec: int, stereo: bool, fmt: str
+) -> bytes | Iterable[bytes]:
+    """The sandbox's tone-coded call audio (imported lazily: it pulls numpy and ffmpeg):
+    MP3 frame by frame, WAV whole."""
+    from calltexts_assets.sandbox.mp3_frames import render_iter
     from calltexts_assets.sandbox.script import call_script
-    from calltexts_assets.sandbox.tones import render_mp3, render_wav
+    from calltexts_assets.sandbox.tones import render_wav
 
     script = call_script(call_id, duration_sec, stereo)
-    return render_wav(script, WAV_RATE) if fmt == "wav" else render_mp3(script)
+    return render_wav(script, WAV_RATE) if fmt == "wav" else render_iter(script)
 
 
 class AudioCache:
-    """Rendered recordings: a bounded in-memory LRU over an optional directory of files.
+    """Rendered recordings: a bounded in-memory LRU over a directory of files (the configured
+    cache, else one of its own for the process).
 
-    Rendering costs ~0.25 s per audio minute, so each recording is rendered once (a per-key
-    lock makes concurrent first downloads wait for the one render).
+    Each recording is rendered once (a per-key lock makes concurrent first downloads wait
+    for the one render), into a file as it is produced, so a recording of hours never sits
+    in memory whole; only those that fit the memory budget are also kept there.
     """
 
     def __init__(
         self, renderer: AudioRenderer, cache_dir: str | None, max_bytes: int, version: str
     ) -> None:
         self.renderer = renderer
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._own_dir = None if cache_dir else tempfile.TemporaryDirectory(prefix="sandbox-audio-")
+        self.cache_dir = Path(cache_dir or self._own_dir.name)  # type: ignore[union-attr]
         self.max_bytes = max_bytes
         self.version = version
         self.renders = 0
@@ -58,22 +68,40 @@ class AudioCache:
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
 
-    def get(self, call_id: str, duration_sec: int, stereo: bool, fmt: str = "mp3") -> bytes:
-        key = hashlib.sha256(
-            f"{self.version}|{call_id}|{duration_sec}|{int(stereo)}|{fmt}".encode()
-        ).hexdigest()[:32]
+    def _key(self, call_id: str, duration_sec: int, stereo: bool, fmt: str) -> str:
+        text = f"{self.version}|{call_id}|{duration_sec}|{int(stereo)}|{fmt}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def open(self, call_id: str, duration_sec: int, stereo: bool, fmt: str = "mp3") -> bytes | Path:
+        """The recording: its bytes when it fits the memory budget, else its file."""
+        key = self._key(call_id, duration_sec, stereo, fmt)
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             data = self._from_memory(key)
-            if data is None:
-                data = self._from_disk(key)
-            if data is None:
-                data = self.renderer(call_id, duration_sec, stereo, fmt)
-                self.renders += 1
-                self._to_disk(key, data)
+            if data is not None:
+                return data
+            path = self.cache_dir / f"{key}.audio"
+            if not path.exists():
+                self._render(path, self.renderer(call_id, duration_sec, stereo, fmt))
+            if path.stat().st_size > self.max_bytes:
+                return path
+            data = path.read_bytes()
             self._to_memory(key, data)
             return data
+
+    def get(self, call_id: str, duration_sec: int, stereo: bool, fmt: str = "mp3") -> bytes:
+        found = self.open(call_id, duration_sec, stereo, fmt)
+        return found.read_bytes() if isinstance(found, Path) else found
+
+    def _render(self, path: Path, rendered: bytes | Iterable[bytes]) -> None:
+        self.renders += 1
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        with tmp.open("wb") as out:
+            for piece in [rendered] if isinstance(rendered, bytes) else rendered:
+                out.write(piece)
+        tmp.replace(path)  # atomic: readers never see half a file
 
     def _from_memory(self, key: str) -> bytes | None:
         with self._lock:
@@ -91,20 +119,6 @@ class AudioCache:
             while self._size > self.max_bytes:
                 _, old = self._memory.popitem(last=False)
                 self._size -= len(old)
-
-    def _from_disk(self, key: str) -> bytes | None:
-        if self.cache_dir is None:
-            return None
-        path = self.cache_dir / f"{key}.audio"
-        return path.read_bytes() if path.exists() else None
-
-    def _to_disk(self, key: str, data: bytes) -> None:
-        if self.cache_dir is None:
-            return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_dir / f"{key}.{threading.get_ident()}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(self.cache_dir / f"{key}.audio")  # atomic: readers never see half a file
 
 
 class Signer:
@@ -198,15 +212,23 @@ def drive_file(
     }
 
 
-def audio_response(data: bytes, fmt: str, filename: str) -> Response:
+def audio_response(found: bytes | Path, fmt: str, filename: str) -> Response:
+    """The recording, from memory or streamed from its file."""
+    size = found.stat().st_size if isinstance(found, Path) else len(found)
     return StreamingResponse(
-        _chunks(data),
+        _file_chunks(found) if isinstance(found, Path) else _chunks(found),
         media_type=content_type(fmt),
         headers={
-            "Content-Length": str(len(data)),
+            "Content-Length": str(size),
             "Content-Disposition": f'attachment; filename="{filename}"',
         },
     )
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await run_in_threadpool(f.read, _CHUNK * 16):
+            yield chunk
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

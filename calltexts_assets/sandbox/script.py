@@ -37,6 +37,12 @@ TURN_PAUSE_SEC = (0.80, 1.60)
 WORDS_PER_TURN = (3, 12)
 LEAD_IN_SEC = (0.3, 1.0)
 TAIL_SEC = 0.3  # silence kept before the end of the recording
+# Cross-talk (stereo calls): in this share of the turns of MIN_TURN_FOR_BACKCHANNEL words
+# or more, the listener says one of BACKCHANNEL_WORDS over a word of the speaker: ~3 % of
+# all words overlap another.
+BACKCHANNEL_SHARE = 0.3
+MIN_TURN_FOR_BACKCHANNEL = 5
+BACKCHANNEL_WORDS = ("да", "нет", "хорошо", "понятно", "конечно")
 # Times are whole MP3 frames (576 samples at 16 kHz = 36 ms): the sandbox's MP3s are joined
 # from pre-encoded frames (mp3_frames.py), so every word must start and end on a frame.
 _QUANTUM = 576 / 16_000
@@ -74,10 +80,27 @@ class CallScript:
     call_id: str
     duration_sec: int
     stereo: bool  # False: both roles are mixed into one channel
-    turns: tuple[Turn, ...]
+    turns: tuple[Turn, ...]  # the dialogue: operator and client in turn, a pause between
+    # cross-talk: the listener's one-word turns said over a word of the speaker's
+    interjections: tuple[Turn, ...] = ()
+
+    @property
+    def all_turns(self) -> list[Turn]:
+        return sorted((*self.turns, *self.interjections), key=lambda turn: turn.start)
 
     def words(self, role: str | None = None) -> list[Word]:
-        return [w for t in self.turns if role is None or t.role == role for w in t.words]
+        """The words of `role` (of both when None), in the order they start."""
+        found = [w for t in self.all_turns if role is None or t.role == role for w in t.words]
+        return sorted(found, key=lambda w: w.start)
+
+    def overlapped(self) -> list[Word]:
+        """The words that overlap another word in time (each side of the cross-talk)."""
+        words = self.words()
+        return [
+            w
+            for w in words
+            if any(o is not w and o.start < w.end and w.start < o.end for o in words)
+        ]
 
     def text(self, role: str | None = None) -> str:
         return " ".join(w.text for w in self.words(role))
@@ -114,4 +137,31 @@ def call_script(call_id: str, duration_sec: int, stereo: bool) -> CallScript:
         turns.append(Turn(role, CHANNEL_OF_ROLE[role], tuple(words)))
         t = _q(words[-1].end + rng.uniform(*TURN_PAUSE_SEC))
         role_no += 1
-    return CallScript(call_id, duration_sec, stereo, tuple(turns))
+    # Mixed into one channel, two voices at once would be one tone over another: stereo only.
+    interjections = _backchannels(call_id, turns) if stereo else []
+    return CallScript(call_id, duration_sec, stereo, tuple(turns), tuple(interjections))
+
+
+def _backchannels(call_id: str, turns: list[Turn]) -> list[Turn]:
+    """Cross-talk: the listener's one-word interjections over a word of the speaker's turn.
+
+    Drawn from a stream of their own, so the dialogue around them is the same as without.
+    Placed inside the turn (never over its first or last word), so the listener's own
+    turns stay a pause away on their channel."""
+    rng = random.Random(_seed(f"crosstalk:{call_id}"))
+    added: list[Turn] = []
+    for turn in turns:
+        words = turn.words
+        if len(words) < MIN_TURN_FOR_BACKCHANNEL or rng.random() >= BACKCHANNEL_SHARE:
+            continue
+        k = rng.randrange(1, len(words) - 2)
+        over = words[k]
+        start = _q(over.start + rng.uniform(0.05, 0.5) * (over.end - over.start))
+        length = _q(rng.uniform(*WORD_SEC))
+        choices = [w for w in BACKCHANNEL_WORDS if w not in {over.text, words[k + 1].text}]
+        text = rng.choice(choices)
+        index = VOCABULARY.index(text)
+        listener = ROLES[1 - ROLES.index(turn.role)]
+        word = Word(text, index, start, _q(start + length))
+        added.append(Turn(listener, CHANNEL_OF_ROLE[listener], (word,)))
+    return added

@@ -1,8 +1,14 @@
 """An OpenAI-compatible speech-to-text (and chat) server for the sandbox.
 
-It really listens to what it is sent: the uploaded audio is decoded (libsndfile, else
-ffmpeg) and the tones of `tones.py` are turned back into words, so the text depends on
-what the client actually uploaded (which channel, which span), as it would with real Whisper.
+It really listens to what it is sent: the uploaded audio is decoded a block at a time
+(libsndfile, else ffmpeg) and the tones of `tones.py` are turned back into words, so the
+text depends on what the client actually uploaded (which span, which channels), as it would
+with real Whisper. A stereo file is heard downmixed, as Whisper hears it; the emulator also
+knows which channel each word sounds on (the sandbox's ground truth of who said it).
+
+It answers as the servers users run (`stt_answers.py`): OpenAI (whisper-1, the gpt-4o
+family, gpt-transcribe, gpt-4o-transcribe-diarize), a speaches server, a LocalAI server;
+chosen by `flavour` or by the model id. It counts what each request would be billed.
 
     emulator = SttEmulator(api_key="sk-test", faults=Faults(rate_limit=1))
     with serve_in_thread(emulator.app) as server:  # base_url = server.url + "/v1"
@@ -13,17 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import math
 import re
+import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -32,26 +36,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from calltexts_assets.audio.decode import AudioError
-from calltexts_assets.clients.whisper import MAX_FILE_BYTES
 from calltexts_assets.core.audio_format import SNIFF_BYTES, sniff_format
-from calltexts_assets.sandbox import tones
-from calltexts_assets.sandbox.script import VOCABULARY
+from calltexts_assets.sandbox import stt_answers as answers
+from calltexts_assets.sandbox.hearing import Heard, HeardCache, listen
 from calltexts_assets.sandbox.server import RunningServer, serve_in_thread
+from calltexts_assets.sandbox.stt_answers import Refusal, refusal
+from calltexts_assets.sandbox.summary import summary_reply
 
-STT_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
-VERBOSE_MODELS = frozenset({"whisper-1"})
-RESPONSE_FORMATS = frozenset({"json", "text", "verbose_json"})
+# What OpenAI reads by file name (§1.1); compatible servers read the content.
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+MAX_FILE_BYTES = 25 * 1024 * 1024  # 26,214,400: over it OpenAI answers 413 (§3.1)
 # Extensions naming the same container as core.audio_format's names.
 _SAME_FORMAT = {"mpeg": "mp3", "mpga": "mp3", "oga": "ogg", "mp4": "m4a"}
-LANGUAGE_NAMES = {"ru": "russian", "en": "english", "uk": "ukrainian", "kk": "kazakh"}
-SEGMENT_PAUSE_SEC = 0.6  # longer than any gap inside a scripted turn, shorter than a pause
-SEGMENT_MAX_SEC = 30.0  # Whisper works in 30 s windows; no segment is longer
-# Words of every call that say nothing about its subject; left out of sandbox summaries.
-STOP_WORDS = frozenset({
-    "здравствуйте", "добрый", "день", "меня", "зовут", "да", "нет", "хорошо", "понятно",
-    "конечно", "спасибо", "пожалуйста", "оператор", "клиент", "договорились",
-})  # fmt: skip
 
 
 @dataclass
@@ -65,6 +61,9 @@ class Faults:
     timeout: int = 0  # hang (longer than the client's timeout), then 504
     hang_sec: float = 30.0
     bad_request_on: set[int] = field(default_factory=set)  # 1-based request numbers -> 400
+    quota_exhausted: int = 0  # 429 insufficient_quota (billing: a client must not retry)
+    quota_code: str = "insufficient_quota"  # or credit_balance_exhausted, *_spend_limit_exceeded
+    hallucinate: int = 0  # Whisper writes on the silence of the next N transcriptions
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -98,57 +97,20 @@ class SttStats:
     by_extension: dict[str, int] = field(default_factory=dict)  # file names' extensions sent
     in_flight: int = 0
     max_in_flight: int = 0
-
-
-def _decode_upload(data: bytes) -> tuple[np.ndarray, int]:
-    """Samples (stereo is downmixed by decode_words, as Whisper does) and their rate.
-
-    libsndfile reads MP3, FLAC, WAV and Ogg in-process; anything else goes to ffmpeg.
-    """
-    try:
-        ints, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        return tones.decode_pcm(data, tones.SAMPLE_RATE, channels=1), tones.SAMPLE_RATE
-    if len(ints) == 0:
-        raise AudioError("no audio frames")
-    return ints, int(rate)
+    # the bill: per request `usage.seconds` (whole seconds) and per started minute
+    billed_seconds: int = 0
+    billed_minutes: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # what was heard: words, and of a stereo upload which channel each sounds on
+    words: int = 0
+    words_by_side: dict[str, int] = field(default_factory=dict)  # "0", "1", "both"
+    hallucinations: int = 0  # answers with text written on silence
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str):
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers or None)
-
-
-def group_segments(words: list[tuple[float, float, str]]) -> list[list[tuple[float, float, str]]]:
-    """Words into segments: a new one at each pause, and before 30 s are exceeded."""
-    groups: list[list[tuple[float, float, str]]] = []
-    for word in words:
-        current = groups[-1] if groups else None
-        if (
-            current is None
-            or word[0] - current[-1][1] >= SEGMENT_PAUSE_SEC
-            or word[1] - current[0][0] > SEGMENT_MAX_SEC
-        ):
-            groups.append([word])
-        else:
-            current.append(word)
-    return groups
-
-
-def summary_reply(prompt: str) -> str:
-    """A deterministic 'summary': the most frequent content words of the transcript."""
-    match = re.search(r"<transcript>(.*?)</transcript>", prompt, re.S)
-    text = (match.group(1) if match else prompt).lower()
-    vocabulary = set(VOCABULARY) - STOP_WORDS
-    counts = Counter(w for w in re.findall(r"[а-яё]+", text) if w in vocabulary)
-    top = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
-    if not top:
-        return "Содержательной части в разговоре нет.\n\nТеги: без темы"
-    return (
-        f"Клиент и оператор обсудили: {', '.join(top[:3])}. "
-        f"Чаще всего звучало слово «{top[0]}».\n\n"
-        f"Теги: {', '.join(top[:4])}"
-    )
 
 
 class SttEmulator:
@@ -160,7 +122,13 @@ class SttEmulator:
         latency_per_audio_min_sec: float = 0.0,
         fixed_latency_sec: float = 0.0,
         faults: Faults | None = None,
+        flavour: str = answers.OPENAI,
+        heard_cache: HeardCache | None = None,
     ) -> None:
+        if flavour not in answers.FLAVOURS:
+            raise ValueError(f"flavour must be one of {answers.FLAVOURS}, got {flavour!r}")
+        self.flavour = flavour
+        self.heard_cache = heard_cache
         self.api_key = api_key
         self.max_file_bytes = max_file_bytes
         self.latency_per_audio_min_sec = latency_per_audio_min_sec
@@ -221,6 +189,14 @@ class SttEmulator:
             if number in f.bad_request_on:
                 message = "Sandbox: injected bad request."
                 return number, _error(400, message, "invalid_request_error"), None
+            if f.quota_exhausted > 0:  # the documented body; no Retry-After (§4.1, §4.2)
+                f.quota_exhausted -= 1
+                message = (
+                    "You exceeded your current quota, please check your plan and billing "
+                    "details. For more information on this error, read the docs: "
+                    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+                )
+                return number, _error(429, message, "insufficient_quota", f.quota_code), None
             if f.timeout > 0:
                 f.timeout -= 1
                 return number, None, "hang"
@@ -266,123 +242,125 @@ class SttEmulator:
     async def _transcriptions(self, request: Request) -> Response:
         return await self._guarded(request, self._transcribe)
 
-    def _decode(self, data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
-        pcm, rate = _decode_upload(data)
+    def _listen(self, path: Path) -> Heard:
+        heard = listen(path)
         with self._lock:
             self._stats.decodes += 1
-        return len(pcm) / rate, tones.decode_words(pcm, rate)
+        return heard
+
+    def _request(self, form: Any, flavour: str) -> answers.Request:
+        model = str(form.get("model") or "")
+        flavour = answers.flavour_of(model, flavour)
+        # LocalAI answers its segment shape when no format is asked for (§5.2); others json.
+        default_format = "" if flavour == answers.LOCALAI else "json"
+        return answers.Request(
+            flavour=flavour,
+            model=model,
+            response_format=str(form.get("response_format") or default_format),
+            # the SDK sends `timestamp_granularities[]`; LocalAI also reads it without brackets
+            granularities=tuple(
+                str(g)
+                for name in ("timestamp_granularities[]", "timestamp_granularities")
+                for g in form.getlist(name)
+            ),
+            language=str(form.get("language") or ""),
+            chunking_strategy=str(form.get("chunking_strategy") or ""),
+            prompt=str(form.get("prompt") or ""),
+        )
 
     async def _transcribe(self, request: Request) -> Response:
         started = time.monotonic()
         form = await request.form()
         upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            return _error(400, "Missing required parameter: 'file'.", "invalid_request_error")
-        data = await upload.read()
-        with self._lock:
-            self._stats.bytes_received += len(data)
-        if len(data) > self.max_file_bytes:
-            message = (
-                f"Maximum content size limit ({self.max_file_bytes}) exceeded "
-                f"({len(data)} bytes read)"
-            )
-            return _error(413, message, "server_error")
-        model = str(form.get("model") or "")
-        if model not in STT_MODELS:
-            message = f"Invalid model '{model}'. Use one of {sorted(STT_MODELS)}."
-            return _error(400, message, "invalid_request_error", "invalid_value")
-        response_format = str(form.get("response_format") or "json")
-        if response_format not in RESPONSE_FORMATS:
-            message = f"Sandbox supports response_format {sorted(RESPONSE_FORMATS)} only."
-            return _error(400, message, "invalid_request_error")
-        if response_format == "verbose_json" and model not in VERBOSE_MODELS:
-            message = (
-                f"response_format 'verbose_json' is not compatible with model '{model}'. "
-                "Use 'json' or 'text' instead."
-            )
-            return _error(400, message, "invalid_request_error", "unsupported_value")
-        language = str(form.get("language") or "")
-        if language and not re.fullmatch(r"[a-z]{2}", language):
-            message = (
-                f"Invalid language '{language}'. "
-                "Language parameter must be specified in ISO-639-1 format."
-            )
-            return _error(400, message, "invalid_request_error", "invalid_language_format")
-        suffix = (upload.filename or "").rsplit(".", 1)[-1].lower()
-        invalid = f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}"
-        if suffix not in AUDIO_EXTENSIONS or not data:
-            return _error(400, invalid, "invalid_request_error")
-        with self._lock:
-            self._stats.by_extension[suffix] = self._stats.by_extension.get(suffix, 0) + 1
-        # The server decodes by the name's extension (stt_wire §1.1): bytes of another
-        # format under it do not decode (emulator: refused as the service refuses junk).
-        sniffed = sniff_format(data[:SNIFF_BYTES])
-        if sniffed is not None and sniffed != _SAME_FORMAT.get(suffix, suffix):
-            corrupted = "Audio file might be corrupted or unsupported"
-            return _error(400, corrupted, "invalid_request_error", "invalid_value")
+        req = self._request(form, self.flavour)
         try:
-            duration, words = await run_in_threadpool(self._decode, data)
-        except AudioError:
-            return _error(400, invalid, "invalid_request_error")
+            if not isinstance(upload, UploadFile):
+                raise refusal(req.flavour, 400, "Missing required parameter: 'file'.", param="file")
+            size = upload.size if upload.size is not None else len(await upload.read())
+            with self._lock:
+                self._stats.bytes_received += size
+            if size > self.max_file_bytes:  # the whole body, as OpenAI counts it
+                limit = self.max_file_bytes
+                message = f"Maximum content size limit ({limit}) exceeded ({size} bytes read)"
+                raise refusal(req.flavour, 413, message, "server_error")
+            answers.check_request(req)
+            if req.language and not re.fullmatch(r"[a-z]{2}", req.language):
+                message = (
+                    f"Invalid language '{req.language}'. "
+                    "Language parameter must be specified in ISO-639-1 format."
+                )
+                raise refusal(
+                    req.flavour, 400, message, code="invalid_language_format", param="language"
+                )
+            suffix = (upload.filename or "").rsplit(".", 1)[-1].lower()
+            if req.flavour == answers.OPENAI and suffix not in AUDIO_EXTENSIONS:
+                message = f"Unsupported file format {suffix}"
+                raise refusal(req.flavour, 400, message, code="unsupported_value", param="file")
+            with self._lock:
+                self._stats.by_extension[suffix] = self._stats.by_extension.get(suffix, 0) + 1
+            # The server decodes by the name's extension (stt_wire §1.1): bytes of another
+            # format under it do not decode (emulator: refused as the service refuses junk).
+            upload.file.seek(0)
+            sniffed = sniff_format(upload.file.read(SNIFF_BYTES))
+            if sniffed is not None and sniffed != _SAME_FORMAT.get(suffix, suffix):
+                message = "Audio file might be corrupted or unsupported"
+                raise refusal(req.flavour, 400, message, code="invalid_value", param="file")
+            heard = await run_in_threadpool(self._heard, upload, suffix, req.flavour)
+            answers.check_heard(req, heard.duration)
+        except Refusal as exc:
+            return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers or None)
 
         # The configured latency is the service's time to answer: the emulator's own reading
         # and listening are part of it, as a real server's processing is of its latency.
-        latency = self.fixed_latency_sec + self.latency_per_audio_min_sec * duration / 60
+        latency = self.fixed_latency_sec + self.latency_per_audio_min_sec * heard.duration / 60
         remaining = latency - (time.monotonic() - started)
         if remaining > 0:
             await asyncio.sleep(remaining)
         with self._lock:
-            self._stats.transcriptions += 1
-            self._stats.audio_seconds += duration
+            hallucinate = self.faults.hallucinate > 0
+            self.faults.hallucinate -= hallucinate
+        answer = answers.transcription(req, heard.words, heard.duration, hallucinate=hallucinate)
+        self._account(heard, answer, hallucinated=hallucinate or not heard.words)
+        if isinstance(answer.body, str):
+            return PlainTextResponse(answer.body)
+        return JSONResponse(answer.body)
 
-        granularities = form.getlist("timestamp_granularities[]")
-        return self._transcription_response(
-            words, duration, response_format, LANGUAGE_NAMES.get(language, language or "russian"),
-            with_words="word" in granularities,
-        )  # fmt: skip
+    def _heard(self, upload: UploadFile, suffix: str, flavour: str) -> Heard:
+        """Listen to an upload from a file of its own (Starlette spools big ones to disk)."""
+        upload.file.seek(0)
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(
+            prefix="calltexts-stt-", suffix=f".{suffix or 'bin'}"
+        ) as tmp:
+            while chunk := upload.file.read(1 << 20):
+                tmp.write(chunk)
+                digest.update(chunk)
+            tmp.flush()
+            cached = self.heard_cache.get(digest.hexdigest()) if self.heard_cache else None
+            if cached is not None:
+                return cached
+            try:
+                return self._listen(Path(tmp.name))
+            except AudioError:
+                message = "Audio file might be corrupted or unsupported"
+                raise refusal(flavour, 400, message, code="invalid_value", param="file") from None
 
-    @staticmethod
-    def _transcription_response(
-        words: list[tuple[float, float, str]],
-        duration: float,
-        response_format: str,
-        language: str,
-        *,
-        with_words: bool,
-    ) -> Response:
-        groups = group_segments(words)
-        text = " ".join(" ".join(w[2] for w in g) for g in groups)
-        if response_format == "text":
-            return PlainTextResponse(text + "\n")
-        usage = {"type": "duration", "seconds": math.ceil(duration)}
-        if response_format == "json":
-            return JSONResponse({"text": text, "usage": usage})
-        segments = [
-            {
-                "id": i,
-                "seek": int(g[0][0] // SEGMENT_MAX_SEC * 3000),  # 10 ms frames of its window
-                "start": g[0][0],
-                "end": g[-1][1],
-                "text": " " + " ".join(w[2] for w in g),  # Whisper's leading space
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": -0.25,
-                "compression_ratio": 1.1,
-                "no_speech_prob": 0.01,
-            }
-            for i, g in enumerate(groups)
-        ]
-        body: dict[str, Any] = {
-            "task": "transcribe",
-            "language": language,
-            "duration": round(duration, 3),
-            "text": text,
-            "segments": segments,
-            "usage": usage,
-        }
-        if with_words:
-            body["words"] = [{"word": w[2], "start": w[0], "end": w[1]} for w in words]
-        return JSONResponse(body)
+    def _account(self, heard: Heard, answer: answers.Answer, *, hallucinated: bool) -> None:
+        with self._lock:
+            st = self._stats
+            st.transcriptions += 1
+            st.audio_seconds += heard.duration
+            st.words += len(heard.words)
+            for word in heard.words:
+                side = "both" if word.side is None else str(word.side)
+                st.words_by_side[side] = st.words_by_side.get(side, 0) + 1
+            if answer.billed_seconds is not None:
+                st.billed_seconds += answer.billed_seconds
+                st.billed_minutes += math.ceil(answer.billed_seconds / 60)
+            if answer.tokens is not None:
+                st.input_tokens += answer.tokens[0]
+                st.output_tokens += answer.tokens[1]
+            st.hallucinations += hallucinated and answers.SILENCE_TEXT in answer.text
 
     # --- chat completions ---------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def transcribed_record(
         "checksum": "ab" * 32,
         "audio_duration_sec": seconds,
         "transcript_path": f"exports/2026-11/transcripts/call_{call_id}.txt",
-        "language": "russian",
+        "language": "ru",
         "model": "whisper-1",
         "stt_duration_sec": seconds,
         "cost": float(call_cost_usd(seconds)),

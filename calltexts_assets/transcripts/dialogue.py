@@ -1,9 +1,13 @@
-"""One call's recording -> a dialogue transcript.
+"""One call's recording -> a dialogue transcript, with one STT pass per call.
 
-Stereo recordings are split by channel (Bitrix24: left = operator, right = client) and each
-channel transcribed on its own, so every line has its speaker; channels (and files) over
-the API limits are cut into chunks at pauses and the segments shifted back by the chunk's
-offset; the two channels are then interleaved by time. Mono has one speaker label.
+The recording goes to the STT once, as it is (pieces cut in pauses when it is over the
+model's limits: `audio/chunks.py`). Roles of a stereo call (Bitrix24: left = operator,
+right = client) come from the channels themselves: the recording is decoded here, a block at
+a time, into the loudness of each channel (`audio/envelope.py`), and every word the STT
+returns is given to the side that was loud over its span (`roles.py`). Nothing is paid
+twice. Servers that return no times cannot be given roles that way; for them
+`role_mode="per_channel"` sends each side on its own (twice the audio, twice the bill) and
+records that it did.
 """
 
 from __future__ import annotations
@@ -13,42 +17,46 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from calltexts_assets.audio import chunks
 from calltexts_assets.audio import decode as audio
-from calltexts_assets.clients.whisper import SttResult
+from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
+from calltexts_assets.audio.envelope import Envelope, analyse
+from calltexts_assets.clients.whisper import Segment, SttResult, Word
+from calltexts_assets.core.languages import iso_code
+from calltexts_assets.transcripts.hallucinations import drop_hallucinations
+from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
+from calltexts_assets.transcripts.roles import attribute
+
+__all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
 
 MONO_ROLE = "speaker"
-WORKING_RATE = 16_000  # Whisper resamples to 16 kHz anyway; decoding to it saves memory
-# Decoding is CPU-bound and a 20-minute stereo call takes ~80 MB as PCM: more decodes at once
-# than cores gain nothing, and the bound keeps peak memory independent of the concurrency.
+# How a transcript's lines got their speakers (the ledger's `role_mode`); the first three
+# are also the settings' STT_ROLE_MODE.
+BY_ENERGY, PER_CHANNEL, NO_ROLES = "energy", "per_channel", "none"
+DIARIZED, MONO = "diarized", "mono"
+ROLE_MODES = (BY_ENERGY, PER_CHANNEL, NO_ROLES)
+# Decoding is CPU-bound: more decodes at once than cores gain nothing. Memory needs no
+# bound of its own any more: a decode holds one block (audio.decode.BLOCK_SEC) at a time.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
-# A long call's PCM and its working copies take up to a few hundred MB: one such decode at a
-# time, so that peak memory does not depend on how many long calls a period has in flight at
-# once. 16 MiB of PCM: over ~8 min mono or ~4 min stereo at 16 kHz, ~3 % of calls.
-LARGE_DECODE_BYTES = 16 * 2**20
-_LARGE_DECODE = threading.Lock()
 
 
 @contextmanager
-def decode_slot(info: audio.AudioInfo) -> Iterator[None]:
-    """Hold while decoding the recording `info` describes (PCM at WORKING_RATE)."""
-    pcm_bytes = info.duration_sec * min(info.sample_rate, WORKING_RATE) * info.channels * 2
-    with _LARGE_DECODE if pcm_bytes > LARGE_DECODE_BYTES else nullcontext(), _DECODE_SLOTS:
+def decode_slot() -> Iterator[None]:
+    with _DECODE_SLOTS:
         yield
 
 
 class SpeechToText(Protocol):
-    """What transcription needs of WhisperResource (tests may pass a stand-in)."""
+    """What transcription needs of WhisperClient (tests may pass a stand-in)."""
 
     model: str
     language: str
     max_file_bytes: int
-    max_chunk_seconds: float
+    max_request_sec: float
 
     def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult: ...
 
@@ -64,7 +72,7 @@ class RequestsInFlight:
         self.model = stt.model
         self.language = stt.language
         self.max_file_bytes = stt.max_file_bytes
-        self.max_chunk_seconds = stt.max_chunk_seconds
+        self.max_request_sec = stt.max_request_sec
 
     def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
         with self._slots:
@@ -72,21 +80,17 @@ class RequestsInFlight:
 
 
 @dataclass(frozen=True)
-class DialogueLine:
-    start: float  # seconds from the start of the recording
-    speaker: str  # role key: "operator", "client" or "speaker"
-    text: str
-    end: float = 0.0
-
-
-@dataclass(frozen=True)
 class Transcript:
-    language: str
-    duration_sec: float
+    language: str  # ISO 639-1, "" when the STT reported none (no speech sent)
+    duration_sec: float  # the recording's decoded length
     lines: tuple[DialogueLine, ...]
     model: str
     requests: int  # STT requests spent on the call, retries included
-    chunks: int = 0  # files sent (silent chunks are not sent)
+    pieces: int = 0  # files answered (silent pieces are not sent)
+    roles: str = MONO  # how the lines got their speakers (BY_ENERGY, PER_CHANNEL, ...)
+    sent_sec: float = 0.0  # audio sent to the STT (both sides in per-channel mode)
+    billed_sec: tuple[float, ...] = ()  # per answered request: what the service bills
+    hallucinations: int = 0  # segments dropped and phrases removed
 
     @property
     def text(self) -> str:
@@ -96,19 +100,6 @@ class Transcript:
         return [
             w for line in self.lines if speaker in (None, line.speaker) for w in line.text.split()
         ]
-
-
-@dataclass
-class _Tally:
-    requests: int = 0
-    chunks: int = 0
-    languages: Counter[str] = field(default_factory=Counter)
-
-    def add(self, result: SttResult) -> None:
-        self.requests += result.attempts
-        self.chunks += 1
-        if result.language and result.segments:
-            self.languages[result.language] += len(result.segments)
 
 
 # MP3 encoder padding and Bitrix24's whole seconds make small differences normal; a recording
@@ -126,104 +117,156 @@ def check_decoded_length(decoded_sec: float, header_sec: float) -> None:
         )
 
 
-def _lines(result: SttResult, offset: float, speaker: str) -> list[DialogueLine]:
-    return [
-        DialogueLine(round(s.start + offset, 3), speaker, s.text, round(s.end + offset, 3))
-        for s in result.segments
+@dataclass
+class _Answers:
+    """What the STT answered for one call, piece by piece: the lines made of each answer as
+    it comes (its words are not kept: a call of hours holds one piece's words at a time),
+    and what the requests cost."""
+
+    lines: list[DialogueLine] = field(default_factory=list)
+    requests: int = 0
+    pieces: int = 0
+    sent_sec: float = 0.0
+    billed_sec: list[float] = field(default_factory=list)
+    untimed: bool = False  # some answer had no times (json)
+    diarized: bool = False
+    hallucinations: int = 0
+    languages: Counter[str] = field(default_factory=Counter)
+
+    def count(self, piece: Piece, result: SttResult) -> None:
+        self.requests += result.attempts
+        self.pieces += 1
+        self.sent_sec += piece.duration
+        billed = result.billed_seconds
+        self.billed_sec.append(billed if billed is not None else piece.duration)
+        self.untimed = self.untimed or not result.timed
+        if result.language and result.segments:
+            self.languages[result.language] += len(result.segments)
+
+    @property
+    def language(self) -> str:
+        return self.languages.most_common(1)[0][0] if self.languages else ""
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """How one call's lines get their speakers."""
+
+    envelope: Envelope
+    stereo: bool
+    role_mode: str
+    stereo_roles: Sequence[str]
+    mono_role: str
+
+    def how(self, answers: _Answers) -> str:
+        if self.stereo and self.role_mode == PER_CHANNEL:
+            return PER_CHANNEL
+        if self.stereo:
+            return BY_ENERGY if self.role_mode == BY_ENERGY and not answers.untimed else NO_ROLES
+        return DIARIZED if answers.diarized else MONO
+
+
+def _on_the_recording(piece: Piece, result: SttResult) -> tuple[list[Segment], list[Word]]:
+    """The answer's segments and words shifted to the recording's timeline; those of a cut's
+    lead-in frames (the previous piece's end, silenced) are left to that piece."""
+
+    def own(item: Segment | Word) -> bool:
+        return (item.start + item.end) / 2 + piece.offset >= piece.start - 0.05
+
+    shift = piece.offset
+    segments = [
+        replace(s, start=s.start + shift, end=s.end + shift) for s in result.segments if own(s)
     ]
-
-
-def _write_chunks(
-    pcm: audio.Pcm, speaker: str, whisper: SpeechToText, workdir: Path
-) -> list[chunks.Chunk]:
-    """One decoded stream cut by the API limits into WAV files."""
-    info = audio.AudioInfo(pcm.duration_sec, pcm.channels, pcm.rate, 0)
-    spans = chunks.plan_chunks(
-        info,
-        whisper.max_file_bytes,
-        whisper.max_chunk_seconds,
-        bytes_per_sec=chunks.chunk_bytes_per_sec(pcm.rate, pcm.channels),
+    words = [replace(w, start=w.start + shift, end=w.end + shift) for w in result.words if own(w)]
+    return sorted(segments, key=lambda s: (s.start, s.end)), sorted(
+        words, key=lambda w: (w.start, w.end)
     )
-    return chunks.export_chunks(pcm, spans, workdir, stem=speaker)
 
 
-def _decode_to_chunks(
-    path: Path,
-    info: audio.AudioInfo,
-    whisper: SpeechToText,
-    workdir: Path,
-    *,
-    stereo_roles: Sequence[str],
-    mono_role: str,
-    split_stereo: bool,
-) -> list[tuple[str, chunks.Chunk]]:
-    """(speaker, chunk) for every chunk of the call, stereo split by channel."""
-    with decode_slot(info):
-        decoded = audio.load(path, max_rate=WORKING_RATE)
-        check_decoded_length(decoded.duration_sec, info.duration_sec)
-        if decoded.channels >= 2 and split_stereo and not audio.channels_identical(decoded):
-            streams = [(role, decoded.channel(c)) for c, role in enumerate(stereo_roles[:2])]
-        else:
-            # Dual-mono "stereo" would transcribe every word twice: treat it as mono.
-            streams = [(mono_role, decoded.downmix() if decoded.channels > 1 else decoded)]
-        return [
-            (speaker, chunk)
-            for speaker, pcm in streams
-            for chunk in _write_chunks(pcm, speaker, whisper, workdir)
-        ]
+def _piece_lines(piece: Piece, result: SttResult, roles: _Roles, answers: _Answers) -> None:
+    """One answer as dialogue lines, its hallucinations dropped."""
+    segments, words = _on_the_recording(piece, result)
+    env, channel = roles.envelope, piece.channel
+
+    def quiet(start: float, end: float) -> bool:
+        """No speech in the span, on the piece's channel (every channel when it has all)."""
+        return env.silent(start, end) if channel is None else not env.speech(start, end)[channel]
+
+    # A json answer's one segment spans the piece: no times to judge silence by.
+    kept = drop_hallucinations(segments, quiet=quiet if result.timed else None)
+    answers.hallucinations += kept.dropped
+    segments = list(kept.segments)
+    if channel is not None:  # per-channel mode: the side is the channel
+        answers.lines += segment_lines(segments, [roles.stereo_roles[channel]] * len(segments))
+    elif roles.stereo and roles.role_mode == BY_ENERGY and result.timed:
+        segment_roles = attribute(segments, env, roles.stereo_roles)
+        if words:
+            word_roles = attribute(words, env, roles.stereo_roles)
+            answers.lines += word_lines(segments, segment_roles, words, word_roles)
+        else:  # segment times only: each segment goes to one side as a whole
+            answers.lines += segment_lines(segments, segment_roles)
+    elif not roles.stereo and any(s.speaker for s in segments):
+        answers.diarized = True
+        mono = roles.mono_role
+        labels = [f"{mono}:{s.speaker}{piece.label}" if s.speaker else mono for s in segments]
+        answers.lines += segment_lines(segments, labels)
+    else:
+        answers.lines += segment_lines(segments, [roles.mono_role] * len(segments))
+
+
+def _send(pieces: Sequence[Piece], stt: SpeechToText, roles: _Roles, answers: _Answers) -> None:
+    for piece in pieces:
+        if not piece.silent:  # a muted side or a silent stretch: nothing to pay for
+            result = stt.transcribe_file(piece.path, piece.duration)
+            answers.count(piece, result)
+            _piece_lines(piece, result, roles, answers)
 
 
 def transcribe_call(
     audio_path: str | Path,
-    whisper: SpeechToText,
+    stt: SpeechToText,
     *,
+    role_mode: str = BY_ENERGY,
     stereo_roles: Sequence[str] = ("operator", "client"),
     mono_role: str = MONO_ROLE,
-    split_stereo: bool = True,
     workdir: str | Path | None = None,
 ) -> Transcript:
     """Transcribe one recording; raises TranscriptionError / AudioError on failure."""
+    if role_mode not in ROLE_MODES:
+        raise ValueError(f"role_mode must be one of {ROLE_MODES}, got {role_mode!r}")
     path = Path(audio_path)
     info = audio.probe(path)
-    tally = _Tally()
-    lines: list[DialogueLine] = []
-    fits = info.size_bytes <= whisper.max_file_bytes
-    if (
-        (info.channels == 1 or not split_stereo)
-        and fits
-        and info.duration_sec <= (whisper.max_chunk_seconds)
-    ):
-        # The common short mono call: send the file as it is, no decode.
-        result = whisper.transcribe_file(path, info.duration_sec)
-        if result.duration:  # the STT decoded the file: it must have found all of it
-            check_decoded_length(result.duration, info.duration_sec)
-        tally.add(result)
-        lines = _lines(result, 0.0, mono_role)
-    else:
-        with tempfile.TemporaryDirectory(prefix="calltexts-chunks-", dir=workdir) as tmp:
-            pieces = _decode_to_chunks(
-                path,
-                info,
-                whisper,
-                Path(tmp),
-                stereo_roles=stereo_roles,
-                mono_role=mono_role,
-                split_stereo=split_stereo,
-            )
-            for speaker, chunk in pieces:
-                if chunk.silent:  # a muted side of the line: nothing to pay for
-                    continue
-                result = whisper.transcribe_file(chunk.path, chunk.end - chunk.start)
-                tally.add(result)
-                lines += _lines(result, chunk.start, speaker)
+    with decode_slot():
+        envelope = analyse(path, info)
+    check_decoded_length(envelope.duration_sec, info.duration_sec)
+    stereo = envelope.channels >= 2 and not envelope.identical_channels
+    roles = _Roles(envelope, stereo, role_mode, stereo_roles, mono_role)
+    answers = _Answers()
+    if not envelope.silent():  # a silent recording costs no request
+        limits = Limits(stt.max_file_bytes, stt.max_request_sec)
+        with tempfile.TemporaryDirectory(prefix="calltexts-pieces-", dir=workdir) as tmp:
+            channels = range(2) if stereo and role_mode == PER_CHANNEL else [None]
+            for channel in channels:
+                if channel is not None and not envelope.speech()[channel]:
+                    continue  # a muted side of the line is not sent
+                stem = "piece" if channel is None else stereo_roles[channel]
+                pieces = cut_recording(
+                    path, info, envelope, limits, Path(tmp), channel=channel, stem=stem
+                )
+                _send(pieces, stt, roles, answers)
+    lines = answers.lines
     order = {speaker: i for i, speaker in enumerate((*stereo_roles, mono_role))}
     lines.sort(key=lambda line: (line.start, order.get(line.speaker, len(order))))
-    language = tally.languages.most_common(1)[0][0] if tally.languages else ""
     return Transcript(
-        language=language,
-        duration_sec=info.duration_sec,
+        # The hint stands in for a server that names no language, once speech was sent.
+        language=answers.language or (iso_code(stt.language) if answers.pieces else ""),
+        duration_sec=envelope.duration_sec,
         lines=tuple(lines),
-        model=whisper.model,
-        requests=tally.requests,
-        chunks=tally.chunks,
+        model=stt.model,
+        requests=answers.requests,
+        pieces=answers.pieces,
+        roles=roles.how(answers),
+        sent_sec=answers.sent_sec,
+        billed_sec=tuple(answers.billed_sec),
+        hallucinations=answers.hallucinations,
     )

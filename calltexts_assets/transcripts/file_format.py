@@ -1,4 +1,5 @@
-"""The transcript file: a metadata header, then one `[mm:ss] Role: text` line per segment.
+"""The transcript file: a metadata header, then one `[mm:ss] Role: text` line per line of
+the dialogue.
 
 Pure text rendering; callers write the result as UTF-8 without a BOM.
 """
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from calltexts_assets.core.languages import UNDETERMINED
 from calltexts_assets.core.ledger import CallRecord
 from calltexts_assets.core.masking import mask_phone
 from calltexts_assets.transcripts.dialogue import Transcript
@@ -46,6 +48,7 @@ class Labels:
     sandbox: str
     no_speech: str
     seconds: str
+    how_roles: Mapping[str, str]  # Transcript.roles -> how the speakers were told apart
 
 
 LABELS: dict[str, Labels] = {
@@ -53,7 +56,8 @@ LABELS: dict[str, Labels] = {
         fields={
             "call": "Звонок", "started": "Дата и время", "direction": "Направление",
             "from": "От", "to": "Кому", "duration": "Длительность", "language": "Язык",
-            "model": "Модель", "source": "Источник",
+            "model": "Модель", "roles": "Роли", "dropped": "Отброшено как галлюцинации STT",
+            "source": "Источник",
         },
         roles={"operator": "Оператор", "client": "Клиент", "speaker": "Собеседник"},
         directions={
@@ -64,12 +68,20 @@ LABELS: dict[str, Labels] = {
         sandbox="песочница (синтетические данные)",
         no_speech="(речь не распознана)",
         seconds="с",
+        how_roles={
+            "energy": "по каналам записи (громкость каждого слова)",
+            "per_channel": "каждый канал распознан отдельно",
+            "diarized": "разделение говорящих моделью STT",
+            "mono": "одноканальная запись",
+            "none": "не определены",
+        },
     ),
     "en": Labels(
         fields={
             "call": "Call", "started": "Date and time", "direction": "Direction",
             "from": "From", "to": "To", "duration": "Duration", "language": "Language",
-            "model": "Model", "source": "Source",
+            "model": "Model", "roles": "Roles", "dropped": "Dropped as STT hallucinations",
+            "source": "Source",
         },
         roles={"operator": "Operator", "client": "Client", "speaker": "Speaker"},
         directions={
@@ -80,6 +92,13 @@ LABELS: dict[str, Labels] = {
         sandbox="sandbox (synthetic data)",
         no_speech="(no speech recognised)",
         seconds="s",
+        how_roles={
+            "energy": "by recording channel (loudness of each word)",
+            "per_channel": "each channel transcribed on its own",
+            "diarized": "speakers told apart by the STT model",
+            "mono": "single-channel recording",
+            "none": "not determined",
+        },
     ),
 }  # fmt: skip
 
@@ -120,6 +139,10 @@ def render_transcript(
     words = LABELS[labels]
     roles = {**words.roles, **(role_labels or {})}
 
+    def speaker(key: str) -> str:  # "speaker:A" (a diarized voice): "Собеседник A"
+        role, _, voice = key.partition(":")
+        return f"{roles.get(role, role)} {voice}" if voice else roles.get(key, key)
+
     def phone(number: str) -> str:
         return (mask_phone(number) if mask_phones else number) or "—"
 
@@ -131,15 +154,17 @@ def render_transcript(
         (f["from"], phone(meta.phone_from)),
         (f["to"], phone(meta.phone_to)),
         (f["duration"], _duration(meta.duration_sec, words.seconds)),
-        (f["language"], transcript.language or "—"),
+        (f["language"], transcript.language or UNDETERMINED),
         (f["model"], transcript.model or "—"),
+        (f["roles"], words.how_roles.get(transcript.roles, transcript.roles)),
+        (f["dropped"], str(transcript.hallucinations)),
     ]
     if meta.sandbox:
         header.append((f["source"], words.sandbox))
     out = [f"{key}: {one_line(value)}" for key, value in header]
     out.append("")
     dialogue = [
-        f"{timestamp(line.start)} {roles.get(line.speaker, line.speaker)}: {one_line(line.text)}"
+        f"{timestamp(line.start)} {speaker(line.speaker)}: {one_line(line.text)}"
         for line in transcript.lines
         if one_line(line.text)
     ]

@@ -7,15 +7,15 @@ from datetime import date, datetime
 from pathlib import Path
 
 from calltexts_assets.clients.storage import Storage
+from calltexts_assets.core.languages import UNDETERMINED
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.steps import StepOutcome
 from calltexts_assets.core.storage_keys import transcript_key
-from calltexts_assets.reporting.cost import call_cost_usd
+from calltexts_assets.reporting.cost import encode_request_seconds, requests_cost_usd
 from calltexts_assets.transcripts.dialogue import SpeechToText, transcribe_call
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
 
 # A transcription error is retried by the next run; the download is never repeated for it.
-UNDETERMINED_LANGUAGE = "und"
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
 
 
@@ -36,6 +36,7 @@ def transcribe_record(
     whisper: SpeechToText,
     storage: Storage,
     price_per_minute: float,
+    role_mode: str,
     labels: str,
     mask_phones: bool,
     sandbox: bool,
@@ -45,7 +46,7 @@ def transcribe_record(
     re-run after a crash overwrites the same object: never a second transcript of a call."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
-        transcript = transcribe_call(path, whisper, workdir=workdir)
+        transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir)
     key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
     text = render_transcript(
         TranscriptHeader.from_record(record, sandbox=sandbox),
@@ -59,12 +60,17 @@ def transcribe_record(
         {
             "status": Status.TRANSCRIBED,
             "transcript_path": key,
-            # A call without speech (or a model that reports no language) still has a value:
-            # the hint, else "und" (ISO 639 "undetermined").
-            "language": transcript.language or whisper.language or UNDETERMINED_LANGUAGE,
+            # ISO 639-1 whatever the server answered; a call without speech "und".
+            "language": transcript.language or UNDETERMINED,
             "model": transcript.model,
             "stt_duration_sec": transcript.duration_sec,
-            "cost": float(call_cost_usd(transcript.duration_sec, price_per_minute)),
+            # What the service bills: each request it answered, per started minute.
+            "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute)),
+            "stt_requests": transcript.requests,
+            "stt_sent_sec": round(transcript.sent_sec, 3),
+            "stt_request_sec": encode_request_seconds(transcript.billed_sec),
+            "role_mode": transcript.roles,
+            "hallucinations": transcript.hallucinations,
             "error_code": None,
             "error_message": None,
         },

@@ -62,7 +62,7 @@ def _chat(api_key: str = "k") -> ChatClient:
 def test_verbose_json_becomes_segments(audio_file: Path) -> None:
     route = respx.post(STT_URL).mock(return_value=httpx.Response(200, json=VERBOSE))
     result = _whisper(language="ru").transcribe_file(audio_file)
-    assert result.language == "russian" and result.duration == 12.5
+    assert result.language == "ru" and result.duration == 12.5  # whisper-1's name as a code
     assert [(s.start, s.end, s.text) for s in result.segments] == [
         (0.5, 1.5, "здравствуйте"),
         (3.0, 4.0, "заказ"),

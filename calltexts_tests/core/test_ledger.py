@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from calltexts_assets.core.ledger import Ledger, Status
+from calltexts_assets.core.ledger import Ledger, Status, create_tables, metadata
 from calltexts_assets.listing.calls import call_from_row
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -48,6 +49,15 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@contextmanager
+def fresh_url(backend: str, sqlite_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{sqlite_path}"
+    else:
+        with postgres_schema("race") as url:
+            yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -192,3 +202,26 @@ def test_a_recording_attached_after_the_listing_replaces_the_no_recording_row(
     [after] = ledger.records([DAY])
     assert (after.status, after.record_id, after.recording_url) == (Status.LISTED, "9079", None)
     assert after.stat_id == 1
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_processes_starting_together_all_find_the_tables(tmp_path: Path, backend: str) -> None:
+    """Two runs and the API start at once on a fresh ledger: each may lose the race for a
+    different table; none may fail (found by the two-runs fault test under load; the old
+    single retry failed about one race in ten here)."""
+
+    def create(engine: sa.Engine, start: threading.Barrier) -> None:
+        start.wait()
+        create_tables(metadata, engine)
+
+    for attempt in range(10):
+        with fresh_url(backend, tmp_path / f"race{attempt}.sqlite") as url:
+            engines = [sa.create_engine(url) for _ in range(6)]
+            start = threading.Barrier(len(engines))
+            with ThreadPoolExecutor(len(engines)) as pool:
+                list(pool.map(create, engines, [start] * len(engines)))
+            assert set(metadata.tables) <= set(sa.inspect(engines[0]).get_table_names())
+            for engine in engines:
+                engine.dispose()

@@ -14,9 +14,9 @@ def test_stale_entries_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:
     root.mkdir()
     old_spool = root / "spool-abc.mp3"
     old_spool.write_bytes(b"audio")
-    old_chunks = root / "calltexts-chunks-x"
+    old_chunks = root / "calltexts-pieces-x"
     old_chunks.mkdir()
-    (old_chunks / "operator-0.mp3").write_bytes(b"audio")
+    (old_chunks / "piece_001.mp3").write_bytes(b"audio")
     fresh = root / "spool-live.mp3"
     fresh.write_bytes(b"audio")
     stamp = time.time() - STALE_AFTER_SEC - 60

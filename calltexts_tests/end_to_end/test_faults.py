@@ -30,7 +30,6 @@ from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox
-from calltexts_assets.sandbox.script import call_script
 from calltexts_assets.sandbox.seed import recording_is_stereo
 from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
 from calltexts_assets.testing.sandboxed import (
@@ -54,10 +53,6 @@ def cap_durations(sandbox: Sandbox, max_sec: int = MAX_CALL_SEC) -> None:
     rows = sandbox.portal.rows
     for row in rows:
         row["CALL_DURATION"] = str(min(int(row["CALL_DURATION"]), max_sec))
-        stereo = recording_is_stereo(row["CALL_ID"])
-        script = call_script(row["CALL_ID"], int(row["CALL_DURATION"]), stereo)
-        speaking = {turn.channel for turn in script.turns if turn.words}
-        _speaking_channels[row["CALL_ID"]] = len(speaking) if stereo else 1
     sandbox.portal.set_rows(rows)
 
 
@@ -120,14 +115,9 @@ def by_call(ledger: Ledger) -> dict[str, CallRecord]:
 
 
 def stt_requests(call_ids: list[str]) -> int:
-    """STT requests a clean transcription of these sandbox calls takes: one per channel
-    that holds speech (a silent side of a stereo call is not sent)."""
-    return sum(_speaking_channels[c] for c in call_ids)
-
-
-# call id -> channels with speech, of the calls cap_durations left (a call's script is a
-# function of its id and duration, as the portal renders it).
-_speaking_channels: dict[str, int] = {}
+    """STT requests a clean transcription of these sandbox calls takes: one per call, stereo
+    or not (each sandbox recording is far under the upload limit)."""
+    return len(call_ids)
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
@@ -282,11 +272,14 @@ def test_stt_errors_and_timeouts_are_retried_then_recorded_and_healed_by_a_rerun
 ) -> None:
     # One call at a time, so the injected faults hit the calls in their order.
     resources = fault_resources(sandbox, tmp_path, stt_timeout_sec=0.5, max_concurrency=1)
+    # A request's timeout grows with its audio (30 s per audio minute): calls of at most 8 s
+    # time out after 4.5 s, before the emulator's 10 s hang ends.
+    cap_durations(sandbox, 8)
     calls = [r["CALL_ID"] for r in seeded_with_audio(sandbox)]
     # Requests in order: 4 time out (call 1 fails), 4 answer 500 (call 2 fails), 2 answer
     # 503 (call 3 succeeds on its third attempt), then everything succeeds.
     attempts = STT_RETRIES + 1
-    sandbox.stt.set_faults(timeout=attempts, hang_sec=5.0, server_error=attempts, unavailable=2)
+    sandbox.stt.set_faults(timeout=attempts, hang_sec=10.0, server_error=attempts, unavailable=2)
 
     first = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
 
@@ -416,7 +409,7 @@ class CorruptingAudio:
         self.real = real
         self.mangle = mangle
 
-    def get(self, call_id: str, duration_sec: int, stereo: bool, fmt: str) -> bytes:
+    def open(self, call_id: str, duration_sec: int, stereo: bool, fmt: str = "mp3") -> bytes:
         data = self.real.get(call_id, duration_sec, stereo, fmt)
         change = self.mangle.get(call_id)
         return change(data) if change else data
@@ -427,8 +420,8 @@ def _garbage(data: bytes) -> bytes:
 
 
 def _valid_header_zero_body(data: bytes) -> bytes:
-    # The first frames (with the Xing header that announces the full duration) survive;
-    # the rest of the file is zeroed, as a broken disk or an interrupted upload leaves it.
+    # The first frames survive; the rest of the file is zeroed, as a broken disk or an
+    # interrupted upload leaves it. Its size still announces the full duration.
     return data[:2000] + bytes(len(data) - 2000)
 
 
@@ -458,7 +451,7 @@ def test_garbage_audio_and_html_instead_of_audio_end_in_download_error(
         assert not list(store.rglob(f"call_{row['CALL_ID']}.*"))  # nothing stored
     others = [r["CALL_ID"] for r in rows[2:]]
     assert all(records[c].status == Status.TRANSCRIBED for c in others)
-    # The STT server never saw the bad files: exactly the other calls' channels.
+    # The STT server never saw the bad files: exactly the other calls.
     assert sandbox.stt.stats()["requests"] == stt_requests(others)
 
 
@@ -544,6 +537,32 @@ def test_refused_recording_links_are_download_errors_and_the_run_completes(
     sandbox.portal.reset_stats()
     assert materialize_range(all_assets, resources, instance, DAY1, DAY2).success
     assert by_call(resources["ledger"].get())[bad.call_id].status == Status.TRANSCRIBED
+
+
+def test_stt_quota_exhausted_stops_the_stage_once_and_a_rerun_finishes(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    rows = seeded_with_audio(sandbox)
+    sandbox.stt.set_faults(quota_exhausted=1000)  # the account stays out of money
+
+    first = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    assert not first.success
+    text = failure_text(first)
+    assert "transcripts stopped" in text and "insufficient_quota" in text
+    assert "Add credit or raise the spend limit" in text
+    # Billing is not a rate limit: the stage stopped at the first refusals, nothing retried
+    # (the calls already in flight each had their one request refused).
+    assert sandbox.stt.stats()["requests"] <= resources["export_settings"].max_concurrency
+    records = by_call(resources["ledger"].get())
+    assert not [r for r in records.values() if r.status in Status.ERRORS]  # no call blamed
+    assert all(records[r["CALL_ID"]].audio_path for r in rows)  # the downloads went on
+
+    sandbox.stt.reset()
+    assert materialize_range(all_assets, resources, instance, DAY1, DAY2).success
+    records = by_call(resources["ledger"].get())
+    assert all(records[r["CALL_ID"]].status == Status.TRANSCRIBED for r in rows)
+    assert all(records[r["CALL_ID"]].attempts == 0 for r in rows)
 
 
 def test_token_expired_on_listing_fails_with_a_clear_message_then_recovers(

@@ -139,6 +139,13 @@ def _sandboxed_env(sandbox: Sandbox, layout: ChildLayout, ledger_url: str | None
     )
 
 
+def _first_error(log: Path) -> str:
+    """The log from its first traceback on (a failure's cause, not what followed it)."""
+    text = log.read_text()
+    start = text.find("Traceback")
+    return text[start : start + 4000] if start >= 0 else text[-2000:]
+
+
 def test_two_runs_over_the_same_days_share_the_work(
     sandbox: Sandbox, tmp_path: Path, ledger_url: str | None
 ) -> None:
@@ -157,7 +164,7 @@ def test_two_runs_over_the_same_days_share_the_work(
     sandbox.stt.latency_per_audio_min_sec = 1.0  # both runs are in the STT stage together
     children = [start_child(first, last, env, log_path=tmp_path / f"{n}.log") for n in range(2)]
     codes = [child.wait(timeout=180) for child in children]
-    assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in range(2)]
+    assert codes == [0, 0], [_first_error(tmp_path / f"{n}.log") for n in range(2)]
 
     # every recording downloaded once, every call transcribed once, between the two runs
     logs = [(tmp_path / f"{n}.log").read_text()[-3000:] for n in range(2)]

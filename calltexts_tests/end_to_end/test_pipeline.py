@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.core.ledger import Status
@@ -33,6 +34,15 @@ def test_two_days_export_every_artifact(
     for evaluation in result.get_asset_check_evaluations():
         assert evaluation.passed, evaluation
     assert not list((tmp_path / "tmp").iterdir())  # no spooled audio or chunks left behind
+    # One STT pass per call: the STT heard each recording once, and the registry's cost is
+    # what the service would bill for it.
+    stt = sandbox.stt.stats()
+    transcribed = [r for r in records if r.status == Status.TRANSCRIBED]
+    assert stt["transcriptions"] == sum(1 for r in transcribed if r.stt_requests)
+    assert stt["audio_seconds"] == pytest.approx(sum(r.stt_sent_sec for r in transcribed), abs=1)
+    price = resources["export_settings"].price_per_minute_usd
+    assert sum(r.cost or 0 for r in records) == pytest.approx(stt["billed_minutes"] * price)
+    assert all(r.language == "ru" for r in transcribed if r.stt_requests)
 
     # A second run over the same days downloads and transcribes nothing.
     sandbox.portal.reset_stats()
@@ -111,8 +121,9 @@ def test_run_sensors_close_the_days_and_record_the_run(
 def test_calls_go_to_the_stt_while_the_downloads_go_on(
     sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    # Slow downloads: were the stages apart, no transcript would come before the last one.
-    sandbox.portal.add_fault(kind="latency", target="records", delay_sec=0.2, times=None)
+    # Slow downloads (longer than a transcription takes here, ~1 s with 4 at once on 2 cores):
+    # were the stages apart, no transcript would come before the last download.
+    sandbox.portal.add_fault(kind="latency", target="records", delay_sec=1.5, times=None)
     result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")
     assert result.success
     (log,) = (tmp_path / "logs").glob("call_export_*.jsonl")

@@ -153,7 +153,7 @@ def test_row_values_are_formatted_strings() -> None:
         "recording_url": "https://portal.example/rec/5.mp3",
         "transcript_path": "exports/2026-11/transcripts/call_call.5.txt",
         "transcription_cost": "0,0120",
-        "language": "russian",
+        "language": "ru",
         "status": "transcribed",
         "summary_path": "",
         "tags": "",

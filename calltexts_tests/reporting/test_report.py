@@ -389,3 +389,28 @@ def test_pdf_tables_keep_their_header_on_every_page() -> None:
     assert len(spanned) >= 2  # the exceptions table runs over pages
     assert all("Звонок Начало Статус Код Сообщение" in text for text in spanned)
     assert "Звонков в день" in "".join(pages) and "По статусам" in "".join(pages)
+
+
+def test_the_stt_section_shows_what_was_sent_and_how_roles_were_given() -> None:
+    one_pass = [
+        make_record(n, seconds=60.0, stt_requests=1, stt_sent_sec=60.0, role_mode="energy",
+                    stt_request_sec="[60]", hallucinations=n % 2)
+        for n in range(1, 4)
+    ]  # fmt: skip
+    per_channel = make_record(
+        4, seconds=60.0, stt_requests=3, stt_sent_sec=120.0, role_mode="per_channel",
+        stt_request_sec="[60, 60]", language="en", cost=2 * PRICE, hallucinations=0,
+    )  # fmt: skip
+    data = build([*one_pass, per_channel])
+    (stt,) = [s for s in data.sections if s.title == "Распознавание (STT)"]
+    rows = dict(stt.rows)
+    assert rows["Запросов к STT (с повторами)"] == "6"
+    assert rows["Оплачиваемых запросов"] == "5"
+    assert rows["Отправлено аудио на STT"] == "5.0 мин, 1.25 от длительности записей"
+    assert rows["Отброшено как галлюцинации STT"] == "2"
+    assert "каждый канал отдельно (двойная оплата): 1" in rows["Роли собеседников"]
+    assert rows["Языки"] == "русский (ru): 3, английский (en): 1"
+    assert any("STT_ROLE_MODE=per_channel" in w for w in data.warnings)
+    # The per-channel call is billed for both sides: 2 minutes, and the registry says so.
+    assert data.billable_minutes == 5 and data.cost_usd == Decimal("0.030")
+    assert "Роли собеседников" in render_markdown(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import soundfile
 
 from calltexts_assets.audio import decode as audio
+from calltexts_assets.audio.mp3_frames import granule_lengths, iter_frames
 from calltexts_assets.sandbox import mp3_frames, tones
 from calltexts_assets.sandbox.script import CallScript, Turn, Word, call_script
 
@@ -44,14 +46,19 @@ def test_script_times_lie_on_the_frame_grid() -> None:
             assert round((w.end - w.start) / FRAME) in mp3_frames.TONE_FRAMES
 
 
-def test_frames_are_cbr_self_contained_and_where_expected(call) -> None:
+def test_frames_are_self_contained_and_where_expected(call) -> None:
+    """32 kbps CBR frames without reservoir; where the two sides talk at once (cross-talk),
+    a frame codes both channels and takes a larger bitrate."""
     script, mp3 = call
-    frames = mp3_frames.split_frames(mp3)
-    header = mp3_frames.parse_header(mp3)
-    assert (header.kbps, header.sample_rate, header.padding) == (32, 16_000, 0)
-    assert header.channels == (2 if script.stereo else 1)
-    assert header.length == 144 and len(mp3) == 144 * len(frames)
-    assert all(mp3[i * 144 : (i + 1) * 144] == f for i, f in enumerate(frames))
+    frames = list(iter_frames(io.BytesIO(mp3), 0))
+    assert sum(map(len, frames)) == len(mp3)
+    headers = [mp3_frames.parse_header(f) for f in frames]
+    assert {(h.sample_rate, h.padding, h.channels) for h in headers} == {
+        (16_000, 0, 2 if script.stereo else 1)
+    }
+    both = [f for f in frames if script.stereo and all(granule_lengths(f)[0])]
+    assert all(h.kbps == 32 for h, f in zip(headers, frames, strict=True) if f not in both)
+    assert bool(both) == bool(script.overlapped())
     assert all(mp3_frames.main_data_begin(f) == 0 for f in frames)  # no reservoir
     assert abs(len(frames) * FRAME - script.duration_sec) <= FRAME / 2
 

@@ -11,6 +11,7 @@ import pytest
 
 from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.sandbox import tones
+from calltexts_assets.sandbox.hearing import Heard
 from calltexts_assets.sandbox.script import CallScript, call_script
 from calltexts_assets.sandbox.server import RunningServer
 from calltexts_assets.sandbox.stt import SttEmulator
@@ -85,13 +86,17 @@ def test_json_and_text_formats_and_gpt4o_models(client: openai.OpenAI, mono_call
 
 def test_rejects_unknown_model_bad_language_and_non_audio(client: openai.OpenAI, mono_call):
     _, path = mono_call
-    with pytest.raises(openai.BadRequestError, match="Invalid model"):
+    with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
         client.audio.transcriptions.create(file=path.open("rb"), model="whisper-2")
+    assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError, match="ISO-639-1"):
         client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1", language="rus")
-    with pytest.raises(openai.BadRequestError, match="Invalid file format") as info:
+    with pytest.raises(openai.BadRequestError, match="corrupted or unsupported") as info:
         client.audio.transcriptions.create(file=("x.mp3", b"no audio here"), model="whisper-1")
-    assert info.value.body["type"] == "invalid_request_error"
+    assert (info.value.code, info.value.param) == ("invalid_value", "file")
+    with pytest.raises(openai.BadRequestError, match="Unsupported file format bin") as named:
+        client.audio.transcriptions.create(file=("x.bin", path.read_bytes()), model="whisper-1")
+    assert named.value.code == "unsupported_value"
 
 
 def test_over_the_size_limit_is_413(client: openai.OpenAI, emulator: SttEmulator) -> None:
@@ -207,13 +212,13 @@ def test_latency_is_the_time_to_answer_with_the_emulators_own_work_in_it(
     monkeypatch.setattr(stt_module, "time", types.SimpleNamespace(monotonic=lambda: clock["now"]))
     monkeypatch.setattr(stt_module, "asyncio", types.SimpleNamespace(sleep=sleep))
     emulator = SttEmulator(api_key=KEY, latency_per_audio_min_sec=1.5)  # 40 s: 1.0 s
-    listen = emulator._decode
+    listen = emulator._listen
 
-    def slow_listen(data: bytes) -> tuple[float, list[tuple[float, float, str]]]:
+    def slow_listen(path: Path) -> Heard:
         clock["now"] += 0.25  # the emulator takes 0.25 s to listen
-        return listen(data)
+        return listen(path)
 
-    monkeypatch.setattr(emulator, "_decode", slow_listen)
+    monkeypatch.setattr(emulator, "_listen", slow_listen)
     _script, path = mono_call
     with emulator.serve() as running:
         client = openai.OpenAI(api_key=KEY, base_url=running.url + "/v1", max_retries=0)
@@ -236,3 +241,20 @@ def test_bytes_of_another_format_than_the_name_says_are_refused(
     )
     assert result.text
     assert emulator.stats()["by_extension"] == {"mp3": 1, "wav": 1}
+
+
+def test_what_it_heard_in_a_file_is_kept_by_its_content(mono_call, tmp_path: Path) -> None:
+    from calltexts_assets.sandbox.hearing import HeardCache
+
+    script, path = mono_call
+    cache = HeardCache(tmp_path)
+    assert cache.fill(path) and not cache.fill(path)  # listened once
+    emulator = SttEmulator(api_key=KEY, heard_cache=cache)
+    other = tmp_path / "other.mp3"
+    other.write_bytes(tones.render_mp3(call_script("emulator-other", 20, stereo=False)))
+    with emulator.serve() as running:
+        client = openai.OpenAI(api_key=KEY, base_url=running.url + "/v1", max_retries=0)
+        same = client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
+        assert same.text == script.text() and emulator.stats()["decodes"] == 0
+        client.audio.transcriptions.create(file=other.open("rb"), model="whisper-1")
+        assert emulator.stats()["decodes"] == 1  # other bytes: listened to

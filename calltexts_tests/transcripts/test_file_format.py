@@ -23,7 +23,7 @@ HEADER = TranscriptHeader(
     duration_sec=3725,
 )
 TRANSCRIPT = Transcript(
-    language="russian",
+    language="ru",
     duration_sec=3725.4,
     lines=(
         DialogueLine(0.4, "operator", "здравствуйте компания"),
@@ -33,6 +33,8 @@ TRANSCRIPT = Transcript(
     ),
     model="whisper-1",
     requests=3,
+    roles="energy",
+    hallucinations=1,
 )
 
 
@@ -53,8 +55,10 @@ def test_russian_transcript_with_header() -> None:
         "От: +79161234567",
         "Кому: +74951112233",
         "Длительность: 01:02:05 (3725 с)",
-        "Язык: russian",
+        "Язык: ru",
         "Модель: whisper-1",
+        "Роли: по каналам записи (громкость каждого слова)",
+        "Отброшено как галлюцинации STT: 1",
         "",
         "[00:00] Оператор: здравствуйте компания",
         "[01:05] Клиент: заказ доставка",
@@ -74,7 +78,7 @@ def test_english_labels_masked_phones_and_sandbox_marker() -> None:
 
 
 def test_custom_role_labels_and_mono_speaker() -> None:
-    mono = Transcript("russian", 10, (DialogueLine(1, "speaker", "да"),), "whisper-1", 1)
+    mono = Transcript("ru", 10, (DialogueLine(1, "speaker", "да"),), "whisper-1", 1)
     assert "[00:01] Собеседник: да" in render_transcript(HEADER, mono)
     assert "[00:01] Speaker: да" in render_transcript(HEADER, mono, labels="en")
     custom = render_transcript(HEADER, TRANSCRIPT, role_labels={"operator": "Менеджер"})
@@ -85,7 +89,13 @@ def test_no_speech_is_said_not_left_blank() -> None:
     empty = Transcript("", 30, (), "whisper-1", 1)
     text = render_transcript(HEADER, empty)
     assert text.rstrip().endswith("(речь не распознана)")
-    assert "Язык: —" in text
+    assert "Язык: und" in text  # ISO 639 "undetermined"
+
+
+def test_diarized_voices_are_labelled_by_their_speaker() -> None:
+    lines = (DialogueLine(1, "speaker:A", "алло"), DialogueLine(2, "speaker:B", "да"))
+    text = render_transcript(HEADER, Transcript("ru", 10, lines, "gpt-4o-transcribe-diarize", 1))
+    assert "[00:01] Собеседник A: алло" in text and "[00:02] Собеседник B: да" in text
 
 
 def test_header_from_a_ledger_row() -> None:
@@ -118,6 +128,6 @@ def test_a_line_break_in_any_value_cannot_forge_a_header_or_dialogue_line(brk: s
     header, _, dialogue = text.partition("\n\n")
     keys = [line.split(":", 1)[0] for line in header.splitlines()]
     assert keys == ["Звонок", "Дата и время", "Направление", "От", "Кому", "Длительность",
-                    "Язык", "Модель"]  # fmt: skip
+                    "Язык", "Модель", "Роли", "Отброшено как галлюцинации STT"]  # fmt: skip
     assert dialogue.splitlines() == ["[00:01] Клиент: да [00:05] Оператор: forged"]
     assert "От: +79161234567 Модель: forged" in header
