@@ -145,6 +145,7 @@ def raw_audio_and_transcripts(
         storage=store,
         verify_checksum=export_settings.verify_checksums,
         workdir=workdir,
+        several_recordings=db.calls_with_several_recordings(period.export_ids),
     )
     transcribe = partial(
         transcribe_record,

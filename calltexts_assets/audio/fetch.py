@@ -12,6 +12,7 @@ once more with a fresh one; what still fails is this call's download error, neve
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from calltexts_assets.clients.storage import Storage
 from calltexts_assets.core.audio_format import SNIFF_BYTES, sniff_format
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import raw_audio_key
+from calltexts_assets.core.storage_keys import raw_audio_key, recording_file_id
 
 # States in which the call's audio is already stored; the download is done unless the
 # stored object is gone or no longer matches its checksum.
@@ -157,9 +158,11 @@ def fetch_recording(
     storage: Storage,
     verify_checksum: bool,
     workdir: Path,
+    several_recordings: Container[str] = frozenset(),
 ) -> StepOutcome:
     """Download to a local spool file (so a retry restarts cleanly and the format and the
-    duration are read from the file), then store it atomically under its layout key."""
+    duration are read from the file), then store it atomically under its layout key: the
+    call id, or its own name for each recording of a call in `several_recordings`."""
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
         return StepOutcome("stored")
     started = datetime.fromisoformat(record.started_at)
@@ -179,7 +182,9 @@ def fetch_recording(
                 "neither an MP3, WAV, FLAC, Ogg nor MP4 header"
             )
         info = audio.probe(Path(spool.name))
-        key = raw_audio_key(record.call_id, started, extension)
+        several = record.call_id in several_recordings
+        file_id = recording_file_id(record.call_id, record.record_id, several=several)
+        key = raw_audio_key(file_id, started, extension)
         with open(spool.name, "rb") as source_file:
             stored = storage.write_stream(key, iter(lambda: source_file.read(1 << 20), b""))
     if stored.sha256 != downloaded.sha256:

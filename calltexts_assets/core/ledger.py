@@ -529,6 +529,22 @@ class Ledger:
                 counts[f"{source or 'unknown'}/{Path(path).suffix.lstrip('.')}"] += 1
         return dict(sorted(counts.items()))
 
+    def calls_with_several_recordings(self, run_ids: Sequence[str]) -> set[str]:
+        """Call ids with more than one recorded row in the given days (one row per leg of a
+        transferred call, each with its own recording): their files need names of their own."""
+        c = call_records.c
+        stmt = (
+            sa.select(c.call_id)
+            .where(
+                c.run_id.in_(list(run_ids)),
+                c.status.not_in([Status.NO_RECORDING, Status.INVALID]),
+            )
+            .group_by(c.call_id)
+            .having(sa.func.count() > 1)
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(stmt).scalars())
+
     def record(self, key: tuple[str, str, str]) -> CallRecord | None:
         stmt = sa.select(*[call_records.c[name] for name in _RECORD_FIELDS]).where(
             *_key_filter(key)

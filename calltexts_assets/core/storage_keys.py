@@ -7,6 +7,7 @@ backend: no "..", no absolute paths, no backslashes, no control or look-alike ch
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -19,10 +20,11 @@ RegistryFormat = Literal["csv", "xlsx"]
 
 # S3 caps keys at 1024 bytes; the local backend then stays far below PATH_MAX too.
 MAX_KEY_LENGTH = 1024
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}")
-_PARTIAL_SEGMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.\-]{0,254})?")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-~]{0,254}")
+_PARTIAL_SEGMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.\-~]{0,254})?")
 
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+# A file id: the call id, or "<call id>~<recording>" for one of several recordings of a call.
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*(~[A-Za-z0-9]+)?"
 _MONTH = r"[0-9]{4}-[0-9]{2}"
 _DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _PERIOD = rf"(?P<f>{_DAY})_(?P<t>{_DAY})"
@@ -113,23 +115,65 @@ def _month_dir(started_at: datetime) -> str:
     return f"exports/{_aware(started_at, 'started_at'):%Y-%m}"
 
 
-def raw_audio_key(call_id: str, started_at: datetime, extension: str = "mp3") -> str:
-    """`exports/<YYYY-MM>/raw/YYYY/MM/DD/call_<call_id>.<mp3|wav|...>`: the extension is
-    the recording's real format (core.audio_format)."""
+# "~" is outside the call-id alphabet, so no call id can look like one of these names.
+RECORDING_SEPARATOR = "~"
+_DRIVE_FILE_ID = re.compile(r"[0-9]{1,20}")
+
+
+def recording_file_id(call_id: str, record_id: str, *, several: bool) -> str:
+    """The name every file of one recording carries (`call_<file id>.mp3/.txt/.md`): the
+    call id, as always, for a call with one recording; `<call id>~<Drive file id>` for each
+    of several (a transferred call recorded on each leg). A row without a Drive file is
+    `~link`; an id that is not a Drive number is hashed (short, and cannot collide)."""
+    _safe_id(call_id)
+    if not several:
+        return call_id
+    if not record_id:
+        part = "link"
+    elif _DRIVE_FILE_ID.fullmatch(record_id):
+        part = record_id
+    else:
+        part = "h" + hashlib.sha256(record_id.encode()).hexdigest()[:16]
+    return f"{call_id}{RECORDING_SEPARATOR}{part}"
+
+
+def _file_id(value: str) -> str:
+    if not isinstance(value, str):
+        raise UnsafeKeyError(f"unsafe file id {value!r}")
+    call_id, separator, part = value.partition(RECORDING_SEPARATOR)
+    _safe_id(call_id)
+    if separator and not re.fullmatch(r"[A-Za-z0-9]{1,24}", part):
+        raise UnsafeKeyError(f"unsafe file id {value!r}")
+    return value
+
+
+def file_id_of(key: str) -> str:
+    """The file id in a layout key (`.../call_<file id>.<ext>`): a recording's transcript
+    and summary are named after its stored audio file."""
+    name = key.rpartition("/")[2]
+    stem = name.rpartition(".")[0]
+    if not stem.startswith("call_"):
+        raise UnsafeKeyError(f"not a call file: {key!r}")
+    return _file_id(stem[len("call_") :])
+
+
+def raw_audio_key(file_id: str, started_at: datetime, extension: str = "mp3") -> str:
+    """`exports/<YYYY-MM>/raw/YYYY/MM/DD/call_<file id>.<mp3|wav|...>`: the extension is
+    the recording's real format (core.audio_format); the file id is `recording_file_id`."""
     if extension not in CONTENT_TYPES:
         raise ValueError(f"not a recording format: {extension!r}")
     month_dir = _month_dir(started_at)
-    return f"{month_dir}/raw/{started_at:%Y/%m/%d}/call_{_safe_id(call_id)}.{extension}"
+    return f"{month_dir}/raw/{started_at:%Y/%m/%d}/call_{_file_id(file_id)}.{extension}"
 
 
-def transcript_key(call_id: str, started_at: datetime) -> str:
-    """`exports/<YYYY-MM>/transcripts/call_<call_id>.txt`."""
-    return f"{_month_dir(started_at)}/transcripts/call_{_safe_id(call_id)}.txt"
+def transcript_key(file_id: str, started_at: datetime) -> str:
+    """`exports/<YYYY-MM>/transcripts/call_<file id>.txt`."""
+    return f"{_month_dir(started_at)}/transcripts/call_{_file_id(file_id)}.txt"
 
 
-def summary_key(call_id: str, started_at: datetime) -> str:
-    """`exports/<YYYY-MM>/summary/call_<call_id>.md`."""
-    return f"{_month_dir(started_at)}/summary/call_{_safe_id(call_id)}.md"
+def summary_key(file_id: str, started_at: datetime) -> str:
+    """`exports/<YYYY-MM>/summary/call_<file id>.md`."""
+    return f"{_month_dir(started_at)}/summary/call_{_file_id(file_id)}.md"
 
 
 def registry_key(period_from: date, period_to: date, fmt: RegistryFormat = "csv") -> str:

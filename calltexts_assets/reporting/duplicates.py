@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from calltexts_assets.core.ledger import CallRecord, Status
+from calltexts_assets.core.storage_keys import RECORDING_SEPARATOR
 from calltexts_assets.reporting.one_pass import (
     FingerprintTable,
     Smallest,
@@ -19,6 +20,15 @@ from calltexts_assets.reporting.quality import (
     CheckOutcome,
     capped_ids,
 )
+
+
+def _unit(r: CallRecord) -> str:
+    """What must have exactly one transcript: a recording, named by its file id (the call
+    id, or "<call id>~<recording>" for each of several recordings of one call)."""
+    name = (r.transcript_path or "").rpartition("/")[2]
+    if name.startswith(f"call_{r.call_id}{RECORDING_SEPARATOR}") and name.endswith(".txt"):
+        return name[len("call_") : -len(".txt")]
+    return r.call_id
 
 
 def _transcript_call_id(key: str) -> str | None:
@@ -88,33 +98,34 @@ class _Duplicates:
         return word | _OFFENDER
 
     def add_record(self, r: CallRecord) -> None:
-        fp = fingerprint(r.call_id)
+        unit = _unit(r)
+        fp = fingerprint(unit)
         word = self.calls.get(fp) or 0
         if r.transcript_path or r.status == Status.TRANSCRIBED:
             if word & _TEXT_TWICE:
-                count = self.same_call.get(r.call_id)
+                count = self.same_call.get(unit)
                 if count is not None:
-                    self.same_call.set(r.call_id, count + 1)
+                    self.same_call.set(unit, count + 1)
             elif word & _TEXT:
                 word |= _TEXT_TWICE
                 self.same_call_total += 1
-                self.same_call.set(r.call_id, 2)
-                word = self._offend(r.call_id, word)
+                self.same_call.set(unit, 2)
+                word = self._offend(unit, word)
             else:
                 word |= _TEXT
             if r.transcript_path:
-                word = self._add_path(r, word)
+                word = self._add_path(r, unit, word)
         self.calls.put(fp, word)
 
-    def _add_path(self, r: CallRecord, word: int) -> int:
+    def _add_path(self, r: CallRecord, unit: str, word: int) -> int:
         record = fingerprint(r.record_id) & _RECORD_MASK
-        folder = self._folder(r.transcript_path or "", r.call_id)
+        folder = self._folder(r.transcript_path or "", unit)
         if folder is None:
-            self.odd_paths.setdefault(r.transcript_path or "", set()).add((r.call_id, record))
+            self.odd_paths.setdefault(r.transcript_path or "", set()).add((unit, record))
         elif not word & _PATH:
             word |= _PATH | folder << _PATH_SHIFT | record << _RECORD_SHIFT
         elif (folder, record) != _first_path(word):
-            self.more_paths.setdefault(r.call_id, set()).add((folder, record))
+            self.more_paths.setdefault(unit, set()).add((folder, record))
         return word
 
     def add_file(self, key: str) -> None:
@@ -189,8 +200,9 @@ def _first_path(word: int) -> tuple[int, int]:
 def duplicate_transcripts(
     records: Iterable[CallRecord], listed_transcript_keys: Iterable[str] = ()
 ) -> CheckOutcome:
-    """Zero tolerance for three kinds of duplicates among the period's calls:
-    - the same call id on two ledger rows that both have a transcript;
+    """Zero tolerance for three kinds of duplicates among the period's recordings (a call's
+    one recording is named by the call id; each of several by "<call id>~<recording>"):
+    - the same recording on two ledger rows that both have a transcript;
     - two transcript files in storage for one call (`listed_transcript_keys`: the keys
       under the transcripts/ folders the period touches; other keys are ignored);
     - one transcript path recorded for two different calls.

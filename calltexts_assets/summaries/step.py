@@ -9,7 +9,7 @@ from calltexts_assets.clients.chat import ChatClient
 from calltexts_assets.clients.storage import Storage
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import summary_key
+from calltexts_assets.core.storage_keys import file_id_of, summary_key
 from calltexts_assets.summaries.prompt import summarise
 
 
@@ -41,7 +41,7 @@ def summarise_record(record: CallRecord, *, chat: ChatClient, storage: Storage) 
         "language": record.language,
     }
     summary = summarise(chat, transcript, meta)
-    key = summary_key(record.call_id, datetime.fromisoformat(record.started_at))
+    key = summary_key(file_id_of(record.transcript_path), datetime.fromisoformat(record.started_at))
     storage.write_text(key, summary_document(record, summary.markdown, summary.tags))
     return StepOutcome(
         "summarised",

@@ -26,6 +26,7 @@ class TranscriptHeader:
     phone_to: str
     duration_sec: float  # as Bitrix24 reports it
     sandbox: bool = False  # synthetic data: say so in the file
+    record_id: str = ""  # the recording's Drive file: tells the legs of one call apart
 
     @classmethod
     def from_record(cls, record: CallRecord, *, sandbox: bool = False) -> TranscriptHeader:
@@ -37,6 +38,7 @@ class TranscriptHeader:
             phone_to=record.phone_to,
             duration_sec=record.duration_sec,
             sandbox=sandbox,
+            record_id=record.record_id,
         )
 
 
@@ -57,7 +59,7 @@ LABELS: dict[str, Labels] = {
             "call": "Звонок", "started": "Дата и время", "direction": "Направление",
             "from": "От", "to": "Кому", "duration": "Длительность", "language": "Язык",
             "model": "Модель", "roles": "Роли", "dropped": "Отброшено как галлюцинации STT",
-            "source": "Источник",
+            "source": "Источник", "recording": "Запись (файл Диска)",
         },
         roles={"operator": "Оператор", "client": "Клиент", "speaker": "Собеседник"},
         directions={
@@ -81,7 +83,7 @@ LABELS: dict[str, Labels] = {
             "call": "Call", "started": "Date and time", "direction": "Direction",
             "from": "From", "to": "To", "duration": "Duration", "language": "Language",
             "model": "Model", "roles": "Roles", "dropped": "Dropped as STT hallucinations",
-            "source": "Source",
+            "source": "Source", "recording": "Recording (Drive file)",
         },
         roles={"operator": "Operator", "client": "Client", "speaker": "Speaker"},
         directions={
@@ -159,6 +161,8 @@ def render_transcript(
         (f["roles"], words.how_roles.get(transcript.roles, transcript.roles)),
         (f["dropped"], str(transcript.hallucinations)),
     ]
+    if meta.record_id:
+        header.insert(1, (f["recording"], meta.record_id))
     if meta.sandbox:
         header.append((f["source"], words.sandbox))
     out = [f"{key}: {one_line(value)}" for key, value in header]

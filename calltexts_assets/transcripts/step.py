@@ -10,7 +10,7 @@ from calltexts_assets.clients.storage import Storage
 from calltexts_assets.core.languages import UNDETERMINED
 from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import transcript_key
+from calltexts_assets.core.storage_keys import file_id_of, transcript_key
 from calltexts_assets.reporting.cost import encode_request_seconds, requests_cost_usd
 from calltexts_assets.transcripts.dialogue import SpeechToText, transcribe_call
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
@@ -42,12 +42,12 @@ def transcribe_record(
     sandbox: bool,
     workdir: Path,
 ) -> StepOutcome:
-    """The transcript key is a function of the call alone and is written atomically, so a
-    re-run after a crash overwrites the same object: never a second transcript of a call."""
+    """The transcript is named after the stored recording and written atomically, so a
+    re-run after a crash overwrites the same object: never a second transcript of one."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
         transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir)
-    key = transcript_key(record.call_id, datetime.fromisoformat(record.started_at))
+    key = transcript_key(file_id_of(record.audio_path), datetime.fromisoformat(record.started_at))
     text = render_transcript(
         TranscriptHeader.from_record(record, sandbox=sandbox),
         transcript,

@@ -44,6 +44,22 @@ def test_per_call_keys_follow_the_layout() -> None:
     assert sk.summary_key("c1", STARTED) == "exports/2026-11/summary/call_c1.md"
 
 
+def test_each_of_several_recordings_of_a_call_has_its_own_name() -> None:
+    assert sk.recording_file_id("c1", "905", several=False) == "c1"  # today's names stay
+    assert sk.recording_file_id("c1", "905", several=True) == "c1~905"
+    assert sk.recording_file_id("c1", "", several=True) == "c1~link"
+    hashed = sk.recording_file_id("c1", "link", several=True)  # not a Drive number
+    assert hashed.startswith("c1~h") and hashed != "c1~link"
+    key = sk.raw_audio_key("c1~905", STARTED)
+    assert key == "exports/2026-11/raw/2026/11/03/call_c1~905.mp3"
+    assert sk.key_kind(key) == "raw" and sk.file_id_of(key) == "c1~905"
+    assert sk.file_id_of(sk.transcript_key("c1~905", STARTED)) == "c1~905"
+    assert sk.key_kind(sk.summary_key("c1~905", STARTED)) == "summary"
+    for bad in ("c1~", "c1~9/5", "c1~~9", "~9", "c1~9.5"):
+        with pytest.raises(UnsafeKeyError):
+            sk.transcript_key(bad, STARTED)
+
+
 def test_call_keys_use_the_calls_own_wall_clock() -> None:
     # 00:30 Moscow on 1 Dec is still 30 Nov in UTC: the call belongs to December.
     late = datetime(2026, 12, 1, 0, 30, tzinfo=MSK)

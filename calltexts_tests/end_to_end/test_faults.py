@@ -501,6 +501,60 @@ def test_a_call_without_speech_does_not_block_the_period_report(
     assert result.success and report.exists()
 
 
+def test_two_recordings_of_one_call_are_both_kept_under_their_own_names(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A transferred call can have a statistic row per leg, each with its own recording.
+    Found by this test: both were stored as call_<id>.mp3 and call_<id>.txt (the second
+    overwrote the first) and the blocking duplicate check withheld the registry."""
+    rows = sandbox.portal.rows
+    first = seeded_with_audio(sandbox)[0]
+    second_leg = {
+        **first,
+        "ID": str(max(int(r["ID"]) for r in rows) + 1),
+        "RECORD_FILE_ID": int(first["RECORD_FILE_ID"]) + 900_000,
+        "CALL_RECORD_URL": None,  # the second leg's file is on the Drive only
+        "CALL_DURATION": str(int(first["CALL_DURATION"]) - 7),  # other audio
+    }
+    sandbox.portal.set_rows([*rows, second_leg])
+
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert result.success and checks["duplicate_transcripts"], checks
+    call_id = first["CALL_ID"]
+    legs = [r for r in resources["ledger"].get().records(DAYS) if r.call_id == call_id]
+    assert {r.record_id for r in legs} == {
+        str(first["RECORD_FILE_ID"]),
+        str(second_leg["RECORD_FILE_ID"]),
+    }
+    assert all(r.status == Status.TRANSCRIBED for r in legs), [r.status for r in legs]
+    audio = {r.audio_path for r in legs}
+    texts = {r.transcript_path for r in legs}
+    assert len(audio) == 2 and len(texts) == 2, (audio, texts)
+    store = tmp_path / "store"
+    for leg in legs:
+        assert leg.audio_path and leg.transcript_path
+        assert Path(leg.audio_path).name.startswith(f"call_{call_id}~{leg.record_id}.")
+        assert sha256((store / leg.audio_path).read_bytes()) == leg.checksum
+        assert (store / leg.transcript_path).read_text("utf-8").count(str(leg.record_id)) >= 1
+    # Every other call keeps the name it always had.
+    others = [r for r in resources["ledger"].get().records(DAYS) if r.call_id != call_id]
+    assert all(
+        Path(r.transcript_path).name == f"call_{r.call_id}.txt" for r in others if r.transcript_path
+    )
+    registry = (store / REGISTRY).read_text("utf-8-sig")
+    assert sum(line.count(f";{call_id};") for line in registry.splitlines()) == 2
+
+    # A re-run downloads and transcribes nothing again.
+    sandbox.portal.reset_stats()
+    stt_before = sandbox.stt.stats()["requests"]
+    again = materialize_range(all_assets, resources, instance, DAY1, DAY2)
+    assert again.success
+    assert sandbox.portal.request_count("records") == 0
+    assert sandbox.stt.stats()["requests"] == stt_before
+
+
 # -- refused recording links ------------------------------------------------------------------
 
 

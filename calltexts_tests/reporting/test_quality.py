@@ -179,6 +179,26 @@ def test_the_same_call_transcribed_in_two_runs_is_a_duplicate() -> None:
     assert outcome.details["same_call_twice"] == {"call2": 2}
 
 
+def test_several_recordings_of_one_call_each_with_its_own_transcript_pass() -> None:
+    legs = [
+        make_record(
+            n,
+            call_id="call9",
+            record_id=f"90{n}",
+            transcript_path=f"exports/2026-11/transcripts/call_call9~90{n}.txt",
+        )
+        for n in (1, 2)
+    ]
+    records = [*good_period(3), *legs]
+    listed = [r.transcript_path for r in records if r.transcript_path]
+    assert duplicate_transcripts(records, listed).passed
+    # The same leg transcribed twice (another day's row) still is a duplicate.
+    again = make_record(2, call_id="call9", record_id="902", run_id="2026-11-25",
+                        transcript_path=legs[1].transcript_path)  # fmt: skip
+    outcome = duplicate_transcripts([*records, again], listed)
+    assert not outcome.passed and outcome.offending_call_ids == ("call9~902",)
+
+
 def test_two_transcript_files_for_one_call_are_duplicates() -> None:
     records = good_period(3)
     listed = [r.transcript_path for r in records if r.transcript_path] + [
