@@ -89,8 +89,7 @@ def _call_files(root: Path) -> dict[str, str]:
 
 def _recording_downloads(sandbox: Sandbox) -> int:
     """Recordings served so far (links and Drive files), over the sandbox's life."""
-    served = sandbox.portal.stats()["http_requests"]
-    return served.get("records", 0) + served.get("download", 0)
+    return sandbox.portal.stats()["http_requests"].get("records", 0)
 
 
 def _registry(root: Path, first: str, last: str) -> Path:
