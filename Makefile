@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export CALLTEXTS_HOME ?= $(CURDIR)/var
 
-.PHONY: install demo dev test lint bench clean
+.PHONY: install demo dev test lint bench stack clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/full_period.py
+
+# The production stack on this Docker host (deploy/docker; fill deploy/docker/.env first).
+stack:
+	docker compose -f deploy/docker/docker-compose.yml up -d --build
 
 clean:
 	rm -rf var .pytest_cache

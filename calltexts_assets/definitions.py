@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.assets import all_assets
+from calltexts_assets.assets.partitions import backfill_policy, with_backfill_policy
 from calltexts_assets.core.memory import return_large_buffers_to_os
 from calltexts_assets.orchestration.jobs import calls_export
 from calltexts_assets.orchestration.retention_job import retention
@@ -58,6 +59,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             oauth_server=settings.bitrix24_oauth_server,
             token_store_url=ledger_url,
             requests_per_second=settings.bitrix24_requests_per_second,
+            shared_pacing_url=ledger_url if settings.bitrix24_shared_pacing else "",
             recording_hosts=list(settings.recording_hosts),
             allow_private_addresses=settings.sandbox,
             max_recording_mb=settings.max_recording_mb,
@@ -88,6 +90,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "export_settings": ExportSettings(
             summaries_enabled=settings.summaries_enabled,
             max_concurrency=settings.concurrency,
+            stt_max_in_flight=settings.stt_max_in_flight,
             price_per_minute_usd=settings.price_per_minute_usd,
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
@@ -105,7 +108,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=all_assets,
+        assets=with_backfill_policy(all_assets, backfill_policy(settings.backfill_run_days)),
         jobs=[calls_export, retention],
         schedules=build_schedules(settings.schedules_running),
         sensors=[record_export_success, record_export_failure, reap_dead_runs_sensor],

@@ -28,6 +28,10 @@ FALSE_VALUES = frozenset({"0", "false", "no", "off"})
 STORAGE_BACKENDS = ("local", "s3")
 SSE_MODES = ("AES256", "aws:kms")
 MAX_CONCURRENCY = 100
+# An account's STT limit across all runs (OpenAI's whisper-1 tiers allow hundreds of requests
+# a minute); one row per slot in the ledger database, so the bound keeps the table small.
+MAX_STT_IN_FLIGHT = 1000
+MAX_BACKFILL_RUN_DAYS = 3660  # ten years of days per run: past that, one run is meant
 # The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
@@ -70,6 +74,7 @@ class Settings:
     bitrix24_client_secret: Secret
     bitrix24_oauth_server: str
     bitrix24_requests_per_second: float
+    bitrix24_shared_pacing: bool  # the rate is shared by every run (through the ledger db)
     # recording downloads
     recording_hosts: tuple[str, ...]
     max_recording_mb: float
@@ -99,6 +104,8 @@ class Settings:
     timezone: str
     partitions_start: date
     concurrency: int
+    stt_max_in_flight: int  # across all runs of the instance; 0: only `concurrency` per run
+    backfill_run_days: int  # days per run of a backfill; 0: the whole range is one run
     price_per_minute_usd: float
     usd_rub_rate: float
     budget_usd: float
@@ -316,6 +323,7 @@ def _read(r: _Reader) -> Settings:
         bitrix24_client_secret=r.secret("BITRIX24_CLIENT_SECRET"),
         bitrix24_oauth_server=r.url("BITRIX24_OAUTH_SERVER", "https://oauth.bitrix.info"),
         bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
+        bitrix24_shared_pacing=r.flag("BITRIX24_SHARED_PACING", True),
         recording_hosts=r.hosts("CALLTEXTS_RECORDING_HOSTS", DEFAULT_RECORDING_HOSTS),
         max_recording_mb=r.number("CALLTEXTS_MAX_RECORDING_MB", 1024.0, above=True),
         download_deadline_sec=r.number("CALLTEXTS_DOWNLOAD_DEADLINE_SEC", 600.0, above=True),
@@ -341,6 +349,12 @@ def _read(r: _Reader) -> Settings:
         timezone=r.zone("CALLTEXTS_TIMEZONE", "Europe/Moscow"),
         partitions_start=r.day("CALLTEXTS_PARTITIONS_START", "2025-01-01"),
         concurrency=r.integer("CALLTEXTS_CONCURRENCY", 10, minimum=1, maximum=MAX_CONCURRENCY),
+        stt_max_in_flight=r.integer(
+            "CALLTEXTS_STT_MAX_IN_FLIGHT", 0, minimum=0, maximum=MAX_STT_IN_FLIGHT
+        ),
+        backfill_run_days=r.integer(
+            "CALLTEXTS_BACKFILL_RUN_DAYS", 0, minimum=0, maximum=MAX_BACKFILL_RUN_DAYS
+        ),
         price_per_minute_usd=r.number("STT_PRICE_PER_MINUTE_USD", 0.006),
         usd_rub_rate=r.number("USD_RUB_RATE", 100.0, above=True),
         budget_usd=r.number("CALLTEXTS_BUDGET_USD", 0.0),

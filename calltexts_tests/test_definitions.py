@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
 from calltexts_assets import definitions
+from calltexts_assets.core.ratelimit import RateLimiter
+from calltexts_assets.core.shared_limits import SharedRateLimiter
 from calltexts_assets.definitions import build_definitions, defs
 from calltexts_assets.settings import SettingsError, load_settings
 
@@ -138,3 +141,23 @@ def test_settings_know_the_stt_modes_and_models_the_code_does() -> None:
 def test_the_export_job_runs_its_steps_in_one_process() -> None:
     # Each step has its own concurrency; a process per step only adds start-up time.
     assert defs.resolve_job_def("calls_export").executor_def.name == "in_process"
+
+
+@pytest.mark.parametrize(("shared", "expected"), [("", SharedRateLimiter), ("false", RateLimiter)])
+def test_bitrix24_pacing_is_shared_through_the_ledger_database_unless_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared: str, expected: type
+) -> None:
+    webhook = "https://portal.example.ru/rest/1/abc123def/"
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", webhook)
+    settings = load_settings({
+        "BITRIX24_WEBHOOK_URL": webhook,
+        "CALLTEXTS_HOME": str(tmp_path),
+        "BITRIX24_SHARED_PACING": shared,
+    })  # fmt: skip
+    resource = build_definitions(settings).resources["bitrix24"]
+    with dg.build_resources({"bitrix24": resource}) as built:
+        limiter = built.bitrix24.get_client().limiter
+    assert type(limiter) is expected
+    if isinstance(limiter, SharedRateLimiter):  # one row per portal, in the ledger's file
+        assert limiter.name == "bitrix24:portal.example.ru"
+        assert str(limiter.engine.url) == settings.sqlite_url

@@ -25,6 +25,11 @@ WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
         ("EXPORT_SUMMARY_ENABLED", "maybe", "true or false"),
         ("OPENAI_BASE_URL", "ftp://stt.local", "an http(s) URL"),
         ("BITRIX24_REQUESTS_PER_SECOND", "0", "a number > 0"),
+        ("BITRIX24_SHARED_PACING", "shared", "true or false"),
+        ("CALLTEXTS_BACKFILL_RUN_DAYS", "-1", "a whole number from 0 to 3660"),
+        ("CALLTEXTS_BACKFILL_RUN_DAYS", "5 days", "a whole number from 0 to 3660"),
+        ("CALLTEXTS_STT_MAX_IN_FLIGHT", "1.5", "a whole number from 0 to 1000"),
+        ("CALLTEXTS_STT_MAX_IN_FLIGHT", "-2", "a whole number from 0 to 1000"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:
@@ -41,6 +46,19 @@ def test_every_problem_is_reported_at_once() -> None:
         "CALLTEXTS_STORAGE",
         "CALLTEXTS_CONCURRENCY",
     ]
+
+
+def test_shared_limits_and_the_backfill_shape_default_to_one_run_and_no_stt_limit() -> None:
+    defaults = load_settings({})
+    assert (defaults.backfill_run_days, defaults.stt_max_in_flight) == (0, 0)
+    assert defaults.bitrix24_shared_pacing is True
+    chosen = load_settings({
+        "CALLTEXTS_BACKFILL_RUN_DAYS": "5",
+        "CALLTEXTS_STT_MAX_IN_FLIGHT": "40",
+        "BITRIX24_SHARED_PACING": "false",
+    })  # fmt: skip
+    assert (chosen.backfill_run_days, chosen.stt_max_in_flight) == (5, 40)
+    assert chosen.bitrix24_shared_pacing is False
 
 
 @pytest.mark.parametrize(

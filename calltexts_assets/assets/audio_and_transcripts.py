@@ -10,6 +10,7 @@ alone only transcribes what is stored.
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing, nullcontext
 from functools import partial
 from itertools import chain
 from typing import Any
@@ -25,6 +26,7 @@ from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.core.budget import Budget, within_budget
 from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.core.progress import ProgressWatch, snapshot
+from calltexts_assets.core.shared_limits import stt_slots
 from calltexts_assets.core.steps import CallSteps
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
@@ -147,9 +149,11 @@ def raw_audio_and_transcripts(
         workdir=workdir,
         several_recordings=db.calls_with_several_recordings(period.export_ids),
     )
+    # The account's limit across all runs (CALLTEXTS_STT_MAX_IN_FLIGHT), on the ledger's db.
+    shared_stt = stt_slots(db.engine, export_settings.stt_max_in_flight, owner=context.run.run_id)
     transcribe = partial(
         transcribe_record,
-        whisper=RequestsInFlight(stt, workers),
+        whisper=RequestsInFlight(stt, workers, shared=shared_stt),
         storage=store,
         price_per_minute=export_settings.price_per_minute_usd,
         role_mode=export_settings.stt_role_mode,
@@ -183,7 +187,8 @@ def raw_audio_and_transcripts(
     progress = ProgressWatch(
         lambda: snapshot(db, period.export_ids), context.log.info, interval=PROGRESS_EVERY_SEC
     )
-    with stopping_the_step(), progress:
+    # Slots still held when the step ends (it failed mid-call) are given back here.
+    with stopping_the_step(), progress, closing(shared_stt) if shared_stt else nullcontext():
         if downloading and transcribing:
             fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
             # Raises, after the calls in flight, if the downloads were stopped (e.g. token).

@@ -18,11 +18,29 @@ daily_partitions = dg.DailyPartitionsDefinition(
     start_date=PARTITIONS_START.isoformat(), timezone=PORTAL_TIMEZONE, end_offset=0
 )
 
-# A 60-day backfill is one run (one process, one Bitrix24 listing), not 60.
+# By default a 60-day backfill is one run (one process, one Bitrix24 listing), not 60.
 single_run = dg.BackfillPolicy.single_run()
 
-# What every asset of the graph shares: `@dg.asset(**DAILY_SINGLE_RUN, ...)`.
+# What every asset of the graph shares: `@dg.asset(**DAILY_SINGLE_RUN, ...)`. The code
+# location replaces the policy with the deployment's (`backfill_policy`, in definitions.py).
 DAILY_SINGLE_RUN = {"partitions_def": daily_partitions, "backfill_policy": single_run}
+
+
+def backfill_policy(run_days: int) -> dg.BackfillPolicy:
+    """The backfill shape of CALLTEXTS_BACKFILL_RUN_DAYS: 0, one run over the whole range;
+    N, runs of N days each, which the instance's run queue and launcher spread over
+    processes, containers or pods. The ledger makes the results the same either way."""
+    if run_days <= 0:
+        return single_run
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=run_days)
+
+
+def with_backfill_policy(
+    assets: list[dg.AssetsDefinition], policy: dg.BackfillPolicy
+) -> list[dg.AssetsDefinition]:
+    """`assets` with `policy` (all assets share one, so a backfill's runs cover the same days
+    of every asset)."""
+    return [asset.with_attributes(backfill_policy=policy) for asset in assets]
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def database_engine(url: str) -> sa.Engine:
+    """An engine on the ledger's database (SQLite file or PostgreSQL), set up as the ledger
+    needs it; also what the limits shared by runs use (`core.shared_limits`)."""
+    is_sqlite = url.startswith("sqlite")
+    connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
+    database = sa.engine.make_url(url).database
+    if is_sqlite and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # A file cannot drop a connection the way a server does: ping PostgreSQL only.
+    # hide_parameters: a failed statement's error text must not carry the row values
+    # (other callers' phone numbers) into logs and the Dagster event log.
+    engine = sa.create_engine(
+        url, connect_args=connect_args, pool_pre_ping=not is_sqlite, hide_parameters=True
+    )
+    if is_sqlite:
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class ListedCall(Protocol):
     """What the ledger keeps of a listed call (`listing.calls.Call` is one)."""
 
@@ -247,21 +266,7 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self._is_sqlite = url.startswith("sqlite")
-        connect_args = {"check_same_thread": False, "timeout": 30} if self._is_sqlite else {}
-        database = sa.engine.make_url(url).database
-        if self._is_sqlite and database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # A file cannot drop a connection the way a server does: ping PostgreSQL only.
-        # hide_parameters: a failed statement's error text must not carry the row values
-        # (other callers' phone numbers) into logs and the Dagster event log.
-        self.engine = sa.create_engine(
-            url,
-            connect_args=connect_args,
-            pool_pre_ping=not self._is_sqlite,
-            hide_parameters=True,
-        )
-        if self._is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = database_engine(url)
         # SQLite allows one writer; serialising writes here avoids "database is locked"
         # under the asset's thread pool. PostgreSQL handles concurrency itself.
         self._write_lock = threading.Lock() if self._is_sqlite else _NullLock()

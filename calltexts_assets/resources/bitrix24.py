@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from calltexts_assets.clients.bitrix24 import DEFAULT_RETRY_WAITS, Bitrix24Client
 from calltexts_assets.clients.bitrix24.oauth import DEFAULT_OAUTH_SERVER, OAuthSession
+from calltexts_assets.core.ledger import database_engine
+from calltexts_assets.core.ratelimit import LOW_RATE_WINDOW_SEC
+from calltexts_assets.core.shared_limits import SharedRateLimiter
 from calltexts_assets.core.token_store import TokenStore
 
 
@@ -25,6 +29,9 @@ class Bitrix24Resource(dg.ConfigurableResource):
     oauth_server: str = DEFAULT_OAUTH_SERVER
     token_store_url: str = ""  # database of the current token pair (the ledger's)
     requests_per_second: float = 2.0
+    # Database of the pacing shared by every run (the ledger's; BITRIX24_SHARED_PACING):
+    # the portal's limit is per application, not per run. Empty: this process paces alone.
+    shared_pacing_url: str = ""
     recording_hosts: list[str] = Field(default_factory=list)  # besides the portal
     allow_private_addresses: bool = False  # only the sandbox, which lives on loopback
     max_recording_mb: float = 1024.0
@@ -35,6 +42,7 @@ class Bitrix24Resource(dg.ConfigurableResource):
 
     _client: Bitrix24Client | None = PrivateAttr(default=None)
     _store: TokenStore | None = PrivateAttr(default=None)
+    _pacing: SharedRateLimiter | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def _oauth(self) -> OAuthSession | None:
@@ -52,11 +60,27 @@ class Bitrix24Resource(dg.ConfigurableResource):
             store=self._store,
         )
 
+    def _shared_pacing(self) -> SharedRateLimiter | None:
+        if not self.shared_pacing_url:
+            return None
+        portal = urlsplit(self.webhook_url or self.portal_url).hostname or "portal"
+        # Low-rate windows shrink with the retry waits, as the client's own limiter's do.
+        window = LOW_RATE_WINDOW_SEC * max(self.retry_wait_scale, 1e-3)
+        return SharedRateLimiter(
+            database_engine(self.shared_pacing_url),
+            f"bitrix24:{portal}",
+            self.requests_per_second,
+            low_rate_window=window,
+            low_rate_hold=window,
+        )
+
     def get_client(self) -> Bitrix24Client:
         """The one client of this resource instance (shared by the asset's threads)."""
         with self._lock:
             if self._client is None:
+                self._pacing = self._shared_pacing()
                 self._client = Bitrix24Client(
+                    limiter=self._pacing,
                     webhook_url=self.webhook_url,
                     oauth_token=self.oauth_token,
                     portal_url=self.portal_url,
@@ -80,3 +104,6 @@ class Bitrix24Resource(dg.ConfigurableResource):
             if self._store is not None:
                 self._store.dispose()
                 self._store = None
+            if self._pacing is not None:
+                self._pacing.engine.dispose()
+                self._pacing = None

@@ -11,6 +11,9 @@ class ExportSettings(dg.ConfigurableResource):
 
     summaries_enabled: bool = False
     max_concurrency: int = 10
+    # STT requests in flight across all runs on the ledger's database (0: no shared limit,
+    # only max_concurrency per run): CALLTEXTS_STT_MAX_IN_FLIGHT
+    stt_max_in_flight: int = 0
     price_per_minute_usd: float = 0.006
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set

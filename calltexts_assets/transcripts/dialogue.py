@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -61,21 +61,32 @@ class SpeechToText(Protocol):
     def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult: ...
 
 
+class SharedLimit(Protocol):
+    """A limit shared with other runs (`core.shared_limits.SharedSlots`): a slot held while
+    one request is in flight."""
+
+    def slot(self) -> AbstractContextManager[None]: ...
+
+
 class RequestsInFlight:
     """A SpeechToText that has at most `limit` requests in flight at once. Given more workers
     than that, the others decode their next call meanwhile, so that the STT is never left
-    waiting on a decode while the concurrency setting still bounds what it is sent."""
+    waiting on a decode while the concurrency setting still bounds what it is sent.
 
-    def __init__(self, stt: SpeechToText, limit: int) -> None:
+    With `shared`, each request also holds a slot of the account's limit across all runs;
+    this run's own bound is taken first, so its waiting workers never hold shared slots."""
+
+    def __init__(self, stt: SpeechToText, limit: int, shared: SharedLimit | None = None) -> None:
         self._stt = stt
         self._slots = threading.BoundedSemaphore(max(1, limit))
+        self._shared = shared
         self.model = stt.model
         self.language = stt.language
         self.max_file_bytes = stt.max_file_bytes
         self.max_request_sec = stt.max_request_sec
 
     def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
-        with self._slots:
+        with self._slots, self._shared.slot() if self._shared else nullcontext():
             return self._stt.transcribe_file(path, duration_sec)
 
 

@@ -162,6 +162,10 @@ def test_two_runs_over_the_same_days_share_the_work(
     layout = ChildLayout.under(tmp_path / "overlap")
     env = _sandboxed_env(sandbox, layout, ledger_url)
     sandbox.stt.latency_per_audio_min_sec = 1.0  # both runs are in the STT stage together
+    # The instance's SQLite schema made once: two processes creating it at the same moment
+    # race on Dagster's alembic_version row (UNIQUE constraint failed), which is not the
+    # race under test.
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(layout.dagster_home))).dispose()
     children = [start_child(first, last, env, log_path=tmp_path / f"{n}.log") for n in range(2)]
     codes = [child.wait(timeout=180) for child in children]
     assert codes == [0, 0], [_first_error(tmp_path / f"{n}.log") for n in range(2)]
