@@ -101,7 +101,7 @@ class Envelope:
         lengths = ends - starts
         best = len(lengths) - 1 - int(np.argmax(lengths[::-1]))
         first = self._frames(lo, cut).start
-        return (first + (starts[best] + ends[best]) / 2) * FRAME_SEC
+        return float((first + (starts[best] + ends[best]) / 2) * FRAME_SEC)
 
 
 def _frame_rms(x: np.ndarray, frame: int) -> np.ndarray:

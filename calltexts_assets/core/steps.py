@@ -211,8 +211,10 @@ class CallSteps:
             self.bytes += outcome.bytes
             self.sums_by_day[record.run_id]["bytes"] += outcome.bytes
             for name in self.sums:
-                self.sums[name] += outcome.updates.get(name) or 0.0
-                self.sums_by_day[record.run_id][name] += outcome.updates.get(name) or 0.0
+                # float(): a numpy scalar here would make the metadata unstorable by Dagster.
+                value = float(outcome.updates.get(name) or 0.0)
+                self.sums[name] += value
+                self.sums_by_day[record.run_id][name] += value
         return outcome.label
 
     def _rounds(self, records: Iterable[CallRecord]) -> Iterator[Iterable[CallRecord]]:

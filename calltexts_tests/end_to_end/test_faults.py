@@ -555,6 +555,31 @@ def test_two_recordings_of_one_call_are_both_kept_under_their_own_names(
     assert sandbox.stt.stats()["requests"] == stt_before
 
 
+@pytest.mark.parametrize("role_mode", ["energy", "per_channel"])  # MP3 cut at frames / FLAC
+def test_calls_cut_into_pieces_go_through_the_whole_graph(
+    sandbox: Sandbox, tmp_path: Path, instance: dg.DagsterInstance, role_mode: str
+) -> None:
+    """Found by the 60-day benchmark: a FLAC piece's cut, placed in a pause, was a numpy
+    float, the step's summed seconds became one, and Dagster could not store the
+    materialization: the run failed after every call had been transcribed."""
+    resources = fault_resources(sandbox, tmp_path, stt_role_mode=role_mode)
+    resources["whisper"] = WhisperResource(
+        api_key=SANDBOX_API_KEY,
+        base_url=f"{sandbox.stt_url}/v1",
+        retry_wait_scale=TEST_RETRY_SCALE,
+        max_request_sec=30.0,  # STT_MAX_REQUEST_SEC's floor: calls of 30-40 s go in 2 pieces
+    )
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+    assert result.success, failure_text(result)
+    records = by_call(resources["ledger"].get()).values()
+    cut = [r for r in records if (r.stt_requests or 0) > 1]
+    assert cut, "no call was long enough to be cut"
+    assert all(r.status == Status.TRANSCRIBED for r in records if r.audio_path)
+    figures = asset_metadata(result, "transcripts")
+    assert figures["stt_requests_now"] == sum(r.stt_requests or 0 for r in records)
+    assert type(figures["stt_minutes_sent_now"]) is float
+
+
 # -- refused recording links ------------------------------------------------------------------
 
 
