@@ -49,7 +49,7 @@ def cost_report(
     # not grow with the period (a 60-day period may have 20,000+ calls).
     price = export_settings.price_per_minute_usd
     plan = forecast(
-        (r.duration_sec for r in db.iter_records(days) if r.recording_url),
+        (r.duration_sec for r in db.iter_records(days) if r.has_recording),
         price_per_minute=price,
         usd_rub_rate=export_settings.usd_rub_rate,
     )

@@ -65,7 +65,7 @@ def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bo
 def needs_fetch(record: CallRecord, *, retry_missing: bool) -> bool:
     if record.status in (Status.NO_RECORDING, Status.INVALID):
         return False
-    if not (record.recording_url or record.record_id):
+    if not record.has_recording:
         return False
     return record.status != Status.MISSING_AUDIO or retry_missing
 

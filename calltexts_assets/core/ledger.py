@@ -171,6 +171,11 @@ class CallRecord:
     hallucinations: int | None = None
 
     @property
+    def has_recording(self) -> bool:
+        """A link or a Drive file (`listing.calls.Call.has_recording`, as listed)."""
+        return bool(self.recording_url or self.record_id)
+
+    @property
     def key(self) -> tuple[str, str, str]:
         return (self.run_id, self.call_id, self.record_id)
 
