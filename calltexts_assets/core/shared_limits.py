@@ -30,11 +30,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from calltexts_assets.core.ledger import create_tables
+from calltexts_assets.core.processes import pid_alive, process_start
 from calltexts_assets.core.ratelimit import RateLimiter
 from calltexts_assets.core.runlog import scrubbed_logger
 
@@ -72,37 +72,6 @@ request_pacing = sa.Table(
 
 def create_shared_tables(engine: sa.Engine) -> None:
     create_tables(_metadata, engine)
-
-
-def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), "" elsewhere: with the
-    pid it names one process, so a reused pid is not taken for a dead holder's."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def pid_alive(pid: int, started: str) -> bool:
-    """Whether the process `pid` (started at `started`, when known) still runs here. A
-    zombie (killed, not yet reaped by its parent) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return not started or fields[19] == started
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+
+from calltexts_assets.core.processes import pid_alive, process_start
 
 HOST_TAG = "calltexts/host"
 PID_TAG = "calltexts/pid"
@@ -28,35 +29,13 @@ _UNFINISHED = [
 ]
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux): with the pid, it names
-    one process, so a reused pid is not taken for the run's."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int, started: str) -> bool:
-    if started:
-        return _process_start(pid) == started
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def process_tags() -> dict[str, str]:
     """Tags of a run executed by this process."""
     pid = os.getpid()
     return {
         HOST_TAG: socket.gethostname(),
         PID_TAG: str(pid),
-        PROCESS_START_TAG: _process_start(pid),
+        PROCESS_START_TAG: process_start(pid),
     }
 
 
@@ -84,7 +63,7 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[Reaped]:
     for record in records:
         run = record.dagster_run
         pid = run.tags.get(PID_TAG, "")
-        if not pid.isdigit() or _alive(int(pid), run.tags.get(PROCESS_START_TAG, "")):
+        if not pid.isdigit() or pid_alive(int(pid), run.tags.get(PROCESS_START_TAG, "")):
             continue
         instance.report_run_failed(
             run, f"the process that ran it (pid {pid} on {host}) is gone: killed or crashed"
