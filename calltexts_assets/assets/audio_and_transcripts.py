@@ -21,7 +21,12 @@ from calltexts_assets.assets.call_list import call_list
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
-from calltexts_assets.audio.fetch import about_to_download, fetch_recording, needs_fetch
+from calltexts_assets.audio.fetch import (
+    about_to_download,
+    already_stored,
+    fetch_recording,
+    needs_fetch,
+)
 from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.core.budget import Budget, within_budget
 from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
@@ -127,6 +132,9 @@ def raw_audio_and_transcripts(
         failure_status=Status.DOWNLOAD_ERROR,
         log_dir=export_settings.log_dir,
         needed=partial(needs_fetch, retry_missing=export_settings.retry_missing_audio),
+        settled=partial(
+            already_stored, storage=store, verify_checksum=export_settings.verify_checksums
+        ),
     )
     transcriptions = call_steps(
         context,

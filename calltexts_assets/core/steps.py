@@ -97,6 +97,7 @@ class CallSteps:
         open_run_log: Callable[[], RunLog],
         warn: Callable[[str], None],
         needed: Callable[[CallRecord], bool] = lambda record: True,
+        settled: Callable[[CallRecord], StepOutcome | None] = lambda record: None,
         summed: tuple[str, ...] = (),
         lease_sec: float = LEASE_SEC,
         elsewhere_poll_sec: float = ELSEWHERE_POLL_SEC,
@@ -116,6 +117,9 @@ class CallSteps:
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
         self._needed = needed  # judged on the row as it is once the call is claimed
+        # A read-only look that finds a call's work already done (a stored recording intact):
+        # such a call is neither claimed nor re-read, so a no-op re-run writes nothing per call.
+        self._settled = settled
         self.lease_sec = lease_sec
         self.elsewhere_poll_sec = elsewhere_poll_sec
         self.elsewhere_wait_sec = elsewhere_wait_sec
@@ -154,6 +158,9 @@ class CallSteps:
             if key in self._seen:  # a source may list a call twice (a stream, then a sweep)
                 return "repeated"
             self._seen.add(key)
+        done = self._settled(record)
+        if done is not None:
+            return done.label
         if not self.ledger.claim(key, self.run_id, self._until()):
             with self._lock:
                 self._seen.discard(key)

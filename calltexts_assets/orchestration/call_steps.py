@@ -11,7 +11,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from calltexts_assets.core.ledger import CallRecord, Ledger
 from calltexts_assets.core.runlog import RunLog
-from calltexts_assets.core.steps import CallSteps, RunStopped
+from calltexts_assets.core.steps import CallSteps, RunStopped, StepOutcome
 
 StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
 UNFINISHED_STATUSES = list(NOT_FINISHED_STATUSES)
@@ -48,6 +48,7 @@ def call_steps(
     failure_status: str | None,
     log_dir: str | Path,
     needed: Callable[[CallRecord], bool],
+    settled: Callable[[CallRecord], StepOutcome | None] = lambda record: None,
     summed: tuple[str, ...] = (),
 ) -> CallSteps:
     released = release_claims_of_finished_runs(context.instance, ledger)
@@ -61,6 +62,7 @@ def call_steps(
         open_run_log=lambda: open_for_dagster_run(log_dir, context),
         warn=context.log.warning,
         needed=needed,
+        settled=settled,
         summed=summed,
     )
 

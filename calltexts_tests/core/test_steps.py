@@ -194,3 +194,38 @@ def test_a_claim_of_a_run_that_died_is_taken_over_when_it_expires(tmp_path: Path
     statuses = {r.call_id: r.status for r in ledger.records([DAY])}
     assert statuses == {"c0": Status.TRANSCRIBED, "c1": Status.LISTED}
     assert ledger.claimants() == {"slow-run"}
+
+
+def test_a_settled_call_is_neither_claimed_nor_worked_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A no-op re-run: the recordings are stored, so nothing is written per call (the claim
+    and its release were 2 of the 3 ledger writes that made 60 days' no-op 22 s)."""
+    ledger = _ledger(tmp_path, 6)
+    claimed: list[str] = []
+    real_claim = ledger.claim
+
+    def counting_claim(key: Any, run_id: str, until: datetime) -> bool:
+        claimed.append(key[1])
+        return real_claim(key, run_id, until)
+
+    monkeypatch.setattr(ledger, "claim", counting_claim)
+    stored = {"c0", "c2", "c4"}
+    steps = CallSteps(
+        ledger,
+        stage="raw_audio",
+        failure_status=Status.DOWNLOAD_ERROR,
+        run_id="run-1",
+        open_run_log=lambda: RunLog(tmp_path, "run-1", started_at=datetime.now(UTC)),
+        warn=lambda message: None,
+        settled=lambda r: StepOutcome("stored") if r.call_id in stored else None,
+    )
+    worked: list[str] = []
+
+    def work(record: CallRecord) -> StepOutcome:
+        worked.append(record.call_id)
+        return StepOutcome("downloaded", {"status": Status.DOWNLOADED})
+
+    tally = steps.run(ledger.records([DAY]), work, max_workers=2)
+    assert sorted(worked) == sorted(claimed) == ["c1", "c3", "c5"]
+    assert tally.outcomes["stored"] == 3 and tally.outcomes["downloaded"] == 3
