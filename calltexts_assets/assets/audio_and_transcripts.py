@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, nullcontext
 from functools import partial
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -28,11 +29,12 @@ from calltexts_assets.audio.fetch import (
     needs_fetch,
 )
 from calltexts_assets.audio.links import LinkPrefetcher
+from calltexts_assets.clients.storage import Storage
 from calltexts_assets.core.budget import Budget, within_budget
 from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.core.progress import ProgressWatch, snapshot
 from calltexts_assets.core.shared_limits import stt_slots
-from calltexts_assets.core.steps import CallSteps
+from calltexts_assets.core.steps import CallSteps, StepOutcome
 from calltexts_assets.core.workdir import prepared_workdir
 from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
 from calltexts_assets.reporting.cost import billed_seconds, call_cost_usd
@@ -159,25 +161,9 @@ def raw_audio_and_transcripts(
     )
     # The account's limit across all runs (CALLTEXTS_STT_MAX_IN_FLIGHT), on the ledger's db.
     shared_stt = stt_slots(db.engine, export_settings.stt_max_in_flight, owner=context.run.run_id)
-    transcribe = partial(
-        transcribe_record,
-        whisper=RequestsInFlight(stt, workers, shared=shared_stt),
-        storage=store,
-        price_per_minute=export_settings.price_per_minute_usd,
-        role_mode=export_settings.stt_role_mode,
-        labels=export_settings.role_labels,
-        mask_phones=export_settings.mask_phones_in_transcripts,
-        sandbox=export_settings.is_sandbox,
-        workdir=workdir,
+    transcribe = _transcriber(
+        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir
     )
-
-    if export_settings.budget_usd > 0:
-        price = export_settings.price_per_minute_usd
-        transcribe = within_budget(
-            Budget(export_settings.budget_usd),
-            lambda record: call_cost_usd(billed_seconds(record), price),
-            transcribe,
-        )
 
     retry_missing = export_settings.retry_missing_audio
     to_fetch = links.ahead(
@@ -235,6 +221,37 @@ def raw_audio_and_transcripts(
             whisper_retries=stt.stats.retries,
             languages=db.totals(period.export_ids).languages,
         )
+    yield from _checks(context, db, store, period)
+
+
+def _transcriber(
+    whisper: RequestsInFlight, store: Storage, settings: ExportSettings, workdir: Path
+) -> Callable[[CallRecord], StepOutcome]:
+    """The per-call transcription step, stopped by the run's budget when one is set."""
+    transcribe = partial(
+        transcribe_record,
+        whisper=whisper,
+        storage=store,
+        price_per_minute=settings.price_per_minute_usd,
+        role_mode=settings.stt_role_mode,
+        labels=settings.role_labels,
+        mask_phones=settings.mask_phones_in_transcripts,
+        sandbox=settings.is_sandbox,
+        workdir=workdir,
+    )
+    if settings.budget_usd <= 0:
+        return transcribe
+    price = settings.price_per_minute_usd
+    return within_budget(
+        Budget(settings.budget_usd),
+        lambda record: call_cost_usd(billed_seconds(record), price),
+        transcribe,
+    )
+
+
+def _checks(
+    context: dg.AssetExecutionContext, db: Ledger, store: Storage, period: RunPeriod
+) -> Iterator[dg.AssetCheckResult]:
     checks = {key.name for key in context.selected_asset_check_keys}
     records = partial(db.iter_records, period.export_ids)  # a fresh pass per check
     if "coverage" in checks:
