@@ -65,8 +65,8 @@ def audio_is_stored(record: CallRecord, storage: Storage, *, verify_checksum: bo
 def already_stored(
     record: CallRecord, *, storage: Storage, verify_checksum: bool
 ) -> StepOutcome | None:
-    """ "stored" for a call whose recording is stored intact (looked at before the call is
-    claimed: a no-op re-run then writes nothing per call), else None."""
+    """The outcome `stored` for a call whose recording is stored intact (looked at before the
+    call is claimed: a no-op re-run then writes nothing per call), else None."""
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
         return StepOutcome("stored")
     return None
