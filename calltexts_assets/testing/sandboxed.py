@@ -16,6 +16,7 @@ from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox, start_sandbox
+from calltexts_assets.testing.child_run import ChildLayout, child_env
 
 # Retry waits are real waits times this factor: the policy is exercised, runs stay fast.
 TEST_RETRY_SCALE = 0.001
@@ -31,6 +32,27 @@ def make_sandbox(cache_dir: Path, *, days: int = 2, calls_per_day: int = 6, **kw
         cache_dir=cache_dir,
         portal_config={"rate_per_sec": 0, **kw.pop("portal_config", {})},
         **kw,
+    )
+
+
+def sandbox_child_env(
+    sandbox: Sandbox,
+    layout: ChildLayout,
+    *,
+    concurrency: int = 10,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """`child_env` of a test's `calltexts run` against `sandbox`: its portal and STT server,
+    a client rate that never waits on the unlimited test portal, retry waits scaled down."""
+    return child_env(
+        layout,
+        webhook_url=sandbox.webhook_url,
+        stt_base_url=f"{sandbox.stt_url}/v1",
+        api_key=SANDBOX_API_KEY,
+        concurrency=concurrency,
+        requests_per_second=50,
+        retry_scale=TEST_RETRY_SCALE,
+        extra=extra,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,8 +14,8 @@ import sqlalchemy as sa
 
 from calltexts_assets.core.ledger import Ledger, Status, create_tables, metadata
 from calltexts_assets.listing.calls import call_from_row
+from calltexts_assets.testing.databases import postgres_schema
 
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 DAY = "2026-11-24"
 
 
@@ -34,21 +33,6 @@ def _row(n: int, **changes: object) -> dict[str, object]:
         "RECORD_FILE_ID": str(1000 + n),
         **changes,
     }
-
-
-@contextmanager
-def postgres_schema(prefix: str) -> Iterator[str]:
-    """A database URL on a fresh schema of the test PostgreSQL, dropped afterwards."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @contextmanager

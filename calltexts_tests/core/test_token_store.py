@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from calltexts_assets.core.token_store import TokenPair, TokenStore
-from calltexts_tests.core.test_ledger import postgres_schema
+from calltexts_assets.testing.databases import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

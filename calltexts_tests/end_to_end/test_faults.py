@@ -31,11 +31,12 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox
 from calltexts_assets.sandbox.seed import recording_is_stereo
-from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
+from calltexts_assets.testing.child_run import ChildLayout, run_child, start_child
 from calltexts_assets.testing.sandboxed import (
     TEST_RETRY_SCALE,
     make_sandbox,
     materialize_range,
+    sandbox_child_env,
     sandbox_resources,
 )
 
@@ -683,13 +684,9 @@ def test_calltexts_run_with_a_database_url_reports_its_result(
     from calltexts_assets.orchestration.export_run import run_export
 
     layout = ChildLayout.under(tmp_path)
-    env = child_env(
+    env = sandbox_child_env(
+        sandbox,
         layout,
-        webhook_url=sandbox.webhook_url,
-        stt_base_url=f"{sandbox.stt_url}/v1",
-        api_key=SANDBOX_API_KEY,
-        requests_per_second=50,
-        retry_scale=TEST_RETRY_SCALE,
         extra={"CALLTEXTS_DATABASE_URL": f"sqlite:///{tmp_path / 'pg-stand-in.sqlite'}"},
     )
     for name, value in env.items():
@@ -725,14 +722,10 @@ class ChildRun:
 
 def _child(sandbox: Sandbox, root: Path, *, concurrency: int) -> ChildRun:
     layout = ChildLayout.under(root)
-    env = child_env(
+    env = sandbox_child_env(
+        sandbox,
         layout,
-        webhook_url=sandbox.webhook_url,
-        stt_base_url=f"{sandbox.stt_url}/v1",
-        api_key=SANDBOX_API_KEY,
         concurrency=concurrency,
-        requests_per_second=50,
-        retry_scale=TEST_RETRY_SCALE,
     )
     return ChildRun(layout, env, root / "child.log")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import serialize_value
 
@@ -22,9 +20,10 @@ from calltexts_assets.assets import all_assets
 from calltexts_assets.core.ledger import Ledger, Status
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
-from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
-from calltexts_assets.testing.child_run import ChildLayout, child_env, run_child, start_child
-from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
+from calltexts_assets.sandbox.runtime import Sandbox
+from calltexts_assets.testing.child_run import ChildLayout, run_child, start_child
+from calltexts_assets.testing.databases import postgres_schema
+from calltexts_assets.testing.sandboxed import materialize_range, sandbox_child_env
 
 REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
@@ -74,14 +73,10 @@ def test_two_killed_runs_do_not_keep_the_next_one_waiting_for_a_pool_slot(
     layout = ChildLayout.under(tmp_path)
     # The project's instance settings: the `stt` pool allows 2 steps at once.
     (layout.dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = child_env(
+    env = sandbox_child_env(
+        sandbox,
         layout,
-        webhook_url=sandbox.webhook_url,
-        stt_base_url=f"{sandbox.stt_url}/v1",
-        api_key=SANDBOX_API_KEY,
         concurrency=1,
-        requests_per_second=50,
-        retry_scale=TEST_RETRY_SCALE,
     )
     log = tmp_path / "child.log"
     sandbox.stt.latency_per_audio_min_sec = 2.0
@@ -105,8 +100,6 @@ def test_two_killed_runs_do_not_keep_the_next_one_waiting_for_a_pool_slot(
 
 # -- two runs over the same days at once -----------------------------------------------------
 
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
@@ -114,27 +107,15 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str |
     if request.param == "sqlite":
         yield None
         return
-    schema = f"overlap_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema("overlap") as url:
+        yield url
 
 
 def _sandboxed_env(sandbox: Sandbox, layout: ChildLayout, ledger_url: str | None) -> dict:
-    return child_env(
+    return sandbox_child_env(
+        sandbox,
         layout,
-        webhook_url=sandbox.webhook_url,
-        stt_base_url=f"{sandbox.stt_url}/v1",
-        api_key=SANDBOX_API_KEY,
         concurrency=2,
-        requests_per_second=50,
-        retry_scale=TEST_RETRY_SCALE,
         extra={"CALLTEXTS_DATABASE_URL": ledger_url} if ledger_url else None,
     )
 

@@ -16,9 +16,9 @@ from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.orchestration.export_run import run_export
-from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox
-from calltexts_assets.testing.child_run import ChildLayout, child_env
-from calltexts_assets.testing.sandboxed import TEST_RETRY_SCALE, materialize_range
+from calltexts_assets.sandbox.runtime import Sandbox
+from calltexts_assets.testing.child_run import ChildLayout
+from calltexts_assets.testing.sandboxed import materialize_range, sandbox_child_env
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 LABELS = {"Registry", "Registry (xlsx)", "Report", "Report (PDF)", "Run log"}
@@ -97,13 +97,9 @@ def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_ar
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout = ChildLayout.under(tmp_path)
-    env = child_env(
+    env = sandbox_child_env(
+        sandbox,
         layout,
-        webhook_url=sandbox.webhook_url,
-        stt_base_url=f"{sandbox.stt_url}/v1",
-        api_key=SANDBOX_API_KEY,
-        requests_per_second=50,
-        retry_scale=TEST_RETRY_SCALE,
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
