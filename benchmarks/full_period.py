@@ -28,7 +28,7 @@ from pathlib import Path
 import harness
 from harness import RunFigures, Workload
 
-from calltexts_assets.reporting.cost import PRICE_PER_MINUTE_USD
+from calltexts_assets.billing.cost import PRICE_PER_MINUTE_USD
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

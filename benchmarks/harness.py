@@ -39,20 +39,20 @@ import psutil  # noqa: E402
 warnings.filterwarnings("ignore", category=dagster.BetaWarning)
 warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
 
-from calltexts_assets.core.ledger import Ledger  # noqa: E402
-from calltexts_assets.sandbox.hearing import Heard, HeardCache  # noqa: E402
-from calltexts_assets.sandbox.portal import PortalConfig  # noqa: E402
-from calltexts_assets.sandbox.portal_files import AudioCache, default_audio_renderer  # noqa: E402
-from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
-from calltexts_assets.sandbox.seed import (  # noqa: E402
+from calltexts_assets.settings import portal_today  # noqa: E402
+from calltexts_assets.state.ledger import Ledger  # noqa: E402
+from calltexts_sandbox.calls.seed import (  # noqa: E402
     SeedSpec,
     recording_format,
     recording_is_stereo,
 )
-from calltexts_assets.sandbox.server import RunningServer, serve_in_thread  # noqa: E402
-from calltexts_assets.sandbox.stt import SttEmulator  # noqa: E402
-from calltexts_assets.settings import portal_today  # noqa: E402
-from calltexts_assets.testing.child_run import ChildLayout, child_env, start_child  # noqa: E402
+from calltexts_sandbox.portal.files import AudioCache, default_audio_renderer  # noqa: E402
+from calltexts_sandbox.portal.state import PortalConfig  # noqa: E402
+from calltexts_sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
+from calltexts_sandbox.server import RunningServer, serve_in_thread  # noqa: E402
+from calltexts_sandbox.stt.app import SttEmulator  # noqa: E402
+from calltexts_sandbox.stt.hearing import Heard, HeardCache  # noqa: E402
+from calltexts_tests.support.child_run import ChildLayout, child_env, start_child  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
 HEARD_CACHE = DEFAULT_CACHE.parent  # what the STT emulator hears in each recording
@@ -211,8 +211,8 @@ class HeaderOnlyStt(SttEmulator):
 
     def _listen(self, path: Path) -> Heard:
         from calltexts_assets.audio.decode import probe
-        from calltexts_assets.sandbox.script import VOCABULARY
-        from calltexts_assets.sandbox.tones import HeardWord
+        from calltexts_sandbox.calls.script import VOCABULARY
+        from calltexts_sandbox.calls.tones import HeardWord
 
         duration = probe(path).duration_sec
         starts = [i * 3.0 for i in range(max(1, int(duration // 3)))]
@@ -575,8 +575,8 @@ def role_accuracy(fig: RunFigures, workload: Workload) -> tuple[int, int, int, i
     order, among the lines of the role that said it."""
     from difflib import SequenceMatcher
 
-    from calltexts_assets.core.storage_keys import transcript_key
-    from calltexts_assets.sandbox.script import call_script
+    from calltexts_assets.files.storage_keys import transcript_key
+    from calltexts_sandbox.calls.script import call_script
 
     right = total = cross_right = cross_total = 0
     for row in workload.with_audio:

@@ -25,7 +25,7 @@ from typing import Any
 import harness
 import psutil
 
-from calltexts_assets.sandbox.seed import recording_format, recording_is_stereo
+from calltexts_sandbox.calls.seed import recording_format, recording_is_stereo
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

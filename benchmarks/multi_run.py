@@ -43,10 +43,10 @@ from dagster._core.instance.ref import InstanceRef
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-from calltexts_assets.core.ledger import Ledger
-from calltexts_assets.core.shared_limits import create_shared_tables, limit_slots
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.databases import postgres_database
+from calltexts_assets.state.ledger import Ledger
+from calltexts_assets.state.shared_limits import create_shared_tables, limit_slots
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.databases import postgres_database
 
 ASSETS = ["call_list", "raw_audio", "transcripts", "summaries", "registry_csv", "qa_sample",
           "cost_report"]  # fmt: skip

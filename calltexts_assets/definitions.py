@@ -9,7 +9,7 @@ from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.assets.partitions import backfill_policy, with_backfill_policy
-from calltexts_assets.core.memory import return_large_buffers_to_os
+from calltexts_assets.audio.memory import return_large_buffers_to_os
 from calltexts_assets.orchestration.jobs import calls_export
 from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.orchestration.schedules import build_schedules

@@ -10,10 +10,10 @@ import pytest
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
 from calltexts_assets import definitions
-from calltexts_assets.core.ratelimit import RateLimiter
-from calltexts_assets.core.shared_limits import SharedRateLimiter
 from calltexts_assets.definitions import build_definitions, defs
+from calltexts_assets.limits.ratelimit import RateLimiter
 from calltexts_assets.settings import SettingsError, load_settings
+from calltexts_assets.state.shared_limits import SharedRateLimiter
 
 ASSETS = {
     "call_list",

@@ -17,7 +17,6 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from calltexts_assets.api.body import CallExportBody, parse_body
-from calltexts_assets.api.idempotency import IdempotencyStore, StoredKey, request_hash
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -27,8 +26,9 @@ from calltexts_assets.api.launcher import (
     LaunchError,
     RunState,
 )
-from calltexts_assets.core.periods import PeriodError, PeriodPolicy
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.state.idempotency import IdempotencyStore, StoredKey, request_hash
 
 log = scrubbed_logger(__name__)
 

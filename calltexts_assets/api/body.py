@@ -7,7 +7,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
 
-from calltexts_assets.core.periods import PeriodError
+from calltexts_assets.listing.periods import PeriodError
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from dagster import DagsterInstance, RunsFilter
 
-from calltexts_assets.core.masking import mask_text
+from calltexts_assets.runlog.masking import mask_text
 
 JOB_NAME = "calls_export"
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -26,11 +26,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from calltexts_assets.core import ledger
-from calltexts_assets.core.ledger import create_tables
-from calltexts_assets.core.runlog import scrubbed_logger
-from calltexts_assets.ops import metrics
-from calltexts_assets.ops.metrics import MetricSpec
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.state import ledger
+from calltexts_assets.state import run_metrics as metrics
+from calltexts_assets.state.ledger import create_tables
+from calltexts_assets.state.run_metrics import MetricSpec
 
 log = scrubbed_logger(__name__)
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from calltexts_assets.api.app import create_app
-from calltexts_assets.api.idempotency import IdempotencyStore
+from calltexts_assets.api.estimate import estimate_period
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -25,12 +25,13 @@ from calltexts_assets.api.launcher import (
 from calltexts_assets.api.metrics_collector import ExportCollector
 from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
-from calltexts_assets.core.ledger import Ledger
-from calltexts_assets.core.periods import PeriodPolicy
-from calltexts_assets.core.progress import snapshot
-from calltexts_assets.core.storage_keys import deliverable_keys, log_file_name
-from calltexts_assets.ops.estimate import estimate_period
+from calltexts_assets.files.storage_keys import deliverable_keys
+from calltexts_assets.listing.periods import PeriodPolicy
+from calltexts_assets.runlog.log import log_file_name
 from calltexts_assets.settings import Settings, load_settings
+from calltexts_assets.state.idempotency import IdempotencyStore
+from calltexts_assets.state.ledger import Ledger
+from calltexts_assets.state.progress import snapshot
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets.call_list import call_list
+from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
@@ -29,22 +30,21 @@ from calltexts_assets.audio.fetch import (
     needs_fetch,
 )
 from calltexts_assets.audio.links import LinkPrefetcher
+from calltexts_assets.billing.budget import Budget, within_budget
+from calltexts_assets.billing.cost import billed_seconds, call_cost_usd
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.core.budget import Budget, within_budget
-from calltexts_assets.core.ledger import CallRecord, Ledger, PeriodTotals, Status
-from calltexts_assets.core.progress import ProgressWatch, snapshot
-from calltexts_assets.core.shared_limits import stt_slots
-from calltexts_assets.core.steps import CallSteps, StepOutcome
-from calltexts_assets.core.workdir import prepared_workdir
-from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
-from calltexts_assets.reporting.cost import billed_seconds, call_cost_usd
-from calltexts_assets.reporting.duplicates import duplicate_transcripts
-from calltexts_assets.reporting.quality import coverage
+from calltexts_assets.files.workdir import prepared_workdir
+from calltexts_assets.quality.checks import coverage
+from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.state.ledger import CallRecord, Ledger, PeriodTotals, Status
+from calltexts_assets.state.progress import ProgressWatch, snapshot
+from calltexts_assets.state.shared_limits import stt_slots
+from calltexts_assets.state.steps import CallSteps, StepOutcome
 from calltexts_assets.transcripts.dialogue import RequestsInFlight
 from calltexts_assets.transcripts.step import (
     needs_transcript,

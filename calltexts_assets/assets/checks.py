@@ -1,11 +1,11 @@
-"""Quality gates as Dagster asset check results, computed by the pure code in quality.py."""
+"""Quality gates as Dagster asset check results, computed by the pure code in quality/checks.py."""
 
 from __future__ import annotations
 
 import dagster as dg
 import polars as pl
 
-from calltexts_assets.reporting.quality import CheckOutcome
+from calltexts_assets.quality.checks import CheckOutcome
 
 _SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
 

@@ -8,17 +8,17 @@ import dagster as dg
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
-from calltexts_assets.core.runlog import scrub_text
-from calltexts_assets.core.storage_keys import report_key
-from calltexts_assets.reporting.cost import forecast
-from calltexts_assets.reporting.duplicates import duplicate_transcripts
-from calltexts_assets.reporting.quality import cost_matches, coverage, duration_variance
-from calltexts_assets.reporting.report_data import build_report_data, period_figures
-from calltexts_assets.reporting.report_markdown import render_markdown
-from calltexts_assets.reporting.report_pdf import render_pdf
+from calltexts_assets.billing.cost import forecast
+from calltexts_assets.files.storage_keys import report_key
+from calltexts_assets.quality.checks import cost_matches, coverage, duration_variance
+from calltexts_assets.quality.duplicates import duplicate_transcripts
+from calltexts_assets.report.data import build_report_data, period_figures
+from calltexts_assets.report.markdown import render_markdown
+from calltexts_assets.report.pdf import render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.runlog.log import scrub_text
 from calltexts_assets.transcripts.step import stored_transcript_keys
 
 

@@ -9,9 +9,9 @@ from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
-from calltexts_assets.core.storage_keys import qa_sample_key
-from calltexts_assets.reporting.qa_sample import qa_sample as pick_sample
-from calltexts_assets.reporting.qa_sample import qa_sample_csv, qa_sample_outcome
+from calltexts_assets.files.storage_keys import qa_sample_key
+from calltexts_assets.quality.qa_sample import qa_sample as pick_sample
+from calltexts_assets.quality.qa_sample import qa_sample_csv, qa_sample_outcome
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
 

@@ -11,11 +11,11 @@ from calltexts_assets.assets.checks import check_result, check_spec, table_previ
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
-from calltexts_assets.core.storage_keys import registry_key
-from calltexts_assets.core.workdir import prepared_workdir
-from calltexts_assets.reporting.quality import cost_matches, duration_variance, registry_complete
-from calltexts_assets.reporting.registry import PREVIEW_ROWS, registry_frame, write_registry_file
-from calltexts_assets.reporting.registry_xlsx import RegistryWorkbook
+from calltexts_assets.files.storage_keys import registry_key
+from calltexts_assets.files.workdir import prepared_workdir
+from calltexts_assets.quality.checks import cost_matches, duration_variance, registry_complete
+from calltexts_assets.registry.rows import PREVIEW_ROWS, registry_frame, write_registry_file
+from calltexts_assets.registry.xlsx import RegistryWorkbook
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource

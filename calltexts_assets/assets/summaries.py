@@ -6,9 +6,9 @@ from functools import partial
 import dagster as dg
 
 from calltexts_assets.assets.audio_and_transcripts import transcripts
+from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
-from calltexts_assets.orchestration.call_steps import call_steps, stopping_the_step
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource

@@ -29,10 +29,10 @@ from calltexts_assets.clients.bitrix24 import (
     RecordingRefused,
 )
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.core.audio_format import SNIFF_BYTES, sniff_format
-from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import raw_audio_key, recording_file_id
+from calltexts_assets.files.recording_formats import SNIFF_BYTES, sniff_format
+from calltexts_assets.files.storage_keys import raw_audio_key, recording_file_id
+from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.steps import StepOutcome
 
 # States in which the call's audio is already stored; the download is done unless the
 # stored object is gone or no longer matches its checksum.

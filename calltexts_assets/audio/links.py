@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from calltexts_assets.clients.bitrix24 import Bitrix24Client, LinkRequest, Links
 from calltexts_assets.clients.bitrix24.wire import MAX_BATCH
-from calltexts_assets.core.ledger import CallRecord
+from calltexts_assets.state.ledger import CallRecord
 
 
 def link_request(record: CallRecord) -> LinkRequest:

@@ -2,7 +2,7 @@
 retries and stats.
 
 The SDK's own retries are off (`max_retries=0`): the spec fixes the retry waits
-(10/30/60 s), and one policy (calltexts_assets.core.retrying) applies them everywhere.
+(10/30/60 s), and one policy (calltexts_assets.limits.retrying) applies them everywhere.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from calltexts_assets.core.errors import RunWideError
-from calltexts_assets.core.masking import mask_text, mask_url
-from calltexts_assets.core.retrying import RetryableError, retry_policy
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.limits.retrying import RetryableError, retry_policy
+from calltexts_assets.limits.run_errors import RunWideError
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.runlog.masking import mask_text, mask_url
 
 log = scrubbed_logger(__name__)
 T = TypeVar("T")

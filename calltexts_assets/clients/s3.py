@@ -22,8 +22,8 @@ from calltexts_assets.clients.storage import (
     hashing_copy,
     is_valid_key,
 )
-from calltexts_assets.core.audio_format import CONTENT_TYPES as AUDIO_CONTENT_TYPES
-from calltexts_assets.core.storage_keys import validate_key, validate_prefix
+from calltexts_assets.files.recording_formats import CONTENT_TYPES as AUDIO_CONTENT_TYPES
+from calltexts_assets.files.storage_keys import validate_key, validate_prefix
 
 # S3 objects up to this size are staged in memory before upload, larger ones on disk.
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024

@@ -1,6 +1,6 @@
 """Where exported files live: the `Storage` interface and the local backend (S3: `s3.py`).
 
-Keys are the relative, validated keys of `calltexts_assets.core.storage_keys`. Writes are
+Keys are the relative, validated keys of `calltexts_assets.files.storage_keys`. Writes are
 atomic on every backend: a failure or kill mid-write leaves no object at the key (a local
 kill may leave a hidden `.<name>.*.tmp` file, which is never listed and never a valid key).
 Local files are created owner-only (0600, from mkstemp): recordings and transcripts are
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from calltexts_assets.core.storage_keys import UnsafeKeyError, validate_key, validate_prefix
+from calltexts_assets.files.storage_keys import UnsafeKeyError, validate_key, validate_prefix
 
 READ_CHUNK = 1024 * 1024
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from calltexts_assets.core.languages import first_code, iso_code
+from calltexts_assets.clients.languages import first_code, iso_code
 
 # LocalAI <= 4.1 answers Go durations: integer nanoseconds (§5.2). No call lasts 11 days,
 # so a time past a million "seconds" is one.

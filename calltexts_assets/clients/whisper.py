@@ -29,8 +29,8 @@ from calltexts_assets.clients.stt_models import (
     model_profile,
 )
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word, parse_transcription
-from calltexts_assets.core.audio_format import content_type
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.files.recording_formats import content_type
+from calltexts_assets.runlog.log import scrubbed_logger
 
 __all__ = ["Segment", "SttResult", "TranscriptionError", "WhisperClient", "Word"]
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from calltexts_assets.core.masking import public_url
-from calltexts_assets.core.storage_keys import is_safe_id
+from calltexts_assets.files.storage_keys import is_safe_id
+from calltexts_assets.runlog.masking import public_url
 
 # CALL_TYPE 1-5 (docs/specs/bitrix24_wire.md §1); an undocumented N is written type_N.
 DIRECTIONS = {

@@ -9,8 +9,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from calltexts_assets.billing.cost import billable_minutes, format_rub, format_usd, to_rub
 from calltexts_assets.listing.tally import Listing
-from calltexts_assets.reporting.cost import billable_minutes, format_rub, format_usd, to_rub
 
 
 @dataclass(frozen=True)

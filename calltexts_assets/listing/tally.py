@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from calltexts_assets.core.storage_keys import is_safe_id
+from calltexts_assets.files.storage_keys import is_safe_id
 from calltexts_assets.listing.calls import Call, InvalidCallRow, call_from_row
 
 _MOD = 1 << 256

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
-from calltexts_assets.core.periods import PeriodError
+from calltexts_assets.listing.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
 from calltexts_assets.settings import (
     Settings,
@@ -121,7 +121,7 @@ def _checked_settings() -> Settings:
 @contextlib.contextmanager
 def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date, date]]:
     """The command's period, and the sandbox portal when no credentials are set."""
-    from calltexts_assets.sandbox.runtime import sandbox_environment
+    from calltexts_sandbox.runtime import sandbox_environment
 
     try:
         period_from, period_to = export_period(
@@ -144,14 +144,14 @@ def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from calltexts_assets.orchestration.export_run import run_export
+    from calltexts_assets.ops.export_run import run_export
 
     with _portal(args, settings) as (period_from, period_to):
         return run_export(period_from, period_to, summaries=args.summaries)
 
 
 def _cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
-    from calltexts_assets.ops.estimate import estimate_period
+    from calltexts_assets.api.estimate import estimate_period
 
     with _portal(args, settings) as (period_from, period_to):
         # the sandbox (if any) pointed the environment at itself: read it again
@@ -168,7 +168,7 @@ def _wait_for_interrupt() -> None:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    from calltexts_assets.sandbox.runtime import start_sandbox
+    from calltexts_sandbox.runtime import start_sandbox
 
     start = portal_today() - timedelta(days=args.days)
     sandbox = start_sandbox(
@@ -231,7 +231,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from calltexts_assets.orchestration.retention_job import run_retention_job
+    from calltexts_assets.ops.retention import run_retention_job
 
     return run_retention_job(dry_run=args.dry_run)
 

@@ -54,8 +54,7 @@ def run_dev(
 ) -> int:
     """Blocks until `dagster dev` exits (Ctrl-C)."""
     from calltexts_assets.api import build_app
-    from calltexts_assets.sandbox.runtime import sandbox_environment
-    from calltexts_assets.sandbox.server import serve_in_thread
+    from calltexts_sandbox.runtime import sandbox_environment, serve_in_thread
 
     check_ports(ui_port, api_port)
     ui_url = f"http://127.0.0.1:{ui_port}"

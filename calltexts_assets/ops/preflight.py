@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from calltexts_assets.core.masking import mask_text
-from calltexts_assets.core.periods import PeriodError, PeriodPolicy
+from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
+from calltexts_assets.runlog.masking import mask_text
 from calltexts_assets.settings import Settings, portal_today
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-from calltexts_assets.core.processes import pid_alive, process_start
+from calltexts_assets.limits.processes import pid_alive, process_start
 
 HOST_TAG = "calltexts/host"
 PID_TAG = "calltexts/pid"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from calltexts_assets.api.idempotency import IdempotencyStore
-from calltexts_assets.ops.retention import RetentionRules, run_retention
+from calltexts_assets.orchestration.retention import RetentionRules, run_retention
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.state.idempotency import IdempotencyStore
 
 
 class RetentionConfig(dg.Config):
@@ -62,15 +62,3 @@ def apply_retention(
 @dg.job(description="Retention of exported files (dry run unless configured otherwise).")
 def retention() -> None:
     apply_retention()
-
-
-def run_retention_job(*, dry_run: bool) -> int:
-    """`calltexts retention [--dry-run]` runs the same job in process."""
-    from calltexts_assets.definitions import build_definitions
-
-    job = build_definitions().resolve_job_def("retention")
-    config = {"ops": {"apply_retention": {"config": {"dry_run": dry_run}}}}
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, run_config=config)
-    print(result.output_for_node("apply_retention"))
-    return 0 if result.success else 1

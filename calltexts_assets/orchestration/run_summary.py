@@ -8,8 +8,8 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets.partitions import days_of_run_tags
-from calltexts_assets.core.ledger import Ledger
-from calltexts_assets.ops.metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary, record_run
+from calltexts_assets.state.ledger import Ledger
+from calltexts_assets.state.run_metrics import RUN_FAILURE, RUN_SUCCESS, RunSummary, record_run
 
 
 def run_totals_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:

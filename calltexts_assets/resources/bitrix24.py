@@ -10,10 +10,10 @@ from pydantic import Field, PrivateAttr
 
 from calltexts_assets.clients.bitrix24 import DEFAULT_RETRY_WAITS, Bitrix24Client
 from calltexts_assets.clients.bitrix24.oauth import DEFAULT_OAUTH_SERVER, OAuthSession
-from calltexts_assets.core.ledger import database_engine
-from calltexts_assets.core.ratelimit import LOW_RATE_WINDOW_SEC
-from calltexts_assets.core.shared_limits import SharedRateLimiter
-from calltexts_assets.core.token_store import TokenStore
+from calltexts_assets.limits.ratelimit import LOW_RATE_WINDOW_SEC
+from calltexts_assets.state.ledger import database_engine
+from calltexts_assets.state.shared_limits import SharedRateLimiter
+from calltexts_assets.state.token_store import TokenStore
 
 
 class Bitrix24Resource(dg.ConfigurableResource):

@@ -6,7 +6,7 @@ import threading
 
 import dagster as dg
 
-from calltexts_assets.core.ledger import Ledger
+from calltexts_assets.state.ledger import Ledger
 
 _ledgers: dict[str, Ledger] = {}
 _lock = threading.Lock()

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from calltexts_assets.clients.chat import ChatClient
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import file_id_of, summary_key
+from calltexts_assets.files.storage_keys import file_id_of, summary_key
+from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.steps import StepOutcome
 from calltexts_assets.summaries.prompt import summarise
 
 

@@ -25,8 +25,8 @@ from typing import Protocol
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
+from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
-from calltexts_assets.core.languages import iso_code
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
@@ -62,7 +62,7 @@ class SpeechToText(Protocol):
 
 
 class SharedLimit(Protocol):
-    """A limit shared with other runs (`core.shared_limits.SharedSlots`): a slot held while
+    """A limit shared with other runs (`state.shared_limits.SharedSlots`): a slot held while
     one request is in flight."""
 
     def slot(self) -> AbstractContextManager[None]: ...

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from calltexts_assets.core.languages import UNDETERMINED
-from calltexts_assets.core.ledger import CallRecord
-from calltexts_assets.core.masking import mask_phone
+from calltexts_assets.clients.languages import UNDETERMINED
+from calltexts_assets.runlog.masking import mask_phone
+from calltexts_assets.state.ledger import CallRecord
 from calltexts_assets.transcripts.dialogue import Transcript
 
 

@@ -6,12 +6,12 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+from calltexts_assets.billing.cost import encode_request_seconds, requests_cost_usd
+from calltexts_assets.clients.languages import UNDETERMINED
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.core.languages import UNDETERMINED
-from calltexts_assets.core.ledger import CallRecord, Status
-from calltexts_assets.core.steps import StepOutcome
-from calltexts_assets.core.storage_keys import file_id_of, transcript_key
-from calltexts_assets.reporting.cost import encode_request_seconds, requests_cost_usd
+from calltexts_assets.files.storage_keys import file_id_of, transcript_key
+from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.steps import StepOutcome
 from calltexts_assets.transcripts.dialogue import SpeechToText, transcribe_call
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
 

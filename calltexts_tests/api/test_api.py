@@ -26,7 +26,6 @@ from fastapi.testclient import TestClient
 
 from calltexts_assets.api import create_app
 from calltexts_assets.api.app import ABANDONED_AFTER, MAX_BODY_BYTES
-from calltexts_assets.api.idempotency import IdempotencyStore, idempotency_keys, request_hash
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -37,9 +36,10 @@ from calltexts_assets.api.launcher import (
     RunState,
     run_tags,
 )
-from calltexts_assets.core.ledger import Ledger
-from calltexts_assets.core.periods import PeriodPolicy
-from calltexts_assets.sandbox.server import serve_in_thread
+from calltexts_assets.listing.periods import PeriodPolicy
+from calltexts_assets.state.idempotency import IdempotencyStore, idempotency_keys, request_hash
+from calltexts_assets.state.ledger import Ledger
+from calltexts_sandbox.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -368,7 +368,7 @@ def test_real_launcher_reports_what_dagster_refused(
 
 
 def test_real_launcher_without_a_webserver(engine: sa.Engine) -> None:
-    from calltexts_assets.sandbox.server import free_port
+    from calltexts_sandbox.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     launcher = DagsterLauncher(url, dg.DagsterInstance.ephemeral)

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets, call_list, raw_audio, summaries, transcripts
-from calltexts_assets.core.ledger import Status
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import make_sandbox, materialize_range, sandbox_resources
+from calltexts_assets.state.ledger import Status
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import make_sandbox, materialize_range, sandbox_resources
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

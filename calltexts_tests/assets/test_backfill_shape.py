@@ -17,9 +17,9 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.definitions import build_definitions
-from calltexts_assets.sandbox.runtime import Sandbox
 from calltexts_assets.settings import load_settings
-from calltexts_assets.testing.sandboxed import make_sandbox, materialize_range, sandbox_resources
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import make_sandbox, materialize_range, sandbox_resources
 
 FIRST, LAST = "2026-11-01", "2026-11-04"
 HALVES = (("2026-11-01", "2026-11-02"), ("2026-11-03", "2026-11-04"))

@@ -15,9 +15,8 @@ import pytest
 
 from calltexts_assets.assets.checks import table_preview
 from calltexts_assets.assets.registry_csv import registry_csv
-from calltexts_assets.core.ledger import CallRecord, Ledger, call_records
-from calltexts_assets.core.storage_keys import registry_key
-from calltexts_assets.reporting.registry import (
+from calltexts_assets.files.storage_keys import registry_key
+from calltexts_assets.registry.rows import (
     masked_row,
     registry_frame,
     registry_rows,
@@ -26,9 +25,10 @@ from calltexts_assets.reporting.registry import (
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.testing.records import invalid_record as invalid
-from calltexts_assets.testing.records import transcribed_record
-from calltexts_assets.testing.sandboxed import materialize_range
+from calltexts_assets.state.ledger import CallRecord, Ledger, call_records
+from calltexts_tests.support.records import invalid_record as invalid
+from calltexts_tests.support.records import transcribed_record
+from calltexts_tests.support.sandboxed import materialize_range
 
 DAY1, DAY2 = "2026-11-23", "2026-11-24"
 

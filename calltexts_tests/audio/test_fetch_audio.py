@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from calltexts_assets.audio.fetch import audio_is_stored
 from calltexts_assets.clients.storage import LocalStorage
-from calltexts_assets.core.ledger import CallRecord, Ledger
-from calltexts_assets.testing.records import transcribed_record
+from calltexts_assets.state.ledger import CallRecord, Ledger
+from calltexts_tests.support.records import transcribed_record
 
 AUDIO = b"ID3" + bytes(range(256)) * 40
 

@@ -22,9 +22,9 @@ from calltexts_assets.audio.fetch import about_to_download, fetch_recording
 from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.clients.bitrix24 import Bitrix24AuthError, Bitrix24Client, Bitrix24Error
 from calltexts_assets.clients.storage import LocalStorage
-from calltexts_assets.core.ledger import CallRecord, Status
 from calltexts_assets.listing.calls import call_from_row
-from calltexts_assets.testing.records import listed_record
+from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_tests.support.records import listed_record
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "docs" / "specs" / "payloads" / "bitrix24"
 PORTAL = "https://test.bitrix24.com"  # the host of the docs' DOWNLOAD_URL example

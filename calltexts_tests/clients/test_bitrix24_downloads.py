@@ -18,7 +18,7 @@ from calltexts_assets.clients.bitrix24.errors import (
     RecordingRefused,
     RecordingTooLarge,
 )
-from calltexts_assets.core.errors import RunWideError
+from calltexts_assets.limits.run_errors import RunWideError
 from calltexts_tests.clients.test_bitrix24_client import AUDIO, RECORD_URL, WEBHOOK
 
 STORAGE_URL = "https://storage-gw-ru-02.voximplant.com/voximplant-records/2026/05/13/M2M3.mp3?record_id=30332316544"

@@ -16,7 +16,7 @@ import respx
 
 from calltexts_assets.clients.bitrix24 import Bitrix24AuthError, Bitrix24Client
 from calltexts_assets.clients.bitrix24.oauth import REFRESH_MARGIN_SEC, OAuthSession
-from calltexts_assets.core.token_store import TokenPair, TokenStore
+from calltexts_assets.state.token_store import TokenPair, TokenStore
 from calltexts_tests.clients.test_bitrix24_client import payload
 from calltexts_tests.clients.test_bitrix24_limits import FakeClock
 

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from calltexts_assets.clients.storage import LocalStorage
-from calltexts_assets.core.storage_keys import UnsafeKeyError
+from calltexts_assets.files.storage_keys import UnsafeKeyError
 from calltexts_assets.resources.storage import StorageResource
 
 KEY = "exports/2026-11/raw/2026/11/03/call_c1.mp3"

@@ -15,7 +15,7 @@ from boto3.s3.transfer import TransferConfig
 from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.clients.s3 import S3Storage
-from calltexts_assets.core.storage_keys import UnsafeKeyError
+from calltexts_assets.files.storage_keys import UnsafeKeyError
 from calltexts_assets.resources.storage import StorageResource
 
 if TYPE_CHECKING:  # imported for real by pytest_plugins; importing it here too defeats that

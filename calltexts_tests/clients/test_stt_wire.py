@@ -16,7 +16,7 @@ from calltexts_assets.clients.openai_base import OpenAIConnection, QuotaExhauste
 from calltexts_assets.clients.stt_models import MAX_UPLOAD_BYTES, model_profile
 from calltexts_assets.clients.stt_response import parse_transcription
 from calltexts_assets.clients.whisper import TranscriptionError, WhisperClient
-from calltexts_assets.core.errors import RunWideError
+from calltexts_assets.limits.run_errors import RunWideError
 
 API = "https://api.openai.com/v1"
 STT_URL = f"{API}/audio/transcriptions"

@@ -24,15 +24,15 @@ import pytest
 
 from calltexts_assets.assets import all_assets, call_list
 from calltexts_assets.clients.bitrix24 import DEFAULT_RETRY_WAITS
-from calltexts_assets.core.ledger import CallRecord, Ledger, Status
-from calltexts_assets.core.storage_keys import raw_audio_key
+from calltexts_assets.files.storage_keys import raw_audio_key
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.openai import WhisperResource
-from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox
-from calltexts_assets.sandbox.seed import recording_is_stereo
-from calltexts_assets.testing.child_run import ChildLayout, run_child, start_child
-from calltexts_assets.testing.sandboxed import (
+from calltexts_assets.state.ledger import CallRecord, Ledger, Status
+from calltexts_sandbox.calls.seed import recording_is_stereo
+from calltexts_sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox
+from calltexts_tests.support.child_run import ChildLayout, run_child, start_child
+from calltexts_tests.support.sandboxed import (
     TEST_RETRY_SCALE,
     make_sandbox,
     materialize_range,
@@ -681,7 +681,7 @@ def test_a_completed_export_is_marked_finished_in_call_exports(
 def test_calltexts_run_with_a_database_url_reports_its_result(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from calltexts_assets.orchestration.export_run import run_export
+    from calltexts_assets.ops.export_run import run_export
 
     layout = ChildLayout.under(tmp_path)
     env = sandbox_child_env(

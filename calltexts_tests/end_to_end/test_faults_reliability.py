@@ -17,13 +17,13 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.core.ledger import Ledger, Status
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.child_run import ChildLayout, run_child, start_child
-from calltexts_assets.testing.databases import postgres_schema
-from calltexts_assets.testing.sandboxed import materialize_range, sandbox_child_env
+from calltexts_assets.state.ledger import Ledger, Status
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.child_run import ChildLayout, run_child, start_child
+from calltexts_tests.support.databases import postgres_schema
+from calltexts_tests.support.sandboxed import materialize_range, sandbox_child_env
 
 REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-01", "2026-11-02"

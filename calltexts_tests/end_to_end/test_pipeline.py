@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.core.ledger import Status
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import materialize_range
+from calltexts_assets.state.ledger import Status
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import materialize_range
 
 
 def test_two_days_export_every_artifact(
@@ -57,7 +57,7 @@ def test_two_days_export_every_artifact(
 def test_run_log_masks_phones_and_never_holds_secrets(
     sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    from calltexts_assets.sandbox.runtime import SANDBOX_API_KEY
+    from calltexts_sandbox.runtime import SANDBOX_API_KEY
 
     sandbox.stt.set_faults(server_error=1)  # an error path writes its message to the log too
     result = materialize_range(all_assets, resources, instance, "2026-11-01", "2026-11-01")

@@ -14,17 +14,11 @@ import dagster as dg
 import pytest
 
 from calltexts_assets.assets import all_assets, call_list
-from calltexts_assets.core.ledger import Status
-from calltexts_assets.core.token_store import TokenStore
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
-from calltexts_assets.sandbox.runtime import STORAGE_HOST, Sandbox
-from calltexts_assets.sandbox.seed import recording_format
-from calltexts_assets.testing.sandboxed import (
-    TEST_RETRY_SCALE,
-    make_sandbox,
-    materialize_range,
-    sandbox_resources,
-)
+from calltexts_assets.state.ledger import Status
+from calltexts_assets.state.token_store import TokenStore
+from calltexts_sandbox.calls.seed import recording_format
+from calltexts_sandbox.runtime import STORAGE_HOST, Sandbox
 from calltexts_tests.end_to_end.test_faults import (
     DAY1,
     DAY2,
@@ -32,6 +26,12 @@ from calltexts_tests.end_to_end.test_faults import (
     by_call,
     cap_durations,
     failure_text,
+)
+from calltexts_tests.support.sandboxed import (
+    TEST_RETRY_SCALE,
+    make_sandbox,
+    materialize_range,
+    sandbox_resources,
 )
 
 

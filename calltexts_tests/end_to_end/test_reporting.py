@@ -18,10 +18,10 @@ from calltexts_assets.assets import (
     registry_csv,
     transcripts,
 )
-from calltexts_assets.core.ledger import Status
-from calltexts_assets.reporting.cost import format_usd
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import make_sandbox, materialize_range, sandbox_resources
+from calltexts_assets.billing.cost import format_usd
+from calltexts_assets.state.ledger import Status
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import make_sandbox, materialize_range, sandbox_resources
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 

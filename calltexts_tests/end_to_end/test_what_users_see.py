@@ -15,10 +15,10 @@ import pytest
 from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.orchestration.export_run import run_export
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.child_run import ChildLayout
-from calltexts_assets.testing.sandboxed import materialize_range, sandbox_child_env
+from calltexts_assets.ops.export_run import run_export
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.child_run import ChildLayout
+from calltexts_tests.support.sandboxed import materialize_range, sandbox_child_env
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 LABELS = {"Registry", "Registry (xlsx)", "Report", "Report (PDF)", "Run log"}

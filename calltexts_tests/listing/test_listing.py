@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from calltexts_assets.billing.cost import forecast
 from calltexts_assets.listing.calls import call_from_row, normalize_phone
 from calltexts_assets.listing.tally import Listing
-from calltexts_assets.reporting.cost import forecast
 
 
 def _row(n: int, *, day: str = "2026-11-24", call_id: str | None = None, **changes: object):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from calltexts_assets.ops.metrics import METRIC_NAMES
+from calltexts_assets.state.run_metrics import METRIC_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"

@@ -14,14 +14,14 @@ import pytest
 import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.core.ledger import Status
 from calltexts_assets.ops.backup import MANIFEST, BackupError, backup, restore
 from calltexts_assets.ops.cli import main
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.sandbox.runtime import Sandbox
 from calltexts_assets.settings import Settings, load_settings
-from calltexts_assets.testing.sandboxed import materialize_range, sandbox_resources
+from calltexts_assets.state.ledger import Status
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import materialize_range, sandbox_resources
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 REGISTRY = f"exports/{DAY1}_{DAY2}/registry/calls_{DAY1}_{DAY2}.csv"

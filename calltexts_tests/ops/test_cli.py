@@ -71,7 +71,7 @@ def test_a_home_that_cannot_be_written_is_named(
 def test_a_dead_database_is_one_line_without_its_password(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from calltexts_assets.sandbox.server import free_port
+    from calltexts_sandbox.server import free_port
 
     url = f"postgresql+psycopg2://calltexts:pgS3cret@127.0.0.1:{free_port()}/ledger"
     monkeypatch.setenv("CALLTEXTS_DATABASE_URL", url)

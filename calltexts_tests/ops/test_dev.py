@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from calltexts_assets.ops.cli import main
-from calltexts_assets.sandbox.server import free_port
 from calltexts_assets.settings import portal_today
+from calltexts_sandbox.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

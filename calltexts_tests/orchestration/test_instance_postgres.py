@@ -103,7 +103,7 @@ def test_materialize_a_call_list_partition_through_postgres(
 ) -> None:
     from calltexts_assets.assets.call_list import call_list
     from calltexts_assets.definitions import build_resources
-    from calltexts_assets.sandbox.runtime import sandbox_environment
+    from calltexts_sandbox.runtime import sandbox_environment
 
     monkeypatch.setenv("CALLTEXTS_HOME", str(tmp_path / "var"))
     monkeypatch.delenv("CALLTEXTS_DATABASE_URL", raising=False)
@@ -136,7 +136,7 @@ def test_idempotency_keys_arbitrate_races_on_postgres(pg_url: str) -> None:
     """The API's key table on the production database: one winner among racing requests."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from calltexts_assets.api.idempotency import IdempotencyStore, request_hash
+    from calltexts_assets.state.idempotency import IdempotencyStore, request_hash
 
     engine = sa.create_engine(pg_url, pool_size=10)
     try:

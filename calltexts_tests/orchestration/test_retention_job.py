@@ -12,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.state.idempotency import IdempotencyStore
 
 DAY = 86_400
 

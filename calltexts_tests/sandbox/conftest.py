@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from calltexts_assets.sandbox.portal import PortalConfig
-from calltexts_assets.sandbox.portal_app import create_portal_app
-from calltexts_assets.sandbox.runtime import serve_portal
+from calltexts_sandbox.portal.app import create_portal_app
+from calltexts_sandbox.portal.state import PortalConfig
+from calltexts_sandbox.runtime import serve_portal
 from calltexts_tests.sandbox.portal_support import Served, fake_audio
 
 

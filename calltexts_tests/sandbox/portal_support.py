@@ -11,9 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from calltexts_assets.clients.bitrix24 import Bitrix24Client
-from calltexts_assets.sandbox.portal import Portal, PortalConfig
-from calltexts_assets.sandbox.portal_files import SIGNED, STORAGE
-from calltexts_assets.sandbox.server import RunningServer
+from calltexts_sandbox.portal.files import SIGNED, STORAGE
+from calltexts_sandbox.portal.state import Portal, PortalConfig
+from calltexts_sandbox.server import RunningServer
 
 MSK = ZoneInfo("Europe/Moscow")
 START = date(2026, 11, 2)

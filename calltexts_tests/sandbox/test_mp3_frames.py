@@ -12,8 +12,8 @@ import soundfile
 
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.mp3_frames import granule_lengths, iter_frames
-from calltexts_assets.sandbox import mp3_frames, tones
-from calltexts_assets.sandbox.script import CallScript, Turn, Word, call_script
+from calltexts_sandbox.calls import mp3_frames, tones
+from calltexts_sandbox.calls.script import CallScript, Turn, Word, call_script
 
 FRAME = mp3_frames.FRAME_SEC
 CASES = [(d, stereo) for d in (1, 7, 60, 1000) for stereo in (True, False)]
@@ -27,7 +27,7 @@ def _id(case: tuple[int, bool]) -> str:
 def call(request: pytest.FixtureRequest) -> tuple[CallScript, bytes]:
     duration, stereo = request.param
     script = call_script(f"frames-{duration}", duration, stereo)
-    return script, tones.render_mp3(script)
+    return script, mp3_frames.render_mp3(script)
 
 
 def _assert_words(decoded: list[tuple[float, float, str]], expected: list[Word]) -> None:
@@ -96,7 +96,7 @@ def test_decoded_mp3_lines_up_with_render_pcm(stereo: bool) -> None:
     """Sample for sample: ~26 dB; the same audio one sample late would score ~3 dB."""
     script = call_script("aligned", 60, stereo)
     pcm = tones.render_pcm(script).astype(np.float64)
-    decoded = tones.decode_pcm(tones.render_mp3(script), channels=pcm.shape[1])
+    decoded = tones.decode_pcm(mp3_frames.render_mp3(script), channels=pcm.shape[1])
     decoded = decoded[: len(pcm)].astype(np.float64)
     snr = 10 * np.log10(np.sum(pcm**2) / np.sum((decoded - pcm) ** 2))
     assert snr > 20
@@ -121,20 +121,20 @@ def test_scripts_off_the_frame_grid_are_encoded_whole() -> None:
     script = CallScript("off-grid", 3, False, (Turn("operator", 0, (word,)),))
     with pytest.raises(mp3_frames.NotSpliceable):
         mp3_frames.render(script)
-    pcm = tones.decode_pcm(tones.render_mp3(script), channels=1)
+    pcm = tones.decode_pcm(mp3_frames.render_mp3(script), channels=1)
     assert [w[2] for w in tones.decode_words(pcm, tones.SAMPLE_RATE)] == [word.text]
 
 
 def test_zero_length_call_is_still_a_readable_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp3"
-    path.write_bytes(tones.render_mp3(call_script("empty", 0, True)))
+    path.write_bytes(mp3_frames.render_mp3(call_script("empty", 0, True)))
     assert audio.probe(path).duration_sec == pytest.approx(2 * FRAME)
 
 
 def test_parsing_rejects_what_the_bank_cannot_use() -> None:
     with pytest.raises(mp3_frames.Mp3FrameError):
         mp3_frames.split_frames(b"ID3\x04" + bytes(200))
-    mp3 = tones.render_mp3(call_script("cut", 7, True))
+    mp3 = mp3_frames.render_mp3(call_script("cut", 7, True))
     with pytest.raises(mp3_frames.Mp3FrameError, match="truncated"):
         mp3_frames.split_frames(mp3[:-10])
     assert mp3_frames.parse_kbps("32k") == 32 and mp3_frames.parse_kbps("64000") == 64

@@ -14,9 +14,7 @@ from calltexts_assets.clients.bitrix24 import (
     Bitrix24Client,
     Bitrix24Error,
 )
-from calltexts_assets.sandbox.portal import Fault, PortalConfig
-from calltexts_assets.sandbox.portal_files import SIGNED
-from calltexts_assets.sandbox.seed import (
+from calltexts_sandbox.calls.seed import (
     SeedSpec,
     day_counts,
     expected_day_counts,
@@ -24,6 +22,8 @@ from calltexts_assets.sandbox.seed import (
     recording_format,
     recording_is_stereo,
 )
+from calltexts_sandbox.portal.files import SIGNED
+from calltexts_sandbox.portal.state import Fault, PortalConfig
 from calltexts_tests.sandbox.portal_support import (
     CODE,
     START,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from calltexts_assets.clients.bitrix24 import RecordingMissing, RecordingRefused
-from calltexts_assets.sandbox.portal import PortalConfig
-from calltexts_assets.sandbox.seed import generate_rows, recording_format, recording_is_stereo
+from calltexts_sandbox.calls.seed import generate_rows, recording_format, recording_is_stereo
+from calltexts_sandbox.portal.state import PortalConfig
 from calltexts_tests.sandbox.portal_support import (
     CODE,
     START,

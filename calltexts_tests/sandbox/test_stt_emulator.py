@@ -10,12 +10,12 @@ import openai
 import pytest
 
 from calltexts_assets.resources.openai import SummariserResource
-from calltexts_assets.sandbox import tones
-from calltexts_assets.sandbox.hearing import Heard
-from calltexts_assets.sandbox.script import CallScript, call_script
-from calltexts_assets.sandbox.server import RunningServer
-from calltexts_assets.sandbox.stt import SttEmulator
 from calltexts_assets.summaries.prompt import summarise
+from calltexts_sandbox.calls import mp3_frames, tones
+from calltexts_sandbox.calls.script import CallScript, call_script
+from calltexts_sandbox.server import RunningServer
+from calltexts_sandbox.stt.app import SttEmulator
+from calltexts_sandbox.stt.hearing import Heard
 
 KEY = "sk-sandbox-test"
 
@@ -45,7 +45,7 @@ def client(server: RunningServer) -> openai.OpenAI:
 def mono_call(tmp_path_factory: pytest.TempPathFactory) -> tuple[CallScript, Path]:
     script = call_script("emulator-mono", 40, stereo=False)
     path = tmp_path_factory.mktemp("stt") / "call.mp3"
-    path.write_bytes(tones.render_mp3(script))
+    path.write_bytes(mp3_frames.render_mp3(script))
     return script, path
 
 
@@ -200,7 +200,7 @@ def test_latency_is_the_time_to_answer_with_the_emulators_own_work_in_it(
     import asyncio
     import types
 
-    from calltexts_assets.sandbox import stt as stt_module
+    from calltexts_sandbox.stt import app as stt_module
 
     clock = {"now": 100.0}
     slept: list[float] = []
@@ -244,14 +244,14 @@ def test_bytes_of_another_format_than_the_name_says_are_refused(
 
 
 def test_what_it_heard_in_a_file_is_kept_by_its_content(mono_call, tmp_path: Path) -> None:
-    from calltexts_assets.sandbox.hearing import HeardCache
+    from calltexts_sandbox.stt.hearing import HeardCache
 
     script, path = mono_call
     cache = HeardCache(tmp_path)
     assert cache.fill(path) and not cache.fill(path)  # listened once
     emulator = SttEmulator(api_key=KEY, heard_cache=cache)
     other = tmp_path / "other.mp3"
-    other.write_bytes(tones.render_mp3(call_script("emulator-other", 20, stereo=False)))
+    other.write_bytes(mp3_frames.render_mp3(call_script("emulator-other", 20, stereo=False)))
     with emulator.serve() as running:
         client = openai.OpenAI(api_key=KEY, base_url=running.url + "/v1", max_retries=0)
         same = client.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")

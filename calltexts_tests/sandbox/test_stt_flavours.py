@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from calltexts_assets.sandbox import tones
-from calltexts_assets.sandbox.script import CallScript, call_script
-from calltexts_assets.sandbox.server import RunningServer
-from calltexts_assets.sandbox.stt import SttEmulator
+from calltexts_sandbox.calls import mp3_frames
+from calltexts_sandbox.calls.script import CallScript, call_script
+from calltexts_sandbox.server import RunningServer
+from calltexts_sandbox.stt.app import SttEmulator
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "docs/specs/payloads/stt"
 
@@ -31,7 +31,7 @@ def payload(name: str) -> dict[str, Any]:
 def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> tuple[CallScript, Path]:
     script = call_script("flavours", 50, stereo=True)
     path = tmp_path_factory.mktemp("flavours") / "call.mp3"
-    path.write_bytes(tones.render_mp3(script))
+    path.write_bytes(mp3_frames.render_mp3(script))
     return script, path
 
 
@@ -129,7 +129,7 @@ def test_diarize_needs_chunking_and_gives_speakers(servers, stereo_call) -> None
 def test_a_long_upload_is_refused_by_the_gpt_4o_models(servers, tmp_path: Path) -> None:
     _, server = servers["openai"]
     path = tmp_path / "long.mp3"
-    path.write_bytes(tones.render_mp3(CallScript("long", 1500, False, ())))
+    path.write_bytes(mp3_frames.render_mp3(CallScript("long", 1500, False, ())))
     refused = post(server, path, model="gpt-4o-transcribe", response_format="json")
     assert refused.status_code == 400
     assert "longer than 1400 seconds" in refused.json()["error"]["message"]
@@ -151,7 +151,7 @@ def test_quota_exhausted_is_the_documented_429(servers, stereo_call) -> None:
 def test_whisper_writes_on_silence(servers, tmp_path: Path) -> None:
     emulator, server = servers["openai"]
     path = tmp_path / "silence.mp3"
-    path.write_bytes(tones.render_mp3(CallScript("silence", 10, True, ())))
+    path.write_bytes(mp3_frames.render_mp3(CallScript("silence", 10, True, ())))
     body = post(server, path, model="whisper-1", response_format="verbose_json").json()
     assert body["text"] == "Продолжение следует..."
     assert body["segments"][0]["no_speech_prob"] > 0.6

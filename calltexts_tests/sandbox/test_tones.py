@@ -7,8 +7,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from calltexts_assets.sandbox import tones
-from calltexts_assets.sandbox.script import (
+from calltexts_sandbox.calls import mp3_frames, tones
+from calltexts_sandbox.calls.script import (
     TURN_PAUSE_SEC,
     VOCABULARY,
     WORD_GAP_SEC,
@@ -62,7 +62,7 @@ def _assert_matches(decoded: list[tuple[float, float, str]], script: CallScript,
 
 def test_stereo_mp3_round_trip_gives_each_role_on_its_channel() -> None:
     script = call_script("round-trip", 90, stereo=True)
-    pcm = tones.decode_pcm(tones.render_mp3(script), channels=2)
+    pcm = tones.decode_pcm(mp3_frames.render_mp3(script), channels=2)
     _assert_matches(_decoded(pcm[:, 0]), script, "operator")
     _assert_matches(_decoded(pcm[:, 1]), script, "client")
     _assert_matches(_decoded(pcm), script)  # a downmix hears both sides
@@ -70,7 +70,7 @@ def test_stereo_mp3_round_trip_gives_each_role_on_its_channel() -> None:
 
 def test_mono_mp3_round_trip_mixes_both_roles() -> None:
     script = call_script("mono", 60, stereo=False)
-    mp3 = tones.render_mp3(script)
+    mp3 = mp3_frames.render_mp3(script)
     pcm = tones.decode_pcm(mp3, channels=1)
     assert abs(len(pcm) / tones.SAMPLE_RATE - 60) < 0.1
     _assert_matches(_decoded(pcm), script)

@@ -18,12 +18,12 @@ import soundfile
 from calltexts_assets.audio.decode import probe
 from calltexts_assets.clients.openai_base import OpenAIConnection, QuotaExhausted
 from calltexts_assets.clients.whisper import WhisperClient
-from calltexts_assets.core.errors import RunWideError
-from calltexts_assets.sandbox import tones
-from calltexts_assets.sandbox.script import CallScript, call_script
-from calltexts_assets.sandbox.server import RunningServer
-from calltexts_assets.sandbox.stt import SttEmulator
+from calltexts_assets.limits.run_errors import RunWideError
 from calltexts_assets.transcripts.dialogue import Transcript, transcribe_call
+from calltexts_sandbox.calls import mp3_frames, tones
+from calltexts_sandbox.calls.script import CallScript, call_script
+from calltexts_sandbox.server import RunningServer
+from calltexts_sandbox.stt.app import SttEmulator
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def whisper(connection: OpenAIConnection) -> WhisperClient:
 def write(tmp: Path, script: CallScript, name: str = "call.mp3") -> Path:
     path = tmp / name
     path.write_bytes(
-        tones.render_wav(script) if name.endswith(".wav") else tones.render_mp3(script)
+        tones.render_wav(script) if name.endswith(".wav") else mp3_frames.render_mp3(script)
     )
     return path
 

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calltexts_assets.core.ledger import listed_values
 from calltexts_assets.listing.calls import call_from_row
-from calltexts_assets.testing.records import transcribed_record
+from calltexts_assets.state.ledger import listed_values
 from calltexts_assets.transcripts.dialogue import DialogueLine, Transcript
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript, timestamp
+from calltexts_tests.support.records import transcribed_record
 
 MSK = timezone(timedelta(hours=3))
 HEADER = TranscriptHeader(

@@ -52,10 +52,10 @@ from calltexts_assets.clients.bitrix24.wire import (
     retry_after_seconds,
     snippet,
 )
-from calltexts_assets.core.masking import install_log_masking, mask_text, mask_url
-from calltexts_assets.core.ratelimit import LOW_RATE_WINDOW_SEC, RateLimiter
-from calltexts_assets.core.retrying import retry_policy
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.limits.ratelimit import LOW_RATE_WINDOW_SEC, RateLimiter
+from calltexts_assets.limits.retrying import retry_policy
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.runlog.masking import install_log_masking, mask_text, mask_url
 
 log = scrubbed_logger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from calltexts_assets.core.errors import RunWideError
-from calltexts_assets.core.retrying import RetryableError
+from calltexts_assets.limits.retrying import RetryableError
+from calltexts_assets.limits.run_errors import RunWideError
 
 _AUTH_HINTS = {
     "expired_token": "access token expired: refresh the OAuth token or webhook",

@@ -21,7 +21,7 @@ from calltexts_assets.clients.bitrix24.wire import (
     BatchResult,
     as_dict,
 )
-from calltexts_assets.core.errors import RunWideError
+from calltexts_assets.limits.run_errors import RunWideError
 
 DISK_METHOD = "disk.file.get"
 # Drive errors that mean the file is gone (a re-attached recording's old file is deleted,

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from calltexts_assets.clients.bitrix24.errors import Bitrix24AuthError, TransientError
-from calltexts_assets.core.masking import mask_text
-from calltexts_assets.core.runlog import scrubbed_logger
-from calltexts_assets.core.token_store import TokenPair, TokenStore
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.runlog.masking import mask_text
+from calltexts_assets.state.token_store import TokenPair, TokenStore
 
 log = scrubbed_logger(__name__)
 

@@ -30,9 +30,9 @@ from calltexts_assets.clients.bitrix24.wire import (
     retry_after_seconds,
     snippet,
 )
-from calltexts_assets.core.masking import mask_url
-from calltexts_assets.core.ratelimit import RateLimiter
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.limits.ratelimit import RateLimiter
+from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.runlog.masking import mask_url
 
 log = scrubbed_logger(__name__)
 T = TypeVar("T")

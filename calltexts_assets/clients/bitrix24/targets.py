@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from calltexts_assets.clients.bitrix24.errors import RecordingRefused
-from calltexts_assets.core.masking import mask_url
+from calltexts_assets.runlog.masking import mask_url
 
 Resolver = Callable[[str], list[str]]
 

@@ -17,7 +17,7 @@ from calltexts_assets.clients.bitrix24.wire import (
     BatchResult,
     encode_command,
 )
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.runlog.log import scrubbed_logger
 
 log = scrubbed_logger(__name__)
 

@@ -1,0 +1,46 @@
+"""`calltexts estimate` and the API's dry run: the period's cost before anything is spent."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from calltexts_assets.clients.bitrix24 import Bitrix24Client
+from calltexts_assets.listing.estimate import Estimate, estimate
+from calltexts_assets.settings import Settings
+from calltexts_assets.state.ledger import Ledger
+
+
+def bitrix24_client(settings: Settings) -> Bitrix24Client:
+    """The client a run's resource would build, outside a run (CLI, API)."""
+    return Bitrix24Client(
+        webhook_url=settings.secret_value(settings.bitrix24_webhook_url),
+        oauth_token=settings.secret_value(settings.bitrix24_oauth_token),
+        portal_url=settings.bitrix24_portal_url,
+        requests_per_second=settings.bitrix24_requests_per_second,
+        retry_wait_scale=settings.retry_scale,
+    )
+
+
+def estimate_period(settings: Settings, period_from: date, period_to: date) -> Estimate:
+    zone = ZoneInfo(settings.timezone)
+    start = datetime(period_from.year, period_from.month, period_from.day, tzinfo=zone)
+    end_day = period_to + timedelta(days=1)
+    end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone)
+    days = [
+        (period_from + timedelta(days=n)).isoformat() for n in range((end_day - period_from).days)
+    ]
+    client = bitrix24_client(settings)
+    ledger = Ledger(settings.ledger_url())
+    try:
+        return estimate(
+            client.iter_call_batches(start, end),
+            ledger.transcribed_keys(days),
+            period_from=period_from,
+            period_to=period_to,
+            price_per_minute=settings.price_per_minute_usd,
+            usd_rub_rate=settings.usd_rub_rate,
+        )
+    finally:
+        client.close()
+        ledger.dispose()

@@ -1,0 +1,1 @@
+"""What the services bill: cost arithmetic and the run's budget."""

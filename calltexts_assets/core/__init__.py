@@ -1,1 +1,0 @@
-"""What every stage shares: the ledger, per-call steps, run log, keys, masking, retries, pacing."""

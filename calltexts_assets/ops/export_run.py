@@ -1,0 +1,157 @@
+"""`calltexts run`: one Dagster run of the `calls_export` job over a range of days, with its
+progress on the terminal and, at the end, what it did and where the files are."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any, TextIO
+
+import dagster as dg
+
+from calltexts_assets.assets.partitions import RunPeriod, period_for_days, range_tags
+from calltexts_assets.files.storage_keys import deliverable_keys
+from calltexts_assets.orchestration.dead_runs import describe as describe_reaped
+from calltexts_assets.orchestration.dead_runs import process_tags, reap_dead_runs
+from calltexts_assets.orchestration.run_summary import finish_run, run_totals_by_asset
+from calltexts_assets.resources.ledger import ledger_for
+from calltexts_assets.runlog.log import log_file_name
+from calltexts_assets.settings import Settings, load_settings
+from calltexts_assets.state.progress import ProgressWatch, bar, describe, snapshot
+
+
+def export_run_config(summaries: bool) -> dict:
+    config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if summaries:
+        config["ops"] = {"summaries": {"config": {"generate_summary": True}}}
+    return config
+
+
+def _progress(read: Any, out: TextIO) -> ProgressWatch:
+    """A bar redrawn in place on a terminal; a plain line every 10 % elsewhere (CI, cron)."""
+    if out.isatty():
+        return ProgressWatch(
+            read, lambda line: print(f"\r{line}", end="", file=out, flush=True),
+            live=True, interval=1.0, render=bar,
+        )  # fmt: skip
+    return ProgressWatch(
+        read, lambda line: print(line, file=out, flush=True), every_pct=10, interval=5.0
+    )
+
+
+def summary_lines(
+    run_id: str,
+    succeeded: bool,
+    period: RunPeriod,
+    totals: Mapping[str, Mapping[str, Any]],
+    paths: Mapping[str, str],
+) -> list[str]:
+    """What the run did (new work, what was already done, its cost) and where its files are."""
+    audio, texts = totals.get("raw_audio", {}), totals.get("transcripts", {})
+    listed = totals.get("call_list", {})
+    new = {
+        "downloaded": audio.get("downloaded", 0),
+        "transcribed": texts.get("transcribed_now", 0),
+        "failed": audio.get("failed", 0) + texts.get("failed_now", 0),
+    }
+    lines = [
+        f"Run {run_id}: {'succeeded' if succeeded else 'FAILED'} | {period.label}: "
+        f"{listed.get('calls', 0)} calls listed"
+    ]
+    if not any(new.values()):
+        lines.append(
+            "Nothing new: every call of the period was already done (0 downloads, 0 "
+            f"transcriptions); {texts.get('transcribed_total', 0)} transcripts stand."
+        )
+    else:
+        lines.append(
+            f"New: {new['downloaded']} recordings downloaded, {new['transcribed']} calls "
+            f"transcribed ({texts.get('audio_minutes_now', 0)} audio min, "
+            f"${texts.get('cost_usd_now', 0):.4f}), {new['failed']} failed; skipped as already "
+            f"done: {audio.get('skipped_already_stored', 0)} recordings, "
+            f"{texts.get('skipped_already_done', 0)} transcripts."
+        )
+    lines.append(
+        f"Period cost: ${texts.get('cost_usd_total', 0):.4f} for "
+        f"{texts.get('audio_minutes_total', 0)} audio min of {texts.get('transcribed_total', 0)} "
+        "transcribed calls."
+    )
+    lines += [f"{name}: {path}" for name, path in paths.items()]
+    return lines
+
+
+_LABELS = {
+    "registry": "Registry",
+    "registry_xlsx": "Registry (xlsx)",
+    "report_md": "Report",
+    "report_pdf": "Report (PDF)",
+}
+
+
+def _paths(
+    settings: Settings, period: RunPeriod, storage: Any, run_created: datetime | None
+) -> dict[str, str]:
+    keys = deliverable_keys(period.first, period.last)
+    found = {_LABELS[name]: storage.uri(key) for name, key in keys.items() if storage.exists(key)}
+    if run_created is not None:
+        found["Run log"] = str(settings.log_dir / log_file_name(run_created))
+    return found
+
+
+def run_export(
+    period_from: date, period_to: date, *, summaries: bool = False, out: TextIO = sys.stdout
+) -> int:
+    from calltexts_assets.definitions import build_definitions
+
+    settings = load_settings()
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("calls_export")
+    period = period_for_days(period_from, period_to)
+    # (The resources hold unresolved EnvVars outside a run: the ledger from the settings.)
+    ledger = ledger_for(settings.ledger_url())
+    print(f"Exporting {period.label} ({len(period.days)} days) in one run...", file=out)
+    with dg.DagsterInstance.get() as instance:
+        reaped = reap_dead_runs(instance)
+        if reaped:
+            print(describe_reaped(reaped), file=out, flush=True)  # before it may be killed
+        with _progress(lambda: snapshot(ledger, period.export_ids), out):
+            result = job.execute_in_process(
+                instance=instance,
+                tags={
+                    **range_tags(period_from, period_to),
+                    "actor": "calltexts run",
+                    **process_tags(),
+                },
+                run_config=export_run_config(summaries),
+                raise_on_error=False,
+            )
+        if out.isatty():
+            print(file=out)
+        # No daemon runs the sensors here: record the run for the metrics directly.
+        finish_run(
+            instance,
+            result.run_id,
+            ledger,
+            succeeded=result.success,
+            budget_usd=settings.budget_usd,
+            pushgateway_url=settings.pushgateway(),
+        )
+        totals = run_totals_by_asset(instance, result.run_id)
+        record = instance.get_run_record_by_id(result.run_id)
+    storage = defs.resources["storage"].get()  # type: ignore[index,union-attr]
+    created = record.create_timestamp if record else None
+    for line in summary_lines(
+        result.run_id, result.success, period, totals, _paths(settings, period, storage, created)
+    ):
+        print(line, file=out)
+    print(describe(snapshot(ledger, period.export_ids), None).rsplit(" | ETA", 1)[0], file=out)
+    recordings = ledger.stored_recordings(period.export_ids)
+    if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
+        listed = ", ".join(f"{k}={v}" for k, v in recordings.items())
+        print(f"Recordings by source/format: {listed}", file=out)
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        print(f"Check {name}: {verdict}", file=out)
+    return 0 if result.success else 1

@@ -1,0 +1,1 @@
+"""The cost report: its figures, the STT section, Markdown and PDF."""

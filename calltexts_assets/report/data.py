@@ -1,0 +1,544 @@
+"""The period's cost report as figures: every number computed once from the ledger rows
+and formatted once (`sections`), so the Markdown and the PDF cannot disagree.
+
+The report is in Russian, for the portal's users; status and error codes stay as in the
+registry CSV so the two can be cross-read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+
+from calltexts_assets.billing.cost import (
+    Forecast,
+    billed_seconds,
+    format_rub,
+    format_usd,
+    record_billable_minutes,
+    round_rub,
+    round_usd,
+    to_rub,
+)
+from calltexts_assets.quality.checks import (
+    VARIANCE_THRESHOLD,
+    CheckOutcome,
+    CoverageTally,
+    DurationTally,
+)
+from calltexts_assets.quality.one_pass import FloatSum, Smallest
+from calltexts_assets.registry.rows import chronological, record_cost_usd
+from calltexts_assets.report.stt import SttTally
+from calltexts_assets.state.ledger import CallRecord, Status
+
+OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
+MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
+_MESSAGE_CHARS = 160
+_PENDING = frozenset({Status.LISTED, Status.DOWNLOADED})
+_FAILED = frozenset({Status.DOWNLOAD_ERROR, Status.TRANSCRIPTION_ERROR, Status.INVALID})
+_STATE_LABEL = {"ok": "OK", "warn": "предупреждение", "fail": "ОШИБКА"}
+SANDBOX_NOTE = (
+    "Песочница: отчёт построен на синтетических данных эмуляторов Bitrix24 и STT; "
+    "цифры не относятся к реальному порталу."
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    rows: tuple[tuple[str, str], ...]  # (label, formatted value)
+
+
+@dataclass(frozen=True)
+class ExceptionRow:
+    call_id: str
+    started_at: str
+    status: str
+    error_code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """A row of a per-day, per-direction or per-status table (and the day chart)."""
+
+    label: str
+    calls: int
+    transcribed: int
+    minutes: int  # billable minutes of the transcribed calls
+    cost_usd: Decimal
+
+    @property
+    def cost(self) -> str:
+        return format_usd(self.cost_usd)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    name: str
+    state: str  # "OK", "предупреждение", "ОШИБКА"
+    summary: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    is_sandbox: bool
+    period_from: str
+    period_to: str
+    # calls
+    calls_total: int
+    calls_with_audio: int
+    transcribed: int
+    no_recording: int
+    missing_audio: int
+    errors: int  # download_error + transcription_error + invalid
+    pending: int  # listed / downloaded: the run did not finish them
+    status_counts: dict[str, int]
+    coverage: float
+    # durations
+    bitrix24_seconds: int  # all calls, as Bitrix24 reports them
+    transcribed_seconds: float  # audio of the transcribed calls (billed durations)
+    billable_minutes: int
+    duration_variance: float
+    # money (exact Decimals; rounded only when formatted)
+    price_per_minute_usd: Decimal
+    usd_rub_rate: Decimal
+    cost_usd: Decimal
+    cost_rub: Decimal
+    forecast: Forecast | None
+    forecast_delta: float | None  # (actual - forecast) / forecast
+    budget_usd: Decimal | None
+    run_seconds: float
+    # presentation
+    sections: tuple[Section, ...]
+    days: tuple[Breakdown, ...]  # every day of the period, in order (days without calls too)
+    directions: tuple[Breakdown, ...]
+    statuses: tuple[Breakdown, ...]
+    checks: tuple[CheckRow, ...]
+    exceptions: tuple[ExceptionRow, ...]
+    exceptions_total: int
+    warnings: tuple[str, ...]
+    recommendations: tuple[str, ...]
+
+    @property
+    def day_peak(self) -> tuple[int, int]:
+        """The busiest day's calls and minutes: the scale of the day chart."""
+        return (
+            max((d.calls for d in self.days), default=0),
+            max((d.minutes for d in self.days), default=0),
+        )
+
+    @property
+    def period_label(self) -> str:
+        if self.period_from == self.period_to:
+            return self.period_from
+        return f"{self.period_from} — {self.period_to}"
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.2f} %"
+
+
+def _minutes(seconds: float) -> str:
+    """ "12.5 мин (0.21 ч)": minutes to 0.1, hours to 0.01."""
+    return f"{seconds / 60:.1f} мин ({seconds / 3600:.2f} ч)"
+
+
+def _local_time(iso: str) -> str:
+    """Short start time for a table cell (portal wall-clock), e.g. 2026-11-24 10:09."""
+    return iso[:16].replace("T", " ")
+
+
+def run_time(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _money(usd: Decimal, rub: Decimal) -> str:
+    return f"{format_usd(usd)} USD ({format_rub(rub)} RUB)"
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _warnings(
+    cost_usd: Decimal, fc: Forecast | None, delta: float | None, budget: Decimal | None
+) -> list[str]:
+    found = []
+    if delta is not None and delta > OVER_FORECAST:
+        found.append(
+            f"Фактическая стоимость {format_usd(cost_usd)} USD выше прогноза "
+            f"{format_usd(fc.cost_usd if fc else 0)} USD на {_pct(delta)} "
+            f"(порог +{OVER_FORECAST * 100:.0f} %)."
+        )
+    if budget is not None:
+        if cost_usd > budget:
+            found.append(
+                f"Бюджет превышен: {format_usd(cost_usd)} USD при бюджете {format_usd(budget)} USD."
+            )
+        if fc is not None and fc.cost_usd > budget:
+            found.append(
+                f"Прогноз {format_usd(fc.cost_usd)} USD превышал бюджет {format_usd(budget)} USD."
+            )
+    return found
+
+
+def _recommendations(
+    totals: _Totals,
+    variance: float,
+    delta: float | None,
+    over_budget: bool,
+    checks: Sequence[CheckOutcome],
+    stt_tips: Sequence[str] = (),
+) -> list[str]:
+    counts, answered_without_recording = totals.counts, totals.answered_without_recording
+    calls, with_audio = totals.calls, totals.coverage.with_audio
+    tips = list(stt_tips)
+    if counts[Status.MISSING_AUDIO]:
+        tips.append(
+            "Записи не найдены по ссылке (404/410), звонков: "
+            f"{counts[Status.MISSING_AUDIO]}. Проверьте в Bitrix24 настройки записи разговоров "
+            "и срок хранения записей."
+        )
+    if answered_without_recording:
+        tips.append(
+            "Состоявшиеся звонки без записи в Bitrix24, звонков: "
+            f"{answered_without_recording}. Проверьте, включена ли запись разговоров для всех "
+            "линий и сотрудников."
+        )
+    retryable = counts[Status.DOWNLOAD_ERROR] + counts[Status.TRANSCRIPTION_ERROR]
+    if retryable:
+        tips.append(
+            f"Ошибки скачивания или расшифровки, звонков: {retryable}. Запустите выгрузку "
+            "за период повторно: обработка продолжится с шага, где произошёл сбой."
+        )
+    if counts[Status.INVALID]:
+        tips.append(
+            f"Отклонённые строки статистики Bitrix24 (invalid): {counts[Status.INVALID]}. "
+            "Причина в error_message журнала; проверьте эти звонки в Bitrix24."
+        )
+    pending = sum(counts[s] for s in _PENDING)
+    if pending:
+        tips.append(
+            f"Обработаны не до конца (listed, downloaded), звонков: {pending}. "
+            "Материализуйте период ещё раз."
+        )
+    if variance > VARIANCE_THRESHOLD:
+        tips.append(
+            f"Длительность аудио расходится с Bitrix24 на {_pct(variance)}: проверьте, не "
+            "обрезаны ли скачанные записи, и перекачайте звонки из проверки duration_variance."
+        )
+    if delta is not None and delta > OVER_FORECAST:
+        tips.append(
+            "Стоимость заметно выше прогноза: сверьте тариф модели распознавания "
+            "и длительности звонков."
+        )
+    if over_budget:
+        tips.append("Бюджет превышен: увеличьте бюджет или выгружайте период частями.")
+    covered = {"duration_variance", "coverage"}
+    for check in checks:
+        if not check.passed and check.name not in covered:
+            tips.append(f"Проверка {check.name} не пройдена: {check.summary}.")
+    if not calls:
+        tips.insert(
+            0,
+            "За период не найдено ни одного звонка: это не успех выгрузки, а повод проверить "
+            "права вебхука (scope telephony), период и часовой пояс портала "
+            "(CALLTEXTS_TIMEZONE), а также есть ли звонки за эти дни в Bitrix24.",
+        )
+    elif not with_audio:
+        tips.insert(
+            0,
+            f"Звонков {calls}, но ни у одного нет записи: проверьте, включена ли запись "
+            "разговоров в Bitrix24 и есть ли у вебхука scope disk.",
+        )
+    return tips or ["Действий не требуется."]
+
+
+def _is_exception(record: CallRecord) -> bool:
+    # A missed call (0 s) has no recording by nature: listing those would bury the real ones.
+    if record.status == Status.NO_RECORDING:
+        return record.duration_sec > 0
+    return record.status != Status.TRANSCRIBED
+
+
+def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str, str, str]]:
+    """Errors first, then by status, then in time order."""
+    return (record.status not in Status.ERRORS, record.status, chronological(record))
+
+
+def _exception_row(record: CallRecord) -> ExceptionRow:
+    return ExceptionRow(
+        call_id=record.call_id,
+        started_at=_local_time(record.started_at),
+        status=record.status,
+        error_code=record.error_code or "",
+        message=(record.error_message or "")[:_MESSAGE_CHARS],
+    )
+
+
+def _exception_entry(record: CallRecord) -> tuple[Any, ExceptionRow]:
+    # The row is built as the call goes by: only the first MAX_EXCEPTIONS are kept.
+    return _exception_key(record), _exception_row(record)
+
+
+class _Totals:
+    """The report's figures as running totals over one pass of the rows (a period may have
+    20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.counts: Counter[str] = Counter()
+        self.calls = 0
+        self.transcribed = 0
+        self.billable_minutes = 0
+        self.bitrix24_seconds = 0
+        self.answered_without_recording = 0
+        self.cost_usd = Decimal(0)
+        self.transcribed_seconds = FloatSum()  # as sum() over a list, to the last bit
+        self.durations = DurationTally()
+        self.coverage = CoverageTally()
+        self.stt = SttTally()
+        self.exceptions: Smallest[tuple[Any, ExceptionRow]] = Smallest(
+            MAX_EXCEPTIONS, key=itemgetter(0)
+        )
+        # calls, transcribed, billable minutes, cost: per day, direction and status
+        self.by: dict[str, defaultdict[str, list[Any]]] = {
+            name: defaultdict(lambda: [0, 0, 0, Decimal(0)])
+            for name in ("day", "direction", "status")
+        }
+
+    def breakdown(self, name: str, labels: Iterable[str] = ()) -> tuple[Breakdown, ...]:
+        rows = self.by[name]
+        keys = list(labels) or sorted(rows, key=lambda k: (-rows[k][0], k))
+        return tuple(
+            Breakdown(k, *rows[k]) if k in rows else Breakdown(k, 0, 0, 0, Decimal(0)) for k in keys
+        )
+
+    @property
+    def errors(self) -> int:
+        return sum(self.counts[s] for s in _FAILED)
+
+    @property
+    def pending(self) -> int:
+        return sum(self.counts[s] for s in _PENDING)
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        self.counts[r.status] += 1
+        self.bitrix24_seconds += r.duration_sec
+        cost = record_cost_usd(r, self.price) or Decimal(0)
+        self.cost_usd += cost
+        done = r.status == Status.TRANSCRIBED
+        minutes = record_billable_minutes(r) if done else 0
+        if done:
+            self.transcribed += 1
+            self.billable_minutes += minutes
+            self.transcribed_seconds.add(billed_seconds(r))
+        for name, label in (("day", r.run_id), ("direction", r.direction), ("status", r.status)):
+            row = self.by[name][label or "—"]
+            row[0] += 1
+            row[1] += done
+            row[2] += minutes
+            row[3] += cost
+        if r.status == Status.NO_RECORDING and r.duration_sec > 0:
+            self.answered_without_recording += 1
+        self.durations.add(r)
+        self.coverage.add(r)
+        self.stt.add(r)
+        if _is_exception(r):
+            self.exceptions.add(_exception_entry(r))
+
+
+def period_figures(
+    records: Iterable[CallRecord],
+    *,
+    price_per_minute: float | Decimal,
+    usd_rub_rate: float | Decimal,
+) -> dict[str, int | float]:
+    """The report's headline numbers of some rows (a day's, for its partition's metadata)."""
+    totals = _Totals(Decimal(str(price_per_minute)))
+    for r in records:
+        totals.add(r)
+    return {
+        "calls": totals.calls,
+        "transcribed": totals.transcribed,
+        "missing_audio": totals.counts[Status.MISSING_AUDIO],
+        "errors": totals.errors,
+        "billable_minutes": totals.billable_minutes,
+        "cost_usd": float(round_usd(totals.cost_usd)),
+        "cost_rub": float(round_rub(to_rub(totals.cost_usd, usd_rub_rate))),
+    }
+
+
+def _forecast_rows(
+    forecast: Forecast | None, delta: float | None, budget: Decimal | None
+) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]]
+    if forecast is not None:
+        rows = [
+            ("Прогноз: звонков с записью", str(forecast.calls)),
+            ("Прогноз: минут к оплате", str(forecast.minutes)),
+            ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
+            ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
+        ]
+    else:
+        rows = [("Прогноз", "не передан")]
+    rows.append(("Бюджет", "не задан" if budget is None else f"{format_usd(budget)} USD"))
+    return rows
+
+
+def _sections(
+    totals: _Totals,
+    forecast: Forecast | None,
+    delta: float | None,
+    budget: Decimal | None,
+    price: Decimal,
+    rate: Decimal,
+    run_seconds: float,
+) -> tuple[Section, ...]:
+    counts, minutes = totals.counts, totals.billable_minutes
+    return (
+        Section(
+            "Звонки",
+            (
+                ("Всего звонков", str(totals.calls)),
+                ("С доступной записью", str(totals.coverage.with_audio)),
+                ("Расшифровано", str(totals.transcribed)),
+                ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
+                ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
+                ("Ошибки (download, transcription, invalid)", str(totals.errors)),
+                ("Не завершено (listed, downloaded)", str(totals.pending)),
+                (
+                    "Покрытие расшифровкой",
+                    _pct(totals.coverage.value)
+                    if totals.coverage.with_audio
+                    else "— (нет звонков с записью)",
+                ),
+            ),
+        ),
+        Section(
+            "Длительность",
+            (
+                ("По Bitrix24, все звонки", _minutes(totals.bitrix24_seconds)),
+                ("Фактически расшифровано", _minutes(totals.transcribed_seconds.value)),
+                ("К оплате (минуты с округлением вверх)", f"{minutes} мин ({minutes / 60:.2f} ч)"),
+                (
+                    "Расхождение с Bitrix24",
+                    f"{_pct(totals.durations.value)} (порог {_pct(VARIANCE_THRESHOLD)})",
+                ),
+            ),
+        ),
+        Section(
+            "Стоимость",
+            (
+                ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
+                ("Стоимость, USD", format_usd(totals.cost_usd)),
+                ("Стоимость, RUB", format_rub(to_rub(totals.cost_usd, rate))),
+            ),
+        ),
+        Section("Распознавание (STT)", totals.stt.rows()),
+        Section("Прогноз и бюджет", tuple(_forecast_rows(forecast, delta, budget))),
+        Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
+    )
+
+
+def _days(period_from: str, period_to: str) -> list[str]:
+    first, last = date.fromisoformat(period_from), date.fromisoformat(period_to)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def build_report_data(
+    records: Iterable[CallRecord],
+    *,
+    period_from: date | str,
+    period_to: date | str,
+    forecast: Forecast | None,
+    price_per_minute: float | Decimal,
+    usd_rub_rate: float | Decimal,
+    budget_usd: float | Decimal | None,
+    run_seconds: float,
+    checks: Sequence[CheckOutcome] = (),
+    is_sandbox: bool = False,
+) -> ReportData:
+    """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
+    means no budget (the settings' 0 default)."""
+    period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
+    price = Decimal(str(price_per_minute))
+    rate = Decimal(str(usd_rub_rate))
+    budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
+
+    totals = _Totals(price)
+    for r in records:
+        totals.add(r)
+    counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd
+    bitrix_sec, transcribed_sec = totals.bitrix24_seconds, totals.transcribed_seconds.value
+    cost_rub = to_rub(cost_usd, rate)
+    variance = totals.durations.value
+    cover = totals.coverage.value
+    delta = (
+        float((cost_usd - forecast.cost_usd) / forecast.cost_usd)
+        if forecast is not None and forecast.cost_usd > 0
+        else None
+    )
+    warnings = _warnings(cost_usd, forecast, delta, budget) + totals.stt.warnings()
+    tips = _recommendations(
+        totals,
+        variance,
+        delta,
+        budget is not None and cost_usd > budget,
+        checks,
+        totals.stt.recommendations(),
+    )
+    with_audio = totals.coverage.with_audio
+    sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds)
+    title = f"Отчёт по выгрузке звонков за {period_from}" + (
+        "" if period_from == period_to else f" — {period_to}"
+    )
+    if is_sandbox:
+        title = f"ПЕСОЧНИЦА (sandbox): {title}"
+    return ReportData(
+        title=title,
+        is_sandbox=is_sandbox,
+        period_from=period_from,
+        period_to=period_to,
+        calls_total=totals.calls,
+        calls_with_audio=with_audio,
+        transcribed=totals.transcribed,
+        no_recording=counts[Status.NO_RECORDING],
+        missing_audio=counts[Status.MISSING_AUDIO],
+        errors=totals.errors,
+        pending=totals.pending,
+        status_counts=dict(sorted(counts.items())),
+        coverage=cover,
+        bitrix24_seconds=bitrix_sec,
+        transcribed_seconds=transcribed_sec,
+        billable_minutes=minutes,
+        duration_variance=variance,
+        price_per_minute_usd=price,
+        usd_rub_rate=rate,
+        cost_usd=cost_usd,
+        cost_rub=cost_rub,
+        forecast=forecast,
+        forecast_delta=delta,
+        budget_usd=budget,
+        run_seconds=run_seconds,
+        sections=sections,
+        days=totals.breakdown("day", _days(period_from, period_to)),
+        directions=totals.breakdown("direction"),
+        statuses=totals.breakdown("status"),
+        checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
+        exceptions=tuple(row for _, row in totals.exceptions.items()),
+        exceptions_total=totals.exceptions.total,
+        warnings=tuple(warnings),
+        recommendations=tuple(tips),
+    )

@@ -1,0 +1,162 @@
+"""The cost report as an A4 PDF with extractable text (Noto Sans: Latin and Cyrillic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+from calltexts_assets.report.data import SANDBOX_NOTE, Breakdown, ReportData
+
+_FONT = "NotoSans"
+_GREY = (230, 230, 230)
+
+
+def default_font_path() -> Path:
+    """Noto Sans (Latin, Cyrillic) from the `fontpkg-noto-sans` wheel."""
+    try:
+        import fontpkg
+    except ImportError as exc:  # pragma: no cover - a packaging error, not a runtime state
+        raise RuntimeError("PDF reports need the 'fontpkg-noto-sans' package") from exc
+    return fontpkg.path("Noto Sans")
+
+
+class _Pdf(FPDF):
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(_FONT, size=8)
+        self.cell(0, 6, f"{self.page_no()}", align="C")
+
+
+def _heading(pdf: FPDF, text: str, size: float = 13) -> None:
+    if pdf.will_page_break(30):  # keep a heading with the first rows under it
+        pdf.add_page()
+    pdf.ln(3)
+    pdf.set_font(_FONT, size=size)
+    pdf.multi_cell(0, size * 0.5, text, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(1)
+    pdf.set_font(_FONT, size=10)
+
+
+def _table(
+    pdf: FPDF,
+    header: Sequence[str] | None,
+    rows: Iterable[Sequence[str]],
+    widths: Sequence[float],
+) -> None:
+    heading = FontFace(fill_color=_GREY)  # no bold: only the regular face is embedded
+    with pdf.table(
+        col_widths=widths,
+        first_row_as_headings=header is not None,
+        headings_style=heading,
+        line_height=5.5,
+        text_align="LEFT",
+    ) as table:
+        for values in [header, *rows] if header is not None else rows:
+            row = table.row()
+            for value in values:
+                row.cell(str(value))
+
+
+_BAR = (66, 110, 180)
+_CHART_HEIGHT = 32.0  # mm
+
+
+def _day_chart(pdf: FPDF, data: ReportData, title: str, values: Sequence[int]) -> None:
+    """Vertical bars, one per day of the period, scaled to the busiest day."""
+    peak = max(values, default=0)
+    _heading(pdf, f"{title} (макс. {peak})", size=11)
+    if pdf.will_page_break(_CHART_HEIGHT + 10):
+        pdf.add_page()
+    left, top = pdf.l_margin, pdf.get_y()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+    step = width / max(len(values), 1)
+    pdf.set_draw_color(160, 160, 160)
+    pdf.line(left, top + _CHART_HEIGHT, left + width, top + _CHART_HEIGHT)
+    pdf.set_fill_color(*_BAR)
+    for index, value in enumerate(values):
+        if peak and value:
+            height = _CHART_HEIGHT * value / peak
+            x = left + index * step + step * 0.15
+            pdf.rect(x, top + _CHART_HEIGHT - height, step * 0.7, height, style="F")
+    pdf.set_fill_color(255, 255, 255)  # tables after the chart fill with the current colour
+    pdf.set_y(top + _CHART_HEIGHT + 1)
+    pdf.set_font(_FONT, size=7)
+    if data.days:
+        pdf.cell(width / 2, 4, data.days[0].label, align="L")
+        pdf.cell(width / 2, 4, data.days[-1].label, align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(_FONT, size=10)
+
+
+def _breakdown(pdf: FPDF, title: str, first: str, rows: Sequence[Breakdown]) -> None:
+    _heading(pdf, title)
+    header = (first, "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    body = [(r.label, str(r.calls), str(r.transcribed), str(r.minutes), r.cost) for r in rows]
+    _table(pdf, header, body or [("—", "0", "0", "0", "0.0000")], (50, 30, 35, 35, 30))
+
+
+def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
+    """A4 PDF of the report; the text (totals included) is extractable."""
+    pdf = _Pdf(format="A4")
+    pdf.set_margins(15, 15, 15)
+    pdf.set_auto_page_break(True, margin=15)
+    # The default instance of the variable font is Regular; instancing other weights with
+    # fontTools costs seconds per weight, so the report uses size, not bold, for emphasis.
+    pdf.add_font(_FONT, fname=str(font_path or default_font_path()))
+    pdf.set_title(data.title)
+    pdf.add_page()
+    pdf.set_font(_FONT, size=16)
+    if data.is_sandbox:
+        pdf.set_text_color(180, 0, 0)
+    pdf.multi_cell(0, 8, data.title, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_font(_FONT, size=10)
+    if data.is_sandbox:
+        pdf.multi_cell(0, 5, SANDBOX_NOTE, align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 5, f"Период: {data.period_label}", align="L", new_x="LMARGIN", new_y="NEXT")
+
+    for section in data.sections:
+        _heading(pdf, section.title)
+        _table(pdf, None, section.rows, (110, 70))
+    _heading(pdf, "По дням")
+    _day_chart(pdf, data, "Звонков в день", [d.calls for d in data.days])
+    _day_chart(pdf, data, "Минут к оплате в день", [d.minutes for d in data.days])
+    days = [(d.label, str(d.calls), str(d.transcribed), str(d.minutes), d.cost) for d in data.days]
+    header = ("День", "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    _table(pdf, header, days, (50, 30, 35, 35, 30))
+    _breakdown(pdf, "По направлениям", "Направление", data.directions)
+    _breakdown(pdf, "По статусам", "Статус", data.statuses)
+    if data.warnings:
+        _heading(pdf, "Предупреждения")
+        for warning in data.warnings:
+            pdf.multi_cell(0, 5, f"! {warning}", align="L", new_x="LMARGIN", new_y="NEXT")
+    _heading(pdf, "Проверки качества")
+    if data.checks:
+        rows = [(c.name, c.state, c.summary) for c in data.checks]
+        _table(pdf, ("Проверка", "Итог", "Подробности"), rows, (40, 25, 115))
+    else:
+        pdf.multi_cell(
+            0, 5, "Результаты проверок не переданы.", align="L", new_x="LMARGIN", new_y="NEXT"
+        )
+    _heading(pdf, f"Исключения ({data.exceptions_total})")
+    if data.exceptions:
+        rows = [
+            (e.call_id, e.started_at, e.status, e.error_code, e.message) for e in data.exceptions
+        ]
+        header = ("Звонок", "Начало", "Статус", "Код", "Сообщение")
+        _table(pdf, header, rows, (36, 30, 36, 24, 54))
+        if data.exceptions_total > len(data.exceptions):
+            more = data.exceptions_total - len(data.exceptions)
+            pdf.multi_cell(
+                0, 5, f"... и ещё {more}: см. реестр CSV.", new_x="LMARGIN", new_y="NEXT"
+            )
+    else:
+        pdf.multi_cell(
+            0, 5, "Нет: все звонки расшифрованы.", align="L", new_x="LMARGIN", new_y="NEXT"
+        )
+    _heading(pdf, "Рекомендации")
+    for tip in data.recommendations:
+        pdf.multi_cell(0, 5, f"- {tip}", align="L", new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())

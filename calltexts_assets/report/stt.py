@@ -1,0 +1,88 @@
+"""The report's speech-to-text figures: what was sent to the STT against the calls' own
+length, how the speakers were told apart, what was dropped, and the languages (by name).
+
+A running tally over one pass of the ledger rows, as the rest of the report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from calltexts_assets.billing.cost import decode_request_seconds
+from calltexts_assets.clients.languages import language_name
+from calltexts_assets.state.ledger import CallRecord, Status
+
+_HOW_ROLES = (
+    ("energy", "по каналам записи (одна отправка)"),
+    ("per_channel", "каждый канал отдельно (двойная оплата)"),
+    ("diarized", "разделение говорящих моделью STT"),
+    ("mono", "одноканальная запись"),
+    ("none", "не определены (STT без времени слов)"),
+)
+
+
+@dataclass
+class SttTally:
+    requests: int = 0  # retries included
+    billed_requests: int = 0
+    sent_sec: float = 0.0
+    call_sec: float = 0.0  # of the transcribed calls with a recorded STT use
+    hallucinations: int = 0
+    roles: Counter[str] = field(default_factory=Counter)
+    languages: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: CallRecord) -> None:
+        if record.status != Status.TRANSCRIBED:
+            return
+        if record.language:
+            self.languages[record.language] += 1
+        if record.stt_sent_sec is None:
+            return  # a row from before the STT's use was recorded
+        self.requests += record.stt_requests or 0
+        self.billed_requests += len(decode_request_seconds(record.stt_request_sec) or ())
+        self.sent_sec += record.stt_sent_sec
+        self.call_sec += record.stt_duration_sec or 0.0
+        self.hallucinations += record.hallucinations or 0
+        self.roles[record.role_mode or "mono"] += 1
+
+    @property
+    def sent_ratio(self) -> float:
+        return self.sent_sec / self.call_sec if self.call_sec else 0.0
+
+    def rows(self) -> tuple[tuple[str, str], ...]:
+        sent = f"{self.sent_sec / 60:.1f} мин, {self.sent_ratio:.2f} от длительности записей"
+        roles = ", ".join(
+            f"{label}: {self.roles[key]}" for key, label in _HOW_ROLES if self.roles[key]
+        )
+        languages = ", ".join(
+            f"{language_name(code)} ({code}): {n}" for code, n in self.languages.most_common()
+        )
+        return (
+            ("Запросов к STT (с повторами)", str(self.requests)),
+            ("Оплачиваемых запросов", str(self.billed_requests)),
+            ("Отправлено аудио на STT", sent),
+            ("Роли собеседников", roles or "—"),
+            ("Отброшено как галлюцинации STT", str(self.hallucinations)),
+            ("Языки", languages or "—"),
+        )
+
+    def warnings(self) -> list[str]:
+        found = []
+        if self.roles["per_channel"]:
+            found.append(
+                f"Звонков, распознанных по каналам отдельно (STT_ROLE_MODE=per_channel): "
+                f"{self.roles['per_channel']}. Обе стороны каждого такого звонка отправлены и "
+                "оплачены отдельно: их стоимость вдвое выше одной отправки."
+            )
+        return found
+
+    def recommendations(self) -> list[str]:
+        tips = []
+        if self.roles["none"]:
+            tips.append(
+                f"Стереозаписи без ролей, звонков: {self.roles['none']}: сервер STT не вернул "
+                "время слов. Выберите модель с verbose_json (whisper-1) или "
+                "STT_ROLE_MODE=per_channel (двойная стоимость)."
+            )
+        return tips

@@ -1,0 +1,136 @@
+"""Start both emulators together, and point the project's environment at them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from calltexts_sandbox.calls.seed import SeedSpec
+from calltexts_sandbox.portal.app import create_portal_app, create_storage_app, portal_of
+from calltexts_sandbox.portal.state import Portal, PortalConfig
+from calltexts_sandbox.server import RunningServer, serve_in_thread
+from calltexts_sandbox.stt.app import SttEmulator
+
+SANDBOX_API_KEY = "sk-sandbox-key"
+# The storage host of the recording links is another host name than the portal's (as
+# Voximplant's gateways are), on loopback: the portal answers on 127.0.0.1.
+STORAGE_HOST = "localhost"
+
+
+@dataclass
+class Sandbox:
+    portal_server: RunningServer
+    stt_server: RunningServer
+    storage_server: RunningServer
+    portal: Portal
+    stt: SttEmulator
+    config: PortalConfig
+
+    @property
+    def portal_url(self) -> str:
+        return self.portal_server.url
+
+    @property
+    def stt_url(self) -> str:
+        return self.stt_server.url
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.portal_url}/rest/{self.config.user_id}/{self.config.webhook_code}/"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage_server.url
+
+    def environment(self) -> dict[str, str]:
+        """What the resources read to talk to the sandbox instead of real services."""
+        return {
+            "BITRIX24_WEBHOOK_URL": self.webhook_url,
+            "OPENAI_BASE_URL": f"{self.stt_url}/v1",
+            "OPENAI_API_KEY": SANDBOX_API_KEY,
+            "CALLTEXTS_RECORDING_HOSTS": STORAGE_HOST,
+            "CALLTEXTS_SANDBOX": "1",
+        }
+
+    def oauth_environment(self) -> dict[str, str]:
+        """The same with an OAuth application instead of the webhook: a fresh token pair,
+        refreshed against the portal's own `/oauth/token/`."""
+        access, refresh = self.portal.oauth.issue()
+        environment = {k: v for k, v in self.environment().items() if k != "BITRIX24_WEBHOOK_URL"}
+        return environment | {
+            "BITRIX24_PORTAL_URL": self.portal_url,
+            "BITRIX24_OAUTH_TOKEN": access,
+            "BITRIX24_OAUTH_REFRESH_TOKEN": refresh,
+            "BITRIX24_CLIENT_ID": self.config.client_id,
+            "BITRIX24_CLIENT_SECRET": self.config.client_secret,
+            "BITRIX24_OAUTH_SERVER": self.portal_url,
+        }
+
+    def stop(self) -> None:
+        self.portal_server.stop()
+        self.stt_server.stop()
+        self.storage_server.stop()
+
+
+def start_sandbox(
+    *,
+    seed: int,
+    start: date,
+    days: int,
+    calls_per_day: int,
+    host: str = "127.0.0.1",
+    portal_port: int = 0,
+    stt_port: int = 0,
+    cache_dir: Path | None = None,
+    portal_config: dict[str, Any] | None = None,
+    stt_options: dict[str, Any] | None = None,
+) -> Sandbox:
+    config = PortalConfig(cache_dir=str(cache_dir) if cache_dir else None, **(portal_config or {}))
+    app = create_portal_app(seed=SeedSpec(seed, start, days, calls_per_day), config=config)
+    stt = SttEmulator(api_key=SANDBOX_API_KEY, **(stt_options or {}))
+    portal_server, storage_server = serve_portal(app, host, portal_port)
+    try:
+        stt_server = serve_in_thread(stt.app, host, stt_port)
+    except Exception:
+        portal_server.stop()
+        storage_server.stop()
+        raise
+    return Sandbox(portal_server, stt_server, storage_server, portal_of(app), stt, config)
+
+
+def serve_portal(
+    app: Starlette, host: str = "127.0.0.1", port: int = 0
+) -> tuple[RunningServer, RunningServer]:
+    """The portal app on `host`, and its recordings' storage host on STORAGE_HOST."""
+    portal = portal_of(app)
+    storage_server = serve_in_thread(create_storage_app(portal), STORAGE_HOST, 0)
+    portal.config.storage_url = storage_server.url
+    try:
+        return serve_in_thread(app, host, port), storage_server
+    except Exception:
+        storage_server.stop()
+        raise
+
+
+@contextmanager
+def sandbox_environment(**options: Any) -> Iterator[Sandbox]:
+    """A running sandbox with os.environ pointed at it; everything restored on exit."""
+    sandbox = start_sandbox(**options)
+    saved = {name: os.environ.get(name) for name in sandbox.environment()}
+    os.environ.update(sandbox.environment())
+    try:
+        yield sandbox
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sandbox.stop()
