@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import make_sandbox, sandbox_resources
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import make_sandbox, sandbox_resources
 
 # A real S3 endpoint on loopback (moto) for the tests of the S3 paths.
 pytest_plugins = ("calltexts_tests.s3_server",)
@@ -60,13 +60,36 @@ def _listing(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
+# What a `make dev` running in the same checkout writes while the suite runs (the UI's and
+# the daemon's instance). The suite cannot write there: its DAGSTER_HOME is its own.
+DEV_INSTANCE = "dagster_home"
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _tests_write_only_to_temporary_folders() -> Iterator[None]:
-    """The demo's var/ (ledger, exports, run logs) is the same after the suite as before."""
+def _tests_write_only_to_temporary_folders(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """The demo's var/ (ledger, exports, run logs) is the same after the suite as before.
+
+    `make test` inherits the Makefile's DAGSTER_HOME and CALLTEXTS_HOME (both under var/):
+    the session points them at its own folders, so whatever the tests could have written
+    into var/ is looked at, and nothing that another process in this checkout writes."""
+    saved = {name: os.environ.get(name) for name in ("DAGSTER_HOME", "CALLTEXTS_HOME")}
+    os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
+    os.environ["CALLTEXTS_HOME"] = str(tmp_path_factory.mktemp("calltexts_home"))
     before = _listing(REPO_VAR)
     yield
     after = _listing(REPO_VAR)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and Path(k).parts[0] != DEV_INSTANCE
+    )
     assert not changed, f"the tests wrote into {REPO_VAR}: {changed[:10]}"
 
 
