@@ -5,15 +5,24 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export CALLTEXTS_HOME ?= $(CURDIR)/var
 
-.PHONY: install demo dev test lint bench stack clean
+.PHONY: install lock demo dev test lint bench stack clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions of requirements.lock (hashes checked), then the project itself: a fresh
+# clone runs what the tests passed with. `make lock` updates the lock (a deliberate commit).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# pip-tools in a venv of its own; keeps every pin it can, adds what pyproject.toml added.
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install -q pip-tools
+	$(VENV)-lock/bin/pip-compile -q --extra dev --all-build-deps --generate-hashes --allow-unsafe --no-strip-extras \
+		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
