@@ -61,6 +61,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             requests_per_second=settings.bitrix24_requests_per_second,
             shared_pacing_url=ledger_url if settings.bitrix24_shared_pacing else "",
             recording_hosts=list(settings.recording_hosts),
+            recording_networks=list(settings.recording_networks),
             allow_private_addresses=settings.sandbox,
             max_recording_mb=settings.max_recording_mb,
             download_deadline_sec=settings.download_deadline_sec,
@@ -86,7 +87,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                 region_name=settings.aws_region or None,
             ),
         ),
-        "ledger": LedgerResource(database_url=ledger_url),
+        "ledger": LedgerResource(database_url=ledger_url, journal_dir=str(settings.log_dir)),
         "export_settings": ExportSettings(
             summaries_enabled=settings.summaries_enabled,
             max_concurrency=settings.concurrency,

@@ -11,6 +11,7 @@ Nothing here imports the Dagster layer.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -42,6 +43,17 @@ JSON_ONLY_MODELS = frozenset({
     "gpt-4o-mini-transcribe-2025-03-20", "gpt-transcribe",
 })  # fmt: skip
 MIN_REQUEST_SEC = 30.0  # pieces are cut in pauses up to 5 s before their limit
+# What an API token may do (README, "API tokens"): launch exports and read their own runs;
+# read any run and its files' addresses; scrape the metrics.
+API_SCOPES = ("export:run", "export:read", "metrics:read")
+MAX_TOKEN_AGE_DAYS = 3650
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+# Never reachable through a trusted network: loopback, and link-local (the cloud metadata
+# service at 169.254.169.254 is the classic target of a forged recording link).
+_NEVER_TRUSTED = tuple(
+    ipaddress.ip_network(n) for n in ("127.0.0.0/8", "169.254.0.0/16", "::1/128", "fe80::/10")
+)
 
 
 class SettingsError(ValueError):
@@ -64,6 +76,17 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """One API token as configured: its name, the SHA-256 of its secret (never the secret
+    itself), its scopes and the day it was created (None: not said)."""
+
+    name: str
+    sha256: str  # lower-case hex
+    scopes: frozenset[str]
+    created: date | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     # Bitrix24
     bitrix24_webhook_url: Secret
@@ -77,6 +100,8 @@ class Settings:
     bitrix24_shared_pacing: bool  # the rate is shared by every run (through the ledger db)
     # recording downloads
     recording_hosts: tuple[str, ...]
+    # private networks (CIDR) trusted for recordings, e.g. the PBX's 10.20.0.0/16
+    recording_networks: tuple[str, ...]
     max_recording_mb: float
     download_deadline_sec: float
     # OpenAI-compatible services
@@ -119,6 +144,10 @@ class Settings:
     dagster_code_location: str
     schedules_running: bool
     pushgateway_url: Secret
+    # the API's tokens (CALLTEXTS_API_TOKENS or the file CALLTEXTS_API_TOKENS_FILE); none:
+    # the API serves loopback only
+    api_tokens: tuple[ApiToken, ...]
+    api_token_max_age_days: int  # older tokens are due for rotation (warned, on /metrics)
     _env: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -249,6 +278,67 @@ class _Reader:
             "host names separated by commas; .example.com also allows its subdomains",
         )
 
+    def networks(self, name: str) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        networks = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                self.problems.append(
+                    f"{name}: {item[:60]!r} is not a network; expected CIDR blocks separated "
+                    "by commas, e.g. 10.20.0.0/16,192.168.5.10/32"
+                )
+                continue
+            if any(network.overlaps(never) for never in _NEVER_TRUSTED):
+                self.problems.append(
+                    f"{name}: {network} overlaps loopback or link-local addresses, which "
+                    "recordings may never come from; name the PBX's own network"
+                )
+                continue
+            networks.append(str(network))
+        return tuple(networks)
+
+    def api_tokens(self, name: str, file_name: str) -> tuple[ApiToken, ...]:
+        """Token lines `name:sha256-hex:scope,scope[:YYYY-MM-DD]` from the variable or the
+        mounted file; problems name the source and the line, never quote it."""
+        inline, path = self._raw(name), self._raw(file_name)
+        if inline is not None and path is not None:
+            self.problems.append(f"{name}, {file_name}: set one of them, not both")
+            return ()
+        if path is not None:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                self.problems.append(f"{file_name}={path}: cannot read the token file ({reason})")
+                return ()
+            source = f"{file_name}={path}"
+        elif inline is not None:
+            # one variable, so entries may also be separated by `;` (a .env file is one line)
+            text, source = inline.replace(";", "\n"), name
+        else:
+            return ()
+        tokens: list[ApiToken] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                token = parse_token_line(line)
+            except ValueError as exc:
+                self.problems.append(f"{source} line {number}: {exc}")
+                continue
+            if any(t.name == token.name for t in tokens):
+                self.problems.append(f"{source} line {number}: token name {token.name} repeated")
+                continue
+            tokens.append(token)
+        return tuple(tokens)
+
     def zone(self, name: str, default: str) -> str:
         def parse(raw: str) -> str:
             try:
@@ -292,6 +382,38 @@ def _webhook_shape(raw: str) -> None:
         raise ValueError(_WEBHOOK_SHAPE)
 
 
+_TOKEN_LINE = (
+    "expected name:sha256-hex-of-token:scope1,scope2[:YYYY-MM-DD] "
+    f"(scopes: {', '.join(API_SCOPES)}; `calltexts api token create` prints one)"
+)
+
+
+def parse_token_line(line: str) -> ApiToken:
+    """One token line, checked; ValueError says what is wrong without quoting it. Scopes hold
+    a colon themselves (`export:run`): a last field with a digit in it is the day."""
+    name, has_hash, rest = line.partition(":")
+    digest, has_scopes, scopes = rest.partition(":")
+    if not (has_hash and has_scopes):
+        raise ValueError(_TOKEN_LINE)
+    name, digest = name.strip(), digest.strip()
+    if not _TOKEN_NAME.fullmatch(name):
+        raise ValueError("a token name is 1-64 letters, digits and _.@- " + f"({_TOKEN_LINE})")
+    if not _SHA256_HEX.fullmatch(digest):
+        raise ValueError("the second field must be the token's SHA-256, 64 hex digits")
+    created = None
+    head, _, last = scopes.rpartition(":")
+    if head and any(c.isdigit() for c in last):
+        scopes = head
+        try:
+            created = date.fromisoformat(last.strip().removeprefix("created").strip())
+        except ValueError:
+            raise ValueError("the last field is the day it was created, YYYY-MM-DD") from None
+    granted = {s.strip() for s in scopes.split(",") if s.strip()}
+    if not granted or granted - set(API_SCOPES):
+        raise ValueError(f"scopes must be some of {', '.join(API_SCOPES)}")
+    return ApiToken(name, digest.lower(), frozenset(granted), created)
+
+
 def _database_shape(raw: str) -> None:
     if not raw.startswith(("sqlite:", "postgresql")):
         raise ValueError("expected sqlite:///<file> or postgresql+psycopg2://<user>@<host>/<db>")
@@ -325,6 +447,7 @@ def _read(r: _Reader) -> Settings:
         bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
         bitrix24_shared_pacing=r.flag("BITRIX24_SHARED_PACING", True),
         recording_hosts=r.hosts("CALLTEXTS_RECORDING_HOSTS", DEFAULT_RECORDING_HOSTS),
+        recording_networks=r.networks("CALLTEXTS_RECORDING_NETWORKS"),
         max_recording_mb=r.number("CALLTEXTS_MAX_RECORDING_MB", 1024.0, above=True),
         download_deadline_sec=r.number("CALLTEXTS_DOWNLOAD_DEADLINE_SEC", 600.0, above=True),
         openai_api_key=r.secret("OPENAI_API_KEY"),
@@ -369,6 +492,10 @@ def _read(r: _Reader) -> Settings:
         dagster_code_location=r.text("DAGSTER_CODE_LOCATION"),
         schedules_running=r.flag("CALLTEXTS_SCHEDULES_RUNNING"),
         pushgateway_url=r.secret("PROMETHEUS_PUSHGATEWAY_URL", _proxy_shape),
+        api_tokens=r.api_tokens("CALLTEXTS_API_TOKENS", "CALLTEXTS_API_TOKENS_FILE"),
+        api_token_max_age_days=r.integer(
+            "CALLTEXTS_API_TOKEN_MAX_AGE_DAYS", 90, minimum=1, maximum=MAX_TOKEN_AGE_DAYS
+        ),
         _env=dict(r.env),
     )
     if settings.storage_backend == "s3" and not settings.s3_bucket:

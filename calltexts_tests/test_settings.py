@@ -102,3 +102,83 @@ def test_defaults() -> None:
     assert not settings.credentials_configured
     assert settings.ledger_url() == settings.sqlite_url
     assert "CALLTEXTS_CONCURRENCY" in VARIABLES and "BITRIX24_WEBHOOK_URL" in VARIABLES
+
+
+HASH = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ("crm:" + HASH, "line 1: expected name:sha256-hex-of-token:scope1,scope2"),
+        ("# tokens\n\ncrm:abc:export:run", "line 3: the second field must be the token's"),
+        (f"crm:{'z' * 64}:export:run", "line 1: the second field must be the token's SHA-256"),
+        (f"crm:{HASH}:export:write", "line 1: scopes must be some of export:run"),
+        (f"crm:{HASH}:", "line 1: scopes must be some of"),
+        (f"crm x:{HASH}:metrics:read", "line 1: a token name is"),
+        (f"crm:{HASH}:metrics:read:2026-13-01", "line 1: the last field is the day"),
+        (f"crm:{HASH}:metrics:read:yesterday", "line 1: scopes must be some of"),
+        (f"crm:{HASH}:metrics:read;crm:{HASH}:export:run", "line 2: token name crm repeated"),
+    ],
+)
+def test_a_bad_token_line_is_one_line_naming_the_setting_and_the_line(
+    lines: str, expected: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CALLTEXTS_API_TOKENS": lines})
+    [line] = info.value.problems
+    assert line.startswith("CALLTEXTS_API_TOKENS ") and expected in line
+    assert HASH not in line  # the line itself is never quoted
+
+
+def test_tokens_from_a_mounted_file(tmp_path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(
+        f"# name:sha256:scopes:created\ncrm:{HASH.upper()}:export:run,export:read:2026-12-01\n"
+        f"prometheus:{'b' * 64}:metrics:read\n"
+    )
+    tokens = load_settings({"CALLTEXTS_API_TOKENS_FILE": str(path)}).api_tokens
+    assert [(t.name, t.sha256, sorted(t.scopes), str(t.created)) for t in tokens] == [
+        ("crm", HASH, ["export:read", "export:run"], "2026-12-01"),
+        ("prometheus", "b" * 64, ["metrics:read"], "None"),
+    ]
+    path.write_text(f"crm:{HASH}:export:run\nbad\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CALLTEXTS_API_TOKENS_FILE": str(path)})
+    assert info.value.problems == [
+        f"CALLTEXTS_API_TOKENS_FILE={path} line 2: expected name:sha256-hex-of-token:"
+        "scope1,scope2[:YYYY-MM-DD] (scopes: export:run, export:read, metrics:read; "
+        "`calltexts api token create` prints one)"
+    ]
+    with pytest.raises(SettingsError, match="cannot read the token file"):
+        load_settings({"CALLTEXTS_API_TOKENS_FILE": str(tmp_path / "missing")})
+    with pytest.raises(SettingsError, match="set one of them, not both"):
+        load_settings({"CALLTEXTS_API_TOKENS_FILE": str(path), "CALLTEXTS_API_TOKENS": "x"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.20.0.0/16, 192.168.5.10", ("10.20.0.0/16", "192.168.5.10/32")),
+        ("fd00:1::/64", ("fd00:1::/64",)),
+        ("10.20.0.0/33", "is not a network"),
+        ("pbx.local", "is not a network"),
+        ("127.0.0.0/8", "overlaps loopback or link-local"),
+        ("169.254.169.254/32", "overlaps loopback or link-local"),
+        ("0.0.0.0/0", "overlaps loopback or link-local"),
+    ],
+)
+def test_recording_networks(value: str, expected: object) -> None:
+    if isinstance(expected, tuple):
+        assert load_settings({"CALLTEXTS_RECORDING_NETWORKS": value}).recording_networks == expected
+        return
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CALLTEXTS_RECORDING_NETWORKS": value})
+    [line] = info.value.problems
+    assert line.startswith("CALLTEXTS_RECORDING_NETWORKS: ") and str(expected) in line
+
+
+def test_token_age_setting() -> None:
+    assert load_settings({}).api_token_max_age_days == 90
+    with pytest.raises(SettingsError, match="CALLTEXTS_API_TOKEN_MAX_AGE_DAYS"):
+        load_settings({"CALLTEXTS_API_TOKEN_MAX_AGE_DAYS": "0"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,13 +22,26 @@ from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     SUMMARY_TAG,
+    TOKEN_TAG,
     ExportRequest,
     Launcher,
     LaunchError,
     RunState,
 )
+from calltexts_assets.api.tokens import (
+    ANONYMOUS,
+    EXPORT_READ,
+    EXPORT_RUN,
+    METRICS_READ,
+    Caller,
+    TokenCheck,
+    denied,
+    require,
+    scoped_key,
+)
 from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
 from calltexts_assets.runlog.log import scrubbed_logger
+from calltexts_assets.state.audit import AuditEvent, AuditJournal
 from calltexts_assets.state.idempotency import IdempotencyStore, StoredKey, request_hash
 
 log = scrubbed_logger(__name__)
@@ -104,6 +118,7 @@ class InFlight:
     key: str
     request_hash: str
     raw: Any
+    caller: Caller
 
 
 class ExportTasks:
@@ -130,12 +145,13 @@ class ExportTasks:
         self.run_details = run_details
         self.estimator = estimator
 
-    def _export(self, key: str, raw: Any) -> ExportRequest:
+    def _export(self, key: str, raw: Any, caller: Caller = ANONYMOUS) -> ExportRequest:
         body = parse_body(raw)
         period_from, period_to = self.policy.resolve(
             body.period_from, body.period_to, allow_long_period=body.allow_long_period
         )
-        return ExportRequest(period_from, period_to, body.generate_summary, key)
+        token = None if caller is ANONYMOUS else caller.name
+        return ExportRequest(period_from, period_to, body.generate_summary, key, token)
 
     def dry_run(self, raw: Any) -> Response:
         try:
@@ -146,7 +162,8 @@ class ExportTasks:
             return _error(503, "dry runs need Bitrix24 credentials in the API's environment")
         return _json(200, {"dry_run": True, **self.estimator(export.period_from, export.period_to)})
 
-    def start(self, key: str, raw: Any) -> Response | InFlight:
+    def start(self, key: str, raw: Any, caller: Caller = ANONYMOUS) -> Response | InFlight:
+        """`key` as stored: the client's key in its token's space (`tokens.scoped_key`)."""
         if isinstance(raw, dict) and raw.get("dry_run") is True:
             return self.dry_run(raw)
         hash_ = request_hash(raw)
@@ -155,15 +172,17 @@ class ExportTasks:
         known = self.store.get(key)
         if known is None:
             try:
-                export = self._export(key, raw)
+                export = self._export(key, raw, caller)
             except PeriodError as exc:
                 return _error(422, str(exc))
             known = self.store.reserve(key, hash_)  # the database picks one winner
             if known is None:
                 return self._launch(key, export)
-        return self.answer_known(key, hash_, known, raw)
+        return self.answer_known(key, hash_, known, raw, caller)
 
-    def answer_known(self, key: str, hash_: str, known: StoredKey, raw: Any) -> Response | InFlight:
+    def answer_known(
+        self, key: str, hash_: str, known: StoredKey, raw: Any, caller: Caller = ANONYMOUS
+    ) -> Response | InFlight:
         """The stored answer of a key; for a key in flight, its run once it exists."""
         if known.request_hash != hash_:
             return _error(422, "this Idempotency-Key was used with a different request body")
@@ -174,19 +193,21 @@ class ExportTasks:
             return self._bound(key, run_id)
         if self.store.take_over(key, hash_, self.abandoned_after):
             try:
-                export = self._export(key, raw)
+                export = self._export(key, raw, caller)
             except PeriodError as exc:
                 self.store.release(key)
                 return _error(422, str(exc))
             return self._launch(key, export)
-        return InFlight(key, hash_, raw)
+        return InFlight(key, hash_, raw, caller)
 
     def poll(self, pending: InFlight) -> Response | InFlight:
         """One more look at a key in flight."""
         known = self.store.get(pending.key)
         if known is None:  # its launch failed and released it: the client may retry
             return _error(409, "the first request with this key failed; retry it", _RETRY)
-        return self.answer_known(pending.key, pending.request_hash, known, pending.raw)
+        return self.answer_known(
+            pending.key, pending.request_hash, known, pending.raw, pending.caller
+        )
 
     def _launch(self, key: str, export: ExportRequest) -> Response:
         try:
@@ -214,10 +235,15 @@ class ExportTasks:
         self.store.complete(key, 202, content)
         return Response(content=content, status_code=202, media_type="application/json")
 
-    def status(self, run_id: str) -> Response:
+    def status(self, run_id: str, caller: Caller = ANONYMOUS) -> Response:
+        """Any run with export:read; with export:run only, the runs its token launched,
+        without the files' addresses."""
         state = self.launcher.status(run_id) if _is_run_id(run_id) else None
         if state is None:
             return _error(404, f"no call export run {run_id[:64]!r}")
+        reads_all = caller.may(EXPORT_READ)
+        if not reads_all and state.tags.get(TOKEN_TAG) != caller.name:
+            return denied(403, "insufficient_scope", EXPORT_READ)
         summary = state.tags.get(SUMMARY_TAG)
         body: dict[str, Any] = {
             "run_id": state.run_id,
@@ -232,7 +258,10 @@ class ExportTasks:
             "finished_at": _iso(state.finished_at),
         }
         if self.run_details is not None:
-            body |= self.run_details(state)
+            details = self.run_details(state)
+            if not reads_all:
+                details.pop("artifacts", None)
+            body |= details
         return _json(200, body)
 
 
@@ -259,8 +288,13 @@ def create_app(
     replay_wait_sec: float = 10.0,
     run_details: RunDetails | None = None,
     estimator: Estimator | None = None,
+    tokens: TokenCheck | None = None,
+    journal: AuditJournal | None = None,
 ) -> FastAPI:
-    """The API over a launcher and an idempotency store (both injectable for tests)."""
+    """The API over a launcher and an idempotency store (both injectable for tests).
+
+    `tokens`: who may do what (bearer tokens); None serves everyone as `ANONYMOUS`, which
+    `serve` allows on loopback only. `journal`: every export request and run read goes there."""
     tasks = ExportTasks(
         launcher,
         store,
@@ -271,36 +305,74 @@ def create_app(
     registry = metrics_registry or CollectorRegistry(auto_describe=False)
     app = FastAPI(title="calltexts", version="1")
 
-    @app.post(TASK_PATH, status_code=202, openapi_extra=_BODY_SCHEMA)
-    async def start_export(request: Request) -> Response:
+    def caller_of(request: Request) -> Caller | Response:
+        return ANONYMOUS if tokens is None else tokens.caller(request)
+
+    def audit(
+        event: str, request: Request, who: Caller | Response, answer: Response, **fields: Any
+    ) -> None:
+        if journal is None:
+            return
+        try:
+            journal.record(_audit_event(event, request, who, answer, **fields))
+        except Exception as exc:  # the answer stands; the failure is loud in the log
+            log.error("audit journal: cannot record a %s: %s", event, type(exc).__name__)
+
+    async def start(request: Request, caller: Caller) -> tuple[Response, str | None, Any]:
         key = _idempotency_key(request)
         if isinstance(key, Response):
-            return key
+            return key, None, None
         raw_body = await _bounded_body(request)
         if isinstance(raw_body, Response):
-            return raw_body
+            return raw_body, key, None
         try:
             raw = json.loads(raw_body) if raw_body.strip() else {}
         except (ValueError, RecursionError):  # a body nested 100,000 deep is not JSON to us
-            return _error(400, "the body is not valid JSON")
+            return _error(400, "the body is not valid JSON"), key, None
         # Off the event loop, so that concurrent requests with one key race on the database;
         # a key in flight is awaited here, holding no worker thread between looks.
-        answer = await run_in_threadpool(tasks.start, key, raw)
+        answer = await run_in_threadpool(tasks.start, scoped_key(caller, key), raw, caller)
         deadline = time.monotonic() + replay_wait_sec
         while isinstance(answer, InFlight):
             if time.monotonic() >= deadline:
-                return _error(409, "a request with this key is still being processed", _RETRY)
+                busy = _error(409, "a request with this key is still being processed", _RETRY)
+                return busy, key, raw
             await asyncio.sleep(REPLAY_POLL_SEC)
             answer = await run_in_threadpool(tasks.poll, answer)
+        return answer, key, raw
+
+    @app.post(TASK_PATH, status_code=202, openapi_extra=_BODY_SCHEMA)
+    async def start_export(request: Request) -> Response:
+        caller = caller_of(request)
+        allowed = require(caller, EXPORT_RUN)
+        key, raw = None, None
+        if isinstance(allowed, Response):
+            answer = allowed
+        else:
+            answer, key, raw = await start(request, allowed)
+        event = "export_estimate" if isinstance(raw, dict) and raw.get("dry_run") else "export"
+        await run_in_threadpool(audit, event, request, caller, answer, key=key, raw=raw)
         return answer
 
     # Sync handlers run in FastAPI's thread pool: the instance and the database block.
     @app.get(TASK_PATH + "/{run_id}")
-    def export_status(run_id: str) -> Response:
-        return tasks.status(run_id)
+    def export_status(run_id: str, request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            answer = caller
+        elif not (caller.may(EXPORT_READ) or caller.may(EXPORT_RUN)):
+            answer = denied(403, "insufficient_scope", EXPORT_READ)
+        else:
+            answer = tasks.status(run_id, caller)
+        run = run_id if _is_run_id(run_id) else None
+        audit("run_read", request, caller, answer, run_id=run)
+        return answer
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        caller = require(caller_of(request), METRICS_READ)
+        if isinstance(caller, Response):
+            return caller
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
@@ -314,6 +386,51 @@ def create_app(
         return _json(200, {"status": "ok"})
 
     return app
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _audit_event(
+    event: str,
+    request: Request,
+    caller: Caller | Response,
+    answer: Response,
+    *,
+    key: str | None = None,
+    raw: Any = None,
+    run_id: str | None = None,
+) -> AuditEvent:
+    """What the journal keeps of one request: the caller's token name (never the token),
+    its address, the period and flags asked for, and the answer (never the body's text)."""
+    outcome = str(answer.status_code)
+    challenge = answer.headers.get("www-authenticate", "")
+    if 'error="' in challenge:
+        outcome += " " + challenge.split('error="', 1)[1].split('"', 1)[0]
+    if answer.headers.get(REPLAYED_HEADER):
+        outcome += " replayed"
+    period: dict[str, Any] = {}
+    if answer.status_code in (200, 202):
+        answered = json.loads(bytes(answer.body))
+        run_id = answered.get("run_id") or run_id
+        period = answered.get("period") or {}
+    asked = raw if isinstance(raw, dict) else {}
+    first = period.get("from") or asked.get("period_from")
+    last = period.get("to") or asked.get("period_to")
+    summaries = asked.get("generate_summary")
+    return AuditEvent(
+        event,
+        caller.name if isinstance(caller, Caller) else "-",
+        "api",
+        outcome,
+        client=request.client.host if request.client else None,
+        run_id=run_id if isinstance(run_id, str) and _is_run_id(run_id) else None,
+        # only what has the shape of a day: the journal quotes nothing a client typed
+        period_from=first if isinstance(first, str) and _DAY.fullmatch(first) else None,
+        period_to=last if isinstance(last, str) and _DAY.fullmatch(last) else None,
+        summaries=summaries if isinstance(summaries, bool) else None,
+        idempotency_key=key,
+    )
 
 
 def _is_run_id(value: str) -> bool:

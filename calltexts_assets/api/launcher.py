@@ -34,7 +34,8 @@ JOB_NAME = "calls_export"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 SUMMARY_TAG = "calltexts/generate_summary"
-IDEMPOTENCY_TAG = "calltexts/idempotency_key"
+IDEMPOTENCY_TAG = "calltexts/idempotency_key"  # state.audit.API_KEY_TAG
+TOKEN_TAG = "calltexts/api_token"  # the name of the token that launched the run
 ACTOR_TAG = "actor"
 ACTOR = "calltexts api"
 SECONDS_PER_DAY = 0.5  # of launch wait per day of the period, on top of `timeout`
@@ -46,6 +47,7 @@ class ExportRequest:
     period_to: date
     generate_summary: bool | None  # None: the deployment's EXPORT_SUMMARY_ENABLED
     idempotency_key: str
+    token_name: str | None = None  # None: no tokens configured (loopback only)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def run_tags(request: ExportRequest) -> dict[str, str]:
         IDEMPOTENCY_TAG: request.idempotency_key,
         ACTOR_TAG: ACTOR,
     }
+    if request.token_name is not None:
+        tags[TOKEN_TAG] = request.token_name
     if request.generate_summary is not None:
         tags[SUMMARY_TAG] = "true" if request.generate_summary else "false"
     return tags

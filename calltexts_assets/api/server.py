@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -23,15 +24,23 @@ from calltexts_assets.api.launcher import (
     RunState,
 )
 from calltexts_assets.api.metrics_collector import ExportCollector
+from calltexts_assets.api.tokens import TokenAgeCollector, TokenCheck, rotation_warnings
 from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.files.storage_keys import deliverable_keys
 from calltexts_assets.listing.periods import PeriodPolicy
-from calltexts_assets.runlog.log import log_file_name
+from calltexts_assets.runlog.log import log_file_name, scrubbed_logger
 from calltexts_assets.settings import Settings, load_settings
+from calltexts_assets.state.audit import AuditJournal
 from calltexts_assets.state.idempotency import IdempotencyStore
 from calltexts_assets.state.ledger import Ledger
 from calltexts_assets.state.progress import snapshot
+
+log = scrubbed_logger(__name__)
+
+
+class Refused(RuntimeError):
+    """The API will not start as asked; the message is one line naming the setting."""
 
 
 @functools.cache
@@ -62,6 +71,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             timezone=settings.timezone,
         )
     )
+    tokens = settings.api_tokens
+    if tokens:
+        today = lambda: datetime.now(UTC).date()  # noqa: E731
+        registry.register(TokenAgeCollector(tokens, settings.api_token_max_age_days, today))
     launcher = DagsterLauncher(
         settings.dagster_webserver_url,
         _instance,
@@ -79,6 +92,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         metrics_registry=registry,
         run_details=partial(run_details, ledger, _storage(settings), settings.log_dir),
         estimator=_estimator(settings) if settings.credentials_configured else None,
+        tokens=TokenCheck(tokens) if tokens else None,
+        journal=AuditJournal(ledger.engine, settings.log_dir),
     )
 
 
@@ -116,6 +131,27 @@ def run_details(ledger: Ledger, storage: Storage, log_dir: Path, state: RunState
     return {"progress": snapshot(ledger, days).as_dict(), "artifacts": artifacts}
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the API until interrupted (configuration from the environment)."""
-    uvicorn.run(build_app(), host=host, port=port, log_level="info")
+    """Serve the API until interrupted (configuration from the environment). Without tokens
+    it serves loopback only: anyone who reaches it could launch paid runs."""
+    settings = load_settings()
+    if not settings.api_tokens and not is_loopback(host):
+        raise Refused(
+            f"CALLTEXTS_API_TOKENS (or CALLTEXTS_API_TOKENS_FILE) is not set: without tokens "
+            f"the API serves loopback only, not --host {host}; create one with `calltexts api "
+            "token create NAME --scopes export:run`"
+        )
+    for line in rotation_warnings(
+        settings.api_tokens, datetime.now(UTC).date(), settings.api_token_max_age_days
+    ):
+        log.warning(line)
+    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")

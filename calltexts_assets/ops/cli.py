@@ -1,4 +1,5 @@
-"""The `calltexts` command: run an export, serve the sandbox, the API, retention."""
+"""The `calltexts` command: run an export, serve the sandbox, the API, retention, the audit
+journal."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from calltexts_assets.listing.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
 from calltexts_assets.settings import (
+    API_SCOPES,
     Settings,
     SettingsError,
     apply_dagster_environment,
@@ -87,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
     api_serve = api_commands.add_parser("serve")
     api_serve.add_argument("--host", default="127.0.0.1")
     api_serve.add_argument("--port", type=int, default=8080)
+    token = api_commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="a new token: prints its secret once and the line to add to the token file",
+    )
+    create.add_argument("name", help="who holds it, e.g. crm-integration")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        help=f"comma separated, some of {', '.join(API_SCOPES)}",
+    )
+
+    audit = commands.add_parser("audit", help="print the audit journal as a table")
+    audit.add_argument("--since", default="7d", help="7d, 12h, 30m or YYYY-MM-DD (default 7d)")
 
     retention = commands.add_parser("retention", help="delete exports past their retention")
     retention.add_argument("--dry-run", action="store_true")
@@ -224,9 +242,50 @@ def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    from calltexts_assets.api import serve
+    from calltexts_assets.api.server import Refused, serve
 
-    serve(args.host, args.port)
+    try:
+        serve(args.host, args.port)
+    except Refused as exc:
+        raise _Refused(str(exc)) from None
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from calltexts_assets.api.tokens import new_token
+
+    try:
+        secret, line = new_token(args.name, args.scopes, datetime.now(UTC).date())
+    except ValueError as exc:
+        raise _Refused(f"{args.name}: {exc}") from None
+    print(f"Token {args.name} (shown once: give it to its holder, it is stored nowhere):")
+    print(f"  {secret}")
+    print("Add this line to CALLTEXTS_API_TOKENS_FILE (or CALLTEXTS_API_TOKENS), restart the API:")
+    print(f"  {line}")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import make_url
+
+    from calltexts_assets.core.ledger import database_engine
+    from calltexts_assets.state.audit import AuditJournal, since_start, table_lines
+
+    now = datetime.now(UTC)
+    try:
+        start = since_start(args.since, now)
+    except ValueError as exc:
+        raise _Refused(str(exc)) from None
+    url = settings.ledger_url()
+    if url.startswith("sqlite") and not Path(make_url(url).database or "").exists():
+        events = []  # looking must not create the file a restore wants absent
+    else:
+        events = AuditJournal(database_engine(url), None, create=False).since(start)
+    if not events:
+        print(f"No audit entries since {start:%Y-%m-%d %H:%M} UTC.")
+        return 0
+    for line in table_lines(events):
+        print(line)
     return 0
 
 
@@ -259,7 +318,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _cmd_sandbox_serve(args)
         return _cmd_sandbox_seed(args)
     if args.command == "api":
+        if args.api_command == "token":
+            return _cmd_token_create(args)
         return _cmd_api(args)
+    if args.command == "audit":
+        return _cmd_audit(args, settings)
     if args.command in ("backup", "restore"):
         return _cmd_backup_or_restore(args, settings)
     return _cmd_retention(args)
@@ -276,8 +339,25 @@ def _cmd_backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
             made = restore(args.backup, settings, force=args.force)
             print(f"Restored the {made.ledger} ledger and {made.files} files from {made.path}")
     except BackupError as exc:
+        # A refused restore writes nothing: its target must stay empty for the next try.
+        if args.command == "backup":
+            _journal(settings, "backup", "refused", {"folder": args.target.name})
         raise _Refused(str(exc)) from None
+    detail = {"folder": made.path.name, "ledger": made.ledger, "files": made.files}
+    # A restore is journalled in the ledger it restored: the line follows the backup's own.
+    _journal(settings, args.command, "done", detail)
     return 0
+
+
+def _journal(settings: Settings, event: str, outcome: str, detail: dict) -> None:
+    from calltexts_assets.core.ledger import database_engine
+    from calltexts_assets.state.audit import AuditEvent, AuditJournal, os_user
+
+    try:
+        journal = AuditJournal(database_engine(settings.ledger_url()), settings.log_dir)
+        journal.record(AuditEvent(event, os_user(), "cli", outcome, detail=detail))
+    except Exception as exc:  # the database itself is unreachable: say so, keep the result
+        print(f"calltexts {event}: not journalled ({type(exc).__name__})", file=sys.stderr)
 
 
 if __name__ == "__main__":

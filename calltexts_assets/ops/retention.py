@@ -10,6 +10,9 @@ def run_retention_job(*, dry_run: bool) -> int:
     job = build_definitions().resolve_job_def("retention")
     config = {"ops": {"apply_retention": {"config": {"dry_run": dry_run}}}}
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, run_config=config)
+        # the tag makes the audit journal name the OS user, via the CLI (state/audit.py)
+        result = job.execute_in_process(
+            instance=instance, run_config=config, tags={"actor": "calltexts retention"}
+        )
     print(result.output_for_node("apply_retention"))
     return 0 if result.success else 1

@@ -33,6 +33,7 @@ class Bitrix24Resource(dg.ConfigurableResource):
     # the portal's limit is per application, not per run. Empty: this process paces alone.
     shared_pacing_url: str = ""
     recording_hosts: list[str] = Field(default_factory=list)  # besides the portal
+    recording_networks: list[str] = Field(default_factory=list)  # trusted private CIDRs
     allow_private_addresses: bool = False  # only the sandbox, which lives on loopback
     max_recording_mb: float = 1024.0
     download_deadline_sec: float = 600.0
@@ -87,6 +88,7 @@ class Bitrix24Resource(dg.ConfigurableResource):
                     oauth=self._oauth(),
                     requests_per_second=self.requests_per_second,
                     recording_hosts=self.recording_hosts,
+                    recording_networks=self.recording_networks,
                     allow_private_addresses=self.allow_private_addresses,
                     max_recording_bytes=int(self.max_recording_mb * 2**20),
                     download_deadline_sec=self.download_deadline_sec,

@@ -113,6 +113,43 @@ def test_private_loopback_and_link_local_targets_are_refused(url: str) -> None:
     assert sandbox.download(url, io.BytesIO()).bytes == len(AUDIO)
 
 
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://inside.voximplant.com/rec.mp3", True),  # 10.1.2.3, inside the PBX's network
+        ("http://10.1.2.3/rec.mp3", True),
+        ("http://10.9.0.1/rec.mp3", False),  # named in the hosts, outside the network
+        ("http://192.168.1.5/rec.mp3", False),
+        ("http://169.254.169.254/rec.mp3", False),
+        ("http://127.0.0.1:8080/rec.mp3", False),
+    ],
+)
+@respx.mock
+def test_a_trusted_private_network_lets_its_pbx_through_and_nothing_else(
+    url: str, allowed: bool
+) -> None:
+    route = respx.get(url).mock(return_value=httpx.Response(200, content=AUDIO))
+    hosts = ["inside.voximplant.com", "10.1.2.3", "10.9.0.1", "192.168.1.5", "169.254.169.254",
+             "127.0.0.1"]  # fmt: skip
+    client = make_client(recording_hosts=hosts, recording_networks=["10.1.0.0/16"])
+    if allowed:
+        assert client.download(url, io.BytesIO()).bytes == len(AUDIO)
+        return
+    with pytest.raises(RecordingRefused) as info:
+        client.download(url, io.BytesIO())
+    assert info.value.code == "address_not_allowed" and not route.called
+    assert "CALLTEXTS_RECORDING_NETWORKS" in str(info.value)
+
+
+@respx.mock
+def test_a_trusted_network_does_not_open_hosts_that_are_not_named() -> None:
+    route = respx.get("http://10.1.7.7/rec.mp3").mock(return_value=httpx.Response(200))
+    client = make_client(recording_networks=["10.1.0.0/16"])
+    with pytest.raises(RecordingRefused) as info:
+        client.download("http://10.1.7.7/rec.mp3", io.BytesIO())
+    assert info.value.code == "host_not_allowed" and not route.called
+
+
 class _Endless(httpx.SyncByteStream):
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay

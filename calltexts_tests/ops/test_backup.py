@@ -114,3 +114,8 @@ def test_the_cli_backs_up_and_refuses_a_damaged_backup(
     monkeypatch.setenv("CALLTEXTS_HOME", str(tmp_path / "fresh"))
     assert main(["restore", str(made)]) == 2
     assert "does not match its manifest" in capsys.readouterr().err
+    # The refusal wrote nothing into the fresh home, a look at its journal neither: the
+    # next restore there still finds it empty.
+    assert main(["audit", "--since", "1d"]) == 0
+    assert "No audit entries" in capsys.readouterr().out
+    assert not (tmp_path / "fresh" / "ledger.sqlite").exists()

@@ -16,6 +16,7 @@ from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.storage import StorageResource
+from calltexts_assets.state.audit import AuditEvent, AuditJournal
 from calltexts_assets.state.idempotency import IdempotencyStore
 
 DAY = 86_400
@@ -85,3 +86,37 @@ def test_dry_run_then_real_run(tmp_path: Path) -> None:
     ]
     assert [a["action"] for a in audit].count("would_delete") == 2
     assert [a["action"] for a in audit].count("delete") == 2
+
+
+def test_each_sweep_is_journalled_and_the_journal_kept_365_days(tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    engine = sa.create_engine(ledger_url)
+    now = datetime.now(UTC)
+    old = AuditJournal(engine, tmp_path / "logs", clock=lambda: now - timedelta(days=400))
+    old.record(AuditEvent("backup", "someone", "cli", "done"))
+    kept = AuditJournal(engine, tmp_path / "logs", clock=lambda: now - timedelta(days=300))
+    kept.record(AuditEvent("restore", "someone", "cli", "done"))
+    resources = {
+        "storage": StorageResource(backend="local", local_root=str(tmp_path / "store")),
+        "ledger": LedgerResource(database_url=ledger_url),
+        "export_settings": ExportSettings(
+            log_dir=str(tmp_path / "logs"), work_dir=str(tmp_path / "tmp")
+        ),
+    }
+    config = {"ops": {"apply_retention": {"config": {"dry_run": False}}}}
+    with dg.instance_for_test() as instance:
+        result = retention.execute_in_process(
+            resources=resources,
+            instance=instance,
+            run_config=config,
+            tags={"dagster/schedule_name": "weekly_retention"},
+        )
+    assert result.output_for_node("apply_retention")["audit_entries_pruned"] == 1
+    events = AuditJournal(engine, None).since(now - timedelta(days=1000))
+    assert [e.event for e in events] == ["restore", "retention"]
+    sweep = events[-1]
+    assert (sweep.actor, sweep.via, sweep.outcome) == ("weekly_retention", "schedule", "done")
+    assert sweep.run_id == result.run_id and sweep.detail["audit_entries_pruned"] == 1
+    months = sorted(p.name for p in (tmp_path / "logs" / "audit").glob("*.jsonl"))
+    assert f"audit_{(now - timedelta(days=400)):%Y-%m}.jsonl" not in months
+    assert f"audit_{now:%Y-%m}.jsonl" in months

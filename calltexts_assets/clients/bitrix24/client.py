@@ -80,6 +80,7 @@ class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin):
         budget: OperatingBudget | None = None,
         oauth: OAuthSession | None = None,
         recording_hosts: Sequence[str] = (),  # besides the portal (settings: .voximplant.com)
+        recording_networks: Sequence[str] = (),  # private networks trusted for recordings
         allow_private_addresses: bool = False,
         max_recording_bytes: int = DEFAULT_MAX_RECORDING_BYTES,
         download_deadline_sec: float = DEFAULT_DOWNLOAD_DEADLINE_SEC,
@@ -102,6 +103,7 @@ class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin):
         # Recordings come from the portal (Drive files) or the hosts its telephony uses.
         self.targets = RecordingTargets(
             [parts.hostname or "", *recording_hosts],
+            networks=recording_networks,
             allow_private=allow_private_addresses,
             resolve=resolve,
         )

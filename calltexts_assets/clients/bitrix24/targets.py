@@ -1,5 +1,6 @@
 """Where recording downloads may go: the portal and the configured recording hosts, on
-public addresses only (outside the sandbox), whatever a link or a redirect says."""
+public addresses or inside the private networks the operator trusts (a PBX on 10.x), never
+elsewhere (outside the sandbox), whatever a link or a redirect says."""
 
 from __future__ import annotations
 
@@ -19,11 +20,21 @@ def resolve_addresses(host: str) -> list[str]:
     return sorted({info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
 
 
-def _public(address: str) -> bool:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+        return ip.ipv4_mapped
+    return ip
+
+
+def _allowed(address: str, networks: tuple[Network, ...]) -> bool:
+    ip = _address(address)
+    if ip.is_global and not ip.is_multicast:
+        return True
+    return any(ip in network for network in networks)
 
 
 def host_matches(host: str, allowed: str) -> bool:
@@ -40,10 +51,13 @@ class RecordingTargets:
         self,
         hosts: Iterable[str],
         *,
+        networks: Iterable[str] = (),
         allow_private: bool = False,
         resolve: Resolver = resolve_addresses,
     ) -> None:
         self.hosts = tuple(h.lower() for h in hosts if h)
+        # private networks the operator trusts (CALLTEXTS_RECORDING_NETWORKS, validated there)
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
         self.allow_private = allow_private  # the sandbox: everything is on loopback
         self._resolve = resolve
 
@@ -72,11 +86,12 @@ class RecordingTargets:
                 method="download",
                 code="unresolvable_host",
             ) from None
-        private = [a for a in addresses if not _public(a)]
-        if private or not addresses:
+        refused = [a for a in addresses if not _allowed(a, self.networks)]
+        if refused or not addresses:
             raise RecordingRefused(
                 f"recording host {host} resolves to a private, loopback or link-local address "
-                f"({', '.join(private) or 'none'}): refused outside the sandbox [{masked}]",
+                f"({', '.join(refused) or 'none'}) outside CALLTEXTS_RECORDING_NETWORKS: "
+                f"refused [{masked}]",
                 method="download",
                 code="address_not_allowed",
             )
