@@ -20,7 +20,7 @@ from fastapi import Request, Response
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from calltexts_assets.core.runlog import scrubbed_logger
+from calltexts_assets.runlog.log import scrubbed_logger
 from calltexts_assets.settings import ApiToken, parse_token_line
 
 log = scrubbed_logger(__name__)

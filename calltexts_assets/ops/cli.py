@@ -268,8 +268,8 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
 def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import make_url
 
-    from calltexts_assets.core.ledger import database_engine
     from calltexts_assets.state.audit import AuditJournal, since_start, table_lines
+    from calltexts_assets.state.ledger import database_engine
 
     now = datetime.now(UTC)
     try:
@@ -350,8 +350,8 @@ def _cmd_backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _journal(settings: Settings, event: str, outcome: str, detail: dict) -> None:
-    from calltexts_assets.core.ledger import database_engine
     from calltexts_assets.state.audit import AuditEvent, AuditJournal, os_user
+    from calltexts_assets.state.ledger import database_engine
 
     try:
         journal = AuditJournal(database_engine(settings.ledger_url()), settings.log_dir)

@@ -23,8 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from calltexts_assets.core.ledger import create_tables
-from calltexts_assets.core.runlog import scrub
+from calltexts_assets.runlog.log import scrub
+from calltexts_assets.state.ledger import create_tables
 
 KEEP_DAYS = 365  # as long as the registry it accounts for
 JOURNAL_FOLDER = "audit"

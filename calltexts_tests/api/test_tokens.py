@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from calltexts_assets.api import create_app
-from calltexts_assets.api.idempotency import IdempotencyStore
 from calltexts_assets.api.tokens import TokenAgeCollector, TokenCheck, new_token, token_digest
-from calltexts_assets.core.ledger import Ledger
 from calltexts_assets.ops.cli import main
-from calltexts_assets.sandbox.server import serve_in_thread
 from calltexts_assets.settings import ApiToken, load_settings, parse_token_line
 from calltexts_assets.state.audit import AuditJournal
+from calltexts_assets.state.idempotency import IdempotencyStore
+from calltexts_assets.state.ledger import Ledger
+from calltexts_sandbox.server import serve_in_thread
 from calltexts_tests.api.test_api import BODY, POLICY, FakeLauncher
 
 TODAY = datetime.now(UTC).date()

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 from dagster_graphql import DagsterGraphQLClient
 
 from calltexts_assets.api.tokens import token_digest
-from calltexts_assets.core.ledger import database_engine
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.sandbox.server import free_port
 from calltexts_assets.state.audit import audit_events
-from calltexts_assets.testing.child_run import REPO_ROOT, ChildLayout
-from calltexts_assets.testing.sandboxed import SANDBOX_START, make_sandbox, sandbox_child_env
+from calltexts_assets.state.ledger import database_engine
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_sandbox.server import free_port
+from calltexts_tests.support.child_run import REPO_ROOT, ChildLayout
+from calltexts_tests.support.sandboxed import SANDBOX_START, make_sandbox, sandbox_child_env
 
 TOKEN = "ctk_journal-test-secret"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

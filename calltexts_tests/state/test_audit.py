@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from calltexts_assets.core.ledger import database_engine
 from calltexts_assets.state.audit import (
     AuditEvent,
     AuditJournal,
@@ -22,7 +21,8 @@ from calltexts_assets.state.audit import (
     since_start,
     table_lines,
 )
-from calltexts_assets.testing.databases import postgres_schema
+from calltexts_assets.state.ledger import database_engine
+from calltexts_tests.support.databases import postgres_schema
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 RANGE = {
