@@ -257,10 +257,7 @@ def table_lines(events: Iterable[AuditEvent]) -> list[str]:
             e.event, e.actor, e.via, e.client or "", (e.run_id or "")[:8], period,
             (e.idempotency_key or "")[:8], f"{e.outcome} {detail}".strip(),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)] + [0]
     return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        + "  "
-        + row[-1]
-        for row in rows
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]

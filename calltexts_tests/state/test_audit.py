@@ -152,7 +152,9 @@ def test_since_and_the_table() -> None:
         period_to="2026-11-03",
         summaries=True,
     )
-    header, row = table_lines([event])
+    bare = AuditEvent("restore", "u", "cli", "done", at=NOW, detail={"files": 3})
+    header, row, other = table_lines([event, bare])
+    assert other.index("done files=3") == row.rindex("202")  # the outcome column lines up
     assert header.split() == [
         "at",
         "event",
