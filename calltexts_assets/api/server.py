@@ -24,19 +24,17 @@ from calltexts_assets.api.launcher import (
     RunState,
 )
 from calltexts_assets.api.metrics_collector import ExportCollector
-from calltexts_assets.api.tokens import TokenAgeCollector, TokenCheck, rotation_warnings
+from calltexts_assets.api.tokens import TokenAgeCollector, TokenCheck
 from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.files.storage_keys import deliverable_keys
 from calltexts_assets.listing.periods import PeriodPolicy
-from calltexts_assets.runlog.log import log_file_name, scrubbed_logger
+from calltexts_assets.runlog.log import log_file_name
 from calltexts_assets.settings import Settings, load_settings
 from calltexts_assets.state.audit import AuditJournal
 from calltexts_assets.state.idempotency import IdempotencyStore
 from calltexts_assets.state.ledger import Ledger
 from calltexts_assets.state.progress import snapshot
-
-log = scrubbed_logger(__name__)
 
 
 class Refused(RuntimeError):
@@ -74,7 +72,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     tokens = settings.api_tokens
     if tokens:
         today = lambda: datetime.now(UTC).date()  # noqa: E731
-        registry.register(TokenAgeCollector(tokens, settings.api_token_max_age_days, today))
+        ages = TokenAgeCollector(tokens, settings.api_token_max_age_days, today)
+        ages.warn_once_a_day()  # at start, and again on the first scrape of each day
+        registry.register(ages)
     launcher = DagsterLauncher(
         settings.dagster_webserver_url,
         _instance,
@@ -150,8 +150,4 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
             f"the API serves loopback only, not --host {host}; create one with `calltexts api "
             "token create NAME --scopes export:run`"
         )
-    for line in rotation_warnings(
-        settings.api_tokens, datetime.now(UTC).date(), settings.api_token_max_age_days
-    ):
-        log.warning(line)
     uvicorn.run(build_app(settings), host=host, port=port, log_level="info")

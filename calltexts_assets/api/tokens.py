@@ -146,12 +146,16 @@ class TokenAgeCollector(Collector):
     def describe(self) -> list[Metric]:
         return []
 
-    def collect(self) -> Iterator[Metric]:
+    def warn_once_a_day(self) -> None:
         today = self.today()
         if self._warned != today:
             self._warned = today
             for line in rotation_warnings(self.tokens, today, self.max_age_days):
                 log.warning(line)
+
+    def collect(self) -> Iterator[Metric]:
+        self.warn_once_a_day()
+        today = self.today()
         age = GaugeMetricFamily(
             "calltexts_api_token_age_days",
             "Days since the API token was created (-1: its line says no day)",
