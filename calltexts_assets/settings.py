@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ MAX_CONCURRENCY = 100
 # a minute); one row per slot in the ledger database, so the bound keeps the table small.
 MAX_STT_IN_FLIGHT = 1000
 MAX_BACKFILL_RUN_DAYS = 3660  # ten years of days per run: past that, one run is meant
+DEFAULT_PARTITION_DAYS = 90  # the first partition: this many days before today
 # The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
@@ -349,9 +350,23 @@ class _Reader:
 
         return self._parsed(name, default, parse, "an IANA time zone such as Europe/Moscow")
 
-    def day(self, name: str, default: str) -> date:
+    def first_day(self, name: str, default_days: int) -> date:
+        """A date, or a whole number of days before today: the first day a rolling window
+        (recordings kept N days) covers, counted when the settings are read."""
+
+        def parse(raw: str) -> date:
+            if raw.isdigit():
+                days = int(raw)
+                if not 1 <= days <= MAX_BACKFILL_RUN_DAYS:
+                    raise ValueError(raw)
+                return date.today() - timedelta(days=days)
+            return date.fromisoformat(raw)
+
         return self._parsed(
-            name, date.fromisoformat(default), date.fromisoformat, "a date YYYY-MM-DD"
+            name,
+            parse(str(default_days)),
+            parse,
+            f"a date YYYY-MM-DD, or a number of days before today (1 to {MAX_BACKFILL_RUN_DAYS})",
         )
 
 
@@ -470,7 +485,10 @@ def _read(r: _Reader) -> Settings:
         s3_endpoint_url=r.url("CALLTEXTS_S3_ENDPOINT_URL"),
         aws_region=r.text("AWS_REGION") or r.text("AWS_DEFAULT_REGION"),
         timezone=r.zone("CALLTEXTS_TIMEZONE", "Europe/Moscow"),
-        partitions_start=r.day("CALLTEXTS_PARTITIONS_START", "2025-01-01"),
+        # Recordings are kept 90 days (the requirements; Voximplant's shortest retention, docs/
+        # specs/bitrix24_wire.md §2): older days cannot be exported, so the UI's partitions
+        # (and their fill) start there unless a date is set.
+        partitions_start=r.first_day("CALLTEXTS_PARTITIONS_START", DEFAULT_PARTITION_DAYS),
         concurrency=r.integer("CALLTEXTS_CONCURRENCY", 10, minimum=1, maximum=MAX_CONCURRENCY),
         stt_max_in_flight=r.integer(
             "CALLTEXTS_STT_MAX_IN_FLIGHT", 0, minimum=0, maximum=MAX_STT_IN_FLIGHT

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.child_run import TEST_PARTITIONS_START
 from calltexts_tests.support.sandboxed import make_sandbox, sandbox_resources
 
 # A real S3 endpoint on loopback (moto) for the tests of the S3 paths.
@@ -49,6 +50,7 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         if name.startswith(("BITRIX24_", "OPENAI_", "CHATGPT_", "CALLTEXTS_")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CALLTEXTS_HOME", str(tmp_path / "calltexts_home"))
+    monkeypatch.setenv("CALLTEXTS_PARTITIONS_START", TEST_PARTITIONS_START)
 
 
 REPO_VAR = Path(__file__).resolve().parents[1] / "var"

@@ -39,6 +39,9 @@ _FINISHED = {
     DagsterRunStatus.FAILURE: metrics.RUN_FAILURE,
     DagsterRunStatus.CANCELED: "canceled",
 }
+# Export runs: the job's (schedules, backfills, the API, `calltexts run`) and those the UI
+# launches from the asset graph ("Materialize"), which Dagster names __ASSET_JOB.
+EXPORT_JOB_NAMES = ("calls_export", "__ASSET_JOB")
 _IN_PROGRESS = {
     DagsterRunStatus.QUEUED: "queued",
     DagsterRunStatus.NOT_STARTED: "queued",
@@ -64,14 +67,14 @@ class ExportCollector(Collector):
         engine: sa.Engine,
         instance: Callable[[], DagsterInstance] | None,
         *,
-        job_name: str = "calls_export",
+        job_names: tuple[str, ...] = EXPORT_JOB_NAMES,
         budget_usd: float = 0.0,
         timezone: str = "Europe/Moscow",
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.engine = engine
         self.instance = instance
-        self.job_name = job_name
+        self.job_names = job_names
         self.budget_usd = budget_usd
         self.zone = ZoneInfo(timezone)
         self.clock = clock or (lambda: datetime.now(self.zone))
@@ -160,7 +163,11 @@ class ExportCollector(Collector):
         yield from (transcripts, retry_family, rate_limited, last_run_cost)
 
     def _run_metrics(self, instance: DagsterInstance) -> Iterator[Metric]:
-        records = instance.get_run_records(RunsFilter(job_name=self.job_name))
+        records = [
+            record
+            for name in self.job_names
+            for record in instance.get_run_records(RunsFilter(job_name=name))
+        ]
         finished: Counter[str] = Counter({metrics.RUN_SUCCESS: 0, metrics.RUN_FAILURE: 0})
         in_progress: Counter[str] = Counter({"queued": 0, "started": 0})
         durations: list[float] = []

@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from calltexts_assets.assets.call_list import call_list
+from calltexts_assets.assets.call_list import call_list, require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.checks import check_result, check_spec
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
@@ -116,6 +116,7 @@ def raw_audio_and_transcripts(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     period = run_period(context)
     db = ledger.get()
+    require_listed(db, period)
     store = storage.get()
     workdir = prepared_workdir(export_settings.work_dir)
     workers = export_settings.max_concurrency

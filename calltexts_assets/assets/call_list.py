@@ -5,9 +5,11 @@ from collections import Counter, defaultdict
 import dagster as dg
 
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
-from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, export_day, run_period
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, export_day, run_period
 from calltexts_assets.billing.cost import billable_minutes, forecast, minutes_cost_usd
+from calltexts_assets.state.ledger import Ledger
 from calltexts_assets.listing.calls import Call
+from calltexts_assets.listing.directory import RunDirectory
 from calltexts_assets.listing.tally import Listing
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
@@ -36,9 +38,10 @@ def call_list(
 
     # One `batch` answer (<= 2,500 rows) at a time: a long period is never in memory whole.
     listing = Listing()
+    directory = RunDirectory(client)
     days: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for rows in client.iter_call_batches(period.start, period.end):
-        calls, invalid = listing.add(rows)
+        calls, invalid = listing.add(rows, enrich=directory.named)
         by_day: dict[str, list[Call]] = defaultdict(list)
         for call in calls:
             by_day[export_day(call.started_at)].append(call)
@@ -73,10 +76,15 @@ def call_list(
         }
 
     record_day_figures(context, period, figures_of)
+    for note in directory.notes:
+        context.log.warning(note)
     plan = forecast(listing.recording_durations, price_per_minute=price, usd_rub_rate=rate)
     stats = client.stats
+    # One run-level note per directory the portal refused (the ids are kept).
+    notes = {"names_not_read": dg.MetadataValue.text("\n".join(directory.notes))}
     return dg.MaterializeResult(
-        metadata=run_totals(
+        metadata=(notes if directory.notes else {})
+        | run_totals(
             period,
             {
                 "calls": listing.calls,
@@ -98,4 +106,21 @@ def call_list(
             },
         ),
         data_version=dg.DataVersion(listing.fingerprint),
+    )
+
+
+def require_listed(db: Ledger, period: RunPeriod) -> None:
+    """Fail, saying what to materialize, when a day of `period` was never listed: a step
+    downstream would otherwise find no calls and report an empty day as done."""
+    unlisted = [day for day in period.export_ids if db.export(day) is None]
+    if not unlisted:
+        return
+    shown = ", ".join(unlisted[:5]) + (
+        f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+    )
+    raise dg.Failure(
+        description=f"call_list was never materialized for {shown}, so the calls of "
+        f"{'that day' if len(unlisted) == 1 else 'those days'} are not known: materialize "
+        "call_list for them first (or the whole calls_export job, as `calltexts run` does)",
+        allow_retries=False,
     )

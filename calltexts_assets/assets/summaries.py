@@ -6,6 +6,7 @@ from functools import partial
 import dagster as dg
 
 from calltexts_assets.assets.audio_and_transcripts import transcripts
+from calltexts_assets.assets.call_list import require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
@@ -46,6 +47,7 @@ def summaries(
         record_day_figures(context, period, lambda day: {"summarised_now": 0, "failed_now": 0})
         return dg.MaterializeResult(metadata={**run_totals(period, {}), "enabled": False})
     db = ledger.get()
+    require_listed(db, period)
     todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
     steps = call_steps(
         context,

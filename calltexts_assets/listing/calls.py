@@ -102,6 +102,11 @@ class Call:
     telephony_currency: str  # COST_CURRENCY as given ("RUR", "EUR", "" for external calls)
     crm_entity_type: str
     crm_entity_id: str
+    # Filled from the portal's directories after listing (listing.directory): empty when
+    # the name is unknown (no `user_brief` scope, a line `voximplant.line.get` does not list).
+    employee_name: str = ""
+    line_name: str = ""
+    crm_url: str = ""  # the CRM card on the portal (crm_card_path)
 
     @property
     def direction(self) -> str:
@@ -190,6 +195,27 @@ def call_from_row(row: dict[str, Any]) -> Call:
         failed_code=_checked_text(row, "CALL_FAILED_CODE", call_id),
         telephony_cost=cost,
         telephony_currency=_checked_text(row, "COST_CURRENCY", call_id),
-        crm_entity_type=_text(row, "CRM_ENTITY_TYPE"),
-        crm_entity_id=_text(row, "CRM_ENTITY_ID"),
+        crm_entity_type=_crm_part(row, "CRM_ENTITY_TYPE"),
+        crm_entity_id=_crm_part(row, "CRM_ENTITY_ID"),
     )
+
+
+# The CRM binding is not needed to export the call: a value no portal writes (a long or
+# multi-line one) is dropped rather than the call rejected.
+_CRM_PART = re.compile(r"[A-Za-z0-9_]{1,32}")
+# CRM_ENTITY_TYPE -> the card's path on the portal (docs/specs/bitrix24_wire.md §12:
+# BX24.openPath lists /crm/<lead|contact|company|deal>/details/<id>/).
+CRM_CARD_KINDS = {"LEAD": "lead", "CONTACT": "contact", "COMPANY": "company", "DEAL": "deal"}
+
+
+def _crm_part(row: dict[str, Any], key: str) -> str:
+    value = _text(row, key)
+    return value if _CRM_PART.fullmatch(value) else ""
+
+
+def crm_card_path(entity_type: str, entity_id: str) -> str:
+    """`/crm/deal/details/5/` for a known entity type and a numeric id, else ""."""
+    kind = CRM_CARD_KINDS.get(entity_type.upper())
+    if kind is None or not entity_id.isdigit():
+        return ""
+    return f"/crm/{kind}/details/{entity_id}/"

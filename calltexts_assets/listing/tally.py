@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,8 +58,14 @@ class Listing:
         self.recording_durations = array("q")
         self.rejected = 0
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> tuple[list[Call], list[Rejected]]:
-        """The new valid calls of `rows`, and the rows that cannot be exported."""
+    def add(
+        self,
+        rows: Iterable[dict[str, Any]],
+        enrich: Callable[[Sequence[Call]], list[Call]] | None = None,
+    ) -> tuple[list[Call], list[Rejected]]:
+        """The new valid calls of `rows` (with what `enrich` adds, e.g. names, before they
+        are counted: a renamed employee changes the fingerprint), and the rows that cannot
+        be exported."""
         calls: list[Call] = []
         invalid: list[Rejected] = []
         for row in rows:
@@ -73,6 +79,9 @@ class Listing:
                 continue
             self._seen.add(key)
             calls.append(call)
+        if enrich is not None:
+            calls = enrich(calls)
+        for call in calls:
             self._count(call)
         self.rejected += len(invalid)
         return calls, invalid

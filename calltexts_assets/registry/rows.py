@@ -65,8 +65,16 @@ REGISTRY_COLUMNS = (
     "telephony_currency",
     "recording_source",
     "audio_path",
+    # who and where (issue #24)
+    "employee_id",
+    "employee_name",
+    "line_id",
+    "line_name",
+    "crm_entity_type",
+    "crm_entity_id",
+    "crm_url",
 )
-PHONE_COLUMNS = frozenset({"from", "to"})
+PHONE_COLUMNS = frozenset({"from", "to", "line_id"})  # line_id may be the portal's number
 
 # A typed registry value: text, a whole number, a 4-place decimal, an aware date-time, or
 # None (absent). A value the portal gave that does not parse stays text, so that
@@ -149,6 +157,13 @@ def registry_values(
         "telephony_currency": iso_currency(record.telephony_currency),
         "recording_source": record.recording_source,
         "audio_path": record.audio_path,
+        "employee_id": record.portal_user_id,
+        "employee_name": record.employee_name,
+        "line_id": record.portal_number,
+        "line_name": record.line_name,
+        "crm_entity_type": record.crm_entity_type,
+        "crm_entity_id": record.crm_entity_id,
+        "crm_url": record.crm_url,
     }
 
 

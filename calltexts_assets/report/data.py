@@ -32,6 +32,7 @@ from calltexts_assets.quality.checks import (
     DurationTally,
 )
 from calltexts_assets.quality.one_pass import FloatSum, Smallest
+from calltexts_assets.registry.call_codes import call_result
 from calltexts_assets.registry.rows import chronological, record_cost_usd
 from calltexts_assets.report.stt import SttTally
 from calltexts_assets.state.ledger import CallRecord, Status
@@ -79,6 +80,31 @@ class Breakdown:
 
 
 @dataclass(frozen=True)
+class WhoRow:
+    """A row of the per-employee or per-line table."""
+
+    label: str  # "Анна Смирнова (7)", the id alone without a name, "—" without either
+    calls: int
+    seconds: int  # the calls' durations as Bitrix24 reports them
+    cost_usd: Decimal  # transcription cost
+    not_connected: int  # calls whose CALL_FAILED_CODE is not "answered"
+    without_recording: int  # answered calls without a recording, or whose recording is gone
+
+    @property
+    def minutes(self) -> str:
+        return f"{self.seconds / 60:.1f}"
+
+    @property
+    def cost(self) -> str:
+        return format_usd(self.cost_usd)
+
+
+def _who_label(name: str | None, key: str | None) -> str:
+    name, key = name or "", key or ""
+    return (f"{name} ({key})" if name and key else name or key) or "—"
+
+
+@dataclass(frozen=True)
 class CheckRow:
     name: str
     state: str  # "OK", "предупреждение", "ОШИБКА"
@@ -120,6 +146,8 @@ class ReportData:
     days: tuple[Breakdown, ...]  # every day of the period, in order (days without calls too)
     directions: tuple[Breakdown, ...]
     statuses: tuple[Breakdown, ...]
+    employees: tuple[WhoRow, ...]  # by minutes, most first
+    lines: tuple[WhoRow, ...]
     checks: tuple[CheckRow, ...]
     exceptions: tuple[ExceptionRow, ...]
     exceptions_total: int
@@ -316,6 +344,14 @@ class _Totals:
             name: defaultdict(lambda: [0, 0, 0, Decimal(0)])
             for name in ("day", "direction", "status")
         }
+        # calls, seconds, cost, not connected, without recording: per employee and line
+        self.who: dict[str, defaultdict[str, list[Any]]] = {
+            name: defaultdict(lambda: [0, 0, Decimal(0), 0, 0]) for name in ("employee", "line")
+        }
+
+    def who_rows(self, name: str) -> tuple[WhoRow, ...]:
+        rows = [WhoRow(label, *values) for label, values in self.who[name].items()]
+        return tuple(sorted(rows, key=lambda r: (-r.seconds, -r.calls, r.label)))
 
     def breakdown(self, name: str, labels: Iterable[str] = ()) -> tuple[Breakdown, ...]:
         rows = self.by[name]
@@ -352,6 +388,20 @@ class _Totals:
             row[3] += cost
         if r.status == Status.NO_RECORDING and r.duration_sec > 0:
             self.answered_without_recording += 1
+        lost = (r.status == Status.NO_RECORDING and r.duration_sec > 0) or (
+            r.status == Status.MISSING_AUDIO
+        )
+        failed = call_result(r.failed_code) not in ("", "answered")
+        for name, label in (
+            ("employee", _who_label(r.employee_name, r.portal_user_id)),
+            ("line", _who_label(r.line_name, r.portal_number)),
+        ):
+            row = self.who[name][label]
+            row[0] += 1
+            row[1] += r.duration_sec
+            row[2] += cost
+            row[3] += failed
+            row[4] += lost
         self.durations.add(r)
         self.coverage.add(r)
         self.stt.add(r)
@@ -536,6 +586,8 @@ def build_report_data(
         days=totals.breakdown("day", _days(period_from, period_to)),
         directions=totals.breakdown("direction"),
         statuses=totals.breakdown("status"),
+        employees=totals.who_rows("employee"),
+        lines=totals.who_rows("line"),
         checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
         exceptions=tuple(row for _, row in totals.exceptions.items()),
         exceptions_total=totals.exceptions.total,

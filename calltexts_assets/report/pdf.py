@@ -8,7 +8,7 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from calltexts_assets.report.data import SANDBOX_NOTE, Breakdown, ReportData
+from calltexts_assets.report.data import SANDBOX_NOTE, Breakdown, ReportData, WhoRow
 
 _FONT = "NotoSans"
 _GREY = (230, 230, 230)
@@ -97,6 +97,16 @@ def _breakdown(pdf: FPDF, title: str, first: str, rows: Sequence[Breakdown]) -> 
     _table(pdf, header, body or [("—", "0", "0", "0", "0.0000")], (50, 30, 35, 35, 30))
 
 
+def _who(pdf: FPDF, title: str, first: str, rows: Sequence[WhoRow]) -> None:
+    _heading(pdf, title)
+    header = (first, "Звонков", "Минут разговора", "Стоимость, USD", "Не состоялись", "Без записи")
+    body = [
+        (r.label, str(r.calls), r.minutes, r.cost, str(r.not_connected), str(r.without_recording))
+        for r in rows
+    ]
+    _table(pdf, header, body or [("—", "0", "0.0", "0.0000", "0", "0")], (55, 22, 27, 27, 25, 24))
+
+
 def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
     """A4 PDF of the report; the text (totals included) is extractable."""
     pdf = _Pdf(format="A4")
@@ -128,6 +138,8 @@ def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> byte
     _table(pdf, header, days, (50, 30, 35, 35, 30))
     _breakdown(pdf, "По направлениям", "Направление", data.directions)
     _breakdown(pdf, "По статусам", "Статус", data.statuses)
+    _who(pdf, "По сотрудникам", "Сотрудник", data.employees)
+    _who(pdf, "По линиям", "Линия", data.lines)
     if data.warnings:
         _heading(pdf, "Предупреждения")
         for warning in data.warnings:

@@ -74,6 +74,13 @@ call_records = sa.Table(
     sa.Column("telephony_cost", sa.String(32)),  # COST as given
     sa.Column("telephony_currency", sa.String(8)),  # COST_CURRENCY as given
     sa.Column("recording_source", sa.String(16)),  # where the stored copy came from
+    # who and where (issue #24): the employee's and the line's names, the CRM binding
+    sa.Column("employee_name", sa.String(256)),
+    sa.Column("portal_number", sa.String(64)),
+    sa.Column("line_name", sa.String(256)),
+    sa.Column("crm_entity_type", sa.String(32)),
+    sa.Column("crm_entity_id", sa.String(32)),
+    sa.Column("crm_url", sa.Text),
     # raw_audio
     sa.Column("audio_path", sa.Text),
     sa.Column("audio_bytes", sa.BigInteger),
@@ -125,6 +132,12 @@ _LISTED_FIELDS = (
     "failed_code",
     "telephony_cost",
     "telephony_currency",
+    "employee_name",
+    "portal_number",
+    "line_name",
+    "crm_entity_type",
+    "crm_entity_id",
+    "crm_url",
 )
 
 
@@ -169,6 +182,12 @@ class CallRecord:
     stt_request_sec: str | None = None  # JSON list of seconds, one per billed request
     role_mode: str | None = None  # energy | per_channel | diarized | mono | none
     hallucinations: int | None = None
+    employee_name: str | None = None  # user.get's NAME LAST_NAME of portal_user_id
+    portal_number: str | None = None  # the line as PORTAL_NUMBER gives it
+    line_name: str | None = None  # voximplant.line.get's name of portal_number
+    crm_entity_type: str | None = None
+    crm_entity_id: str | None = None
+    crm_url: str | None = None  # the CRM card on the portal
 
     @property
     def has_recording(self) -> bool:
@@ -239,6 +258,12 @@ class ListedCall(Protocol):
     failed_code: str
     telephony_cost: str
     telephony_currency: str
+    employee_name: str
+    portal_number: str
+    line_name: str
+    crm_entity_type: str
+    crm_entity_id: str
+    crm_url: str
 
     @property
     def has_recording(self) -> bool: ...
@@ -262,6 +287,12 @@ def listed_values(run_id: str, call: ListedCall) -> dict[str, Any]:
         "failed_code": call.failed_code,
         "telephony_cost": call.telephony_cost,
         "telephony_currency": call.telephony_currency,
+        "employee_name": call.employee_name,
+        "portal_number": call.portal_number,
+        "line_name": call.line_name,
+        "crm_entity_type": call.crm_entity_type,
+        "crm_entity_id": call.crm_entity_id,
+        "crm_url": call.crm_url,
     }
 
 

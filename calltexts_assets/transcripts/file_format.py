@@ -27,6 +27,11 @@ class TranscriptHeader:
     duration_sec: float  # as Bitrix24 reports it
     sandbox: bool = False  # synthetic data: say so in the file
     record_id: str = ""  # the recording's Drive file: tells the legs of one call apart
+    employee_id: str = ""  # PORTAL_USER_ID
+    employee_name: str = ""  # from user.get; "" when the portal did not give it
+    line_id: str = ""  # PORTAL_NUMBER
+    line_name: str = ""  # from voximplant.line.get
+    crm: str = ""  # the CRM card's address, else "TYPE id"
 
     @classmethod
     def from_record(cls, record: CallRecord, *, sandbox: bool = False) -> TranscriptHeader:
@@ -39,6 +44,12 @@ class TranscriptHeader:
             duration_sec=record.duration_sec,
             sandbox=sandbox,
             record_id=record.record_id,
+            employee_id=record.portal_user_id,
+            employee_name=record.employee_name or "",
+            line_id=record.portal_number or "",
+            line_name=record.line_name or "",
+            crm=record.crm_url
+            or " ".join(filter(None, (record.crm_entity_type, record.crm_entity_id))),
         )
 
 
@@ -60,6 +71,7 @@ LABELS: dict[str, Labels] = {
             "from": "От", "to": "Кому", "duration": "Длительность", "language": "Язык",
             "model": "Модель", "roles": "Роли", "dropped": "Отброшено как галлюцинации STT",
             "source": "Источник", "recording": "Запись (файл Диска)",
+            "employee": "Сотрудник", "line": "Линия", "crm": "CRM",
         },
         roles={"operator": "Оператор", "client": "Клиент", "speaker": "Собеседник"},
         directions={
@@ -84,6 +96,7 @@ LABELS: dict[str, Labels] = {
             "from": "From", "to": "To", "duration": "Duration", "language": "Language",
             "model": "Model", "roles": "Roles", "dropped": "Dropped as STT hallucinations",
             "source": "Source", "recording": "Recording (Drive file)",
+            "employee": "Employee", "line": "Line", "crm": "CRM",
         },
         roles={"operator": "Operator", "client": "Client", "speaker": "Speaker"},
         directions={
@@ -129,6 +142,11 @@ def one_line(value: object) -> str:
     return " ".join(_BREAKS.sub(" ", str(value)).split())
 
 
+def named(name: str, key: str) -> str:
+    """ "Анна Смирнова (7)"; the id alone without a name; "" without either."""
+    return f"{name} ({key})" if name and key else name or key
+
+
 def render_transcript(
     meta: TranscriptHeader,
     transcript: Transcript,
@@ -161,6 +179,12 @@ def render_transcript(
         (f["roles"], words.how_roles.get(transcript.roles, transcript.roles)),
         (f["dropped"], str(transcript.hallucinations)),
     ]
+    who = [
+        (f["employee"], named(meta.employee_name, meta.employee_id)),
+        (f["line"], named(meta.line_name, meta.line_id and phone(meta.line_id))),
+        (f["crm"], meta.crm),
+    ]
+    header[5:5] = [(key, value) for key, value in who if value]
     if meta.record_id:
         header.insert(1, (f["recording"], meta.record_id))
     if meta.sandbox:

@@ -39,6 +39,21 @@ _SOURCES = (("link", 0.5), ("signed", 0.2), ("drive", 0.3))
 _PORTAL_NUMBERS = ("+74951234567", "74993255849", "+78123334455", "reg133788")
 _OPERATORS = ("1", "3", "5", "7", "8", "11", "12", "15")
 _CRM_TYPES = ("CONTACT", "LEAD", "COMPANY", "DEAL")
+# The portal's users (`user.get`): the operators above but "15", a user deleted since (the
+# portal no longer lists him, so his calls keep the bare id); "8" has left (ACTIVE false:
+# user.get still returns him).
+EMPLOYEES = {
+    "1": ("Анна", "Смирнова", True),
+    "3": ("Игорь", "Петров", True),
+    "5": ("Мария", "Кузнецова", True),
+    "7": ("Олег", "Соколов", True),
+    "8": ("Елена", "Попова", False),
+    "11": ("Дмитрий", "Волков", True),
+    "12": ("Ольга", "Морозова", True),
+}
+# `voximplant.line.get`: line ids as keys, names as values (only reg…/sip… lines; numbers
+# are not keys there, so they stay as they are).
+LINES = {"reg133788": "Офис Москва (SIP)", "sip7": "Офисная АТС 1"}
 # CALL_TYPE 1-5: outgoing, incoming, incoming redirected, callback, info call.
 _TYPE_WEIGHTS = {1: 40, 2: 42, 3: 6, 4: 6, 5: 6}
 _COST_PER_MIN = {1: 1.8, 2: 0.0, 3: 0.0, 4: 1.8, 5: 0.9}  # RUR: the portal's legs are billed

@@ -185,9 +185,9 @@ async def _oauth_token(request: Request) -> Response:
     params = await _read_params(request)
     status, body = portal.oauth.refresh(params)
     if "access_token" in body:
-        body["client_endpoint"] = (
-            f"{(portal.config.public_url or str(request.base_url)).rstrip('/')}/rest/"
-        )
+        base = (portal.config.public_url or str(request.base_url)).rstrip("/")
+        body["client_endpoint"] = f"{base}/rest/"
+        body["server_endpoint"] = portal.config.oauth_server_endpoint or f"{base}/rest/"
     response = json_response(status, body)
     portal._count_response(status)
     return response

@@ -86,7 +86,7 @@ class OAuthServer:
             "member_id": "sandbox0000000000000000000000001",
             "refresh_token": refresh,
             "scope": ",".join(self.scopes),
-            "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "server_endpoint": "",  # filled in by the portal: it is its own OAuth server
             "status": "L",
             "user_id": 1,
         }

@@ -17,9 +17,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from calltexts_sandbox.calls.seed import SeedSpec, recording_format, recording_is_stereo
+from calltexts_sandbox.calls.seed import (
+    EMPLOYEES,
+    LINES,
+    SeedSpec,
+    recording_format,
+    recording_is_stereo,
+)
 from calltexts_sandbox.portal.errors import (
     ApiError,
+    access_denied,
     insufficient_scope,
     invalid_credentials,
     method_not_found,
@@ -45,9 +52,18 @@ from calltexts_sandbox.portal.rows import STAT_METHOD, StatisticRows, as_instant
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 50
+PAGE_SIZE = 50
 DISK_METHOD = "disk.file.get"
-# Scope of each method (docs §1, §2); `batch`, `scope`, `server.time` are basic.
-_SCOPES = {STAT_METHOD: "telephony", DISK_METHOD: "disk"}
+USER_METHOD = "user.get"
+LINE_METHOD = "voximplant.line.get"
+# Scopes that allow each method, any one will do (docs §1, §2, §12); `batch`, `scope`,
+# `server.time` are basic.
+_SCOPES = {
+    STAT_METHOD: ("telephony",),
+    DISK_METHOD: ("disk",),
+    LINE_METHOD: ("telephony",),
+    USER_METHOD: ("user", "user_basic", "user_brief"),
+}
 _BASIC = frozenset({"batch", "scope", "server.time"})
 __all__ = ["Fault", "Portal", "PortalConfig"]
 
@@ -61,7 +77,12 @@ class PortalConfig:
     client_secret: str = "sandbox-client-secret-0123456789"
     refresh_tokens: tuple[str, ...] = ("sandbox-refresh-token-0123456789",)
     token_lifetime_sec: float = 3600.0  # issued access tokens (the real portal: 1 hour)
-    scopes: tuple[str, ...] = ("telephony", "disk", "call")  # granted to webhook and app
+    # What refresh answers name as the authorization server (`server_endpoint`); empty:
+    # this emulator's own /rest/ (it serves /oauth/token/ too).
+    oauth_server_endpoint: str = ""
+    scopes: tuple[str, ...] = ("telephony", "disk", "call", "user_brief")  # webhook and app
+    # The webhook's user may not see the lines (voximplant.line.get answers ACCESS_DENIED).
+    lines_visible: bool = True
     rate_per_sec: float = 2.0  # leaky bucket per application; <= 0 disables it
     burst: int = 50  # bucket size; Bitrix24's standard plans use 50
     operating_limit_sec: float = 480.0  # per method and application (the docs' example)
@@ -329,10 +350,10 @@ class Portal:
         """One method call (alone or as a batch command): its answer with a `time` block,
         or ApiError as the portal would answer it."""
         started = time.time()
-        scope = _SCOPES.get(method)
-        if method not in _BASIC and scope is None:
+        scopes = _SCOPES.get(method)
+        if method not in _BASIC and scopes is None:
             raise method_not_found()
-        if scope is not None and scope not in self.config.scopes:
+        if scopes is not None and not set(scopes) & set(self.config.scopes):
             raise insufficient_scope(caller.webhook)
         if method not in _BASIC and self.limiter.is_blocked(caller.app_key, method):
             raise operation_time_limit()
@@ -344,6 +365,12 @@ class Portal:
             body = self._statistic_get(params, caller)
         elif method == DISK_METHOD:
             body = self._disk_file_get(params, caller)
+        elif method == USER_METHOD:
+            body = _user_get(params)
+        elif method == LINE_METHOD:
+            if not self.config.lines_visible:
+                raise access_denied()
+            body = {"result": dict(LINES)}
         elif method == "scope":
             body = {"result": list(self.config.scopes)}
         else:
@@ -411,3 +438,31 @@ class Portal:
             self.oauth.check(token)
             return _Caller(f"oauth:{cfg.client_id}", {"token": token}, base)
         raise method_not_found()
+
+
+def _user_get(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`user.get` with the fields the `user_brief` scope opens (docs §12): a `FILTER` on
+    `ID` or `@ID` (one id or an array), 50 users a page from `start`, ordered by ID."""
+    keys = {str(k).upper(): v for k, v in params.items()}
+    raw = keys.get("FILTER")
+    wanted: set[str] | None = None
+    if isinstance(raw, dict):
+        for key in ("ID", "@ID"):
+            value = raw.get(key)
+            if value is not None:
+                values = value.values() if isinstance(value, dict) else [value]
+                wanted = {str(v) for v in values}
+    users = [
+        {"ID": user_id, "ACTIVE": active, "NAME": name, "LAST_NAME": last, "SECOND_NAME": ""}
+        for user_id, (name, last, active) in sorted(EMPLOYEES.items(), key=lambda i: int(i[0]))
+        if wanted is None or user_id in wanted
+    ]
+    try:
+        start = max(int(str(keys.get("START") or 0)), 0)
+    except ValueError:
+        start = 0
+    page = users[start : start + PAGE_SIZE]
+    body: dict[str, Any] = {"result": page, "total": len(users)}
+    if start + len(page) < len(users):
+        body["next"] = start + len(page)
+    return body

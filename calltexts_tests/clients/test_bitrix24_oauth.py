@@ -64,10 +64,16 @@ def client_of(oauth: OAuthSession) -> Bitrix24Client:
     return Bitrix24Client(portal_url=PORTAL, oauth=oauth, requests_per_second=0, retry_wait_scale=0)
 
 
-def refreshed(n: int) -> dict[str, Any]:
-    """The docs' refresh answer (auto-renewal.md), with distinct tokens."""
+def refreshed(n: int, server_endpoint: str = "https://oauth.example/rest/") -> dict[str, Any]:
+    """The docs' refresh answer (auto-renewal.md), with distinct tokens, naming the server
+    that gave it (as the docs' answer names oauth.bitrix.info)."""
     answer = payload("oauth_refresh_response.json")
-    answer.update(access_token=f"access-{n}", refresh_token=f"refresh-{n}", expires=NOW + 3600)
+    answer.update(
+        access_token=f"access-{n}",
+        refresh_token=f"refresh-{n}",
+        expires=NOW + 3600,
+        server_endpoint=server_endpoint,
+    )
     return answer
 
 
@@ -174,3 +180,32 @@ def test_an_expired_token_twice_in_a_row_is_not_refreshed_in_a_loop(clock: Clock
     with pytest.raises(Bitrix24AuthError, match="access token expired"):
         client_of(session(None, clock)).call("scope")
     assert api.call_count == 2
+
+
+@respx.mock
+def test_the_next_refresh_goes_to_the_server_the_answer_names(clock: Clock) -> None:
+    """East (.ru) and west portals have their own authorization servers: each refresh
+    answer's `server_endpoint` says where the next one goes (docs §6; payload _ru)."""
+    east = payload("oauth_refresh_response_ru.json")["server_endpoint"]
+    assert east == "https://oauth.bitrix24.tech/rest/"
+    first = respx.get(TOKEN_URL).mock(return_value=httpx.Response(200, json=refreshed(1, east)))
+    second = respx.get("https://oauth.bitrix24.tech/oauth/token/").mock(
+        return_value=httpx.Response(200, json=refreshed(2, east))
+    )
+    oauth = session(None, clock)
+    assert oauth.refresh("old-access") == "access-1"
+    assert oauth.refresh("access-1") == "access-2"
+    assert (first.call_count, second.call_count) == (1, 1)
+    assert dict(second.calls[0].request.url.params)["refresh_token"] == "refresh-1"
+
+
+@respx.mock
+def test_a_server_endpoint_that_is_not_https_is_not_followed(clock: Clock) -> None:
+    answer = refreshed(1, "http://oauth.evil.example/rest/")
+    route = respx.get(TOKEN_URL).mock(
+        side_effect=[httpx.Response(200, json=answer), httpx.Response(200, json=refreshed(2))]
+    )
+    oauth = session(None, clock)
+    oauth.refresh("old-access")
+    oauth.refresh("access-1")
+    assert route.call_count == 2  # both at the configured server

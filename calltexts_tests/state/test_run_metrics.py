@@ -316,3 +316,22 @@ def test_collector_reads_a_run_recorded_by_record_run(ledger: Ledger) -> None:
     registry.register(ExportCollector(ledger.engine, None, clock=lambda: datetime.now(UTC)))
     text = generate_latest(registry).decode()
     assert value(text, "call_transcripts_total", status="ok") == 7
+
+
+def test_runs_in_progress_count_the_runs_the_ui_starts_too(ledger: Ledger) -> None:
+    """A run launched from the asset graph ("Materialize") is Dagster's __ASSET_JOB, not
+    calls_export: it is an export in progress all the same (issue #24, item 10)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        for job_name, status in (
+            ("__ASSET_JOB", dg.DagsterRunStatus.STARTED),
+            ("calls_export", dg.DagsterRunStatus.QUEUED),
+            ("retention", dg.DagsterRunStatus.STARTED),  # not an export
+        ):
+            instance.add_run(
+                dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status)
+            )
+        registry = metrics.CollectorRegistry(auto_describe=False)
+        registry.register(ExportCollector(ledger.engine, lambda: instance))
+        text = generate_latest(registry).decode()
+    assert value(text, "call_export_runs_in_progress", status="started") == 1
+    assert value(text, "call_export_runs_in_progress", status="queued") == 1

@@ -53,6 +53,9 @@ class ChildLayout:
         return f"sqlite:///{self.home / 'ledger.sqlite'}"
 
 
+TEST_PARTITIONS_START = "2025-01-01"
+
+
 def child_env(
     layout: ChildLayout,
     *,
@@ -77,6 +80,8 @@ def child_env(
             "CALLTEXTS_RECORDING_HOSTS": "localhost",  # the sandbox's storage host
             "CALLTEXTS_HOME": str(layout.home),
             "CALLTEXTS_CONCURRENCY": str(concurrency),
+            # The tests' calls are on fixed dates: partitions must not roll past them.
+            "CALLTEXTS_PARTITIONS_START": TEST_PARTITIONS_START,
             "CALLTEXTS_RETRY_SCALE": str(retry_scale),
             "DAGSTER_HOME": str(layout.dagster_home),
             "TMPDIR": str(layout.tmp),  # spool files left by a kill stay where we can see them

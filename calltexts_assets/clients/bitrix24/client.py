@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from calltexts_assets.clients.bitrix24.directory import DirectoryMixin
 from calltexts_assets.clients.bitrix24.errors import (
     Bitrix24AuthError,
     Bitrix24Error,
@@ -63,7 +64,7 @@ _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 T = TypeVar("T")
 
 
-class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin):
+class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin, DirectoryMixin):
     """Thread-safe client: one httpx connection pool, one rate limiter, one `stats`."""
 
     def __init__(

@@ -14,10 +14,16 @@ _AUTH_HINTS = {
     "(deactivated?)",
 }
 # Which scope and which permission a method needs (docs/specs/bitrix24_wire.md §1, §2).
-_SCOPES = {"voximplant.": "telephony", "telephony.": "telephony", "disk.": "disk"}
+_SCOPES = {
+    "voximplant.": "telephony",
+    "telephony.": "telephony",
+    "disk.": "disk",
+    "user.": "user_brief",  # or user_basic / user: names need no more (§12)
+}
 _PERMISSIONS = {
     "voximplant.statistic.get": "the 'Call statistics: view' telephony permission",
     "disk.file.get": "read access to the call recordings folder on Drive (administrators)",
+    "voximplant.line.get": "the 'Management of numbers: modification' telephony permission",
 }
 
 

@@ -154,6 +154,7 @@ class OAuthSession:
         if expires_in:
             self._margin = min(REFRESH_MARGIN_SEC, expires_in / 10)
         pair = TokenPair(str(answer["access_token"]), str(answer["refresh_token"]), expires)
+        self._follow(answer.get("server_endpoint"))
         self._seen.update(self._tokens(pair))
         if self._store is not None and not self._store.replace(
             self.portal, pair, made_from=made_from
@@ -162,6 +163,19 @@ class OAuthSession:
         self.refreshes += 1
         log.info("Bitrix24 OAuth access token refreshed (valid %s s)", expires_in or "?")
         return pair
+
+    def _follow(self, server_endpoint: Any) -> None:
+        """Refresh next time at the authorization server the answer names: east (.ru) and
+        west portals have their own (docs/specs/bitrix24_wire.md §6, the PHP SDK reads it
+        too). Only an https address (or the scheme already in use), never a path of ours."""
+        parts = urlsplit(str(server_endpoint or ""))
+        current = urlsplit(self.token_url)
+        if not parts.hostname or parts.scheme not in {"https", current.scheme}:
+            return
+        token_url = f"{parts.scheme}://{parts.netloc}/oauth/token/"
+        if token_url != self.token_url:
+            log.info("Bitrix24 OAuth: the next refresh goes to %s", parts.netloc)
+            self.token_url = token_url
 
     def _masked(self, text: str) -> str:
         return mask_text(text, self._seen)
