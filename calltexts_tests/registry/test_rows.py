@@ -108,6 +108,13 @@ def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
         "telephony_currency",
         "recording_source",
         "audio_path",
+        "employee_id",
+        "employee_name",
+        "line_id",
+        "line_name",
+        "crm_entity_type",
+        "crm_entity_id",
+        "crm_url",
     ]
     document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
     for column in document["columns"]:
@@ -168,6 +175,13 @@ def test_row_values_are_formatted_strings() -> None:
         "telephony_currency": "RUB",
         "recording_source": "link",
         "audio_path": "exports/2026-11/raw/2026/11/24/call_call.5.mp3",
+        "employee_id": "7",
+        "employee_name": "",
+        "line_id": "",
+        "line_name": "",
+        "crm_entity_type": "",
+        "crm_entity_id": "",
+        "crm_url": "",
     }
 
 
@@ -484,7 +498,7 @@ def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
         "'transcription_error']",
     ]
     ragged = data + "только;три;поля\n".encode()
-    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 23"]
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 30"]
 
 
 def test_validation_caps_the_list() -> None:

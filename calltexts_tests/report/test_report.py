@@ -414,3 +414,35 @@ def test_the_stt_section_shows_what_was_sent_and_how_roles_were_given() -> None:
     # The per-channel call is billed for both sides: 2 minutes, and the registry says so.
     assert data.billable_minutes == 5 and data.cost_usd == Decimal("0.030")
     assert "Роли собеседников" in render_markdown(data)
+
+
+def test_per_employee_and_per_line_tables_sorted_by_minutes() -> None:
+    anna = {"portal_user_id": "1", "employee_name": "Анна Смирнова"}
+    sip = {"portal_number": "reg1", "line_name": "Офис (SIP)"}
+    records = [
+        make_record(1, seconds=600.0, **anna, **sip),
+        make_record(2, seconds=60.0, **anna, portal_number="+74951234567"),
+        make_record(3, seconds=120.0, portal_user_id="15", **sip),  # no name: the id
+        make_record(4, seconds=0.0, failed_code="304", portal_user_id="15", status="no_recording"),
+        failed(5, Status.MISSING_AUDIO, "http_404"),
+    ]
+    data = build(records)
+    employees = [
+        (r.label, r.calls, r.minutes, r.not_connected, r.without_recording) for r in data.employees
+    ]
+    assert employees == [
+        ("Анна Смирнова (1)", 2, "11.0", 0, 0),
+        ("15", 2, "2.0", 1, 0),
+        ("7", 1, "1.5", 0, 1),  # the missing recording, on make_record's operator 7
+    ]
+    assert [(r.label, r.calls) for r in data.lines] == [
+        ("Офис (SIP) (reg1)", 2),
+        ("—", 2),
+        ("+74951234567", 1),
+    ]
+    anna_cost = records[0].cost + records[1].cost
+    assert data.employees[0].cost_usd == pytest.approx(Decimal(str(anna_cost)))
+    markdown = render_markdown(data)
+    assert "| Анна Смирнова (1) | 2 | 11.0 |" in markdown
+    text = _pdf_text(render_pdf(data))
+    assert "По сотрудникам" in text and "Анна Смирнова (1)" in text and "По линиям" in text

@@ -197,7 +197,7 @@ def test_batch_references_halt_and_length(serve: Callable[..., Served]) -> None:
     # an array under `>ID`, and the portal runs the command as if there were no filter.
     assert "c" not in answer.result_error
     assert [r["ID"] for r in answer.result["c"]] == [r["ID"] for r in rows[:50]]
-    assert answer.result["d"] == ["telephony", "disk", "call"]
+    assert answer.result["d"] == ["telephony", "disk", "call", "user_brief"]
     assert answer.result_total["a"] == 0  # start=-1, inside a batch too
     halted = client.batch({"x": "no.such.method", "y": "scope"}, halt=True)
     assert "x" in halted.result_error and "y" not in halted.result
@@ -283,7 +283,7 @@ def test_a_method_over_its_running_time_is_blocked_until_its_reset(
     assert batch.status_code == 200
     result = batch.json()["result"]
     assert result["result_error"]["a"]["error"] == "OPERATION_TIME_LIMIT"
-    assert result["result"]["b"] == ["telephony", "disk", "call"]
+    assert result["result"]["b"] == ["telephony", "disk", "call", "user_brief"]
     assert served.portal.stats()["operation_time_limited"] == 2
 
 
@@ -343,7 +343,7 @@ def test_faults_through_the_admin_endpoint(serve: Callable[..., Served]) -> None
     ]
     answer = httpx.post(f"{served.url}/_sandbox/faults", json={"faults": faults}).json()
     assert [f["status"] for f in answer["faults"]] == [500, 429, 502]
-    assert client.call("scope")["result"] == ["telephony", "disk", "call"]
+    assert client.call("scope")["result"] == ["telephony", "disk", "call", "user_brief"]
     assert client.stats.retries == 3 and client.stats.limit_hits == 1
 
     httpx.post(f"{served.url}/_sandbox/faults", json={"kind": "expired_token", "times": None})

@@ -131,3 +131,25 @@ def test_a_line_break_in_any_value_cannot_forge_a_header_or_dialogue_line(brk: s
                     "Язык", "Модель", "Роли", "Отброшено как галлюцинации STT"]  # fmt: skip
     assert dialogue.splitlines() == ["[00:01] Клиент: да [00:05] Оператор: forged"]
     assert "От: +79161234567 Модель: forged" in header
+
+
+def test_header_names_the_employee_line_and_crm_card() -> None:
+    header = replace(
+        HEADER,
+        employee_id="7",
+        employee_name="Олег\nСоколов",  # a name from the portal cannot forge a header line
+        line_id="+74951112233",
+        line_name="",
+        crm="https://portal.example/crm/contact/details/12/",
+    )
+    lines = render_transcript(header, TRANSCRIPT).splitlines()
+    assert lines[5:9] == [
+        "Сотрудник: Олег Соколов (7)",
+        "Линия: +74951112233",
+        "CRM: https://portal.example/crm/contact/details/12/",
+        "Длительность: 01:02:05 (3725 с)",
+    ]
+    masked = render_transcript(header, TRANSCRIPT, mask_phones=True)
+    assert "+74951112233" not in masked
+    # Without an employee (an info call), a line or a binding, the header has no such field.
+    assert render_transcript(HEADER, TRANSCRIPT).count("Сотрудник") == 0
