@@ -7,13 +7,13 @@ import dagster as dg
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, export_day, run_period
 from calltexts_assets.billing.cost import billable_minutes, forecast, minutes_cost_usd
-from calltexts_assets.state.ledger import Ledger
 from calltexts_assets.listing.calls import Call
 from calltexts_assets.listing.directory import RunDirectory
 from calltexts_assets.listing.tally import Listing
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.state.ledger import Ledger
 
 
 @dg.asset(

@@ -12,8 +12,8 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets import call_list, raw_audio
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.testing.sandboxed import materialize_range
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import materialize_range
 
 DAY = "2026-11-01"
 

@@ -13,12 +13,12 @@ import dagster as dg
 
 from calltexts_assets.assets import all_assets, call_list
 from calltexts_assets.clients.bitrix24.client import Bitrix24Client
-from calltexts_assets.core.ledger import Status
 from calltexts_assets.listing.calls import normalize_phone
-from calltexts_assets.reporting.registry import REGISTRY_COLUMNS
-from calltexts_assets.sandbox.runtime import Sandbox
-from calltexts_assets.sandbox.seed import EMPLOYEES, LINES
-from calltexts_assets.testing.sandboxed import make_sandbox, materialize_range, sandbox_resources
+from calltexts_assets.registry.rows import REGISTRY_COLUMNS
+from calltexts_assets.state.ledger import Status
+from calltexts_sandbox.calls.seed import EMPLOYEES, LINES
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.sandboxed import make_sandbox, materialize_range, sandbox_resources
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 PERIOD = f"{DAY1}_{DAY2}"
