@@ -177,7 +177,7 @@ class ExportTasks:
                 return _error(422, str(exc))
             known = self.store.reserve(key, hash_)  # the database picks one winner
             if known is None:
-                return self._launch(key, export)
+                return self._launch(key, export, raw)
         return self.answer_known(key, hash_, known, raw, caller)
 
     def answer_known(
@@ -197,7 +197,7 @@ class ExportTasks:
             except PeriodError as exc:
                 self.store.release(key)
                 return _error(422, str(exc))
-            return self._launch(key, export)
+            return self._launch(key, export, raw)
         return InFlight(key, hash_, raw, caller)
 
     def poll(self, pending: InFlight) -> Response | InFlight:
@@ -209,7 +209,7 @@ class ExportTasks:
             pending.key, pending.request_hash, known, pending.raw, pending.caller
         )
 
-    def _launch(self, key: str, export: ExportRequest) -> Response:
+    def _launch(self, key: str, export: ExportRequest, raw: Any) -> Response:
         try:
             run_id = self.launcher.launch(export)
         except Exception as exc:
@@ -221,16 +221,41 @@ class ExportTasks:
                 if isinstance(exc, LaunchError):
                     return _error(503, str(exc))
                 raise
-        return self._bound(key, run_id, export)
+        return self._bound(key, run_id, export, self._defaults(raw))
 
-    def _bound(self, key: str, run_id: str, export: ExportRequest | None = None) -> Response:
+    def _defaults(self, raw: Any) -> dict[str, str]:
+        """What the server chose for the ends the request left out, said in the answer."""
+        given = raw if isinstance(raw, dict) else {}
+        chosen = {}
+        if given.get("period_to") is None:
+            chosen["period_to"] = "not given: the last complete day (yesterday, portal time)"
+        if given.get("period_from") is None:
+            chosen["period_from"] = (
+                f"not given: {self.policy.default_days} days before period_to, or before "
+                "today when period_to is not given either"
+            )
+        return chosen
+
+    def _bound(
+        self,
+        key: str,
+        run_id: str,
+        export: ExportRequest | None = None,
+        defaults: dict[str, str] | None = None,
+    ) -> Response:
         if export is not None:
             period = {"from": export.period_from.isoformat(), "to": export.period_to.isoformat()}
         else:
             state = self.launcher.status(run_id)
             tags = state.tags if state else {}
             period = {"from": tags.get(RANGE_START_TAG), "to": tags.get(RANGE_END_TAG)}
-        payload = {"run_id": run_id, "period": period, "status_url": f"{TASK_PATH}/{run_id}"}
+        payload: dict[str, Any] = {
+            "run_id": run_id,
+            "period": period,
+            "status_url": f"{TASK_PATH}/{run_id}",
+        }
+        if defaults:
+            payload["defaults"] = defaults
         content = _dumps(payload)
         self.store.complete(key, 202, content)
         return Response(content=content, status_code=202, media_type="application/json")

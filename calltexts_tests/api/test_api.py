@@ -220,6 +220,18 @@ def test_defaults_are_the_60_days_before_today(client: TestClient, launcher: Fak
     assert launcher.launched[0].generate_summary is None  # the deployment's default
 
 
+def test_an_open_end_is_said_in_the_answer(client: TestClient, launcher: FakeLauncher) -> None:
+    """Without period_to the run goes up to yesterday: the answer says so, not only the
+    period (issue #24: a POST with period_from alone was a silent 36-day run)."""
+    answer = post(client, {"period_from": "2026-10-20"}, new_key()).json()
+    assert answer["period"] == {"from": "2026-10-20", "to": "2026-11-24"}
+    assert answer["defaults"] == {
+        "period_to": "not given: the last complete day (yesterday, portal time)"
+    }
+    both = post(client, {"period_from": "2026-11-01", "period_to": "2026-11-02"}, new_key())
+    assert "defaults" not in both.json()
+
+
 def test_empty_body_replays_on_another_day(engine: sa.Engine, launcher: FakeLauncher) -> None:
     """The key guards the request as sent: defaults resolved later do not make it new."""
     key = new_key()
