@@ -22,10 +22,19 @@ from calltexts_assets.runlog.log import scrub_text
 from calltexts_assets.transcripts.step import stored_transcript_keys
 
 
-def run_seconds(context: dg.AssetExecutionContext) -> float:
-    record = context.instance.get_run_record_by_id(context.run.run_id)
+def run_seconds(context: dg.AssetExecutionContext, run_id: str | None = None) -> float:
+    """How long a run took (this one, so far, by default)."""
+    record = context.instance.get_run_record_by_id(run_id or context.run.run_id)
     started = record.start_time if record and record.start_time else None
-    return datetime.now(UTC).timestamp() - started if started else 0.0
+    if not started:
+        return 0.0
+    ended = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
+    return ended - started
+
+
+def work_time(context: dg.AssetExecutionContext, run_ids: set[str]) -> tuple[float, int]:
+    """The summed time of the runs that last worked on the period's calls, and how many."""
+    return sum(run_seconds(context, run_id) for run_id in run_ids), len(run_ids)
 
 
 @dg.asset(
@@ -70,6 +79,9 @@ def cost_report(
         usd_rub_rate=export_settings.usd_rub_rate,
         budget_usd=export_settings.budget_usd,
         run_seconds=run_seconds(context),
+        work=work_time(
+            context, {r.dagster_run_id for r in db.iter_records(days) if r.dagster_run_id}
+        ),
         checks=checks,
         is_sandbox=export_settings.is_sandbox,
     )

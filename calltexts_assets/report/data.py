@@ -455,6 +455,7 @@ def _sections(
     price: Decimal,
     rate: Decimal,
     run_seconds: float,
+    work: tuple[float, int] | None = None,
 ) -> tuple[Section, ...]:
     counts, minutes = totals.counts, totals.billable_minutes
     return (
@@ -498,7 +499,19 @@ def _sections(
         ),
         Section("Распознавание (STT)", totals.stt.rows()),
         Section("Прогноз и бюджет", tuple(_forecast_rows(forecast, delta, budget))),
-        Section("Выполнение", (("Время выполнения", run_time(run_seconds)),)),
+        Section("Выполнение", _run_rows(run_seconds, work)),
+    )
+
+
+def _run_rows(run_seconds: float, work: tuple[float, int] | None) -> tuple[tuple[str, str], ...]:
+    """The time of the runs that did the period's work; a re-run that found nothing to do
+    takes seconds and must not read as the export's time, so it is labelled apart."""
+    if work is None:
+        return (("Время выполнения", run_time(run_seconds)),)
+    seconds, runs = work
+    return (
+        (f"Время выполнения (запуски, сделавшие работу периода: {runs})", run_time(seconds)),
+        ("Время этого запуска", run_time(run_seconds)),
     )
 
 
@@ -519,9 +532,11 @@ def build_report_data(
     run_seconds: float,
     checks: Sequence[CheckOutcome] = (),
     is_sandbox: bool = False,
+    work: tuple[float, int] | None = None,
 ) -> ReportData:
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
-    means no budget (the settings' 0 default)."""
+    means no budget (the settings' 0 default). `work`: the summed time and the number of
+    the runs that did the period's work (`run_seconds` is this run's)."""
     period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
     price = Decimal(str(price_per_minute))
     rate = Decimal(str(usd_rub_rate))
@@ -550,7 +565,7 @@ def build_report_data(
         totals.stt.recommendations(),
     )
     with_audio = totals.coverage.with_audio
-    sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds)
+    sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds, work)
     title = f"Отчёт по выгрузке звонков за {period_from}" + (
         "" if period_from == period_to else f" — {period_to}"
     )

@@ -11,7 +11,8 @@ from typing import Any
 
 import dagster as dg
 
-from calltexts_assets.assets import call_list, raw_audio
+from calltexts_assets.assets import all_assets, call_list, raw_audio
+from calltexts_assets.report.data import run_time
 from calltexts_sandbox.runtime import Sandbox
 from calltexts_tests.support.sandboxed import materialize_range
 
@@ -67,3 +68,17 @@ def test_partitions_start_at_the_retention_by_default_or_at_the_setting(tmp_path
     assert _first_partition(env) == (today - timedelta(days=30)).isoformat()
     env["CALLTEXTS_PARTITIONS_START"] = "2026-10-01"
     assert _first_partition(env) == "2026-10-01"
+
+
+def test_the_report_times_the_runs_that_did_the_work_not_a_no_op_rerun(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    first = materialize_range(all_assets, resources, instance, DAY, DAY)
+    again = materialize_range(all_assets, resources, instance, DAY, DAY)  # nothing new
+    assert first.success and again.success
+    record = instance.get_run_record_by_id(first.run_id)
+    assert record is not None and record.end_time and record.start_time
+    worked = run_time(record.end_time - record.start_time)
+    report = (tmp_path / f"store/exports/{DAY}_{DAY}/reports/summary_{DAY}_{DAY}.md").read_text()
+    assert f"| Время выполнения (запуски, сделавшие работу периода: 1) | {worked} |" in report
+    assert "| Время этого запуска |" in report
