@@ -35,7 +35,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 # Dagster UI + daemon (and the sandbox when no credentials are set).
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/calltexts dev
+	$(BIN)/calltexts dev $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -92,3 +93,26 @@ def test_estimate_prints_the_cost_before_anything_is_spent(
     assert out[3] == "Already transcribed: 0 calls, 0 min"
     assert out[4].startswith("Left to pay: ")
     assert not (home / "exports").exists()  # nothing was exported
+
+
+def test_retention_prints_for_a_person(
+    home: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One summary, the rules and the audit log: no Dagster debug lines, no Python dict."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    old = home / "exports/2025-01/raw/2025/01/02/call_a.mp3"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"ID3" + bytes(100))
+    os.utime(old, (0, 0))  # modified in 1970: past every retention
+    assert main(["retention", "--dry-run"]) == 0
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [
+        "Retention, dry run (nothing deleted): 1 files would be deleted; 0 API idempotency "
+        "keys would be purged.",
+        "Kept: recordings 90 days, transcripts and summaries 180, reports and QA samples 180, "
+        "registry 365, API idempotency keys 30.",
+        f"Audit log: {home / 'logs' / 'retention_audit.jsonl'}",
+    ]
+    assert "DEBUG" not in out + err and "{'dry_run'" not in out + err
+    assert old.exists()
