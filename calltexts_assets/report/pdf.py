@@ -64,29 +64,45 @@ _BAR = (66, 110, 180)
 _CHART_HEIGHT = 32.0  # mm
 
 
+_Y_AXIS = 14.0  # mm left of the bars for the y-axis' figures
+_X_LABELS = 8  # at most this many dates under the x-axis
+
+
 def _day_chart(pdf: FPDF, data: ReportData, title: str, values: Sequence[int]) -> None:
-    """Vertical bars, one per day of the period, scaled to the busiest day."""
+    """Vertical bars, one per day of the period, scaled to the busiest day; the y-axis
+    shows 0, half and the peak, the x-axis every n-th date (at most _X_LABELS)."""
     peak = max(values, default=0)
     _heading(pdf, f"{title} (макс. {peak})", size=11)
-    if pdf.will_page_break(_CHART_HEIGHT + 10):
+    if pdf.will_page_break(_CHART_HEIGHT + 14):
         pdf.add_page()
-    left, top = pdf.l_margin, pdf.get_y()
-    width = pdf.w - pdf.l_margin - pdf.r_margin
+    left, top = pdf.l_margin + _Y_AXIS, pdf.get_y()
+    width = pdf.w - left - pdf.r_margin
     step = width / max(len(values), 1)
+    bottom = top + _CHART_HEIGHT
     pdf.set_draw_color(160, 160, 160)
-    pdf.line(left, top + _CHART_HEIGHT, left + width, top + _CHART_HEIGHT)
+    pdf.line(left, bottom, left + width, bottom)
+    pdf.line(left, top, left, bottom)
+    pdf.set_font(_FONT, size=7)
+    for fraction in (0.0, 0.5, 1.0):
+        y = bottom - _CHART_HEIGHT * fraction
+        pdf.line(left - 1, y, left, y)
+        label = f"{peak * fraction:g}" if peak else "0"
+        pdf.set_xy(pdf.l_margin, y - 2)
+        pdf.cell(_Y_AXIS - 2, 4, label, align="R")
     pdf.set_fill_color(*_BAR)
     for index, value in enumerate(values):
         if peak and value:
             height = _CHART_HEIGHT * value / peak
             x = left + index * step + step * 0.15
-            pdf.rect(x, top + _CHART_HEIGHT - height, step * 0.7, height, style="F")
+            pdf.rect(x, bottom - height, step * 0.7, height, style="F")
     pdf.set_fill_color(255, 255, 255)  # tables after the chart fill with the current colour
-    pdf.set_y(top + _CHART_HEIGHT + 1)
-    pdf.set_font(_FONT, size=7)
-    if data.days:
-        pdf.cell(width / 2, 4, data.days[0].label, align="L")
-        pdf.cell(width / 2, 4, data.days[-1].label, align="R", new_x="LMARGIN", new_y="NEXT")
+    every = max(1, -(-len(data.days) // _X_LABELS))  # ceil: at most _X_LABELS dates
+    for index in range(0, len(data.days), every):
+        x = left + index * step + step / 2
+        pdf.line(x, bottom, x, bottom + 1)
+        pdf.set_xy(x - 10, bottom + 1)
+        pdf.cell(20, 4, data.days[index].label[5:], align="C")  # MM-DD
+    pdf.set_xy(pdf.l_margin, bottom + 5)
     pdf.set_font(_FONT, size=10)
 
 

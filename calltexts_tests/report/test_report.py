@@ -446,3 +446,14 @@ def test_per_employee_and_per_line_tables_sorted_by_minutes() -> None:
     assert "| Анна Смирнова (1) | 2 | 11.0 |" in markdown
     text = _pdf_text(render_pdf(data))
     assert "По сотрудникам" in text and "Анна Смирнова (1)" in text and "По линиям" in text
+
+
+def test_pdf_charts_label_the_y_axis_and_enough_dates() -> None:
+    data = build(period(), period_from=date(2026, 11, 5), period_to=date(2026, 11, 24))
+    text = _pdf_text(render_pdf(data))
+    peak_calls, _ = data.day_peak
+    assert peak_calls == 11
+    assert "5.5" in text  # the y-axis: 0, half and the peak of the calls chart
+    # 20 days: every third date under the x-axis, first and 2026-11-23 included
+    for label in ("11-05", "11-08", "11-14", "11-20", "11-23"):
+        assert label in text
