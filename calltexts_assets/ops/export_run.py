@@ -28,15 +28,23 @@ def export_run_config(summaries: bool) -> dict:
     return config
 
 
+# The figures are the period's (every run's work), not this run's: a re-run that has
+# nothing to do must not read as new spend.
+PERIOD_LABEL = "Period (all runs): "
+
+
 def _progress(read: Any, out: TextIO) -> ProgressWatch:
     """A bar redrawn in place on a terminal; a plain line every 10 % elsewhere (CI, cron)."""
     if out.isatty():
         return ProgressWatch(
-            read, lambda line: print(f"\r{line}", end="", file=out, flush=True),
+            read, lambda line: print(f"\r{PERIOD_LABEL}{line}", end="", file=out, flush=True),
             live=True, interval=1.0, render=bar,
         )  # fmt: skip
     return ProgressWatch(
-        read, lambda line: print(line, file=out, flush=True), every_pct=10, interval=5.0
+        read,
+        lambda line: print(f"{PERIOD_LABEL}{line}", file=out, flush=True),
+        every_pct=10,
+        interval=5.0,
     )
 
 
@@ -145,7 +153,8 @@ def run_export(
         result.run_id, result.success, period, totals, _paths(settings, period, storage, created)
     ):
         print(line, file=out)
-    print(describe(snapshot(ledger, period.export_ids), None).rsplit(" | ETA", 1)[0], file=out)
+    final = describe(snapshot(ledger, period.export_ids), None).rsplit(" | ETA", 1)[0]
+    print(f"{PERIOD_LABEL}{final}", file=out)
     recordings = ledger.stored_recordings(period.export_ids)
     if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
         listed = ", ".join(f"{k}={v}" for k, v in recordings.items())

@@ -126,3 +126,6 @@ def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_ar
     repeated = again.getvalue()
     assert "Nothing new: every call of the period was already done" in repeated, repeated
     assert "New: " not in repeated
+    # The progress figures are the period's: labelled so, they do not read as new spend.
+    figures = [line for line in repeated.splitlines() if " audio min | $" in line]
+    assert figures and all(line.startswith("Period (all runs): ") for line in figures), figures
