@@ -28,12 +28,23 @@ class NamesSource(Protocol):
     def line_names(self) -> NamesAnswer: ...
 
 
-_NOTES = {
-    "user.get": "employee names were not read ({why}): the registry and the report show "
-    "employee ids only. Add the `user_brief` scope to the webhook or application.",
-    "voximplant.line.get": "line names were not read ({why}): lines are shown as the "
-    "portal's ids. The webhook's user needs the 'Management of numbers' permission.",
+_SHOWN = {
+    "user.get": ("employee names", "the registry and the report show employee ids only"),
+    "voximplant.line.get": ("line names", "lines are shown as the portal's ids"),
 }
+_GRANT = {
+    "user.get": "add the `user_brief` scope to the webhook or application",
+    "voximplant.line.get": "the webhook's user needs the 'Management of numbers' permission",
+}
+_REFUSALS = ("insufficient_scope", "access_denied")
+
+
+def refusal_note(refused: str) -> str:
+    """One line for the run: what was not read, why, and what to do about it."""
+    method, _, code = refused.partition(": ")
+    what, effect = _SHOWN[method]
+    advice = _GRANT[method] if code.lower() in _REFUSALS else "the next run asks again"
+    return f"{what} were not read ({refused}): {effect}; {advice}."
 
 
 class RunDirectory:
@@ -48,8 +59,7 @@ class RunDirectory:
         self.notes: list[str] = []  # one per refused method, for the run's metadata and log
 
     def _note(self, refused: str) -> None:
-        method = refused.partition(":")[0]
-        self.notes.append(_NOTES[method].format(why=refused))
+        self.notes.append(refusal_note(refused))
 
     def _learn(self, calls: Sequence[Call]) -> None:
         if self._lines is None:

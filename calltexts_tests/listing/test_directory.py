@@ -14,6 +14,7 @@ import dagster as dg
 from calltexts_assets.assets import all_assets, call_list
 from calltexts_assets.clients.bitrix24.client import Bitrix24Client
 from calltexts_assets.listing.calls import normalize_phone
+from calltexts_assets.listing.directory import refusal_note
 from calltexts_assets.registry.rows import REGISTRY_COLUMNS
 from calltexts_assets.state.ledger import Status
 from calltexts_sandbox.calls.seed import EMPLOYEES, LINES
@@ -148,3 +149,12 @@ def test_employee_names_are_asked_for_fifty_ids_a_command_in_one_batch(
     lines = client.line_names()
     assert lines.names == LINES
     client.close()
+
+
+def test_a_directory_that_fails_leaves_the_ids_and_says_what_to_do() -> None:
+    assert refusal_note("user.get: insufficient_scope") == (
+        "employee names were not read (user.get: insufficient_scope): the registry and the "
+        "report show employee ids only; add the `user_brief` scope to the webhook or "
+        "application."
+    )
+    assert refusal_note("voximplant.line.get: http_503").endswith("; the next run asks again.")

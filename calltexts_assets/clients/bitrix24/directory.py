@@ -2,8 +2,8 @@
 from `voximplant.line.get` (docs/specs/bitrix24_wire.md §12).
 
 Names are a courtesy, not the export: a portal that refuses them (no `user_brief` scope,
-no permission to see the lines) leaves the ids as they are, with one note saying why.
-Credentials refused outright still stop the run (`Bitrix24AuthError` is raised as is).
+no permission to see the lines) or fails to answer after the retries leaves the ids as they
+are, with one note saying why. Credentials refused outright still stop the run.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ class DirectoryMixin(Batching):
             }
             try:
                 answer = self.batch(commands)
-            except Bitrix24AuthError as exc:
-                if not _refusal(exc):
-                    raise
+            except Bitrix24Error as exc:
+                if isinstance(exc, Bitrix24AuthError) and not _refusal(exc):
+                    raise  # the credentials themselves: the run stops as for any method
                 found.refused = f"{USER_METHOD}: {exc.code}"
                 return found
             for name in commands:
@@ -87,8 +87,8 @@ class DirectoryMixin(Batching):
         """Every line the portal lists, `{"reg150907": "SIP line", ...}`."""
         try:
             answer = self.call(LINE_METHOD)
-        except Bitrix24AuthError as exc:
-            if not _refusal(exc):
+        except Bitrix24Error as exc:
+            if isinstance(exc, Bitrix24AuthError) and not _refusal(exc):
                 raise
             return Names(refused=f"{LINE_METHOD}: {exc.code}")
         lines = as_dict(answer.get("result"))
