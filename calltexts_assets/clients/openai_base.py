@@ -230,6 +230,16 @@ class OpenAIService:
                 self._client.close()
                 self._client = None
 
+    def model_list(self) -> Any | None:
+        """`GET /v1/models` as decoded JSON, one attempt; None when the server has no such
+        list or does not answer it (the caller then knows nothing, and refuses nothing)."""
+        try:
+            raw = self.client().models.with_raw_response.list()
+            return raw.http_response.json()  # not in `stats`: those count the service's work
+        except (openai.OpenAIError, ValueError) as exc:
+            log.warning("%s: no model list (%s)", self.describe(), self.scrub(str(exc)))
+            return None
+
     def scrub(self, text: str) -> str:
         """Text safe for logs and errors: no proxy credentials, no API key."""
         return mask_text(text, self.connection.secrets())

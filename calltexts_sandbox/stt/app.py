@@ -106,6 +106,7 @@ class SttStats:
     words: int = 0
     words_by_side: dict[str, int] = field(default_factory=dict)  # "0", "1", "both"
     hallucinations: int = 0  # answers with text written on silence
+    model_lists: int = 0  # GET /v1/models
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str):
@@ -124,11 +125,14 @@ class SttEmulator:
         faults: Faults | None = None,
         flavour: str = answers.OPENAI,
         heard_cache: HeardCache | None = None,
+        shutdowns: dict[str, str | None] | None = None,
     ) -> None:
         if flavour not in answers.FLAVOURS:
             raise ValueError(f"flavour must be one of {answers.FLAVOURS}, got {flavour!r}")
         self.flavour = flavour
         self.heard_cache = heard_cache
+        # model id -> `shutdown_date` of GET /v1/models (the deprecations page's by default)
+        self.shutdowns = dict(answers.SHUTDOWN_DATES if shutdowns is None else shutdowns)
         self.api_key = api_key
         self.max_file_bytes = max_file_bytes
         self.latency_per_audio_min_sec = latency_per_audio_min_sec
@@ -140,6 +144,7 @@ class SttEmulator:
             routes=[
                 Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
                 Route("/_sandbox/faults", self._faults_endpoint, methods=["GET", "POST"]),
                 Route("/_sandbox/stats", self._stats_endpoint, methods=["GET"]),
                 Route("/_sandbox/reset", self._reset_endpoint, methods=["POST"]),
@@ -266,6 +271,8 @@ class SttEmulator:
             language=str(form.get("language") or ""),
             chunking_strategy=str(form.get("chunking_strategy") or ""),
             prompt=str(form.get("prompt") or ""),
+            languages=tuple(str(v) for v in form.getlist("languages[]")),
+            keywords=tuple(str(v) for v in form.getlist("keywords[]")),
         )
 
     async def _transcribe(self, request: Request) -> Response:
@@ -408,6 +415,18 @@ class SttEmulator:
                 },
                 "system_fingerprint": "sandbox",
             }
+        )
+
+    # --- models ---------------------------------------------------------------------------
+
+    async def _models(self, request: Request) -> Response:
+        """GET /v1/models (docs/specs/openai_models.md §1): OpenAI's models carry
+        `shutdown_date` (a date, or null when none is announced); speaches and LocalAI list
+        theirs without it. Counted apart: faults and `requests` number the service's work."""
+        with self._lock:
+            self._stats.model_lists += 1
+        return JSONResponse(
+            {"object": "list", "data": answers.model_list(self.flavour, self.shutdowns)}
         )
 
     # --- sandbox control endpoints ------------------------------------------------------
