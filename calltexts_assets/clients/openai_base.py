@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import openai
@@ -212,6 +212,9 @@ class OpenAIService:
                 if not conn.api_key and "api.openai.com" in conn.base_url:
                     raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
                 _scrubber.secrets.update(conn.secrets())
+                # openai 3.x types `http_client` as httpx2's but sends through an httpx
+                # client it is given ("legacy client", openai_models.md §6): the one proxy
+                # setting and the one mocking tool then cover every service.
                 http_client = httpx.Client(
                     proxy=conn.proxy_url or None, timeout=conn.timeout_sec, trust_env=False
                 )
@@ -220,7 +223,7 @@ class OpenAIService:
                     base_url=conn.base_url,
                     max_retries=0,
                     timeout=conn.timeout_sec,
-                    http_client=http_client,
+                    http_client=cast(Any, http_client),
                 )
             return self._client
 
