@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import openai
@@ -23,7 +24,7 @@ from calltexts_assets.sandbox.stt import SttEmulator
 class _ForwardProxy(BaseHTTPRequestHandler):
     """A plain HTTP forward proxy: it records each absolute-URI request and relays it."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def _relay(self) -> None:
         self.seen.append(f"{self.command} {self.path}")
