@@ -239,7 +239,7 @@ class OpenAIService:
         try:
             raw = self.client().models.with_raw_response.list()
             return raw.http_response.json()  # not in `stats`: those count the service's work
-        except (openai.OpenAIError, ValueError) as exc:
+        except (openai.OpenAIError, OpenAIApiError, ValueError) as exc:  # no key: no request
             log.warning("%s: no model list (%s)", self.describe(), self.scrub(str(exc)))
             return None
 

@@ -12,8 +12,18 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+<<<<<<< HEAD
 from calltexts_assets.listing.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
+=======
+from calltexts_assets.core.periods import PeriodError
+from calltexts_assets.ops.preflight import (
+    configured_model_notices,
+    environment_problems,
+    export_period,
+    model_problems,
+)
+>>>>>>> 68f1ff4 (turns role mode on issue #23's VAD: each side's speech as requests of its own, in order, the dialogue so far as prompt; a side's request ends when the other side speaks; billed as the summed seconds; CLI run/estimate check model shutdown dates; benchmark script (issue #22))
 from calltexts_assets.settings import (
     API_SCOPES,
     Settings,
@@ -161,10 +171,23 @@ def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date
         yield period_from, period_to
 
 
+def _models_checked(settings: Settings, *, summaries: bool) -> None:
+    """Print a warning per model that shuts down within 60 days; refuse (exit 2) when one
+    is past its date."""
+    refused, warned = model_problems(configured_model_notices(settings, summaries=summaries))
+    for line in warned:
+        print(f"warning: {line}", file=sys.stderr)
+    if refused:
+        raise _Refused("\n".join(refused))
+
+
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.ops.export_run import run_export
 
     with _portal(args, settings) as (period_from, period_to):
+        # the sandbox (if any) pointed the environment at itself: read it again
+        current = load_settings()
+        _models_checked(current, summaries=args.summaries or current.summaries_enabled)
         return run_export(period_from, period_to, summaries=args.summaries)
 
 
@@ -172,8 +195,9 @@ def _cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.api.estimate import estimate_period
 
     with _portal(args, settings) as (period_from, period_to):
-        # the sandbox (if any) pointed the environment at itself: read it again
-        for line in estimate_period(load_settings(), period_from, period_to).lines():
+        current = load_settings()
+        _models_checked(current, summaries=current.summaries_enabled)
+        for line in estimate_period(current, period_from, period_to).lines():
             print(line)
     return 0
 

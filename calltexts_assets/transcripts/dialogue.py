@@ -27,19 +27,12 @@ from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
 from calltexts_assets.clients.languages import iso_code
+from calltexts_assets.audio.speech import call_speech
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
-from calltexts_assets.transcripts.turns import (
-    MIN_SILENCE_SEC,
-    PAD_SEC,
-    TURN_RATE,
-    decode_channels,
-    plan_requests,
-    prompt_before,
-    write_clip,
-)
+from calltexts_assets.transcripts.turns import plan_requests, prompt_before
 
 __all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
 
@@ -255,19 +248,17 @@ def _send_turns(
     path: Path, info: audio.AudioInfo, stt: SpeechToText, roles: _Roles, answers: _Answers,
     tmp: Path,
 ) -> None:  # fmt: skip
-    """Each side's turns as requests of their own, in order, the dialogue so far as prompt."""
-    from calltexts_assets.audio.speech import speech_spans  # issue #23 builds it
-
+    """Each side's turns as requests of their own, in order, the dialogue so far as prompt:
+    the voice activity detector finds each channel's speech (`audio/speech.py`), and each
+    request's clip is cut from its own channel (16 kHz mono FLAC, never the whole call)."""
     with decode_slot():
-        channels = decode_channels(path, info)
-        spans = [
-            speech_spans(
-                channels[side], TURN_RATE, min_silence_sec=MIN_SILENCE_SEC, pad_sec=PAD_SEC
-            )
-            for side in range(2)
-        ]
-    for number, group in enumerate(plan_requests(spans, max_request_sec=stt.max_request_sec)):
-        clip = write_clip(channels[group.side], group, tmp / f"turn_{number:04d}.flac")
+        speech = call_speech(path, info)
+    groups = plan_requests(speech.channels[:2], max_request_sec=stt.max_request_sec)
+    for number, group in enumerate(groups):
+        clip = audio.encode_flac_piece(
+            path, tmp / f"turn_{number:04d}.flac",
+            start=group.start, duration=group.duration, channel=group.side,
+        )  # fmt: skip
         piece = Piece(clip, group.start, group.start, group.end, False, channel=group.side)
         prompt = prompt_before([line.text for line in answers.lines])
         result = stt.transcribe_file(clip, group.duration, prompt=prompt)

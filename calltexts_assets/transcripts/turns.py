@@ -16,26 +16,15 @@ Why this shape (docs/specs/openai_models.md §5 has the measurements):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-import soundfile
-
-from calltexts_assets.audio import decode as audio
 
 # A request carries at least this much audio: OpenAI refuses clips under 0.1 s, and a VAD's
 # shortest blips are clicks, not words.
 MIN_TURN_SEC = 0.2
 # The prompt: the end of the dialogue so far; a few hundred characters set the context.
 PROMPT_CHARS = 400
-TURN_RATE = 16_000  # what the channels are decoded at for the detector and the clips
-# Speech detector settings: a pause this long ends a span; spans keep this much around them.
-MIN_SILENCE_SEC = 0.5
-PAD_SEC = 0.1
-
-SpeechSpans = Callable[..., list[tuple[float, float]]]
 
 
 @dataclass(frozen=True)
@@ -58,49 +47,30 @@ def plan_requests(
     min_sec: float = MIN_TURN_SEC,
 ) -> list[TurnGroup]:
     """Each side's speech spans as requests, in order of start. A span joins the previous
-    request when it is the same side's, no span of the other side started since, and the
-    request stays under `max_request_sec`; spans under `min_sec` are dropped."""
+    request when it is the same side's, the other side said nothing after that request's
+    end, and the request stays under `max_request_sec`; spans under `min_sec` are dropped."""
     spans = sorted(
         (start, end, side)
         for side, side_spans in enumerate(spans_by_side)
         for start, end in side_spans
         if end - start >= min_sec
     )
+    spoke_until = [0.0] * len(spans_by_side)  # the end of each side's latest speech so far
     groups: list[TurnGroup] = []
     for start, end, side in spans:
         last = groups[-1] if groups else None
-        if last is not None and last.side == side and end - last.start <= max_request_sec:
+        others_since = any(
+            until > last.end for other, until in enumerate(spoke_until) if other != side
+        ) if last else True  # fmt: skip
+        spoke_until[side] = max(spoke_until[side], end)
+        if last and last.side == side and not others_since and end - last.start <= max_request_sec:
             groups[-1] = TurnGroup(side, last.start, max(last.end, end))
             continue
-        # Longer than a request may be (a monologue without a pause of MIN_SILENCE_SEC):
-        # cut into equal parts; the model hears each part's end and the next one's start.
-        count = max(1, int(np.ceil((end - start) / max_request_sec)))
+        # Longer than a request may be (a monologue without a pause): cut into equal parts.
+        count = max(1, math.ceil((end - start) / max_request_sec))
         step = (end - start) / count
         groups += [TurnGroup(side, start + i * step, start + (i + 1) * step) for i in range(count)]
     return groups
-
-
-def decode_channels(path: Path, info: audio.AudioInfo) -> np.ndarray:
-    """The recording's samples at TURN_RATE, shaped (channels, n). A call of an hour is
-    230 MB of float32 per channel: turns are for calls, not for recordings of days."""
-    pcm = audio.iter_pcm(path, info, max_rate=TURN_RATE)
-    blocks = list(pcm.blocks)
-    samples = np.concatenate(blocks) if blocks else np.zeros((0, pcm.channels), np.float32)
-    if pcm.rate != TURN_RATE:  # libsndfile decodes at the file's rate: bring it to ours
-        n = round(len(samples) * TURN_RATE / pcm.rate)
-        at = np.linspace(0, len(samples) - 1, n) if n else np.zeros(0)
-        samples = np.stack(
-            [np.interp(at, np.arange(len(samples)), samples[:, c]) for c in range(pcm.channels)],
-            axis=1,
-        ).astype(np.float32)
-    return samples.T
-
-
-def write_clip(channel: np.ndarray, group: TurnGroup, out: Path) -> Path:
-    """The group's span of one channel as 16 kHz mono FLAC (lossless; OpenAI reads it)."""
-    first, last = int(group.start * TURN_RATE), int(np.ceil(group.end * TURN_RATE))
-    soundfile.write(str(out), channel[first:last], TURN_RATE, format="FLAC")
-    return out
 
 
 def prompt_before(texts: Sequence[str]) -> str:

@@ -52,3 +52,10 @@ def test_the_prompt_is_the_end_of_the_dialogue_in_whole_words() -> None:
     assert prompt_before(["Добрый день", "", "Здравствуйте"]) == "Добрый день Здравствуйте"
     long = prompt_before(["слово"] * 200)
     assert len(long) <= 400 and long.startswith("слово") and long.endswith("слово")
+
+
+def test_a_side_speaking_on_after_the_others_interjection_is_a_new_request() -> None:
+    operator = [(10.5, 14.0)]
+    client = [(12.0, 12.5), (16.5, 19.0)]  # "Да" over the operator, then the client's turn
+    groups = plan_requests([operator, client], max_request_sec=240)
+    assert [(g.side, g.start) for g in groups] == [(0, 10.5), (1, 12.0), (1, 16.5)]
