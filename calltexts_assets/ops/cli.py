@@ -226,7 +226,7 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
     print("Use these variables:")
-    for name, value in sandbox.environment().items():
+    for name, value in (sandbox.environment() | sandbox.model_defaults()).items():
         print(f"export {name}={value}")
     _wait_for_interrupt()
     sandbox.stop()

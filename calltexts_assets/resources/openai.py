@@ -53,7 +53,7 @@ class _OpenAIResource(dg.ConfigurableResource):
 
 
 class WhisperResource(_OpenAIResource):
-    model: str = "whisper-1"
+    model: str = "gpt-transcribe"
     language: str = ""  # ISO-639-1 hint ("ru"); empty: the model detects it
     keywords: list[str] = Field(default_factory=list)  # gpt-transcribe's literal terms
     max_upload_mb: float = 0.0  # 0: the model's own limits
@@ -74,7 +74,7 @@ class WhisperResource(_OpenAIResource):
 
 
 class SummariserResource(_OpenAIResource):
-    model: str = "gpt-4o-mini"
+    model: str = "gpt-6-luna"
     temperature: float = 0.2
     max_tokens: int = 400
 

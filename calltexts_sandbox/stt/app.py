@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from calltexts_assets.audio.decode import AudioError
+from calltexts_assets.clients.chat import is_reasoning_model
 from calltexts_assets.files.recording_formats import SNIFF_BYTES, sniff_format
 from calltexts_sandbox.server import RunningServer, serve_in_thread
 from calltexts_sandbox.stt import answers as answers
@@ -384,6 +385,9 @@ class SttEmulator:
         if not model or not isinstance(messages, list) or not messages:
             message = "Missing required parameters: 'model' and 'messages'."
             return _error(400, message, "invalid_request_error")
+        refused = _reasoning_refusal(str(model), payload) if self.flavour == answers.OPENAI else None
+        if refused is not None:
+            return refused
         contents = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
         user = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
         reply = summary_reply(user[-1] if user else contents[-1])
@@ -447,6 +451,31 @@ class SttEmulator:
     async def _reset_endpoint(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"ok": True})
+
+
+def _reasoning_refusal(model: str, payload: dict[str, Any]) -> Response | None:
+    """OpenAI's answers to a reasoning model asked with `max_tokens` or a temperature other
+    than 1 (docs/specs/openai_models.md §7: the live messages, quoted by users)."""
+    if not is_reasoning_model(model):
+        return None
+    if "max_tokens" in payload:
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        body = {"message": message, "type": "invalid_request_error", "param": "max_tokens",
+                "code": "unsupported_parameter"}  # fmt: skip
+        return JSONResponse({"error": body}, status_code=400)
+    temperature = payload.get("temperature", 1)
+    if temperature != 1:
+        message = (
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+            "Only the default (1) value is supported."
+        )
+        body = {"message": message, "type": "invalid_request_error", "param": "temperature",
+                "code": "unsupported_value"}  # fmt: skip
+        return JSONResponse({"error": body}, status_code=400)
+    return None
 
 
 def create_app(**options: Any) -> Starlette:
