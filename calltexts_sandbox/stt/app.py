@@ -385,8 +385,8 @@ class SttEmulator:
         if not model or not isinstance(messages, list) or not messages:
             message = "Missing required parameters: 'model' and 'messages'."
             return _error(400, message, "invalid_request_error")
-        refused = _reasoning_refusal(str(model), payload) if self.flavour == answers.OPENAI else None
-        if refused is not None:
+        refused = _reasoning_refusal(str(model), payload)
+        if refused is not None and self.flavour == answers.OPENAI:
             return refused
         contents = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
         user = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
