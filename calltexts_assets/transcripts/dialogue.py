@@ -32,7 +32,7 @@ from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
-from calltexts_assets.transcripts.turns import plan_requests, prompt_before
+from calltexts_assets.transcripts.turns import clips, plan_requests, prompt_before
 
 __all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
 
@@ -254,11 +254,7 @@ def _send_turns(
     with decode_slot():
         speech = call_speech(path, info)
     groups = plan_requests(speech.channels[:2], max_request_sec=stt.max_request_sec)
-    for number, group in enumerate(groups):
-        clip = audio.encode_flac_piece(
-            path, tmp / f"turn_{number:04d}.flac",
-            start=group.start, duration=group.duration, channel=group.side,
-        )  # fmt: skip
+    for group, clip in clips(path, info, groups, tmp):
         piece = Piece(clip, group.start, group.start, group.end, False, channel=group.side)
         prompt = prompt_before([line.text for line in answers.lines])
         result = stt.transcribe_file(clip, group.duration, prompt=prompt)

@@ -17,14 +17,24 @@ Why this shape (docs/specs/openai_models.md §5 has the measurements):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from calltexts_assets.audio import decode as audio
 
 # A request carries at least this much audio: OpenAI refuses clips under 0.1 s, and a VAD's
 # shortest blips are clicks, not words.
 MIN_TURN_SEC = 0.2
 # The prompt: the end of the dialogue so far; a few hundred characters set the context.
 PROMPT_CHARS = 400
+# Clips are cut from the call decoded once in memory (16 kHz int16: 3.8 MB per stereo
+# minute) up to this length; a longer call's clips are each cut by ffmpeg from the file.
+IN_MEMORY_SEC = 1800.0
+CLIP_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,31 @@ def plan_requests(
         step = (end - start) / count
         groups += [TurnGroup(side, start + i * step, start + (i + 1) * step) for i in range(count)]
     return groups
+
+
+def clips(
+    path: Path, info: audio.AudioInfo, groups: Sequence[TurnGroup], out_dir: Path
+) -> Iterator[tuple[TurnGroup, Path]]:
+    """Each group's span of its own channel as 16 kHz mono FLAC (lossless), one at a time:
+    cut in process from the call decoded once, or by ffmpeg for a call of hours."""
+    if info.duration_sec > IN_MEMORY_SEC:
+        for number, group in enumerate(groups):
+            out = out_dir / f"turn_{number:04d}.flac"
+            channel = group.side
+            yield (
+                group,
+                audio.encode_flac_piece(
+                    path, out, start=group.start, duration=group.duration, channel=channel
+                ),
+            )
+        return
+    raw = audio.decode_pcm(path, sample_rate=CLIP_RATE, channels=2)
+    samples = np.frombuffer(raw, dtype=np.int16).reshape(-1, 2)
+    for number, group in enumerate(groups):
+        first, last = int(group.start * CLIP_RATE), math.ceil(group.end * CLIP_RATE)
+        out = out_dir / f"turn_{number:04d}.flac"
+        soundfile.write(str(out), samples[first:last, group.side], CLIP_RATE, format="FLAC")
+        yield group, out
 
 
 def prompt_before(texts: Sequence[str]) -> str:

@@ -86,19 +86,17 @@ def test_turns_land_under_their_side_in_order_at_their_start(tmp_path, monkeypat
     soundfile.write(str(call), audio, RATE, subtype="PCM_16")
     stt = _ScriptedStt(spans)
 
-    # The clip's channel and start, for the stand-in: named by the step as turn_<n>.flac.
+    # The clip's channel and start, for the stand-in (it knows the script, not the audio).
     from calltexts_assets.transcripts import dialogue
 
-    real_encode = dialogue.audio.encode_flac_piece
+    real_clips = dialogue.clips
 
-    def encode(source, out, *, start, duration, channel=None):
-        stt.offsets.append(start)
-        return real_encode(
-            source, out.with_name(f"{out.stem}_{channel}.flac"),
-            start=start, duration=duration, channel=channel,
-        )  # fmt: skip
+    def keyed_clips(*args):
+        for group, clip in real_clips(*args):
+            stt.offsets.append(group.start)
+            yield group, clip.rename(clip.with_name(f"{clip.stem}_{group.side}.flac"))
 
-    monkeypatch.setattr(dialogue.audio, "encode_flac_piece", encode)
+    monkeypatch.setattr(dialogue, "clips", keyed_clips)
     transcript = transcribe_call(call, stt, role_mode="turns")
 
     assert transcript.roles == "turns"
