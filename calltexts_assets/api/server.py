@@ -29,6 +29,7 @@ from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.files.storage_keys import deliverable_keys
 from calltexts_assets.listing.periods import PeriodPolicy
+from calltexts_assets.ops.preflight import configured_model_notices
 from calltexts_assets.runlog.log import log_file_name
 from calltexts_assets.settings import Settings, load_settings
 from calltexts_assets.state.audit import AuditJournal
@@ -67,6 +68,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             _instance,
             budget_usd=settings.budget_usd,
             timezone=settings.timezone,
+            model_notices=partial(
+                configured_model_notices, settings, summaries=settings.summaries_enabled
+            ),
         )
     )
     tokens = settings.api_tokens

@@ -26,8 +26,8 @@ from typing import Protocol
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
-from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.audio.speech import call_speech
+from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
