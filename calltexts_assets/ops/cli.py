@@ -12,18 +12,13 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-<<<<<<< HEAD
 from calltexts_assets.listing.periods import PeriodError
-from calltexts_assets.ops.preflight import environment_problems, export_period
-=======
-from calltexts_assets.core.periods import PeriodError
 from calltexts_assets.ops.preflight import (
     configured_model_notices,
     environment_problems,
     export_period,
     model_problems,
 )
->>>>>>> 68f1ff4 (turns role mode on issue #23's VAD: each side's speech as requests of its own, in order, the dialogue so far as prompt; a side's request ends when the other side speaks; billed as the summed seconds; CLI run/estimate check model shutdown dates; benchmark script (issue #22))
 from calltexts_assets.settings import (
     API_SCOPES,
     Settings,

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-<<<<<<< HEAD
-from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
-from calltexts_assets.runlog.masking import mask_text
-=======
 from calltexts_assets.clients.model_lifecycle import REFUSE, WARN, ModelNotice, configured_models
 from calltexts_assets.clients.openai_base import OpenAIConnection, OpenAIService
-from calltexts_assets.core.masking import mask_text
-from calltexts_assets.core.periods import PeriodError, PeriodPolicy
->>>>>>> 68f1ff4 (turns role mode on issue #23's VAD: each side's speech as requests of its own, in order, the dialogue so far as prompt; a side's request ends when the other side speaks; billed as the summed seconds; CLI run/estimate check model shutdown dates; benchmark script (issue #22))
+from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
+from calltexts_assets.runlog.masking import mask_text
 from calltexts_assets.settings import Settings, portal_today
 
 

@@ -32,7 +32,7 @@ from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
-from calltexts_assets.transcripts.turns import clips, plan_requests, prompt_before
+from calltexts_assets.transcripts.turns import PAD_SEC, clips, plan_requests, prompt_before
 
 __all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
 
@@ -252,7 +252,7 @@ def _send_turns(
     the voice activity detector finds each channel's speech (`audio/speech.py`), and each
     request's clip is cut from its own channel (16 kHz mono FLAC, never the whole call)."""
     with decode_slot():
-        speech = call_speech(path, info)
+        speech = call_speech(path, info, pad_sec=PAD_SEC)
     groups = plan_requests(speech.channels[:2], max_request_sec=stt.max_request_sec)
     for group, clip in clips(path, info, groups, tmp):
         piece = Piece(clip, group.start, group.start, group.end, False, channel=group.side)

@@ -29,6 +29,9 @@ from calltexts_assets.audio import decode as audio
 # A request carries at least this much audio: OpenAI refuses clips under 0.1 s, and a VAD's
 # shortest blips are clicks, not words.
 MIN_TURN_SEC = 0.2
+# Speech is kept this much before and after what the detector calls a span, so that no
+# word's soft edge is cut from its clip (the detector's own default is 0.1 s).
+PAD_SEC = 0.1
 # The prompt: the end of the dialogue so far; a few hundred characters set the context.
 PROMPT_CHARS = 400
 # Clips are cut from the call decoded once in memory (16 kHz int16: 3.8 MB per stereo
