@@ -46,8 +46,8 @@ def word_order(fig: RunFigures, workload: Workload) -> tuple[int, int]:
     """(words in the right order, words) over the stereo calls: the transcript's words, both
     roles, in the order of its lines, against the script's words in the order they start
     (longest common subsequence: a word out of order, or missing, is not counted)."""
-    from calltexts_assets.core.storage_keys import transcript_key
-    from calltexts_assets.sandbox.script import call_script
+    from calltexts_assets.files.storage_keys import transcript_key
+    from calltexts_sandbox.calls.script import call_script
 
     in_order = total = 0
     for row in workload.with_audio:

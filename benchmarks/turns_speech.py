@@ -39,9 +39,9 @@ import numpy as np
 import soundfile
 
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word
-from calltexts_assets.sandbox.script import VOCABULARY, CallScript, call_script
 from calltexts_assets.transcripts import dialogue
 from calltexts_assets.transcripts.dialogue import Transcript, transcribe_call
+from calltexts_sandbox.calls.script import VOCABULARY, CallScript, call_script
 
 RATE = 16_000
 LEVEL = 0.3  # peak of each spoken word (about -20 dBFS RMS: a telephone level)

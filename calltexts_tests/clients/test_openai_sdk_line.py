@@ -13,12 +13,12 @@ from typing import ClassVar
 import httpx
 import openai
 import pytest
-from calltexts_assets.sandbox.server import RunningServer
-from calltexts_assets.sandbox.stt import SttEmulator
 
 from calltexts_assets.clients.model_lifecycle import WARN, configured_models
 from calltexts_assets.clients.openai_base import OpenAIConnection
 from calltexts_assets.clients.whisper import WhisperClient
+from calltexts_sandbox.server import RunningServer
+from calltexts_sandbox.stt.app import SttEmulator
 
 
 class _ForwardProxy(BaseHTTPRequestHandler):
