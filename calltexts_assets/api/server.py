@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from calltexts_assets.api.app import create_app
-from calltexts_assets.api.estimate import estimate_period
+from calltexts_assets.api.estimate import configured_model_notices, estimate_period
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -29,7 +29,6 @@ from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
 from calltexts_assets.files.storage_keys import deliverable_keys
 from calltexts_assets.listing.periods import PeriodPolicy
-from calltexts_assets.ops.preflight import configured_model_notices
 from calltexts_assets.runlog.log import log_file_name
 from calltexts_assets.settings import Settings, load_settings
 from calltexts_assets.state.audit import AuditJournal

@@ -12,13 +12,9 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from calltexts_assets.api.estimate import configured_model_notices, model_problems
 from calltexts_assets.listing.periods import PeriodError
-from calltexts_assets.ops.preflight import (
-    configured_model_notices,
-    environment_problems,
-    export_period,
-    model_problems,
-)
+from calltexts_assets.ops.preflight import environment_problems, export_period
 from calltexts_assets.settings import (
     API_SCOPES,
     Settings,

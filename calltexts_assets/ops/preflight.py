@@ -1,5 +1,5 @@
-"""What must hold before an export does any work: the home is writable, the ledger's
-database answers, the configured models are not past their shutdown date. Each failure is
+"""What must hold before an export does any work: the home is writable and the ledger's
+database answers (the configured models' shutdown dates: `api/estimate.py`). Each failure is
 one line naming the variable, never a traceback."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from calltexts_assets.clients.model_lifecycle import REFUSE, WARN, ModelNotice, configured_models
-from calltexts_assets.clients.openai_base import OpenAIConnection, OpenAIService
 from calltexts_assets.listing.periods import PeriodError, PeriodPolicy
 from calltexts_assets.runlog.masking import mask_text
 from calltexts_assets.settings import Settings, portal_today
@@ -90,30 +88,3 @@ def export_period(
         period_from = period_to - timedelta(days=days - 1)  # type: ignore[operator]
     # An operator may export a year at once: the API's 90-day guard is for HTTP clients.
     return policy.resolve(period_from, period_to, allow_long_period=True)
-
-
-def configured_model_notices(settings: Settings, *, summaries: bool) -> list[ModelNotice]:
-    """The STT model's (and, when summaries will be written, the summary model's) shutdown
-    dates from the service's `GET /v1/models` (one request; a server without the list
-    refuses nothing)."""
-    connection = OpenAIConnection(
-        api_key=settings.secret_value(settings.openai_api_key),
-        base_url=settings.openai_base_url,
-        proxy_url=settings.secret_value(settings.chatgpt_proxy_url),
-        timeout_sec=30.0,
-    )
-    models = {"WHISPER_MODEL": settings.whisper_model}
-    if summaries:
-        models["SUMMARY_MODEL"] = settings.summary_model
-    service = OpenAIService(connection)
-    try:
-        return configured_models(service, models, portal_today(settings.timezone))
-    finally:
-        service.close()
-
-
-def model_problems(notices: list[ModelNotice]) -> tuple[list[str], list[str]]:
-    """(refusals, warnings): one line each, naming the setting and the replacement."""
-    refused = [n.message for n in notices if n.status == REFUSE]
-    warned = [n.message for n in notices if n.status == WARN]
-    return refused, warned
