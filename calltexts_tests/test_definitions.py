@@ -158,11 +158,14 @@ def test_keywords_are_checked_as_the_api_requires_before_any_work() -> None:
 def test_settings_know_the_stt_modes_and_models_the_code_does() -> None:
     # settings.py imports nothing of the project: its copies must match the originals.
     from calltexts_assets import settings
-    from calltexts_assets.clients.stt_models import JSON_ONLY_MODELS
+    from calltexts_assets.clients.stt_models import JSON_ONLY_MODELS, PROFILES
     from calltexts_assets.transcripts.dialogue import ROLE_MODES
 
     assert settings.ROLE_MODES == ROLE_MODES
     assert settings.JSON_ONLY_MODELS == JSON_ONLY_MODELS
+    priced = {m: p.price_per_minute_usd for m, p in PROFILES.items() if p.price_per_minute_usd}
+    assert priced == settings.LIST_PRICES_PER_MINUTE
+    assert {m for m, p in PROFILES.items() if p.language_list} == settings.KEYWORD_MODELS
 
 
 def test_the_export_job_runs_its_steps_in_one_process() -> None:
