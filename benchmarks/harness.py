@@ -166,10 +166,14 @@ def fresh_stt(
     latency_per_min: float,
     kind: type[SttEmulator] = SttEmulator,
     heard_cache: HeardCache | None = None,
+    fixed_latency_sec: float = 0.0,
 ) -> Iterator[tuple[SttEmulator, RunningServer]]:
     """A new STT emulator per run, so its counters are that run's."""
     emulator = kind(
-        api_key=SANDBOX_API_KEY, latency_per_audio_min_sec=latency_per_min, heard_cache=heard_cache
+        api_key=SANDBOX_API_KEY,
+        latency_per_audio_min_sec=latency_per_min,
+        fixed_latency_sec=fixed_latency_sec,
+        heard_cache=heard_cache,
     )
     server = serve_in_thread(emulator.app)
     try:
@@ -310,11 +314,17 @@ def run_export_child(
     py_spy: Path | None = None,
     stt_kind: type[SttEmulator] = SttEmulator,
     heard_cache: HeardCache | None = None,
+    extra_env: dict[str, str] | None = None,
+    stt_fixed_latency_sec: float = 0.0,
 ) -> RunFigures:
-    """One `calltexts run --from first --to last` in a child against the sandbox."""
+    """One `calltexts run --from first --to last` in a child against the sandbox
+    (`extra_env`: settings of this run, e.g. the STT model)."""
     layout = ChildLayout.under(root)
     sandbox.portal.reset_stats()
-    with fresh_stt(stt_latency_per_min, stt_kind, heard_cache) as (stt, stt_server):
+    with fresh_stt(stt_latency_per_min, stt_kind, heard_cache, stt_fixed_latency_sec) as (
+        stt,
+        stt_server,
+    ):
         env = child_env(
             layout,
             webhook_url=sandbox.webhook_url,
@@ -322,6 +332,7 @@ def run_export_child(
             api_key=SANDBOX_API_KEY,
             concurrency=concurrency,
             requests_per_second=requests_per_second,
+            extra=extra_env,
         )
         stats_path = root / f"{label}.stats.json"
         stats_path.unlink(missing_ok=True)

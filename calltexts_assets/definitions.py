@@ -71,6 +71,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             **_openai(settings),
             model=settings.whisper_model,
             language=settings.whisper_language,
+            keywords=list(settings.whisper_keywords),
             max_upload_mb=settings.stt_max_upload_mb,
             max_request_sec=settings.stt_max_request_sec,
         ),

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -37,7 +37,7 @@ DEFAULT_PARTITION_DAYS = 90  # the first partition: this many days before today
 # The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
-ROLE_MODES = ("energy", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
+ROLE_MODES = ("energy", "turns", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
 # Models that answer json only (no times): clients/stt_models.py, docs/specs/stt_wire.md §1.4.
 JSON_ONLY_MODELS = frozenset({
     "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
@@ -55,6 +55,13 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _NEVER_TRUSTED = tuple(
     ipaddress.ip_network(n) for n in ("127.0.0.0/8", "169.254.0.0/16", "::1/128", "fe80::/10")
 )
+# Models that take `keywords[]` (clients/stt_models.py, docs/specs/openai_models.md §3); a
+# keyword is a single-line literal without `<` or `>`, else the whole request is refused.
+KEYWORD_MODELS = frozenset({"gpt-transcribe"})
+_BAD_KEYWORD = re.compile(r"[<>\r\n]")
+# OpenAI's list prices per minute (clients/stt_models.py); other models: whisper-1's.
+LIST_PRICES_PER_MINUTE = {"whisper-1": 0.006, "gpt-transcribe": 0.0045}
+DEFAULT_PRICE_PER_MINUTE = 0.006
 
 
 class SettingsError(ValueError):
@@ -111,6 +118,7 @@ class Settings:
     chatgpt_proxy_url: Secret
     whisper_model: str
     whisper_language: str
+    whisper_keywords: tuple[str, ...]
     stt_role_mode: str
     stt_max_upload_mb: float
     stt_max_request_sec: float
@@ -261,6 +269,16 @@ class _Reader:
             return raw
 
         return self._parsed(name, default, parse, "one of " + ", ".join(options))
+
+    def keywords(self, name: str) -> tuple[str, ...]:
+        def parse(raw: str) -> tuple[str, ...]:
+            words = tuple(w.strip() for w in raw.split(","))
+            if any(not w or _BAD_KEYWORD.search(w) for w in words):
+                raise ValueError(raw)
+            return words
+
+        accepted = "comma-separated literal terms, none empty, none with '<', '>' or a line break"
+        return self._parsed(name, (), parse, accepted)
 
     def url(self, name: str, default: str = "") -> str:
         return self._parsed(name, default, _checked_url, "an http(s) URL")
@@ -468,12 +486,13 @@ def _read(r: _Reader) -> Settings:
         openai_api_key=r.secret("OPENAI_API_KEY"),
         openai_base_url=r.url("OPENAI_BASE_URL", "https://api.openai.com/v1"),
         chatgpt_proxy_url=r.secret("CHATGPT_PROXY_URL", _proxy_shape),
-        whisper_model=r.text("WHISPER_MODEL", "whisper-1"),
+        whisper_model=r.text("WHISPER_MODEL", "gpt-transcribe"),
         whisper_language=r.text("WHISPER_LANGUAGE"),
-        stt_role_mode=r.choice("STT_ROLE_MODE", "energy", ROLE_MODES),
+        whisper_keywords=r.keywords("WHISPER_KEYWORDS"),
+        stt_role_mode=r.choice("STT_ROLE_MODE", "", ROLE_MODES),
         stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
         stt_max_request_sec=r.number("STT_MAX_REQUEST_SEC", 0.0),
-        summary_model=r.text("SUMMARY_MODEL", "gpt-4o-mini"),
+        summary_model=r.text("SUMMARY_MODEL", "gpt-6-luna"),
         summaries_enabled=r.flag("EXPORT_SUMMARY_ENABLED"),
         home=Path(r.text("CALLTEXTS_HOME", "var")).resolve(),
         database_url=r.secret("CALLTEXTS_DATABASE_URL", _database_shape),
@@ -496,7 +515,7 @@ def _read(r: _Reader) -> Settings:
         backfill_run_days=r.integer(
             "CALLTEXTS_BACKFILL_RUN_DAYS", 0, minimum=0, maximum=MAX_BACKFILL_RUN_DAYS
         ),
-        price_per_minute_usd=r.number("STT_PRICE_PER_MINUTE_USD", 0.006),
+        price_per_minute_usd=r.number("STT_PRICE_PER_MINUTE_USD", 0.0),
         usd_rub_rate=r.number("USD_RUB_RATE", 100.0, above=True),
         budget_usd=r.number("CALLTEXTS_BUDGET_USD", 0.0),
         csv_decimal_mark=DECIMAL_MARKS[
@@ -526,17 +545,34 @@ def _read(r: _Reader) -> Settings:
             r.problems.append("BITRIX24_CLIENT_ID: required with BITRIX24_OAUTH_REFRESH_TOKEN")
         if not settings.bitrix24_client_secret:
             r.problems.append("BITRIX24_CLIENT_SECRET: required with BITRIX24_OAUTH_REFRESH_TOKEN")
+    settings = _resolved_defaults(settings)
+    if settings.whisper_keywords and settings.whisper_model not in KEYWORD_MODELS:
+        r.problems.append(
+            f"WHISPER_KEYWORDS: WHISPER_MODEL={settings.whisper_model} takes no keywords "
+            f"(only {', '.join(sorted(KEYWORD_MODELS))}); unset it or change the model"
+        )
     if settings.stt_role_mode == "energy" and settings.whisper_model in JSON_ONLY_MODELS:
         r.problems.append(
             f"STT_ROLE_MODE=energy needs word or segment times, which WHISPER_MODEL="
-            f"{settings.whisper_model} does not return: use per_channel (each side sent on its "
-            "own, twice the cost) or none"
+            f"{settings.whisper_model} does not return: use turns (each side's turns sent on "
+            "their own), per_channel (each side whole, twice the cost) or none"
         )
     if 0 < settings.stt_max_request_sec < MIN_REQUEST_SEC:
         r.problems.append(
             f"STT_MAX_REQUEST_SEC: expected 0 (the model's limit) or >= {MIN_REQUEST_SEC}"
         )
     return settings
+
+
+def _resolved_defaults(settings: Settings) -> Settings:
+    """Defaults that depend on the model: the role method (one pass with word times where
+    the model gives them, else each side's turns) and the tariff (the model's list price)."""
+    timed = settings.whisper_model not in JSON_ONLY_MODELS
+    role_mode = settings.stt_role_mode or ("energy" if timed else "turns")
+    price = settings.price_per_minute_usd or LIST_PRICES_PER_MINUTE.get(
+        settings.whisper_model, DEFAULT_PRICE_PER_MINUTE
+    )
+    return replace(settings, stt_role_mode=role_mode, price_per_minute_usd=price)
 
 
 def _names_read() -> tuple[str, ...]:

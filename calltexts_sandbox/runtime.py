@@ -59,6 +59,14 @@ class Sandbox:
             "CALLTEXTS_SANDBOX": "1",
         }
 
+    @staticmethod
+    def model_defaults() -> dict[str, str]:
+        """Settings the sandbox changes only where the user set none. Its calls are tones,
+        which a voice activity detector rightly does not call speech, so the default model's
+        turns (gpt-transcribe, STT_ROLE_MODE=turns) would find nothing to send: the sandbox
+        keeps whisper-1 with word times (roles by energy) until its calls speak."""
+        return {"WHISPER_MODEL": "whisper-1"}
+
     def oauth_environment(self) -> dict[str, str]:
         """The same with an OAuth application instead of the webhook: a fresh token pair,
         refreshed against the portal's own `/oauth/token/`."""
@@ -123,8 +131,10 @@ def serve_portal(
 def sandbox_environment(**options: Any) -> Iterator[Sandbox]:
     """A running sandbox with os.environ pointed at it; everything restored on exit."""
     sandbox = start_sandbox(**options)
-    saved = {name: os.environ.get(name) for name in sandbox.environment()}
-    os.environ.update(sandbox.environment())
+    defaults = {k: v for k, v in sandbox.model_defaults().items() if not os.environ.get(k)}
+    applied = sandbox.environment() | defaults
+    saved = {name: os.environ.get(name) for name in applied}
+    os.environ.update(applied)
     try:
         yield sandbox
     finally:

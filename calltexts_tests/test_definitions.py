@@ -128,14 +128,44 @@ def test_stt_settings_reach_the_resources_and_bad_ones_are_refused() -> None:
         load_settings({"STT_MAX_REQUEST_SEC": "10"})
 
 
+def test_defaults_work_after_the_2027_02_26_shutdowns() -> None:
+    # openai_models.md §2: whisper-1 and the gpt-4o transcribe models shut down on
+    # 2027-02-26, gpt-4o-mini on 2027-01-14; their replacements are the defaults.
+    defaults = load_settings({})
+    assert (defaults.whisper_model, defaults.summary_model) == ("gpt-transcribe", "gpt-6-luna")
+    assert defaults.stt_role_mode == "turns"  # json only: each side's turns
+    assert defaults.price_per_minute_usd == 0.0045  # its list price, billed by duration
+    kept = load_settings({"WHISPER_MODEL": "whisper-1"})
+    assert (kept.stt_role_mode, kept.price_per_minute_usd) == ("energy", 0.006)
+    server = load_settings({"WHISPER_MODEL": "Systran/faster-whisper-small"})
+    assert server.stt_role_mode == "energy"  # a compatible server with word times: one pass
+    assert load_settings({"STT_PRICE_PER_MINUTE_USD": "0.003"}).price_per_minute_usd == 0.003
+
+
+def test_keywords_are_checked_as_the_api_requires_before_any_work() -> None:
+    # openai-cookbook: single-line literals without `<` or `>`, else the request is refused
+    settings = load_settings({"WHISPER_KEYWORDS": "AC-42, Premium Plus"})
+    assert settings.whisper_keywords == ("AC-42", "Premium Plus")
+    resources = build_definitions(settings).resources or {}
+    assert resources["whisper"].get_client().keywords == ("AC-42", "Premium Plus")
+    for bad in ("<b>bold</b>", "a,,b", "one\ntwo"):
+        with pytest.raises(SettingsError, match="WHISPER_KEYWORDS"):
+            load_settings({"WHISPER_KEYWORDS": bad})
+    with pytest.raises(SettingsError, match="takes no keywords"):
+        load_settings({"WHISPER_KEYWORDS": "AC-42", "WHISPER_MODEL": "whisper-1"})
+
+
 def test_settings_know_the_stt_modes_and_models_the_code_does() -> None:
     # settings.py imports nothing of the project: its copies must match the originals.
     from calltexts_assets import settings
-    from calltexts_assets.clients.stt_models import JSON_ONLY_MODELS
+    from calltexts_assets.clients.stt_models import JSON_ONLY_MODELS, PROFILES
     from calltexts_assets.transcripts.dialogue import ROLE_MODES
 
     assert settings.ROLE_MODES == ROLE_MODES
     assert settings.JSON_ONLY_MODELS == JSON_ONLY_MODELS
+    priced = {m: p.price_per_minute_usd for m, p in PROFILES.items() if p.price_per_minute_usd}
+    assert priced == settings.LIST_PRICES_PER_MINUTE
+    assert {m for m, p in PROFILES.items() if p.language_list} == settings.KEYWORD_MODELS
 
 
 def test_the_export_job_runs_its_steps_in_one_process() -> None:

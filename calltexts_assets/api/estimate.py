@@ -1,4 +1,5 @@
-"""`calltexts estimate` and the API's dry run: the period's cost before anything is spent."""
+"""`calltexts estimate` and the API's dry run: the period's cost before anything is spent, and
+whether the configured models are near or past their shutdown date (`calltexts run` too)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from calltexts_assets.clients.bitrix24 import Bitrix24Client
+from calltexts_assets.clients.model_lifecycle import REFUSE, WARN, ModelNotice, configured_models
+from calltexts_assets.clients.openai_base import OpenAIConnection, OpenAIService
 from calltexts_assets.listing.estimate import Estimate, estimate
-from calltexts_assets.settings import Settings
+from calltexts_assets.settings import Settings, portal_today
 from calltexts_assets.state.ledger import Ledger
 
 
@@ -44,3 +47,30 @@ def estimate_period(settings: Settings, period_from: date, period_to: date) -> E
     finally:
         client.close()
         ledger.dispose()
+
+
+def configured_model_notices(settings: Settings, *, summaries: bool) -> list[ModelNotice]:
+    """The STT model's (and, when summaries will be written, the summary model's) shutdown
+    dates from the service's `GET /v1/models` (one request; a server without the list
+    refuses nothing)."""
+    connection = OpenAIConnection(
+        api_key=settings.secret_value(settings.openai_api_key),
+        base_url=settings.openai_base_url,
+        proxy_url=settings.secret_value(settings.chatgpt_proxy_url),
+        timeout_sec=30.0,
+    )
+    models = {"WHISPER_MODEL": settings.whisper_model}
+    if summaries:
+        models["SUMMARY_MODEL"] = settings.summary_model
+    service = OpenAIService(connection)
+    try:
+        return configured_models(service, models, portal_today(settings.timezone))
+    finally:
+        service.close()
+
+
+def model_problems(notices: list[ModelNotice]) -> tuple[list[str], list[str]]:
+    """(refusals, warnings): one line each, naming the setting and the replacement."""
+    refused = [n.message for n in notices if n.status == REFUSE]
+    warned = [n.message for n in notices if n.status == WARN]
+    return refused, warned

@@ -5,12 +5,15 @@ Runs are separate processes, so the API cannot hold their counters. It reads the
   transcribed call stays transcribed and keeps its cost);
 - `run_metrics` (one row per run, written by `metrics.record_run`): transcript outcomes,
   retries, Bitrix24 rate limiting, the latest run's cost;
-- the Dagster instance: runs per status, their durations, whether the latest one failed.
+- the Dagster instance: runs per status, their durations, whether the latest one failed;
+- the OpenAI-compatible service's `GET /v1/models`: days to each configured model's shutdown
+  date (asked at most once an hour).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -26,6 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from calltexts_assets.clients.model_lifecycle import ModelNotice
 from calltexts_assets.runlog.log import scrubbed_logger
 from calltexts_assets.state import ledger
 from calltexts_assets.state import run_metrics as metrics
@@ -51,6 +55,9 @@ _IN_PROGRESS = {
 }
 
 
+MODEL_LIST_EVERY_SEC = 3600.0  # shutdown dates are announced months ahead
+
+
 def _counter(spec: MetricSpec) -> CounterMetricFamily:
     return CounterMetricFamily(spec.base, spec.doc, labels=spec.labels or None)
 
@@ -71,8 +78,11 @@ class ExportCollector(Collector):
         budget_usd: float = 0.0,
         timezone: str = "Europe/Moscow",
         clock: Callable[[], datetime] | None = None,
+        model_notices: Callable[[], list[ModelNotice]] | None = None,
     ) -> None:
         self.engine = engine
+        self.model_notices = model_notices
+        self._notices: tuple[float, list[ModelNotice]] | None = None  # (asked at, notices)
         self.instance = instance
         self.job_names = job_names
         self.budget_usd = budget_usd
@@ -91,11 +101,24 @@ class ExportCollector(Collector):
         budget = _gauge(metrics.BUDGET)
         budget.add_metric([], self.budget_usd)
         yield budget
+        yield from self._model_metrics()
         if self.instance is not None:
             try:
                 yield from self._run_metrics(self.instance())
             except Exception as exc:  # the ledger metrics are still worth serving
                 log.warning("cannot read runs from the Dagster instance: %s", exc)
+
+    def _model_metrics(self) -> Iterator[Metric]:
+        if self.model_notices is None:
+            return
+        now = time.monotonic()
+        if self._notices is None or now - self._notices[0] > MODEL_LIST_EVERY_SEC:
+            self._notices = (now, self.model_notices())
+        gauge = _gauge(metrics.MODEL_SHUTDOWN)
+        for notice in self._notices[1]:
+            if notice.days_left is not None:
+                gauge.add_metric([notice.setting, notice.model], notice.days_left)
+        yield gauge
 
     def _ledger_metrics(self) -> Iterator[Metric]:
         records = ledger.call_records.c

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from calltexts_assets.api.app import create_app
-from calltexts_assets.api.estimate import estimate_period
+from calltexts_assets.api.estimate import configured_model_notices, estimate_period
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -67,6 +67,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             _instance,
             budget_usd=settings.budget_usd,
             timezone=settings.timezone,
+            model_notices=partial(
+                configured_model_notices, settings, summaries=settings.summaries_enabled
+            ),
         )
     )
     tokens = settings.api_tokens

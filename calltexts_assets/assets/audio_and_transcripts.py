@@ -20,7 +20,7 @@ import dagster as dg
 
 from calltexts_assets.assets.call_list import call_list, require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
-from calltexts_assets.assets.checks import check_result, check_spec
+from calltexts_assets.assets.checks import check_result, check_spec, model_lifecycle
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
 from calltexts_assets.audio.fetch import (
@@ -128,6 +128,8 @@ def raw_audio_and_transcripts(
     transcribing = transcripts.key in context.selected_asset_keys
 
     stt = whisper.get_client()
+    # Before any request: a model past its shutdown date stops the step with one line.
+    lifecycle = model_lifecycle(context, stt, "WHISPER_MODEL", stt.model) if transcribing else {}
     downloads = call_steps(
         context,
         db,
@@ -220,6 +222,7 @@ def raw_audio_and_transcripts(
             _transcripts_figures,
             whisper_requests=stt.stats.requests,
             whisper_retries=stt.stats.retries,
+            **lifecycle,
             languages=db.totals(period.export_ids).languages,
         )
     yield from _checks(context, db, store, period)

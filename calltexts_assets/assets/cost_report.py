@@ -9,6 +9,7 @@ from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.billing.cost import forecast
+from calltexts_assets.clients.model_lifecycle import configured_models
 from calltexts_assets.files.storage_keys import report_key
 from calltexts_assets.quality.checks import cost_matches, coverage, duration_variance
 from calltexts_assets.quality.duplicates import duplicate_transcripts
@@ -17,8 +18,10 @@ from calltexts_assets.report.markdown import render_markdown
 from calltexts_assets.report.pdf import render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.runlog.log import scrub_text
+from calltexts_assets.settings import portal_today
 from calltexts_assets.transcripts.step import stored_transcript_keys
 
 
@@ -50,6 +53,7 @@ def cost_report(
     storage: StorageResource,
     ledger: LedgerResource,
     export_settings: ExportSettings,
+    whisper: WhisperResource,
 ) -> Iterator[dg.MaterializeResult]:
     period = run_period(context)
     db = ledger.get()
@@ -84,6 +88,14 @@ def cost_report(
         ),
         checks=checks,
         is_sandbox=export_settings.is_sandbox,
+        # the STT model's shutdown date (GET /v1/models), when it is 60 days away or less
+        model_warnings=[
+            n.message
+            for n in configured_models(
+                whisper.get_client(), {"WHISPER_MODEL": whisper.model}, portal_today()
+            )
+            if n.message
+        ],
     )
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")

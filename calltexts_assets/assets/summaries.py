@@ -8,6 +8,7 @@ import dagster as dg
 from calltexts_assets.assets.audio_and_transcripts import transcripts
 from calltexts_assets.assets.call_list import require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
+from calltexts_assets.assets.checks import model_lifecycle
 from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.resources.export_settings import ExportSettings
@@ -58,6 +59,7 @@ def summaries(
         needed=needs_summary,
     )
     chat = summariser.get_client()
+    lifecycle = model_lifecycle(context, chat, "SUMMARY_MODEL", chat.model)
     with stopping_the_step():
         tally = steps.run(
             todo,
@@ -72,5 +74,5 @@ def summaries(
         }
 
     record_day_figures(context, period, lambda day: figures_of(steps.by_day[day]))
-    totals = {**figures_of(tally.outcomes), "summariser_retries": chat.stats.retries}
+    totals = {**figures_of(tally.outcomes), "summariser_retries": chat.stats.retries, **lifecycle}
     return dg.MaterializeResult(metadata={**run_totals(period, totals), "enabled": True})

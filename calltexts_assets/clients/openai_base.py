@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import openai
@@ -212,6 +212,9 @@ class OpenAIService:
                 if not conn.api_key and "api.openai.com" in conn.base_url:
                     raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
                 _scrubber.secrets.update(conn.secrets())
+                # openai 3.x types `http_client` as httpx2's but sends through an httpx
+                # client it is given ("legacy client", openai_models.md §6): the one proxy
+                # setting and the one mocking tool then cover every service.
                 http_client = httpx.Client(
                     proxy=conn.proxy_url or None, timeout=conn.timeout_sec, trust_env=False
                 )
@@ -220,7 +223,7 @@ class OpenAIService:
                     base_url=conn.base_url,
                     max_retries=0,
                     timeout=conn.timeout_sec,
-                    http_client=http_client,
+                    http_client=cast(Any, http_client),
                 )
             return self._client
 
@@ -229,6 +232,16 @@ class OpenAIService:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    def model_list(self) -> Any | None:
+        """`GET /v1/models` as decoded JSON, one attempt; None when the server has no such
+        list or does not answer it (the caller then knows nothing, and refuses nothing)."""
+        try:
+            raw = self.client().models.with_raw_response.list()
+            return raw.http_response.json()  # not in `stats`: those count the service's work
+        except (openai.OpenAIError, OpenAIApiError, ValueError) as exc:  # no key: no request
+            log.warning("%s: no model list (%s)", self.describe(), self.scrub(str(exc)))
+            return None
 
     def scrub(self, text: str) -> str:
         """Text safe for logs and errors: no proxy credentials, no API key."""

@@ -36,6 +36,12 @@ class ModelProfile:
     max_request_sec: float  # audio per request: the model's cap, or its output-token budget
     diarizes: bool = False  # diarized_json: segments carry speaker labels
     known: bool = True  # False: a compatible server's model, its abilities found by asking
+    # gpt-transcribe takes the hint as `languages[]` (never with `language`) and `keywords[]`
+    # (docs/specs/openai_models.md §3); the others a single `language`.
+    language_list: bool = False
+    takes_prompt: bool = True  # the diarizing model refuses a prompt (stt_wire §1.2)
+    # OpenAI's list price per minute of audio (openai_models.md §4); None: not per minute
+    price_per_minute_usd: float | None = None
 
     @property
     def timestamps(self) -> bool:
@@ -44,14 +50,24 @@ class ModelProfile:
 
 
 _GPT4O = ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
-          "gpt-4o-mini-transcribe-2025-03-20", "gpt-transcribe")  # fmt: skip
+          "gpt-4o-mini-transcribe-2025-03-20")  # fmt: skip
+GPT_TRANSCRIBE = "gpt-transcribe"
 PROFILES: dict[str, ModelProfile] = {
-    "whisper-1": ModelProfile("whisper-1", VERBOSE, MAX_UPLOAD_BYTES, LONG_PIECE_SEC),
-    **{name: ModelProfile(name, JSON, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC) for name in _GPT4O},
-    "gpt-4o-transcribe-diarize": ModelProfile(
-        "gpt-4o-transcribe-diarize", DIARIZED, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC, diarizes=True
+    "whisper-1": ModelProfile(
+        "whisper-1", VERBOSE, MAX_UPLOAD_BYTES, LONG_PIECE_SEC, price_per_minute_usd=0.006
     ),
-}
+    **{name: ModelProfile(name, JSON, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC) for name in _GPT4O},
+    # No duration cap was found (an 1,800 s clip answered, stt_wire §3.2) and no output cap
+    # is documented: the gpt-4o family's token budget is kept until one is.
+    GPT_TRANSCRIBE: ModelProfile(
+        GPT_TRANSCRIBE, JSON, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC, language_list=True,
+        price_per_minute_usd=0.0045,
+    ),
+    "gpt-4o-transcribe-diarize": ModelProfile(
+        "gpt-4o-transcribe-diarize", DIARIZED, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC, diarizes=True,
+        takes_prompt=False,
+    ),
+}  # fmt: skip
 JSON_ONLY_MODELS = frozenset(name for name, p in PROFILES.items() if p.response_format == JSON)
 
 

@@ -49,6 +49,9 @@ class SttResult:
     attempts: int = 1  # HTTP requests spent, retries included
     model: str = ""
     response_format: str = ""
+    # gpt-transcribe answered `languages` (possibly []: no reliable detection, which is an
+    # answer, not a gap for the hint to fill; openai_models.md §3)
+    languages_reported: bool = False
 
 
 def _number(value: Any) -> float | None:
@@ -151,4 +154,5 @@ def parse_transcription(body: Any, *, duration_hint: float | None = None) -> Stt
         timed=timed,
         billed_seconds=billed,
         tokens=tokens,
+        languages_reported=isinstance(languages, list),
     )

@@ -63,12 +63,14 @@ class WhisperClient(OpenAIService):
         *,
         model: str = "whisper-1",
         language: str = "",  # ISO-639-1 hint ("ru"); empty: let the model detect it
+        keywords: tuple[str, ...] = (),  # gpt-transcribe's literal terms (settings-checked)
         max_file_bytes: int | None = None,  # None: the model's own limits
         max_request_sec: float | None = None,
     ) -> None:
         super().__init__(connection)
         self.model = model
         self.language = language
+        self.keywords = keywords
         self.profile = model_profile(model)
         self.max_file_bytes = max_file_bytes or self.profile.max_file_bytes
         self.max_request_sec = max_request_sec or self.profile.max_request_sec
@@ -91,20 +93,27 @@ class WhisperClient(OpenAIService):
     def diarizes(self) -> bool:
         return self._format == DIARIZED
 
-    def _options(self, response_format: str) -> dict[str, Any]:
+    def _options(self, response_format: str, prompt: str) -> dict[str, Any]:
         options: dict[str, Any] = {"model": self.model, "response_format": response_format}
         if response_format == VERBOSE:
             options["timestamp_granularities"] = ["word", "segment"]
         if response_format == DIARIZED:
             options["chunking_strategy"] = "auto"  # required over 30 s (§3.3)
-        if self.language:
+        if self.profile.language_list:  # never both fields (openai_models.md §3)
+            if self.language:
+                options["languages"] = [self.language]
+            if self.keywords:
+                options["keywords"] = list(self.keywords)
+        elif self.language:
             options["language"] = self.language
+        if prompt and self.profile.takes_prompt:
+            options["prompt"] = prompt
         return options
 
     def _send(
-        self, path: Path, response_format: str, duration_sec: float | None
+        self, path: Path, response_format: str, duration_sec: float | None, prompt: str = ""
     ) -> tuple[Any, int]:
-        options = self._options(response_format)
+        options = self._options(response_format, prompt)
         # A long piece takes the STT long: its timeout grows with the audio it carries.
         options["timeout"] = self.connection.timeout_sec + SLOWEST_SEC_PER_AUDIO_SEC * (
             duration_sec or 0.0
@@ -130,8 +139,11 @@ class WhisperClient(OpenAIService):
             f"transcription of {path.name}", request, error=TranscriptionError
         )
 
-    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
-        """`duration_sec`: the file's length, for servers that do not report it."""
+    def transcribe_file(
+        self, path: str | Path, duration_sec: float | None = None, *, prompt: str = ""
+    ) -> SttResult:
+        """`duration_sec`: the file's length, for servers that do not report it; `prompt`:
+        text that comes before the audio (the call so far), to continue it."""
         path = Path(path)
         size = path.stat().st_size
         if size > self.max_file_bytes:  # the API would answer 413 after a long upload
@@ -142,7 +154,7 @@ class WhisperClient(OpenAIService):
             raise self._out_of_quota
         try:
             body, attempts, response_format = self._send_asking_for_json_if_refused(
-                path, duration_sec
+                path, duration_sec, prompt
             )
         except QuotaExhausted as exc:
             self._out_of_quota = exc
@@ -158,13 +170,13 @@ class WhisperClient(OpenAIService):
         )
 
     def _send_asking_for_json_if_refused(
-        self, path: Path, duration_sec: float | None
+        self, path: Path, duration_sec: float | None, prompt: str
     ) -> tuple[Any, int, str]:
         """(body, requests spent, format answered). A server that refuses the format asked
         for is asked for json, from then on."""
         response_format = self._format
         try:
-            body, attempts = self._send(path, response_format, duration_sec)
+            body, attempts = self._send(path, response_format, duration_sec, prompt)
         except TranscriptionError as exc:
             if response_format == JSON or not _refuses_format(exc):
                 raise
@@ -174,6 +186,6 @@ class WhisperClient(OpenAIService):
                 "%s refuses %s for %s (%s): asking for json from now on, without times",
                 self.describe(), response_format, self.model, self.scrub(exc.message),
             )  # fmt: skip
-            body, attempts = self._send(path, JSON, duration_sec)
+            body, attempts = self._send(path, JSON, duration_sec, prompt)
             return body, attempts + exc.attempts, JSON
         return body, attempts, response_format

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from calltexts_assets.api.estimate import configured_model_notices, model_problems
 from calltexts_assets.listing.periods import PeriodError
 from calltexts_assets.ops.preflight import environment_problems, export_period
 from calltexts_assets.settings import (
@@ -161,10 +162,23 @@ def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date
         yield period_from, period_to
 
 
+def _models_checked(settings: Settings, *, summaries: bool) -> None:
+    """Print a warning per model that shuts down within 60 days; refuse (exit 2) when one
+    is past its date."""
+    refused, warned = model_problems(configured_model_notices(settings, summaries=summaries))
+    for line in warned:
+        print(f"warning: {line}", file=sys.stderr)
+    if refused:
+        raise _Refused("\n".join(refused))
+
+
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.ops.export_run import run_export
 
     with _portal(args, settings) as (period_from, period_to):
+        # the sandbox (if any) pointed the environment at itself: read it again
+        current = load_settings()
+        _models_checked(current, summaries=args.summaries or current.summaries_enabled)
         return run_export(period_from, period_to, summaries=args.summaries)
 
 
@@ -172,8 +186,9 @@ def _cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.api.estimate import estimate_period
 
     with _portal(args, settings) as (period_from, period_to):
-        # the sandbox (if any) pointed the environment at itself: read it again
-        for line in estimate_period(load_settings(), period_from, period_to).lines():
+        current = load_settings()
+        _models_checked(current, summaries=current.summaries_enabled)
+        for line in estimate_period(current, period_from, period_to).lines():
             print(line)
     return 0
 
@@ -202,7 +217,7 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
     print("Use these variables:")
-    for name, value in sandbox.environment().items():
+    for name, value in (sandbox.environment() | sandbox.model_defaults()).items():
         print(f"export {name}={value}")
     _wait_for_interrupt()
     sandbox.stop()
@@ -290,7 +305,7 @@ def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from calltexts_assets.ops.retention import run_retention_job
+    from calltexts_assets.orchestration.retention import run_retention_job
 
     return run_retention_job(dry_run=args.dry_run)
 

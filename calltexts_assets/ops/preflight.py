@@ -1,5 +1,6 @@
 """What must hold before an export does any work: the home is writable and the ledger's
-database answers. Each failure is one line naming the variable, never a traceback."""
+database answers (the configured models' shutdown dates: `api/estimate.py`). Each failure is
+one line naming the variable, never a traceback."""
 
 from __future__ import annotations
 

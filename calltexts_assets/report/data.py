@@ -533,10 +533,12 @@ def build_report_data(
     checks: Sequence[CheckOutcome] = (),
     is_sandbox: bool = False,
     work: tuple[float, int] | None = None,
+    model_warnings: Sequence[str] = (),
 ) -> ReportData:
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
     means no budget (the settings' 0 default). `work`: the summed time and the number of
-    the runs that did the period's work (`run_seconds` is this run's)."""
+    the runs that did the period's work (`run_seconds` is this run's). `model_warnings`:
+    configured models close to (or past) their shutdown date, one line each."""
     period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
     price = Decimal(str(price_per_minute))
     rate = Decimal(str(usd_rub_rate))
@@ -555,7 +557,11 @@ def build_report_data(
         if forecast is not None and forecast.cost_usd > 0
         else None
     )
-    warnings = _warnings(cost_usd, forecast, delta, budget) + totals.stt.warnings()
+    warnings = [
+        *_warnings(cost_usd, forecast, delta, budget),
+        *totals.stt.warnings(),
+        *model_warnings,
+    ]
     tips = _recommendations(
         totals,
         variance,

@@ -15,6 +15,7 @@ from calltexts_assets.state.ledger import CallRecord, Status
 
 _HOW_ROLES = (
     ("energy", "по каналам записи (одна отправка)"),
+    ("turns", "по репликам каждого канала (только речь)"),
     ("per_channel", "каждый канал отдельно (двойная оплата)"),
     ("diarized", "разделение говорящих моделью STT"),
     ("mono", "одноканальная запись"),
@@ -82,7 +83,7 @@ class SttTally:
         if self.roles["none"]:
             tips.append(
                 f"Стереозаписи без ролей, звонков: {self.roles['none']}: сервер STT не вернул "
-                "время слов. Выберите модель с verbose_json (whisper-1) или "
-                "STT_ROLE_MODE=per_channel (двойная стоимость)."
+                "время слов. Выберите STT_ROLE_MODE=turns (реплики каждого канала отдельно, "
+                "оплачивается только речь) или модель с временем слов."
             )
         return tips

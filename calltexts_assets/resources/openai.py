@@ -53,8 +53,9 @@ class _OpenAIResource(dg.ConfigurableResource):
 
 
 class WhisperResource(_OpenAIResource):
-    model: str = "whisper-1"
+    model: str = "gpt-transcribe"
     language: str = ""  # ISO-639-1 hint ("ru"); empty: the model detects it
+    keywords: list[str] = Field(default_factory=list)  # gpt-transcribe's literal terms
     max_upload_mb: float = 0.0  # 0: the model's own limits
     max_request_sec: float = 0.0
 
@@ -66,13 +67,14 @@ class WhisperResource(_OpenAIResource):
             self.connection(),
             model=self.model,
             language=self.language,
+            keywords=tuple(self.keywords),
             max_file_bytes=int(self.max_upload_mb * 2**20) or None,
             max_request_sec=self.max_request_sec or None,
         )
 
 
 class SummariserResource(_OpenAIResource):
-    model: str = "gpt-4o-mini"
+    model: str = "gpt-6-luna"
     temperature: float = 0.2
     max_tokens: int = 400
 

@@ -112,7 +112,14 @@ RUN_SPECS: tuple[MetricSpec, ...] = (
     LAST_RUN_FAILED,
     LAST_SUCCESS,
 )
-API_SPECS: tuple[MetricSpec, ...] = (CALLS, MONTH_COST, RUNS_IN_PROGRESS)
+MODEL_SHUTDOWN = MetricSpec(
+    "call_export_model_shutdown_days",
+    "gauge",
+    "Days until a configured model's shutdown date (GET /v1/models); absent when none is "
+    "announced; 0 or less: past it, runs are refused.",
+    ("setting", "model"),
+)
+API_SPECS: tuple[MetricSpec, ...] = (CALLS, MONTH_COST, RUNS_IN_PROGRESS, MODEL_SHUTDOWN)
 SPECS = RUN_SPECS + API_SPECS
 # Every sample name either the runs or the API expose (alert rules may use only these).
 METRIC_NAMES: frozenset[str] = frozenset(s for spec in SPECS for s in spec.samples)

@@ -6,8 +6,9 @@ right = client) come from the channels themselves: the recording is decoded here
 a time, into the loudness of each channel (`audio/envelope.py`), and every word the STT
 returns is given to the side that was loud over its span (`roles.py`). Nothing is paid
 twice. Servers that return no times cannot be given roles that way; for them
-`role_mode="per_channel"` sends each side on its own (twice the audio, twice the bill) and
-records that it did.
+`role_mode="turns"` sends each side's turns on their own, in order, the dialogue so far as
+the prompt (`turns.py`: only speech is sent, nothing twice), and `role_mode="per_channel"`
+each side whole (twice the audio, twice the bill); both are recorded.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ from typing import Protocol
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
+from calltexts_assets.audio.speech import call_speech
 from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
+from calltexts_assets.transcripts.turns import PAD_SEC, clips, plan_requests, prompt_before
 
 __all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
 
 MONO_ROLE = "speaker"
 # How a transcript's lines got their speakers (the ledger's `role_mode`); the first three
 # are also the settings' STT_ROLE_MODE.
-BY_ENERGY, PER_CHANNEL, NO_ROLES = "energy", "per_channel", "none"
+BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES = "energy", "turns", "per_channel", "none"
 DIARIZED, MONO = "diarized", "mono"
-ROLE_MODES = (BY_ENERGY, PER_CHANNEL, NO_ROLES)
+ROLE_MODES = (BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES)
 # Decoding is CPU-bound: more decodes at once than cores gain nothing. Memory needs no
 # bound of its own any more: a decode holds one block (audio.decode.BLOCK_SEC) at a time.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
@@ -58,7 +61,9 @@ class SpeechToText(Protocol):
     max_file_bytes: int
     max_request_sec: float
 
-    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult: ...
+    def transcribe_file(
+        self, path: str | Path, duration_sec: float | None = None, *, prompt: str = ""
+    ) -> SttResult: ...
 
 
 class SharedLimit(Protocol):
@@ -85,8 +90,12 @@ class RequestsInFlight:
         self.max_file_bytes = stt.max_file_bytes
         self.max_request_sec = stt.max_request_sec
 
-    def transcribe_file(self, path: str | Path, duration_sec: float | None = None) -> SttResult:
+    def transcribe_file(
+        self, path: str | Path, duration_sec: float | None = None, *, prompt: str = ""
+    ) -> SttResult:
         with self._slots, self._shared.slot() if self._shared else nullcontext():
+            if prompt:  # only the turns mode has one (a stand-in need not take it)
+                return self._stt.transcribe_file(path, duration_sec, prompt=prompt)
             return self._stt.transcribe_file(path, duration_sec)
 
 
@@ -143,6 +152,7 @@ class _Answers:
     diarized: bool = False
     hallucinations: int = 0
     languages: Counter[str] = field(default_factory=Counter)
+    languages_reported: bool = False  # a model that detects languages answered (maybe [])
 
     def count(self, piece: Piece, result: SttResult) -> None:
         self.requests += result.attempts
@@ -153,6 +163,7 @@ class _Answers:
         self.untimed = self.untimed or not result.timed
         if result.language and result.segments:
             self.languages[result.language] += len(result.segments)
+        self.languages_reported = self.languages_reported or result.languages_reported
 
     @property
     def language(self) -> str:
@@ -170,8 +181,8 @@ class _Roles:
     mono_role: str
 
     def how(self, answers: _Answers) -> str:
-        if self.stereo and self.role_mode == PER_CHANNEL:
-            return PER_CHANNEL
+        if self.stereo and self.role_mode in (PER_CHANNEL, TURNS):
+            return self.role_mode
         if self.stereo:
             return BY_ENERGY if self.role_mode == BY_ENERGY and not answers.untimed else NO_ROLES
         return DIARIZED if answers.diarized else MONO
@@ -233,6 +244,25 @@ def _send(pieces: Sequence[Piece], stt: SpeechToText, roles: _Roles, answers: _A
             _piece_lines(piece, result, roles, answers)
 
 
+def _send_turns(
+    path: Path, info: audio.AudioInfo, stt: SpeechToText, roles: _Roles, answers: _Answers,
+    tmp: Path,
+) -> None:  # fmt: skip
+    """Each side's turns as requests of their own, in order, the dialogue so far as prompt:
+    the voice activity detector finds each channel's speech (`audio/speech.py`), and each
+    request's clip is cut from its own channel (16 kHz mono FLAC, never the whole call)."""
+    with decode_slot():
+        speech = call_speech(path, info, pad_sec=PAD_SEC)
+    groups = plan_requests(speech.channels[:2], max_request_sec=stt.max_request_sec)
+    for group, clip in clips(path, info, groups, tmp):
+        piece = Piece(clip, group.start, group.start, group.end, False, channel=group.side)
+        prompt = prompt_before([line.text for line in answers.lines])
+        result = stt.transcribe_file(clip, group.duration, prompt=prompt)
+        answers.count(piece, result)
+        _piece_lines(piece, result, roles, answers)
+        clip.unlink()
+
+
 def transcribe_call(
     audio_path: str | Path,
     stt: SpeechToText,
@@ -256,7 +286,12 @@ def transcribe_call(
     if not envelope.silent():  # a silent recording costs no request
         limits = Limits(stt.max_file_bytes, stt.max_request_sec)
         with tempfile.TemporaryDirectory(prefix="calltexts-pieces-", dir=workdir) as tmp:
-            channels = range(2) if stereo and role_mode == PER_CHANNEL else [None]
+            channels: Sequence[int | None] = [None]
+            if stereo and role_mode == TURNS:
+                _send_turns(path, info, stt, roles, answers, Path(tmp))
+                channels = []
+            elif stereo and role_mode == PER_CHANNEL:
+                channels = range(2)
             for channel in channels:
                 if channel is not None and not envelope.speech()[channel]:
                     continue  # a muted side of the line is not sent
@@ -266,11 +301,18 @@ def transcribe_call(
                 )
                 _send(pieces, stt, roles, answers)
     lines = answers.lines
+    billed = answers.billed_sec
+    if roles.how(answers) == TURNS and billed:
+        # Priced by audio duration (openai_models.md §4): a call's turns are billed as the
+        # sum of their seconds, not a started minute each.
+        billed = [sum(billed)]
     order = {speaker: i for i, speaker in enumerate((*stereo_roles, mono_role))}
     lines.sort(key=lambda line: (line.start, order.get(line.speaker, len(order))))
     return Transcript(
-        # The hint stands in for a server that names no language, once speech was sent.
-        language=answers.language or (iso_code(stt.language) if answers.pieces else ""),
+        # The hint stands in for a server that names no language, once speech was sent; not
+        # for one that said it could not tell (gpt-transcribe's `languages: []`).
+        language=answers.language
+        or (iso_code(stt.language) if answers.pieces and not answers.languages_reported else ""),
         duration_sec=envelope.duration_sec,
         lines=tuple(lines),
         model=stt.model,
@@ -278,6 +320,6 @@ def transcribe_call(
         pieces=answers.pieces,
         roles=roles.how(answers),
         sent_sec=answers.sent_sec,
-        billed_sec=tuple(answers.billed_sec),
+        billed_sec=tuple(billed),
         hallucinations=answers.hallucinations,
     )

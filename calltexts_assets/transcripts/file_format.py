@@ -84,6 +84,7 @@ LABELS: dict[str, Labels] = {
         seconds="с",
         how_roles={
             "energy": "по каналам записи (громкость каждого слова)",
+            "turns": "по очереди реплик каждого канала",
             "per_channel": "каждый канал распознан отдельно",
             "diarized": "разделение говорящих моделью STT",
             "mono": "одноканальная запись",
@@ -109,6 +110,7 @@ LABELS: dict[str, Labels] = {
         seconds="s",
         how_roles={
             "energy": "by recording channel (loudness of each word)",
+            "turns": "by each channel's turns",
             "per_channel": "each channel transcribed on its own",
             "diarized": "speakers told apart by the STT model",
             "mono": "single-channel recording",

@@ -11,6 +11,7 @@ tokens are counted as one per 3 characters of text.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,17 @@ FORMATS = {
     DIARIZE: ("json", "text", "diarized_json"),
     **{model: ("json", "text") for model in (*TOKEN_MODELS, GPT_TRANSCRIBE)},
 }
+# GET /v1/models' `shutdown_date` as OpenAI's deprecations page announces it
+# (docs/specs/openai_models.md §2); None: no date announced (the field is null).
+_TRANSCRIBE_SHUTDOWN, _CHAT_SHUTDOWN = "2027-02-26", "2027-01-14"
+SHUTDOWN_DATES: dict[str, str | None] = {
+    **{model: _TRANSCRIBE_SHUTDOWN for model in (*TOKEN_MODELS, WHISPER_1, DIARIZE)},
+    GPT_TRANSCRIBE: None,
+    "gpt-4o-mini": _CHAT_SHUTDOWN,
+    "gpt-4o-mini-2024-07-18": _CHAT_SHUTDOWN,
+    "gpt-6-luna": None,
+}
+COMPATIBLE_MODELS = {SPEACHES: ("Systran/faster-whisper-small",), LOCALAI: ("ggml-whisper-base",)}
 MAX_OUTPUT_TOKENS = 2000
 DIARIZE_CHUNKING_FROM_SEC = 30.0  # chunking_strategy is required above this (§3.3)
 SEGMENT_PAUSE_SEC = 0.6  # longer than any gap inside a scripted turn, shorter than a pause
@@ -86,6 +98,23 @@ class Request:
     language: str  # the ISO code asked for, "" when none
     chunking_strategy: str
     prompt: str
+    languages: tuple[str, ...] = ()  # gpt-transcribe's hint (`languages[]`)
+    keywords: tuple[str, ...] = ()  # gpt-transcribe's literal terms (`keywords[]`)
+
+
+def model_list(flavour: str, shutdowns: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """The `data` of GET /v1/models: OpenAI's entries carry `shutdown_date` (§1), compatible
+    servers' do not."""
+    if flavour != OPENAI:
+        return [
+            {"id": model, "object": "model", "created": 0, "owned_by": flavour}
+            for model in COMPATIBLE_MODELS[flavour]
+        ]
+    return [
+        {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system",
+         "shutdown_date": date}
+        for model, date in sorted(shutdowns.items())
+    ]  # fmt: skip
 
 
 def check_request(req: Request) -> None:
@@ -107,6 +136,32 @@ def check_request(req: Request) -> None:
         raise refusal(OPENAI, 400, message, param="timestamp_granularities")
     if req.model == DIARIZE and req.prompt:
         raise refusal(OPENAI, 400, "Prompt is not supported for diarization models")
+    if req.model == GPT_TRANSCRIBE:
+        _check_hints(req)
+
+
+# A keyword is a single-line literal without `<` or `>` (openai-cookbook, "Migrate from
+# Whisper to GPT-Transcribe" §3); anything else rejects the whole request.
+KEYWORD_FORBIDDEN = re.compile(r"[<>\r\n]")
+
+
+def _check_hints(req: Request) -> None:
+    """gpt-transcribe's `languages` / `keywords` (docs/specs/openai_models.md §3). The
+    cookbook says what is refused, not in which words: the messages are the emulator's."""
+    if req.language and req.languages:
+        message = "Specify either 'language' or 'languages', not both."
+        raise refusal(OPENAI, 400, message, code="invalid_value", param="languages")
+    for code in req.languages:
+        if not re.fullmatch(r"[a-z]{2}", code):
+            message = f"Invalid language '{code}'. Languages must be given in ISO-639-1 format."
+            raise refusal(OPENAI, 400, message, code="invalid_value", param="languages")
+    for keyword in req.keywords:
+        if not keyword.strip() or KEYWORD_FORBIDDEN.search(keyword):
+            message = (
+                f"Invalid keyword {keyword!r}: keywords must be single-line literals without "
+                "'<' or '>'."
+            )
+            raise refusal(OPENAI, 400, message, code="invalid_value", param="keywords")
 
 
 def check_heard(req: Request, duration: float) -> None:
@@ -205,7 +260,7 @@ def transcription(
             texts[-1] += f" {APPENDED_CREDIT}"
     text = " ".join(texts + ([SILENCE_TEXT] if silent_stretch else []))
     billed = math.ceil(duration)
-    language = req.language or DEFAULT_LANGUAGE
+    language = req.language or (req.languages[0] if req.languages else DEFAULT_LANGUAGE)
     if req.flavour == LOCALAI:
         return Answer(_localai(req, words, texts, text, silent_stretch), None, None, text)
     if req.flavour == SPEACHES:

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from calltexts_assets.audio.decode import AudioError
+from calltexts_assets.clients.chat import is_reasoning_model
 from calltexts_assets.files.recording_formats import SNIFF_BYTES, sniff_format
 from calltexts_sandbox.server import RunningServer, serve_in_thread
 from calltexts_sandbox.stt import answers as answers
@@ -106,6 +107,7 @@ class SttStats:
     words: int = 0
     words_by_side: dict[str, int] = field(default_factory=dict)  # "0", "1", "both"
     hallucinations: int = 0  # answers with text written on silence
+    model_lists: int = 0  # GET /v1/models
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str):
@@ -124,11 +126,14 @@ class SttEmulator:
         faults: Faults | None = None,
         flavour: str = answers.OPENAI,
         heard_cache: HeardCache | None = None,
+        shutdowns: dict[str, str | None] | None = None,
     ) -> None:
         if flavour not in answers.FLAVOURS:
             raise ValueError(f"flavour must be one of {answers.FLAVOURS}, got {flavour!r}")
         self.flavour = flavour
         self.heard_cache = heard_cache
+        # model id -> `shutdown_date` of GET /v1/models (the deprecations page's by default)
+        self.shutdowns = dict(answers.SHUTDOWN_DATES if shutdowns is None else shutdowns)
         self.api_key = api_key
         self.max_file_bytes = max_file_bytes
         self.latency_per_audio_min_sec = latency_per_audio_min_sec
@@ -140,6 +145,7 @@ class SttEmulator:
             routes=[
                 Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
                 Route("/_sandbox/faults", self._faults_endpoint, methods=["GET", "POST"]),
                 Route("/_sandbox/stats", self._stats_endpoint, methods=["GET"]),
                 Route("/_sandbox/reset", self._reset_endpoint, methods=["POST"]),
@@ -266,6 +272,8 @@ class SttEmulator:
             language=str(form.get("language") or ""),
             chunking_strategy=str(form.get("chunking_strategy") or ""),
             prompt=str(form.get("prompt") or ""),
+            languages=tuple(str(v) for v in form.getlist("languages[]")),
+            keywords=tuple(str(v) for v in form.getlist("keywords[]")),
         )
 
     async def _transcribe(self, request: Request) -> Response:
@@ -377,6 +385,9 @@ class SttEmulator:
         if not model or not isinstance(messages, list) or not messages:
             message = "Missing required parameters: 'model' and 'messages'."
             return _error(400, message, "invalid_request_error")
+        refused = _reasoning_refusal(str(model), payload)
+        if refused is not None and self.flavour == answers.OPENAI:
+            return refused
         contents = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
         user = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
         reply = summary_reply(user[-1] if user else contents[-1])
@@ -410,6 +421,18 @@ class SttEmulator:
             }
         )
 
+    # --- models ---------------------------------------------------------------------------
+
+    async def _models(self, request: Request) -> Response:
+        """GET /v1/models (docs/specs/openai_models.md §1): OpenAI's models carry
+        `shutdown_date` (a date, or null when none is announced); speaches and LocalAI list
+        theirs without it. Counted apart: faults and `requests` number the service's work."""
+        with self._lock:
+            self._stats.model_lists += 1
+        return JSONResponse(
+            {"object": "list", "data": answers.model_list(self.flavour, self.shutdowns)}
+        )
+
     # --- sandbox control endpoints ------------------------------------------------------
 
     async def _faults_endpoint(self, request: Request) -> Response:
@@ -428,6 +451,31 @@ class SttEmulator:
     async def _reset_endpoint(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"ok": True})
+
+
+def _reasoning_refusal(model: str, payload: dict[str, Any]) -> Response | None:
+    """OpenAI's answers to a reasoning model asked with `max_tokens` or a temperature other
+    than 1 (docs/specs/openai_models.md §7: the live messages, quoted by users)."""
+    if not is_reasoning_model(model):
+        return None
+    if "max_tokens" in payload:
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        body = {"message": message, "type": "invalid_request_error", "param": "max_tokens",
+                "code": "unsupported_parameter"}  # fmt: skip
+        return JSONResponse({"error": body}, status_code=400)
+    temperature = payload.get("temperature", 1)
+    if temperature != 1:
+        message = (
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+            "Only the default (1) value is supported."
+        )
+        body = {"message": message, "type": "invalid_request_error", "param": "temperature",
+                "code": "unsupported_value"}  # fmt: skip
+        return JSONResponse({"error": body}, status_code=400)
+    return None
 
 
 def create_app(**options: Any) -> Starlette:

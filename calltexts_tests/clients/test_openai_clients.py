@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -178,6 +179,28 @@ def test_summariser_shares_the_retry_policy_and_parses_tags() -> None:
     assert summary.attempts == 2 and route.call_count == 2
     prompt = route.calls.last.request.content.decode()
     assert "c-1" in prompt and "<transcript>" in prompt
+
+
+@respx.mock
+def test_reasoning_chat_models_get_max_completion_tokens_and_no_temperature() -> None:
+    # openai_models.md §7: gpt-6-luna (the default) refuses `max_tokens` and temperature != 1.
+    completion = {
+        "id": "c1", "object": "chat.completion", "created": 0, "model": "gpt-6-luna",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "ok"}}],
+    }  # fmt: skip
+    route = respx.post(f"{API}/chat/completions").mock(
+        return_value=httpx.Response(200, json=completion)
+    )
+    assert _chat().complete([{"role": "user", "content": "x"}], what="t") == ("ok", 1)
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["model"] == "gpt-6-luna" and sent["max_completion_tokens"] == 400
+    assert sent["reasoning_effort"] == "none"
+    assert "max_tokens" not in sent and "temperature" not in sent
+    old = ChatClient(OpenAIConnection(api_key="k"), model="gpt-4o-mini")
+    old.complete([{"role": "user", "content": "x"}], what="t")
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["max_tokens"] == 400 and sent["temperature"] == 0.2
 
 
 @respx.mock

@@ -177,3 +177,55 @@ def test_model_limits() -> None:
     unknown = model_profile("Systran/faster-whisper-large-v3")
     assert not unknown.known and unknown.response_format == "verbose_json"
     assert client("whisper-1", max_request_sec=600).max_request_sec == 600  # STT_MAX_REQUEST_SEC
+
+
+@respx.mock
+def test_gpt_transcribe_takes_languages_keywords_and_a_prompt_never_language(
+    audio_file: Path,
+) -> None:
+    # openai_models.md §3: `languages[]` (never with `language`), `keywords[]`, `prompt`.
+    usage = {"type": "duration", "seconds": 3}
+    body = {"text": "Заказ номер сорок два", "languages": [], "usage": usage}
+    route = respx.post(STT_URL).mock(return_value=httpx.Response(200, json=body))
+    stt = client("gpt-transcribe", language="ru", keywords=("AC-42", "Premium Plus"))
+    result = stt.transcribe_file(audio_file, 2.4, prompt="Оператор: здравствуйте")
+    form = form_of(route)
+    assert form.count('name="languages[]"') == 1 and 'name="language"' not in form
+    assert form.count('name="keywords[]"') == 2 and "Premium Plus" in form
+    assert 'name="prompt"' in form and 'name="response_format"' in form and "json" in form
+    # `languages: []` is "no reliable detection", not an error and not the hint
+    assert result.language == "" and result.billed_seconds == 3 and not result.timed
+
+
+@respx.mock
+def test_whisper_1_gets_language_and_no_keywords(audio_file: Path) -> None:
+    route = respx.post(STT_URL).mock(
+        return_value=httpx.Response(200, json=payload("whisper1_verbose_json_words.json"))
+    )
+    client("whisper-1", language="ru").transcribe_file(audio_file, prompt="")
+    form = form_of(route)
+    assert 'name="language"' in form and "languages[]" not in form and "keywords" not in form
+
+
+@respx.mock
+def test_the_diarizing_model_is_never_sent_a_prompt(audio_file: Path) -> None:
+    body = payload("gpt4o_transcribe_diarize_diarized_json.json")
+    route = respx.post(STT_URL).mock(return_value=httpx.Response(200, json=body))
+    client("gpt-4o-transcribe-diarize").transcribe_file(audio_file, prompt="before")
+    assert 'name="prompt"' not in form_of(route)
+
+
+@respx.mock
+def test_the_model_list_is_read_through_the_projects_http_client() -> None:
+    # respx patches httpx: it sees the request only if the SDK sends through our httpx
+    # client (openai 3.x's legacy-client path, docs/specs/openai_models.md §6).
+    body = {"object": "list", "data": [{"id": "whisper-1", "object": "model", "created": 1,
+            "owned_by": "system", "shutdown_date": "2027-02-26"}]}  # fmt: skip
+    route = respx.get(f"{API}/models").mock(return_value=httpx.Response(200, json=body))
+    assert client().model_list() == body and route.call_count == 1
+
+
+@respx.mock
+def test_a_server_without_a_model_list_gives_none() -> None:
+    respx.get(f"{API}/models").mock(return_value=httpx.Response(404, json={"detail": "Not Found"}))
+    assert client().model_list() is None

@@ -258,3 +258,51 @@ def test_what_it_heard_in_a_file_is_kept_by_its_content(mono_call, tmp_path: Pat
         assert same.text == script.text() and emulator.stats()["decodes"] == 0
         client.audio.transcriptions.create(file=other.open("rb"), model="whisper-1")
         assert emulator.stats()["decodes"] == 1  # other bytes: listened to
+
+
+def test_gpt_transcribe_answers_json_with_detected_languages_and_duration_usage(
+    client: openai.OpenAI, mono_call
+) -> None:
+    # openai_models.md §3: json with `text`, `languages` (codes) and `usage` in seconds;
+    # `languages[]`, `keywords[]` and `prompt` taken, never `language` with `languages`.
+    script, path = mono_call
+    raw = client.audio.transcriptions.with_raw_response.create(
+        file=path.open("rb"),
+        model="gpt-transcribe",
+        languages=["ru"],
+        keywords=["AC-42", "Premium Plus"],
+        prompt="Оператор: здравствуйте",
+    )
+    body = raw.http_response.json()
+    assert body["text"] == script.text() and body["languages"] == [{"code": "ru"}]
+    assert body["usage"] == {"type": "duration", "seconds": 40}
+    assert set(body) == {"text", "languages", "usage"}  # no times, no speakers
+
+
+def test_gpt_transcribe_refuses_both_language_fields_and_bad_keywords(
+    client: openai.OpenAI, mono_call
+) -> None:
+    _, path = mono_call
+    with pytest.raises(openai.BadRequestError) as both:
+        client.audio.transcriptions.create(
+            file=path.open("rb"), model="gpt-transcribe", language="ru", languages=["ru"]
+        )
+    assert both.value.param == "languages"
+    for keyword in ("<b>", "two\nlines", "a>b"):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.audio.transcriptions.create(
+                file=path.open("rb"), model="gpt-transcribe", keywords=["fine", keyword]
+            )
+        assert bad.value.param == "keywords"
+
+
+def test_the_model_list_carries_the_announced_shutdown_dates(
+    server: RunningServer, emulator: SttEmulator
+) -> None:
+    listed = httpx.get(f"{server.url}/v1/models").json()
+    dates = {m["id"]: m["shutdown_date"] for m in listed["data"]}
+    assert listed["object"] == "list"
+    assert dates["whisper-1"] == dates["gpt-4o-transcribe-diarize"] == "2027-02-26"
+    assert dates["gpt-4o-mini"] == "2027-01-14"
+    assert dates["gpt-transcribe"] is None and dates["gpt-6-luna"] is None
+    assert emulator.stats()["model_lists"] == 1 and emulator.stats()["requests"] == 0

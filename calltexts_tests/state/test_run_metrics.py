@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from calltexts_assets.api import create_app
 from calltexts_assets.api.launcher import RunState
 from calltexts_assets.api.metrics_collector import ExportCollector
+from calltexts_assets.clients.model_lifecycle import notice
 from calltexts_assets.listing.calls import call_from_row
 from calltexts_assets.settings import load_settings
 from calltexts_assets.state import run_metrics as metrics
@@ -54,6 +55,9 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+SHUTDOWNS = {"whisper-1": date(2027, 2, 26)}
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -259,6 +263,9 @@ def test_api_metrics_from_ledger_rows_and_dagster_runs(ledger: Ledger) -> None:
             budget_usd=50.0,
             timezone="Europe/Moscow",
             clock=lambda: datetime(2026, 11, 25, 12, 0, tzinfo=MOSCOW),
+            model_notices=lambda: [
+                notice("WHISPER_MODEL", "whisper-1", SHUTDOWNS, date(2026, 11, 25))
+            ],
         )
         registry = metrics.CollectorRegistry(auto_describe=False)
         registry.register(collector)
@@ -335,3 +342,28 @@ def test_runs_in_progress_count_the_runs_the_ui_starts_too(ledger: Ledger) -> No
         text = generate_latest(registry).decode()
     assert value(text, "call_export_runs_in_progress", status="started") == 1
     assert value(text, "call_export_runs_in_progress", status="queued") == 1
+
+
+def test_api_metrics_say_how_many_days_each_model_has_left(ledger: Ledger) -> None:
+    # GET /v1/models' shutdown dates (openai_models.md §1), asked at most once an hour.
+    asked = []
+
+    def notices() -> list:
+        asked.append(1)
+        dates = {"whisper-1": date(2027, 2, 26), "gpt-6-luna": None}
+        today = date(2026, 12, 28)
+        return [
+            notice("WHISPER_MODEL", "whisper-1", dates, today),
+            notice("SUMMARY_MODEL", "gpt-6-luna", dates, today),
+        ]
+
+    registry = metrics.CollectorRegistry(auto_describe=False)
+    registry.register(ExportCollector(ledger.engine, None, model_notices=notices))
+    text = generate_latest(registry).decode()
+    days = value(
+        text, "call_export_model_shutdown_days", setting="WHISPER_MODEL", model="whisper-1"
+    )
+    assert days == 60
+    assert 'model="gpt-6-luna"' not in text  # no date announced: no sample
+    generate_latest(registry)
+    assert len(asked) == 1

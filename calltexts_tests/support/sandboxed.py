@@ -52,7 +52,7 @@ def sandbox_child_env(
         concurrency=concurrency,
         requests_per_second=50,
         retry_scale=TEST_RETRY_SCALE,
-        extra=extra,
+        extra=sandbox.model_defaults() | (extra or {}),
     )
 
 
@@ -72,7 +72,7 @@ def sandbox_resources(
             recording_hosts=[STORAGE_HOST],
             allow_private_addresses=True,  # the sandbox is on loopback
         ),
-        "whisper": WhisperResource(**openai),
+        "whisper": WhisperResource(**openai, model=sandbox.model_defaults()["WHISPER_MODEL"]),
         "summariser": SummariserResource(**openai),
         "storage": StorageResource(backend="local", local_root=str(root / "store")),
         "ledger": LedgerResource(database_url=database_url or f"sqlite:///{root / 'ledger.db'}"),
