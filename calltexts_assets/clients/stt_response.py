@@ -138,7 +138,8 @@ def parse_transcription(body: Any, *, duration_hint: float | None = None) -> Stt
     segments = _segments(raw_segments, scale)
     words = _words(raw_words, scale)
     duration = _number(body.get("duration"))
-    timed = bool(segments or words)
+    # An answer without any text has nothing to time: no speech is no missing word times.
+    timed = bool(segments or words) or not text
     if not segments and not words and text:  # json: the text spans the audio
         span = duration if duration is not None else duration_hint or 0.0
         segments = [Segment(0.0, float(span), text)]

@@ -81,6 +81,16 @@ def test_speaches_answers_codes_and_leading_spaces() -> None:
     assert not plain.timed and plain.segments[0].end == 4
 
 
+def test_an_answer_without_speech_is_not_an_answer_without_times() -> None:
+    """A verbose_json answer over line noise has no segments: that is no speech, not a
+    server that gives no word times (which would make the report advise another model)."""
+    quiet = {"task": "transcribe", "language": "russian", "duration": 60.0, "text": "",
+             "segments": [], "words": []}  # fmt: skip
+    assert parse_transcription(quiet).timed and not parse_transcription(quiet).segments
+    assert parse_transcription({"text": ""}, duration_hint=60).timed  # json: nothing said
+    assert not parse_transcription({"text": "да"}, duration_hint=60).timed
+
+
 def test_localai_nanoseconds_become_seconds() -> None:
     result = parse_transcription(payload("localai_response.json"), duration_hint=210.0)
     assert result.language == "" and result.duration is None
