@@ -10,6 +10,7 @@ from dagster_aws.s3 import S3Resource
 from calltexts_assets.assets import all_assets
 from calltexts_assets.assets.partitions import backfill_policy, with_backfill_policy
 from calltexts_assets.audio.memory import return_large_buffers_to_os
+from calltexts_assets.clients.stt_models import billing_unit
 from calltexts_assets.orchestration.jobs import calls_export
 from calltexts_assets.orchestration.retention_job import retention
 from calltexts_assets.orchestration.schedules import build_schedules
@@ -94,6 +95,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_concurrency=settings.concurrency,
             stt_max_in_flight=settings.stt_max_in_flight,
             price_per_minute_usd=settings.price_per_minute_usd,
+            billing_unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,

@@ -62,6 +62,9 @@ _BAD_KEYWORD = re.compile(r"[<>\r\n]")
 # OpenAI's list prices per minute (clients/stt_models.py); other models: whisper-1's.
 LIST_PRICES_PER_MINUTE = {"whisper-1": 0.006, "gpt-transcribe": 0.0045}
 DEFAULT_PRICE_PER_MINUTE = 0.006
+# How the STT bills a request: the model's own unit (clients/stt_models.py), or per second /
+# per started minute for a compatible server's bill.
+BILLING_UNIT_SETTINGS = ("model", "second", "minute")
 
 
 class SettingsError(ValueError):
@@ -122,6 +125,7 @@ class Settings:
     stt_role_mode: str
     stt_max_upload_mb: float
     stt_max_request_sec: float
+    stt_billing_unit: str  # "model": the model's own (clients/stt_models.billing_unit)
     summary_model: str
     summaries_enabled: bool
     # where things live
@@ -492,6 +496,7 @@ def _read(r: _Reader) -> Settings:
         stt_role_mode=r.choice("STT_ROLE_MODE", "", ROLE_MODES),
         stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
         stt_max_request_sec=r.number("STT_MAX_REQUEST_SEC", 0.0),
+        stt_billing_unit=r.choice("STT_BILLING_UNIT", "model", BILLING_UNIT_SETTINGS),
         summary_model=r.text("SUMMARY_MODEL", "gpt-6-luna"),
         summaries_enabled=r.flag("EXPORT_SUMMARY_ENABLED"),
         home=Path(r.text("CALLTEXTS_HOME", "var")).resolve(),

@@ -30,6 +30,7 @@ WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
         ("CALLTEXTS_BACKFILL_RUN_DAYS", "5 days", "a whole number from 0 to 3660"),
         ("CALLTEXTS_STT_MAX_IN_FLIGHT", "1.5", "a whole number from 0 to 1000"),
         ("CALLTEXTS_STT_MAX_IN_FLIGHT", "-2", "a whole number from 0 to 1000"),
+        ("STT_BILLING_UNIT", "tokens", "one of model, second, minute"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:

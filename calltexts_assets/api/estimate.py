@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from calltexts_assets.clients.bitrix24 import Bitrix24Client
 from calltexts_assets.clients.model_lifecycle import REFUSE, WARN, ModelNotice, configured_models
 from calltexts_assets.clients.openai_base import OpenAIConnection, OpenAIService
+from calltexts_assets.clients.stt_models import billing_unit
 from calltexts_assets.listing.estimate import Estimate, estimate
 from calltexts_assets.settings import Settings, portal_today
 from calltexts_assets.state.ledger import Ledger
@@ -42,6 +43,7 @@ def estimate_period(settings: Settings, period_from: date, period_to: date) -> E
             period_from=period_from,
             period_to=period_to,
             price_per_minute=settings.price_per_minute_usd,
+            unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),
             usd_rub_rate=settings.usd_rub_rate,
         )
     finally:

@@ -237,6 +237,7 @@ def _transcriber(
         whisper=whisper,
         storage=store,
         price_per_minute=settings.price_per_minute_usd,
+        billing_unit=settings.billing_unit,
         role_mode=settings.stt_role_mode,
         labels=settings.role_labels,
         mask_phones=settings.mask_phones_in_transcripts,
@@ -248,7 +249,7 @@ def _transcriber(
     price = settings.price_per_minute_usd
     return within_budget(
         Budget(settings.budget_usd),
-        lambda record: call_cost_usd(billed_seconds(record), price),
+        lambda record: call_cost_usd(billed_seconds(record), price, settings.billing_unit),
         transcribe,
     )
 

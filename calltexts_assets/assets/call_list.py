@@ -6,7 +6,12 @@ import dagster as dg
 
 from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, export_day, run_period
-from calltexts_assets.billing.cost import billable_minutes, forecast, minutes_cost_usd
+from calltexts_assets.billing.cost import (
+    billable_minutes,
+    billed_seconds_of_request,
+    forecast,
+    seconds_cost_usd,
+)
 from calltexts_assets.listing.calls import Call
 from calltexts_assets.listing.directory import RunDirectory
 from calltexts_assets.listing.tally import Listing
@@ -36,6 +41,8 @@ def call_list(
     for day in period.export_ids:
         db.start_export(day, day, day, actor=actor, dagster_run_id=context.run.run_id)
 
+    price, rate = export_settings.price_per_minute_usd, export_settings.usd_rub_rate
+    unit = export_settings.billing_unit
     # One `batch` answer (<= 2,500 rows) at a time: a long period is never in memory whole.
     listing = Listing()
     directory = RunDirectory(client)
@@ -51,7 +58,9 @@ def call_list(
                 days[day].update(calls=1, seconds=call.duration_sec)
                 if call.has_recording:
                     days[day].update(
-                        with_recording=1, billable_minutes=billable_minutes(call.duration_sec)
+                        with_recording=1,
+                        billable_minutes=billable_minutes(call.duration_sec),
+                        billed_seconds=billed_seconds_of_request(call.duration_sec, unit),
                     )
         for row in invalid:
             context.log.error(f"statistic row rejected ({row.code}): {row.reason}")
@@ -60,11 +69,9 @@ def call_list(
             db.record_invalid(day, row.call_id, row.reason, row.code)
             days[day]["rejected"] += 1
 
-    price, rate = export_settings.price_per_minute_usd, export_settings.usd_rub_rate
-
     def figures_of(day: str) -> dict[str, int | float]:
         listed = days[day]
-        cost = float(minutes_cost_usd(listed["billable_minutes"], price))
+        cost = float(seconds_cost_usd(listed["billed_seconds"], price))
         return {
             "calls": listed["calls"],
             "calls_with_recording": listed["with_recording"],
@@ -78,7 +85,9 @@ def call_list(
     record_day_figures(context, period, figures_of)
     for note in directory.notes:
         context.log.warning(note)
-    plan = forecast(listing.recording_durations, price_per_minute=price, usd_rub_rate=rate)
+    plan = forecast(
+        listing.recording_durations, price_per_minute=price, usd_rub_rate=rate, unit=unit
+    )
     stats = client.stats
     # One run-level note per directory the portal refused (the ids are kept).
     notes = {"names_not_read": dg.MetadataValue.text("\n".join(directory.notes))}

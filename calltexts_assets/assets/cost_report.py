@@ -11,7 +11,12 @@ from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.billing.cost import forecast
 from calltexts_assets.clients.model_lifecycle import configured_models
 from calltexts_assets.files.storage_keys import report_key
-from calltexts_assets.quality.checks import cost_matches, coverage, duration_variance
+from calltexts_assets.quality.checks import (
+    cost_matches,
+    coverage,
+    duration_variance,
+    stt_durations,
+)
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.report.data import build_report_data, period_figures
 from calltexts_assets.report.markdown import render_markdown
@@ -65,14 +70,16 @@ def cost_report(
         (r.duration_sec for r in db.iter_records(days) if r.has_recording),
         price_per_minute=price,
         usd_rub_rate=export_settings.usd_rub_rate,
+        unit=export_settings.billing_unit,
     )
     store = storage.get()
     checks = [
         duration_variance(db.iter_records(days)),
+        stt_durations(db.iter_records(days)),
         coverage(db.iter_records(days)),
         # The same evidence as the transcripts check: the ledger and the stored files.
         duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, period.days)),
-        cost_matches(db.iter_records(days), price),
+        cost_matches(db.iter_records(days), price, unit=export_settings.billing_unit),
     ]
     data = build_report_data(
         db.iter_records(days),
@@ -96,6 +103,7 @@ def cost_report(
             )
             if n.message
         ],
+        billing_unit=export_settings.billing_unit,
     )
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")

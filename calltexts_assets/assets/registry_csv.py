@@ -13,7 +13,12 @@ from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.files.storage_keys import registry_key
 from calltexts_assets.files.workdir import prepared_workdir
-from calltexts_assets.quality.checks import cost_matches, duration_variance, registry_complete
+from calltexts_assets.quality.checks import (
+    cost_matches,
+    duration_variance,
+    registry_complete,
+    stt_durations,
+)
 from calltexts_assets.registry.rows import PREVIEW_ROWS, registry_frame, write_registry_file
 from calltexts_assets.registry.xlsx import RegistryWorkbook
 from calltexts_assets.resources.export_settings import ExportSettings
@@ -42,6 +47,13 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
             blocking=True,
         ),
         check_spec(
+            "stt_durations",
+            "registry_csv",
+            "No call whose STT answer reported a length other than the audio sent "
+            "(stt_duration_mismatch). Blocks the report.",
+            blocking=True,
+        ),
+        check_spec(
             "registry_complete",
             "registry_csv",
             "The CSV parses back and has every required field of "
@@ -51,7 +63,8 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
         check_spec(
             "cost_matches",
             "registry_csv",
-            "Every transcribed call costs ceil(minutes) x tariff.",
+            "Every transcribed call costs what the service bills: its requests in the model's "
+            "billing unit (STT_BILLING_UNIT) x tariff.",
             blocking=True,
         ),
     ],
@@ -110,5 +123,8 @@ def registry_csv(
     )
     # Fresh single-pass iterators: the ledger is read again, a day at a time, per check.
     yield check_result(duration_variance(db.iter_records(period.export_ids)))
+    yield check_result(stt_durations(db.iter_records(period.export_ids)))
     yield check_result(complete)
-    yield check_result(cost_matches(db.iter_records(period.export_ids), price))
+    yield check_result(
+        cost_matches(db.iter_records(period.export_ids), price, unit=export_settings.billing_unit)
+    )

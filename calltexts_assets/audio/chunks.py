@@ -146,9 +146,9 @@ def cut_recording(
     """The pieces to send for one recording (or for one of its channels): the file itself
     when it fits, else the MP3 cut by frames, else FLAC."""
     if channel is None and fits(info, limits):
-        return [
-            Piece(path, 0.0, 0.0, envelope.duration_sec or info.duration_sec, envelope.silent())
-        ]
+        # The file as it is: its length is the headers' (what the service bills), not the
+        # decoder's sample count, which counts an MP3's padding on some library versions.
+        return [Piece(path, 0.0, 0.0, info.duration_sec, envelope.silent())]
     if channel is None:
         try:
             return _mp3_pieces(path, info, envelope, limits, out_dir, stem)

@@ -1,13 +1,17 @@
-"""Transcription tariff arithmetic: billable minutes, USD and RUB, the pre-run forecast.
+"""Transcription tariff arithmetic: what the service bills, USD and RUB, the forecast.
 
 Rounding rules (the registry, the report and the cost check all rely on them):
-- What is billed is each STT request: per started minute, `ceil(seconds / 60)`, on the
-  seconds the service reports (`usage.seconds`), else the audio sent; 0 s costs nothing. A
-  call sent whole in one request (the common case) thus costs `ceil(its minutes) x tariff`;
-  a call cut into pieces costs the sum over its pieces, and a call sent per channel both
-  channels: the registry shows what the service bills, not an estimate. Durations
-  are first rounded to whole milliseconds, so float noise from summed durations
-  (33.319 + 19.382 + 67.299 = 120.00000000000001) does not add a minute.
+- What is billed is each STT request, on the seconds the service reports (`usage.seconds`),
+  else the audio sent; 0 s costs nothing. The unit is the model's (`clients/stt_models.py`,
+  docs/specs/stt_wire.md §3.4): OpenAI's per-minute tariffs are metered in whole seconds
+  (`SECOND`: the request's seconds rounded up x tariff / 60); a compatible server may bill
+  per started minute (`MINUTE`: ceil(seconds / 60) x tariff, the requirements' formula),
+  `STT_BILLING_UNIT`. A call cut into pieces costs the sum over its pieces, a call sent per
+  channel both channels: the registry shows what the service bills, not an estimate.
+  Durations are first rounded to whole milliseconds, so float noise from summed durations
+  (33.319 + 19.382 + 67.299 = 120.00000000000001) does not add a second or a minute.
+- The requirements' formula (minutes rounded up per call x tariff, `formula_*`) is kept
+  beside the bill: the report shows both, labelled.
 - Money is `Decimal`, computed exactly: prices and rates given as floats are read through
   `str()` (0.006 stays 0.006, not its binary expansion). Nothing is rounded per call.
 - Rounding happens once, for display: USD to 4 places (tariffs go down to $0.003/min),
@@ -25,6 +29,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
 PRICE_PER_MINUTE_USD = 0.006  # whisper-1
+# How a request is billed: per second (OpenAI's transcription models, §3.4), per started
+# minute (the requirements' formula; a compatible server's bill may be so).
+SECOND, MINUTE = "second", "minute"
+BILLING_UNITS = (SECOND, MINUTE)
 USD_RUB_RATE = 100.0
 USD_PLACES = 4
 RUB_PLACES = 2
@@ -34,19 +42,40 @@ def _dec(value: float | int | str | Decimal) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-def billable_minutes(duration_sec: float) -> int:
-    """Started minutes of a call: ceil(duration / 60); 0 s -> 0."""
+def _millis(duration_sec: float) -> int:
     if duration_sec < 0 or math.isnan(duration_sec):
         raise ValueError(f"duration must be >= 0 s, got {duration_sec!r}")
-    millis = round(duration_sec * 1000)
-    return -(-millis // 60_000)
+    return round(duration_sec * 1000)
+
+
+def billable_minutes(duration_sec: float) -> int:
+    """Started minutes of a call: ceil(duration / 60); 0 s -> 0."""
+    return -(-_millis(duration_sec) // 60_000)
+
+
+def billed_seconds_of_request(duration_sec: float, unit: str = MINUTE) -> int:
+    """The seconds one request is billed for: started seconds, or started minutes x 60."""
+    if unit == MINUTE:
+        return billable_minutes(duration_sec) * 60
+    if unit != SECOND:
+        raise ValueError(f"billing unit must be one of {BILLING_UNITS}, got {unit!r}")
+    return -(-_millis(duration_sec) // 1000)
+
+
+def seconds_cost_usd(
+    seconds: int, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+) -> Decimal:
+    """Exact cost of billed seconds at a per-minute tariff."""
+    return seconds * _dec(price_per_minute) / 60
 
 
 def call_cost_usd(
-    duration_sec: float, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+    duration_sec: float,
+    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    unit: str = MINUTE,
 ) -> Decimal:
-    """Exact cost of one call: billable minutes x tariff."""
-    return billable_minutes(duration_sec) * _dec(price_per_minute)
+    """Exact cost of one call sent in one request, in the billing unit."""
+    return seconds_cost_usd(billed_seconds_of_request(duration_sec, unit), price_per_minute)
 
 
 def minutes_cost_usd(
@@ -56,16 +85,18 @@ def minutes_cost_usd(
     return minutes * _dec(price_per_minute)
 
 
-def requests_billable_minutes(seconds: Iterable[float]) -> int:
-    """Started minutes summed over requests, each request rounded up on its own."""
-    return sum(billable_minutes(s) for s in seconds)
+def requests_billed_seconds(seconds: Iterable[float], unit: str = MINUTE) -> int:
+    """Billed seconds summed over requests, each request rounded up on its own."""
+    return sum(billed_seconds_of_request(s, unit) for s in seconds)
 
 
 def requests_cost_usd(
-    seconds: Iterable[float], price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+    seconds: Iterable[float],
+    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    unit: str = MINUTE,
 ) -> Decimal:
     """Exact cost of a call's STT requests (`seconds`: what each is billed on)."""
-    return requests_billable_minutes(seconds) * _dec(price_per_minute)
+    return seconds_cost_usd(requests_billed_seconds(seconds, unit), price_per_minute)
 
 
 def encode_request_seconds(seconds: Sequence[float]) -> str:
@@ -109,7 +140,7 @@ def format_rub(value: Decimal | float) -> str:
 
 
 class HasDurations(Protocol):
-    """What `billed_seconds` and `record_billable_minutes` read of a ledger row
+    """What `billed_seconds` and `record_billed_seconds` read of a ledger row
     (`CallRecord` fits)."""
 
     @property
@@ -131,21 +162,30 @@ def billed_seconds(record: HasDurations) -> float:
     return float(record.duration_sec)
 
 
-def record_billable_minutes(record: HasDurations) -> int:
-    """Minutes the service bills for a call: per request when the ledger recorded its
-    requests, else (a row from before) the call's duration rounded up."""
+def record_billed_seconds(record: HasDurations, unit: str = MINUTE) -> int:
+    """Seconds the service bills for a call, in `unit`: per request when the ledger recorded
+    its requests, else (a row from before) the call's duration."""
     requests = decode_request_seconds(record.stt_request_sec)
-    if requests is not None:
-        return requests_billable_minutes(requests)
+    return requests_billed_seconds(requests or [billed_seconds(record)], unit)
+
+
+def record_formula_minutes(record: HasDurations) -> int:
+    """The requirements' formula: the call's minutes rounded up (per call, not per request)."""
     return billable_minutes(billed_seconds(record))
 
 
 @dataclass(frozen=True)
 class Forecast:
     calls: int
-    minutes: int  # billable minutes, summed per call
-    cost_usd: Decimal  # exact
+    minutes: int  # the requirements' formula: minutes rounded up per call
+    cost_usd: Decimal  # exact, in the billing unit
     cost_rub: Decimal  # exact
+    billed_seconds: int = 0  # in the billing unit, summed per call
+    unit: str = MINUTE
+
+    @property
+    def billed_minutes(self) -> Decimal:
+        return Decimal(self.billed_seconds) / 60
 
 
 def forecast(
@@ -153,14 +193,15 @@ def forecast(
     *,
     price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
     usd_rub_rate: float | Decimal = USD_RUB_RATE,
+    unit: str = MINUTE,
 ) -> Forecast:
-    """Pre-run estimate from Bitrix24 durations of the calls that have a recording.
-
-    Minutes are rounded up per call, as they will be billed, not over the sum. The
-    durations are read once, as they come (a generator over the ledger is fine)."""
-    calls = minutes = 0
+    """Pre-run estimate from Bitrix24 durations of the calls that have a recording, in the
+    billing unit, each call rounded on its own as it will be billed. The durations are read
+    once, as they come (a generator over the ledger is fine)."""
+    calls = minutes = seconds = 0
     for duration in durations_sec:
         calls += 1
         minutes += billable_minutes(duration)
-    usd = minutes_cost_usd(minutes, price_per_minute)
-    return Forecast(calls=calls, minutes=minutes, cost_usd=usd, cost_rub=to_rub(usd, usd_rub_rate))
+        seconds += billed_seconds_of_request(duration, unit)
+    usd = seconds_cost_usd(seconds, price_per_minute)
+    return Forecast(calls, minutes, usd, to_rub(usd, usd_rub_rate), seconds, unit)

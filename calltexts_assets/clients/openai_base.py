@@ -121,6 +121,11 @@ class _Retryable(RetryableError):
         self.message = message
 
 
+class UnusableAnswer(_Retryable):
+    """A 200 whose body is not what was asked for (a proxy's page, a body cut off on the
+    way): retried as a 5xx is, then the call's error under `code`."""
+
+
 def _retry_after(response: httpx.Response | None) -> float | None:
     value = response.headers.get("retry-after") if response is not None else None
     try:
@@ -285,6 +290,9 @@ class OpenAIService:
                 final = isinstance(mapped, OpenAIApiError) or attempts > len(waits)
                 self.stats.count(code, retry=retry, failure=final)
                 raise mapped from None  # the SDK's chain may repeat the proxy URL
+            except UnusableAnswer as exc:
+                self.stats.count(exc.code, retry=retry, failure=attempts > len(waits))
+                raise
             self.stats.count("200", retry=retry)
             return result
 

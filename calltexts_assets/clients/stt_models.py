@@ -1,6 +1,7 @@
-"""What each transcription model accepts: its response format and its limits per request.
+"""What each transcription model accepts: its response format, its limits per request, and
+how it is billed.
 
-Sources: docs/specs/stt_wire.md §1.3-1.4 (formats), §3.1-3.2 (limits).
+Sources: docs/specs/stt_wire.md §1.3-1.4 (formats), §3.1-3.2 (limits), §3.4 (billing).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ LONG_PIECE_SEC = 1800.0
 # per second of audio it carries (on top of the connection's own timeout).
 SLOWEST_SEC_PER_AUDIO_SEC = 0.5
 
+# The billing unit (billing/cost.py's SECOND / MINUTE). OpenAI prices whisper-1 and
+# gpt-transcribe per minute of audio, metered in seconds (usage.seconds, the Usage API's
+# `seconds`); the gpt-4o family by tokens, which calltexts prices at the per-minute tariff
+# set (OpenAI's own estimate per minute), per second. A compatible server's bill is its own:
+# per started minute (the requirements' formula) unless STT_BILLING_UNIT says otherwise.
+PER_SECOND, PER_MINUTE = "second", "minute"
+
 VERBOSE = "verbose_json"
 JSON = "json"
 DIARIZED = "diarized_json"
@@ -42,6 +50,8 @@ class ModelProfile:
     takes_prompt: bool = True  # the diarizing model refuses a prompt (stt_wire §1.2)
     # OpenAI's list price per minute of audio (openai_models.md §4); None: not per minute
     price_per_minute_usd: float | None = None
+    billing_unit: str = PER_SECOND
+    billed_by_tokens: bool = False  # OpenAI bills tokens; the tariff is a per-minute estimate
 
     @property
     def timestamps(self) -> bool:
@@ -56,7 +66,10 @@ PROFILES: dict[str, ModelProfile] = {
     "whisper-1": ModelProfile(
         "whisper-1", VERBOSE, MAX_UPLOAD_BYTES, LONG_PIECE_SEC, price_per_minute_usd=0.006
     ),
-    **{name: ModelProfile(name, JSON, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC) for name in _GPT4O},
+    **{
+        name: ModelProfile(name, JSON, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC, billed_by_tokens=True)
+        for name in _GPT4O
+    },
     # No duration cap was found (an 1,800 s clip answered, stt_wire §3.2) and no output cap
     # is documented: the gpt-4o family's token budget is kept until one is.
     GPT_TRANSCRIBE: ModelProfile(
@@ -65,7 +78,7 @@ PROFILES: dict[str, ModelProfile] = {
     ),
     "gpt-4o-transcribe-diarize": ModelProfile(
         "gpt-4o-transcribe-diarize", DIARIZED, MAX_UPLOAD_BYTES, TOKEN_BUDGET_SEC, diarizes=True,
-        takes_prompt=False,
+        takes_prompt=False, billed_by_tokens=True,
     ),
 }  # fmt: skip
 JSON_ONLY_MODELS = frozenset(name for name, p in PROFILES.items() if p.response_format == JSON)
@@ -75,5 +88,12 @@ def model_profile(model: str) -> ModelProfile:
     """The profile of a known model; an unknown one (a compatible server's) is asked for
     verbose_json with word and segment times, under OpenAI's upload limit and whisper-1's
     piece length."""
-    unknown = ModelProfile(model, VERBOSE, MAX_UPLOAD_BYTES, LONG_PIECE_SEC, known=False)
+    unknown = ModelProfile(
+        model, VERBOSE, MAX_UPLOAD_BYTES, LONG_PIECE_SEC, known=False, billing_unit=PER_MINUTE
+    )
     return PROFILES.get(model) or unknown
+
+
+def billing_unit(model: str, setting: str = "model") -> str:
+    """STT_BILLING_UNIT when it names a unit, else the model's own."""
+    return setting if setting in (PER_SECOND, PER_MINUTE) else model_profile(model).billing_unit

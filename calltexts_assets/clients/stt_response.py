@@ -3,6 +3,11 @@
 
 Shapes: docs/specs/stt_wire.md §2 (OpenAI) and §5 (compatible servers), payloads in
 docs/specs/payloads/stt/. Pure functions of the parsed JSON body.
+
+An answer is taken only in the format asked for (`check_answer`): a JSON object whose fields
+have the types the format gives them, `text` always a string, and, from OpenAI's own models,
+the fields OpenAI's format promises (§2.1-2.5). Anything else (a proxy's HTML page, cut-off
+JSON, `{"text": null}`) is a `BadAnswer`: never a transcript, never billed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from calltexts_assets.clients.languages import first_code, iso_code
 # LocalAI <= 4.1 answers Go durations: integer nanoseconds (§5.2). No call lasts 11 days,
 # so a time past a million "seconds" is one.
 _NANOSECONDS_ABOVE = 1e6
+
+
+class BadAnswer(ValueError):
+    """A 200 answer that is not the transcription asked for."""
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,73 @@ def _usage(body: Mapping[str, Any]) -> tuple[float | None, tuple[int, int] | Non
     return None, None
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _expect(body: Mapping[str, Any], key: str, check: Any, what: str, where: str = "") -> None:
+    if key in body and body[key] is not None and not check(body[key]):
+        raise BadAnswer(f"{where}{key!r} is {_kind(body[key])}, not {what}")
+
+
+def _is_number(value: Any) -> bool:
+    return _number(value) is not None
+
+
+def _check_items(body: Mapping[str, Any], key: str, timed: bool) -> None:
+    items = body.get(key)
+    if items is None:
+        return
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise BadAnswer(f"{key!r} is {_kind(items)}, not a list of objects")
+    for n, item in enumerate(items):
+        where = f"{key}[{n}]."
+        if timed:  # whisper.cpp may leave a word untimed; a segment always has its times
+            for edge in ("start", "end"):
+                if not _is_number(item.get(edge)):
+                    raise BadAnswer(f"{where}{edge} is {_kind(item.get(edge))}, not a number")
+        for name in ("start", "end"):
+            _expect(item, name, _is_number, "a number", where)
+        for name in ("text", "word"):
+            _expect(item, name, lambda v: isinstance(v, str), "a string", where)
+
+
+# What OpenAI's formats promise besides `text` (§2.1-2.5); compatible servers leave some out
+# (LocalAI <= 4.1 has no duration or language, §5.4), so these hold for OpenAI's models only.
+_PROMISED = {"verbose_json": ("duration", "language"), "diarized_json": ("duration", "segments")}
+
+
+def check_answer(body: Any, response_format: str, *, openai_model: bool) -> Mapping[str, Any]:
+    """`body` (the decoded JSON) if it is a transcription in `response_format`; BadAnswer
+    naming what is wrong if not."""
+    if not isinstance(body, Mapping):
+        raise BadAnswer(f"a transcription answer is a JSON object, not {_kind(body)}")
+    if not isinstance(body.get("text"), str):
+        raise BadAnswer(f"'text' is {_kind(body.get('text'))}, not a string")
+    missing = [k for k in _PROMISED.get(response_format, ()) if body.get(k) is None]
+    if openai_model and missing:
+        raise BadAnswer(f"{response_format} without {', '.join(map(repr, missing))}")
+    _expect(body, "duration", lambda v: _is_number(v) and v >= 0, "a duration in seconds")
+    _expect(body, "language", lambda v: isinstance(v, str), "a string")
+    _expect(body, "usage", lambda v: isinstance(v, Mapping), "an object")
+    _expect(body, "languages", lambda v: isinstance(v, list), "a list")
+    _check_items(body, "segments", timed=True)
+    _check_items(body, "words", timed=False)
+    usage = body.get("usage") or {}
+    if usage.get("type") == "duration":
+        _expect(usage, "seconds", lambda v: _is_number(v) and v >= 0, "seconds", "usage.")
+    for name in ("input_tokens", "output_tokens"):
+        _expect(usage, name, _is_number, "a number", "usage.")
+    return body
+
+
 def parse_transcription(body: Any, *, duration_hint: float | None = None) -> SttResult:
     """`body` is the decoded JSON (or the text of a `text` answer). `duration_hint` (the
     audio's length from its header) spans an answer without times."""
     if isinstance(body, str):
         body = {"text": body}
     if not isinstance(body, Mapping):
-        raise ValueError(f"a transcription answer is a JSON object, got {type(body).__name__}")
+        raise BadAnswer(f"a transcription answer is a JSON object, not {_kind(body)}")
     text = str(body.get("text") or "").strip()
     raw_segments = _dicts(body.get("segments"))
     raw_words = _dicts(body.get("words")) or [

@@ -20,6 +20,7 @@ from calltexts_assets.clients.openai_base import (
     OpenAIConnection,
     OpenAIService,
     QuotaExhausted,
+    UnusableAnswer,
 )
 from calltexts_assets.clients.stt_models import (
     DIARIZED,
@@ -28,7 +29,14 @@ from calltexts_assets.clients.stt_models import (
     VERBOSE,
     model_profile,
 )
-from calltexts_assets.clients.stt_response import Segment, SttResult, Word, parse_transcription
+from calltexts_assets.clients.stt_response import (
+    BadAnswer,
+    Segment,
+    SttResult,
+    Word,
+    check_answer,
+    parse_transcription,
+)
 from calltexts_assets.files.recording_formats import content_type
 from calltexts_assets.runlog.log import scrubbed_logger
 
@@ -36,6 +44,8 @@ __all__ = ["Segment", "SttResult", "TranscriptionError", "WhisperClient", "Word"
 
 log = scrubbed_logger(__name__)
 _FORMAT_PARAMS = ("response_format", "timestamp_granularities")
+# A 200 that is not the transcription asked for: the call's error, never its text.
+BAD_ANSWER = "stt_bad_answer"
 
 
 class TranscriptionError(OpenAIApiError):
@@ -130,10 +140,16 @@ class WhisperClient(OpenAIService):
                 raw = self.client().audio.transcriptions.with_raw_response.create(
                     file=(path.name, audio, kind), **options
                 )
-            try:
-                return raw.http_response.json()
-            except json.JSONDecodeError:
-                return raw.http_response.text
+            answer = raw.http_response
+            try:  # JSON whatever the content type (OpenAI's own types are not always right)
+                return check_answer(answer.json(), response_format, openai_model=self.profile.known)
+            except (json.JSONDecodeError, UnicodeDecodeError, BadAnswer) as exc:
+                kind_answered = answer.headers.get("content-type", "no content type")
+                raise UnusableAnswer(
+                    BAD_ANSWER,
+                    f"the answer is not the {response_format} asked for ({kind_answered}, "
+                    f"{len(answer.content)} bytes): {exc}",
+                ) from None
 
         return self.call_with_retry(
             f"transcription of {path.name}", request, error=TranscriptionError
@@ -159,12 +175,7 @@ class WhisperClient(OpenAIService):
         except QuotaExhausted as exc:
             self._out_of_quota = exc
             raise
-        try:
-            result = parse_transcription(body, duration_hint=duration_sec)
-        except ValueError as exc:
-            raise TranscriptionError(
-                "bad_response", f"{path.name}: {exc}", attempts=attempts
-            ) from None
+        result = parse_transcription(body, duration_hint=duration_sec)
         return dataclasses.replace(
             result, attempts=attempts, model=self.model, response_format=response_format
         )

@@ -1,5 +1,6 @@
 """What a period will cost before anything is spent: its calls as Bitrix24 lists them,
-billed per started minute, less what the ledger already has transcribed."""
+billed in the model's unit (per second, or per started minute), less what the ledger already
+has transcribed. Minutes shown are the requirements' formula (rounded up per call)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from calltexts_assets.billing.cost import billable_minutes, format_rub, format_usd, to_rub
+from calltexts_assets.billing.cost import (
+    MINUTE,
+    billable_minutes,
+    billed_seconds_of_request,
+    format_rub,
+    format_usd,
+    seconds_cost_usd,
+    to_rub,
+)
 from calltexts_assets.listing.tally import Listing
 
 
@@ -27,6 +36,7 @@ class Estimate:
     left_minutes: int
     left_cost_usd: Decimal
     usd_rub_rate: Decimal
+    unit: str = MINUTE  # how the costs are billed; minutes are rounded up per call
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +46,7 @@ class Estimate:
             "billable_minutes": self.billable_minutes,
             "cost_usd": format_usd(self.cost_usd),
             "cost_rub": format_rub(to_rub(self.cost_usd, self.usd_rub_rate)),
+            "billing_unit": self.unit,
             "already_transcribed": {"calls": self.done_calls, "minutes": self.done_minutes},
             "left_to_pay": {
                 "calls": self.left_calls,
@@ -51,7 +62,8 @@ class Estimate:
         return [
             f"Period {self.period_from} .. {self.period_to}: {self.calls} calls, "
             f"{self.with_recording} with a recording",
-            f"Billable: {self.billable_minutes} min = ${format_usd(self.cost_usd)} ({rub} RUB)",
+            f"Billable: ${format_usd(self.cost_usd)} ({rub} RUB, billed per {self.unit}); "
+            f"{self.billable_minutes} min rounded up per call",
             f"Already transcribed: {self.done_calls} calls, {self.done_minutes} min",
             f"Left to pay: {self.left_calls} calls, {self.left_minutes} min = "
             f"${format_usd(self.left_cost_usd)} ({left_rub} RUB)",
@@ -66,12 +78,13 @@ def estimate(
     period_to: date,
     price_per_minute: float | Decimal,
     usd_rub_rate: float | Decimal,
+    unit: str = MINUTE,
 ) -> Estimate:
     """`batches`: the statistic rows as the client lists them; `transcribed`: (call id,
     record id) of the calls the ledger has transcribed."""
     listing = Listing()
     minutes = done_calls = done_minutes = left_calls = left_minutes = 0
-    with_recording = 0
+    with_recording = seconds = left_seconds = 0
     for rows in batches:
         calls, _invalid = listing.add(rows)
         for call in calls:
@@ -79,23 +92,25 @@ def estimate(
                 continue
             with_recording += 1
             billed = billable_minutes(call.duration_sec)
-            minutes += billed
+            billed_sec = billed_seconds_of_request(call.duration_sec, unit)
+            minutes, seconds = minutes + billed, seconds + billed_sec
             if (call.call_id, call.record_id) in transcribed:
                 done_calls, done_minutes = done_calls + 1, done_minutes + billed
             else:
                 left_calls, left_minutes = left_calls + 1, left_minutes + billed
-    price = Decimal(str(price_per_minute))
+                left_seconds += billed_sec
     return Estimate(
         period_from=period_from,
         period_to=period_to,
         calls=listing.calls,
         with_recording=with_recording,
         billable_minutes=minutes,
-        cost_usd=minutes * price,
+        cost_usd=seconds_cost_usd(seconds, price_per_minute),
         done_calls=done_calls,
         done_minutes=done_minutes,
         left_calls=left_calls,
         left_minutes=left_minutes,
-        left_cost_usd=left_minutes * price,
+        left_cost_usd=seconds_cost_usd(left_seconds, price_per_minute),
         usd_rub_rate=Decimal(str(usd_rub_rate)),
+        unit=unit,
     )

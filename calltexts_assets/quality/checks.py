@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calltexts_assets.billing.cost import (
+    MINUTE,
     PRICE_PER_MINUTE_USD,
     billed_seconds,
     decode_request_seconds,
-    record_billable_minutes,
+    record_billed_seconds,
+    seconds_cost_usd,
 )
 from calltexts_assets.quality.one_pass import (
     FloatSum,
@@ -202,6 +204,41 @@ def duration_variance(
     )
 
 
+# -- what the STT says it heard -------------------------------------------------------------
+
+STT_DURATION_MISMATCH = "stt_duration_mismatch"  # transcripts.dialogue.DURATION_MISMATCH
+
+
+def stt_durations(records: Iterable[CallRecord]) -> CheckOutcome:
+    """No call whose STT answer reported a length (`duration`, `usage.seconds`) other than the
+    audio it was sent: such a call is billed on what was sent, and fails the period until
+    someone has looked (the server may be transcribing something else, or misbilling)."""
+    checked = flagged = 0
+    examples: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for r in records:
+        if r.status != Status.TRANSCRIBED:
+            continue
+        checked += 1
+        if r.error_code != STT_DURATION_MISMATCH:
+            continue
+        flagged += 1
+        if len(examples) < DETAIL_ROWS:
+            examples.append({"call_id": r.call_id, "message": r.error_message or ""})
+        if len(ids) < MAX_OFFENDING_IDS:
+            ids.append(r.call_id)
+    return CheckOutcome(
+        name="stt_durations",
+        passed=not flagged,
+        value=float(flagged),
+        threshold=0.0,
+        summary=f"{flagged} of {checked} transcribed calls with an STT duration other than "
+        "the audio sent",
+        details={"checked_calls": checked, "mismatches": examples},
+        **capped_ids(ids, flagged),
+    )
+
+
 # -- coverage --------------------------------------------------------------------------------
 
 
@@ -305,13 +342,15 @@ def cost_matches(
     records: Iterable[CallRecord],
     price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
     tolerance: float = COST_TOLERANCE,
+    unit: str = MINUTE,
 ) -> CheckOutcome:
-    """Every transcribed call's cost == billed minutes x tariff (within `tolerance`).
+    """Every transcribed call's cost == the bill: its billed seconds x tariff / 60 (within
+    `tolerance`).
 
-    Billed minutes are what the service bills (`cost.record_billable_minutes`): each STT
-    request of the call rounded up to the minute, on the seconds the ledger recorded for it;
-    for rows from before requests were recorded, the STT duration (else the measured audio)
-    rounded up.
+    Billed seconds are what the service bills (`cost.record_billed_seconds`): each STT
+    request of the call rounded up to the billing unit (a second, or a minute), on the
+    seconds the ledger recorded for it; for rows from before requests were recorded, the STT
+    duration (else the measured audio).
     A transcribed call without a cost fails. Costs on failed calls (partial billing)
     cannot be derived from a duration and are only counted. One pass; keeps the first
     MAX_OFFENDING_IDS offending ids in row order."""
@@ -323,7 +362,7 @@ def cost_matches(
             unchecked += r.cost is not None
             continue
         checked += 1
-        expected = float(record_billable_minutes(r) * Decimal(str(price_per_minute)))
+        expected = float(seconds_cost_usd(record_billed_seconds(r, unit), price_per_minute))
         if r.cost is None or abs(r.cost - expected) > tolerance:
             wrong_total += 1
             if len(wrong) < DETAIL_ROWS:
@@ -344,10 +383,11 @@ def cost_matches(
         value=float(wrong_total),
         threshold=0.0,
         summary=f"{wrong_total} of {checked} transcribed calls with a cost other than "
-        f"ceil(minutes) x {price_per_minute} USD",
+        f"the bill (per {unit}, {price_per_minute} USD a minute)",
         details={
             "checked_calls": checked,
             "price_per_minute_usd": float(price_per_minute),
+            "billing_unit": unit,
             "mismatches": wrong,
             "unchecked_costs_on_failed_calls": unchecked,
         },

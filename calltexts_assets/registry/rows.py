@@ -20,10 +20,12 @@ from typing import BinaryIO
 import polars as pl
 
 from calltexts_assets.billing.cost import (
+    MINUTE,
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
-    record_billable_minutes,
+    record_billed_seconds,
     round_usd,
+    seconds_cost_usd,
 )
 from calltexts_assets.registry.call_codes import call_result, iso_currency
 from calltexts_assets.registry.spreadsheet import text_cell
@@ -117,14 +119,16 @@ def _telephony_cost(raw: str | None) -> Decimal | str | None:
 
 
 def record_cost_usd(
-    record: CallRecord, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
+    record: CallRecord,
+    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    unit: str = MINUTE,
 ) -> Decimal | None:
     """The call's cost as the registry shows it: the cost the ledger recorded; for a
     transcribed row without one (an older ledger row) the tariff applied; else None."""
     if record.cost is not None:
         return Decimal(str(record.cost))
     if record.status == Status.TRANSCRIBED:
-        return record_billable_minutes(record) * Decimal(str(price_per_minute))
+        return seconds_cost_usd(record_billed_seconds(record, unit), price_per_minute)
     return None
 
 

@@ -16,11 +16,14 @@ from operator import itemgetter
 from typing import Any
 
 from calltexts_assets.billing.cost import (
+    MINUTE,
+    SECOND,
     Forecast,
     billed_seconds,
     format_rub,
     format_usd,
-    record_billable_minutes,
+    record_billed_seconds,
+    record_formula_minutes,
     round_rub,
     round_usd,
     to_rub,
@@ -130,13 +133,16 @@ class ReportData:
     # durations
     bitrix24_seconds: int  # all calls, as Bitrix24 reports them
     transcribed_seconds: float  # audio of the transcribed calls (billed durations)
-    billable_minutes: int
+    billable_minutes: int  # the requirements' formula: minutes rounded up per call
+    billed_seconds: int  # the bill: per request, in the billing unit
+    billing_unit: str
     duration_variance: float
     # money (exact Decimals; rounded only when formatted)
     price_per_minute_usd: Decimal
     usd_rub_rate: Decimal
-    cost_usd: Decimal
+    cost_usd: Decimal  # the bill
     cost_rub: Decimal
+    formula_cost_usd: Decimal  # billable_minutes x tariff (the requirements' formula)
     forecast: Forecast | None
     forecast_delta: float | None  # (actual - forecast) / forecast
     budget_usd: Decimal | None
@@ -296,7 +302,8 @@ def _is_exception(record: CallRecord) -> bool:
     # A missed call (0 s) has no recording by nature: listing those would bury the real ones.
     if record.status == Status.NO_RECORDING:
         return record.duration_sec > 0
-    return record.status != Status.TRANSCRIBED
+    # A transcribed call with a flag (stt_duration_mismatch) is one too.
+    return record.status != Status.TRANSCRIBED or bool(record.error_code)
 
 
 def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str, str, str]]:
@@ -323,12 +330,13 @@ class _Totals:
     """The report's figures as running totals over one pass of the rows (a period may have
     20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
 
-    def __init__(self, price: Decimal) -> None:
-        self.price = price
+    def __init__(self, price: Decimal, unit: str = MINUTE) -> None:
+        self.price, self.unit = price, unit
         self.counts: Counter[str] = Counter()
         self.calls = 0
         self.transcribed = 0
-        self.billable_minutes = 0
+        self.billable_minutes = 0  # the requirements' formula
+        self.billed_seconds = 0  # the bill
         self.bitrix24_seconds = 0
         self.answered_without_recording = 0
         self.cost_usd = Decimal(0)
@@ -372,13 +380,14 @@ class _Totals:
         self.calls += 1
         self.counts[r.status] += 1
         self.bitrix24_seconds += r.duration_sec
-        cost = record_cost_usd(r, self.price) or Decimal(0)
+        cost = record_cost_usd(r, self.price, self.unit) or Decimal(0)
         self.cost_usd += cost
         done = r.status == Status.TRANSCRIBED
-        minutes = record_billable_minutes(r) if done else 0
+        minutes = record_formula_minutes(r) if done else 0
         if done:
             self.transcribed += 1
             self.billable_minutes += minutes
+            self.billed_seconds += record_billed_seconds(r, self.unit)
             self.transcribed_seconds.add(billed_seconds(r))
         for name, label in (("day", r.run_id), ("direction", r.direction), ("status", r.status)):
             row = self.by[name][label or "—"]
@@ -437,7 +446,8 @@ def _forecast_rows(
     if forecast is not None:
         rows = [
             ("Прогноз: звонков с записью", str(forecast.calls)),
-            ("Прогноз: минут к оплате", str(forecast.minutes)),
+            ("Прогноз: к оплате по счёту", _minutes(forecast.billed_seconds)),
+            ("Прогноз: по формуле требований", f"{forecast.minutes} мин"),
             ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
             ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
         ]
@@ -482,7 +492,14 @@ def _sections(
             (
                 ("По Bitrix24, все звонки", _minutes(totals.bitrix24_seconds)),
                 ("Фактически расшифровано", _minutes(totals.transcribed_seconds.value)),
-                ("К оплате (минуты с округлением вверх)", f"{minutes} мин ({minutes / 60:.2f} ч)"),
+                (
+                    f"К оплате по счёту ({_UNIT_LABEL.get(totals.unit, totals.unit)})",
+                    _minutes(totals.billed_seconds),
+                ),
+                (
+                    "По формуле требований (мин. с округлением вверх)",
+                    f"{minutes} мин ({minutes / 60:.2f} ч)",
+                ),
                 (
                     "Расхождение с Bitrix24",
                     f"{_pct(totals.durations.value)} (порог {_pct(VARIANCE_THRESHOLD)})",
@@ -495,6 +512,7 @@ def _sections(
                 ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
                 ("Стоимость, USD", format_usd(totals.cost_usd)),
                 ("Стоимость, RUB", format_rub(to_rub(totals.cost_usd, rate))),
+                ("По формуле требований", _money(minutes * price, to_rub(minutes * price, rate))),
             ),
         ),
         Section("Распознавание (STT)", totals.stt.rows()),
@@ -513,6 +531,9 @@ def _run_rows(run_seconds: float, work: tuple[float, int] | None) -> tuple[tuple
         (f"Время выполнения (запуски, сделавшие работу периода: {runs})", run_time(seconds)),
         ("Время этого запуска", run_time(run_seconds)),
     )
+
+
+_UNIT_LABEL = {SECOND: "посекундно", MINUTE: "поминутно на запрос"}
 
 
 def _days(period_from: str, period_to: str) -> list[str]:
@@ -534,6 +555,7 @@ def build_report_data(
     is_sandbox: bool = False,
     work: tuple[float, int] | None = None,
     model_warnings: Sequence[str] = (),
+    billing_unit: str = MINUTE,
 ) -> ReportData:
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
     means no budget (the settings' 0 default). `work`: the summed time and the number of
@@ -544,7 +566,7 @@ def build_report_data(
     rate = Decimal(str(usd_rub_rate))
     budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
 
-    totals = _Totals(price)
+    totals = _Totals(price, billing_unit)
     for r in records:
         totals.add(r)
     counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd
@@ -594,11 +616,14 @@ def build_report_data(
         bitrix24_seconds=bitrix_sec,
         transcribed_seconds=transcribed_sec,
         billable_minutes=minutes,
+        billed_seconds=totals.billed_seconds,
+        billing_unit=billing_unit,
         duration_variance=variance,
         price_per_minute_usd=price,
         usd_rub_rate=rate,
         cost_usd=cost_usd,
         cost_rub=cost_rub,
+        formula_cost_usd=minutes * price,
         forecast=forecast,
         forecast_delta=delta,
         budget_usd=budget,

@@ -15,6 +15,9 @@ class ExportSettings(dg.ConfigurableResource):
     # only max_concurrency per run): CALLTEXTS_STT_MAX_IN_FLIGHT
     stt_max_in_flight: int = 0
     price_per_minute_usd: float = 0.006
+    # How a request is billed: "second" (OpenAI's models) or "minute" (per started minute);
+    # clients.stt_models.billing_unit of WHISPER_MODEL and STT_BILLING_UNIT
+    billing_unit: str = "second"
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it

@@ -102,7 +102,7 @@ class RequestsInFlight:
 @dataclass(frozen=True)
 class Transcript:
     language: str  # ISO 639-1, "" when the STT reported none (no speech sent)
-    duration_sec: float  # the recording's decoded length
+    duration_sec: float  # the recording's length from its headers (MP3: LAME delay/padding out)
     lines: tuple[DialogueLine, ...]
     model: str
     requests: int  # STT requests spent on the call, retries included
@@ -111,6 +111,8 @@ class Transcript:
     sent_sec: float = 0.0  # audio sent to the STT (both sides in per-channel mode)
     billed_sec: tuple[float, ...] = ()  # per answered request: what the service bills
     hallucinations: int = 0  # segments dropped and phrases removed
+    # what the STT said it heard, where it differs from what was sent ("" when it matches)
+    duration_mismatch: str = ""
 
     @property
     def text(self) -> str:
@@ -137,6 +139,25 @@ def check_decoded_length(decoded_sec: float, header_sec: float) -> None:
         )
 
 
+# What the STT says it heard (`duration`, `usage.seconds`) may differ from what was sent by
+# its rounding (usage.seconds is whole seconds, rounded up) and by decoders' MP3 timelines
+# (33 ms, docs/specs/audio_formats.md §2); beyond this it heard something else, or misreports.
+_HEARD_SLACK_SEC = 2.0
+_HEARD_SLACK_FRACTION = 0.01
+DURATION_MISMATCH = "stt_duration_mismatch"
+
+
+def heard_mismatch(sent_sec: float, result: SttResult) -> str:
+    """ "" when what the STT reports hearing matches the audio sent, else what differs."""
+    slack = max(_HEARD_SLACK_SEC, _HEARD_SLACK_FRACTION * sent_sec)
+    reported = {"duration": result.duration, "usage.seconds": result.billed_seconds}
+    wrong = [
+        f"{name} {value:g} s" for name, value in reported.items()
+        if value is not None and abs(value - sent_sec) > slack
+    ]  # fmt: skip
+    return f"sent {sent_sec:.1f} s, the STT answered {' and '.join(wrong)}" if wrong else ""
+
+
 @dataclass
 class _Answers:
     """What the STT answered for one call, piece by piece: the lines made of each answer as
@@ -153,12 +174,17 @@ class _Answers:
     hallucinations: int = 0
     languages: Counter[str] = field(default_factory=Counter)
     languages_reported: bool = False  # a model that detects languages answered (maybe [])
+    mismatches: list[str] = field(default_factory=list)
 
     def count(self, piece: Piece, result: SttResult) -> None:
         self.requests += result.attempts
         self.pieces += 1
         self.sent_sec += piece.duration
         billed = result.billed_seconds
+        mismatch = heard_mismatch(piece.duration, result)
+        if mismatch:  # billed on what was sent, never on what it claims
+            self.mismatches.append(f"{piece.path.name}: {mismatch}")
+            billed = None
         self.billed_sec.append(billed if billed is not None else piece.duration)
         self.untimed = self.untimed or not result.timed
         if result.language and result.segments:
@@ -313,7 +339,7 @@ def transcribe_call(
         # for one that said it could not tell (gpt-transcribe's `languages: []`).
         language=answers.language
         or (iso_code(stt.language) if answers.pieces and not answers.languages_reported else ""),
-        duration_sec=envelope.duration_sec,
+        duration_sec=info.duration_sec,
         lines=tuple(lines),
         model=stt.model,
         requests=answers.requests,
@@ -322,4 +348,5 @@ def transcribe_call(
         sent_sec=answers.sent_sec,
         billed_sec=tuple(billed),
         hallucinations=answers.hallucinations,
+        duration_mismatch="; ".join(answers.mismatches),
     )

@@ -12,7 +12,11 @@ from calltexts_assets.clients.storage import Storage
 from calltexts_assets.files.storage_keys import file_id_of, transcript_key
 from calltexts_assets.state.ledger import CallRecord, Status
 from calltexts_assets.state.steps import StepOutcome
-from calltexts_assets.transcripts.dialogue import SpeechToText, transcribe_call
+from calltexts_assets.transcripts.dialogue import (
+    DURATION_MISMATCH,
+    SpeechToText,
+    transcribe_call,
+)
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
 
 # A transcription error is retried by the next run; the download is never repeated for it.
@@ -36,6 +40,7 @@ def transcribe_record(
     whisper: SpeechToText,
     storage: Storage,
     price_per_minute: float,
+    billing_unit: str,
     role_mode: str,
     labels: str,
     mask_phones: bool,
@@ -64,14 +69,16 @@ def transcribe_record(
             "language": transcript.language or UNDETERMINED,
             "model": transcript.model,
             "stt_duration_sec": transcript.duration_sec,
-            # What the service bills: each request it answered, per started minute.
-            "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute)),
+            # What the service bills: each request it answered, in the model's unit.
+            "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)),
             "stt_requests": transcript.requests,
             "stt_sent_sec": round(transcript.sent_sec, 3),
             "stt_request_sec": encode_request_seconds(transcript.billed_sec),
             "role_mode": transcript.roles,
             "hallucinations": transcript.hallucinations,
-            "error_code": None,
-            "error_message": None,
+            # Transcribed, but flagged: the STT's account of the audio is not to be trusted
+            # (the `stt_durations` check fails the period until someone looks).
+            "error_code": DURATION_MISMATCH if transcript.duration_mismatch else None,
+            "error_message": transcript.duration_mismatch or None,
         },
     )

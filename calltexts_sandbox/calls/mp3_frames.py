@@ -13,6 +13,12 @@ Once per process a bank per channel layout holds every word tone the scripts can
 boundary. A call is then a join of silent frames and blocks cut from the bank, and decodes
 sample for sample where `tones.render_pcm` puts its words.
 
+Like a real encoder's file, a call opens with an Info frame whose LAME tag says how long the
+audio is (docs/specs/audio_formats.md §2): one silent frame more at the start and an encoder
+delay of 576 - 529 = 47 samples make a gapless decoder (ffmpeg, mpg123) drop exactly that
+frame, so the timeline stays the bank's; the padding drops what the last frame holds past the
+call's end. Its length is then the call's to the sample, from the headers, on every machine.
+
 `python -m calltexts_sandbox.calls.mp3_frames` prints the bank build time and render speed.
 """
 
@@ -34,6 +40,7 @@ import numpy as np
 
 from calltexts_assets.audio.decode import ffmpeg_exe, run_ffmpeg
 from calltexts_assets.audio.mp3_frames import (
+    DECODER_DELAY,
     GRANULE_BITS_LSF,
     Mp3FrameError,
     granule_lengths,
@@ -270,6 +277,60 @@ def _frame_of(seconds: float) -> int:
     return frame
 
 
+# The LAME tag's encoder delay: with the decoder's 529 it drops one whole (silent) frame.
+TAG_DELAY = FRAME_SAMPLES - DECODER_DELAY
+_XING_FLAGS = 0x0F  # frames, bytes, TOC, quality: the layout LAME and ffmpeg write
+_LAME_TAG_BYTES = 36  # version (9) .. tag CRC: LAME's PutLameVBR
+
+
+def _crc16_arc(data: bytes | bytearray) -> int:
+    """LAME's tag CRC (CRC_update_lookup: CRC-16, reflected 0x8005, initial 0)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def info_frame(audio_header: bytes, frames: int, audio_bytes: int, samples: int) -> bytes:
+    """An Info (CBR Xing) frame with a LAME tag for `frames` audio frames of `audio_bytes`
+    holding `samples` samples of audio after TAG_DELAY, as LAME's `PutVbrTag`/`PutLameVBR`
+    lay it out. The frame takes the smallest bitrate that holds the tag (ffmpeg's muxer does
+    the same); it carries no audio."""
+    head = parse_header(audio_header)
+    word = int.from_bytes(audio_header[:4], "big") & ~(0xF << 12) & ~(1 << 9)
+    word |= 1 << 16  # no CRC
+    at = 4 + head.side_info[1]
+    need = at + 4 + 4 + 4 + 4 + 100 + 4 + _LAME_TAG_BYTES
+    for index in range(1, 15):
+        tag_header = (word | index << 12).to_bytes(4, "big")
+        length = parse_header(tag_header).length
+        if length >= need:
+            break
+    else:
+        raise NotSpliceable("no bitrate holds the LAME tag")
+    total = length + audio_bytes
+    padding = frames * head.samples - TAG_DELAY - samples
+    if not 0 <= padding < 4096:
+        raise NotSpliceable(f"{samples} samples do not fit {frames} frames")
+    frame = bytearray(length)
+    frame[:4] = tag_header
+    frame[at : at + 4] = b"Info"
+    frame[at + 4 : at + 8] = _XING_FLAGS.to_bytes(4, "big")
+    frame[at + 8 : at + 12] = frames.to_bytes(4, "big")
+    frame[at + 12 : at + 16] = total.to_bytes(4, "big")
+    frame[at + 16 : at + 116] = bytes(i * 256 // 100 for i in range(100))  # CBR: linear TOC
+    lame = at + 120  # after the quality field (0)
+    frame[lame : lame + 9] = b"LAME3.100"
+    frame[lame + 9] = 0x01  # tag revision 0, CBR
+    frame[lame + 20] = min(head.kbps, 255)
+    frame[lame + 21 : lame + 24] = (TAG_DELAY << 12 | padding).to_bytes(3, "big")
+    frame[lame + 28 : lame + 32] = total.to_bytes(4, "big")  # music length, tag included
+    frame[lame + 34 : lame + 36] = _crc16_arc(frame[: lame + 34]).to_bytes(2, "big")
+    return bytes(frame)
+
+
 def frame_count(duration_sec: float) -> int:
     """Frames of a call: decodes to `duration_sec` within half a frame.
 
@@ -352,6 +413,13 @@ def render_iter(
     found = banks(layouts, kbps, cache_dir)
     silence = found[layouts[0]].silence
     total = frame_count(script.duration_sec)
+    # The tag, then the silent frame its delay drops: the decoded timeline stays the bank's.
+    # A silent frame more at the end when the call ends within the decoder's last 529 samples
+    # (a padding under 529 would have decoders stop short of the call's end).
+    samples = round(script.duration_sec * SAMPLE_RATE)
+    tail = int((total + 1) * FRAME_SAMPLES - TAG_DELAY - samples < DECODER_DELAY)
+    frames = total + 1 + tail
+    yield info_frame(silence, frames, frames * len(silence), samples) + silence
     window: list[bytes] = []  # frames from `base` on, not yet written
     base = 0
     for first, index, frames, layout in placed:
@@ -377,7 +445,7 @@ def render_iter(
                 window.append(frame)
     if base + len(window) > total:
         raise NotSpliceable("a word runs past the end of the call")
-    yield b"".join(window) + silence * (total - base - len(window))
+    yield b"".join(window) + silence * (total - base - len(window) + tail)
 
 
 def render(script: CallScript, *, bitrate: str = "32k", cache_dir: Path | None = None) -> bytes:

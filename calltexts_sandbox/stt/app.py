@@ -24,7 +24,7 @@ import re
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class Faults:
     quota_exhausted: int = 0  # 429 insufficient_quota (billing: a client must not retry)
     quota_code: str = "insufficient_quota"  # or credit_balance_exhausted, *_spend_limit_exceeded
     hallucinate: int = 0  # Whisper writes on the silence of the next N transcriptions
+    bad_answer: int = 0  # answer 200 with `bad_answer_kind` (BAD_ANSWERS) N times
+    bad_answer_kind: str = "html"
+    misreport_seconds: float = 0.0  # > 0: every answer's duration and usage.seconds say this
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -77,6 +80,8 @@ class Faults:
             coerced[name] = (
                 {int(v) for v in value} if isinstance(current, set) else type(current)(value)
             )
+        if coerced.get("bad_answer_kind", "html") not in BAD_ANSWERS:
+            raise ValueError(f"bad_answer_kind is one of {sorted(BAD_ANSWERS)}")
         for name, value in coerced.items():
             setattr(self, name, value)
 
@@ -84,6 +89,40 @@ class Faults:
         data = asdict(self)
         data["bad_request_on"] = sorted(self.bad_request_on)
         return data
+
+
+# 200 answers that are no transcription: what a proxy or a broken server may send back.
+BAD_ANSWERS: dict[str, tuple[str, str]] = {
+    "html": (  # a proxy's login page (CHATGPT_PROXY_URL)
+        "text/html; charset=utf-8",
+        "<!DOCTYPE html><html><head><title>Sign in</title></head>"
+        "<body><form action='/login'>Proxy authentication required</form></body></html>",
+    ),
+    "truncated": ("application/json", '{"text": "hello", "segments": ['),
+    "null_text": ("application/json", '{"text": null}'),
+    "wrong_types": (
+        "application/json",
+        '{"task": "transcribe", "language": "russian", "duration": "40.0", '
+        '"text": "hello", "segments": "none"}',
+    ),
+    "missing_fields": ("application/json", '{"text": "hello", "segments": []}'),
+}
+
+
+def _misreported(answer: answers.Answer, seconds: float) -> answers.Answer:
+    """The answer claiming `seconds` of audio: its duration and its bill (usage.seconds)."""
+    if not isinstance(answer.body, dict):
+        return answer
+    body = dict(answer.body)
+    if "duration" in body:
+        body["duration"] = seconds
+    usage = body.get("usage")
+    if not (isinstance(usage, dict) and usage.get("type") == "duration"):
+        return replace(answer, body=body)
+    billed = math.ceil(seconds)
+    return replace(
+        answer, body={**body, "usage": {**usage, "seconds": billed}}, billed_seconds=billed
+    )
 
 
 @dataclass
@@ -276,7 +315,19 @@ class SttEmulator:
             keywords=tuple(str(v) for v in form.getlist("keywords[]")),
         )
 
+    def _bad_answer(self) -> Response | None:
+        with self._lock:
+            if self.faults.bad_answer <= 0:
+                return None
+            self.faults.bad_answer -= 1
+            kind = self.faults.bad_answer_kind
+        media_type, body = BAD_ANSWERS[kind]
+        return Response(body, status_code=200, media_type=media_type)
+
     async def _transcribe(self, request: Request) -> Response:
+        bad = self._bad_answer()
+        if bad is not None:
+            return bad
         started = time.monotonic()
         form = await request.form()
         upload = form.get("file")
@@ -327,7 +378,10 @@ class SttEmulator:
         with self._lock:
             hallucinate = self.faults.hallucinate > 0
             self.faults.hallucinate -= hallucinate
+            claimed = self.faults.misreport_seconds
         answer = answers.transcription(req, heard.words, heard.duration, hallucinate=hallucinate)
+        if claimed > 0:
+            answer = _misreported(answer, claimed)
         self._account(heard, answer, hallucinated=hallucinate or not heard.words)
         if isinstance(answer.body, str):
             return PlainTextResponse(answer.body)

@@ -9,7 +9,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from calltexts_assets.audio.decode import AudioError, iter_pcm
+from calltexts_assets.audio.decode import AudioError, iter_pcm, probe
 from calltexts_sandbox.calls.tones import HeardWord, WordListener
 
 
@@ -29,15 +29,20 @@ class Heard:
 
 def listen(path: Path) -> Heard:
     """The words of an audio file, decoded a block at a time (a file of hours takes no more
-    memory than a short one); AudioError if it holds no audio."""
-    pcm = iter_pcm(path)
+    memory than a short one); AudioError if it holds no audio.
+
+    Its duration is the media's length from the headers, an MP3's encoder delay and padding
+    (LAME tag) left out, as the service bills it: not the decoder's sample count, which
+    differs between libsndfile versions (docs/specs/audio_formats.md §2)."""
+    info = probe(path)
+    pcm = iter_pcm(path, info)
     listener = WordListener(pcm.rate)
     for block in pcm.blocks:
         listener.feed(block)
     words = listener.close()
     if listener.samples == 0:
         raise AudioError("no audio frames")
-    return Heard(listener.duration_sec, words)
+    return Heard(info.duration_sec, words)
 
 
 class HeardCache:
@@ -46,7 +51,7 @@ class HeardCache:
     work, not the pipeline's; on a 2-core machine it would crowd the pipeline out); an upload
     whose bytes differ from every cached file (a piece, a re-encode) is listened to."""
 
-    VERSION = "1"  # bump when what the emulator hears changes (tones.WordListener)
+    VERSION = "2"  # bump when what the emulator hears changes (tones.WordListener)
 
     def __init__(self, root: Path) -> None:
         self.directory = root / f"heard-v{self.VERSION}"

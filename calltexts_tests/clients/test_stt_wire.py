@@ -239,3 +239,79 @@ def test_the_model_list_is_read_through_the_projects_http_client() -> None:
 def test_a_server_without_a_model_list_gives_none() -> None:
     respx.get(f"{API}/models").mock(return_value=httpx.Response(404, json={"detail": "Not Found"}))
     assert client().model_list() is None
+
+
+# -- 200 answers that are not what was asked for (issue #28) ---------------------------------
+
+_VERBOSE_OK = {"task": "transcribe", "language": "russian", "duration": 2.0, "text": "да",
+               "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " да"}]}  # fmt: skip
+HTML_PAGE = "<!DOCTYPE html><html><body><form action='/login'>Sign in</form></body></html>"
+BAD_ANSWERS = {
+    "html": httpx.Response(200, text=HTML_PAGE, headers={"content-type": "text/html"}),
+    "truncated": httpx.Response(
+        200, text='{"text": "hello", "segments": [', headers={"content-type": "application/json"}
+    ),
+    "null_text": httpx.Response(200, json={"text": None}),
+    "no_text": httpx.Response(200, json={"segments": []}),
+    "a_list": httpx.Response(200, json=[{"text": "hello"}]),
+    "text_a_number": httpx.Response(200, json={**_VERBOSE_OK, "text": 5}),
+    "duration_a_string": httpx.Response(200, json={**_VERBOSE_OK, "duration": "40.0"}),
+    "segments_a_string": httpx.Response(200, json={**_VERBOSE_OK, "segments": "none"}),
+    "segment_without_times": httpx.Response(
+        200, json={**_VERBOSE_OK, "segments": [{"id": 0, "text": " да"}]}
+    ),
+    "usage_seconds_a_string": httpx.Response(
+        200, json={**_VERBOSE_OK, "usage": {"type": "duration", "seconds": "9"}}
+    ),
+    "verbose_without_duration": httpx.Response(
+        200, json={k: v for k, v in _VERBOSE_OK.items() if k != "duration"}
+    ),
+    "plain_text": httpx.Response(200, text="да\n", headers={"content-type": "text/plain"}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ANSWERS))
+@respx.mock
+def test_a_200_that_is_not_the_format_asked_for_is_stt_bad_answer(audio_file, kind) -> None:
+    route = respx.post(STT_URL).mock(return_value=BAD_ANSWERS[kind])
+    whisper = client()
+    with pytest.raises(TranscriptionError) as info:
+        whisper.transcribe_file(audio_file)
+    # Retried as a 5xx is (a proxy's hiccup, a body cut on the way), then the call's error.
+    assert route.call_count == 4 and info.value.attempts == 4
+    assert info.value.code == "stt_bad_answer"
+    assert "not the verbose_json asked for" in str(info.value)
+    assert whisper.stats.by_outcome == {"stt_bad_answer": 4} and whisper.stats.failures == 1
+
+
+@respx.mock
+def test_a_bad_answer_then_a_good_one_is_a_transcript(audio_file: Path) -> None:
+    respx.post(STT_URL).mock(
+        side_effect=[BAD_ANSWERS["html"], httpx.Response(200, json=_VERBOSE_OK)]
+    )
+    result = client().transcribe_file(audio_file)
+    assert result.text == "да" and result.attempts == 2
+
+
+@respx.mock
+def test_a_compatible_server_may_leave_out_what_openai_promises(audio_file: Path) -> None:
+    # LocalAI <= 4.1: no duration, no language (docs/specs/stt_wire.md §5.2); still typed.
+    respx.post(STT_URL).mock(
+        return_value=httpx.Response(200, json=payload("localai_response.json"))
+    )
+    result = client("ggml-whisper-base.bin").transcribe_file(audio_file, duration_sec=210.0)
+    assert result.text and result.segments
+    respx.post(STT_URL).mock(return_value=BAD_ANSWERS["null_text"])
+    with pytest.raises(TranscriptionError, match="'text' is null"):
+        client("ggml-whisper-base.bin").transcribe_file(audio_file)
+
+
+def test_the_billing_unit_is_a_fact_of_the_model() -> None:
+    from calltexts_assets.clients.stt_models import billing_unit
+
+    # docs/specs/stt_wire.md §3.4: priced per minute, metered in seconds.
+    assert billing_unit("whisper-1") == billing_unit("gpt-transcribe") == "second"
+    assert model_profile("gpt-4o-mini-transcribe").billed_by_tokens
+    assert billing_unit("Systran/faster-whisper-small") == "minute"  # a compatible server's
+    assert billing_unit("Systran/faster-whisper-small", "second") == "second"
+    assert billing_unit("whisper-1", "minute") == "minute"

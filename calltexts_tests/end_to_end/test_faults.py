@@ -9,6 +9,7 @@ configured waits times `retry_wait_scale`, never a patched sleep.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -643,6 +644,81 @@ def test_stt_quota_exhausted_stops_the_stage_once_and_a_rerun_finishes(
     records = by_call(resources["ledger"].get())
     assert all(records[r["CALL_ID"]].status == Status.TRANSCRIBED for r in rows)
     assert all(records[r["CALL_ID"]].attempts == 0 for r in rows)
+
+
+# -- STT answers that are not to be believed (issue #28) -------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["html", "null_text", "truncated"])
+def test_a_200_from_the_stt_that_is_no_transcription_is_an_error_never_a_text_or_a_bill(
+    sandbox: Sandbox, tmp_path: Path, instance: dg.DagsterInstance, kind: str
+) -> None:
+    # One call at a time, so the bad answers all go to the first call with audio.
+    resources = fault_resources(sandbox, tmp_path, max_concurrency=1)
+    rows = seeded_with_audio(sandbox)
+    victim = rows[0]["CALL_ID"]
+    sandbox.stt.set_faults(bad_answer=STT_RETRIES + 1, bad_answer_kind=kind)
+
+    materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    record = by_call(resources["ledger"].get())[victim]
+    assert record.status == Status.TRANSCRIPTION_ERROR
+    assert record.error_code == "stt_bad_answer"
+    assert "asked for" in (record.error_message or "")
+    assert record.transcript_path is None and record.cost is None  # no text, no bill
+    store = tmp_path / "store"
+    assert not [p for p in transcript_dir_files(store) if victim in p.name]
+    assert sandbox.stt.stats()["by_status"]["200"] >= STT_RETRIES + 1  # retried, then given up
+    report = (store / f"exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md").read_text()
+    assert victim in report and "stt_bad_answer" in report  # in the report's exceptions
+
+    # A healthy server: the re-run transcribes it (downloading nothing), once.
+    sandbox.stt.reset()
+    assert materialize_range(all_assets, resources, instance, DAY1, DAY2).success
+    record = by_call(resources["ledger"].get())[victim]
+    assert record.status == Status.TRANSCRIBED and record.error_code is None
+    assert sandbox.stt.stats()["transcriptions"] == 1
+
+
+def test_an_stt_that_misreports_the_length_is_billed_what_was_sent_and_fails_the_period(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    sandbox.stt.set_faults(misreport_seconds=999_999)  # 11.6 days claimed for each call
+
+    result = materialize_range(all_assets, resources, instance, DAY1, DAY2, raise_on_error=False)
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["stt_durations"].passed  # blocking: no registry-based report
+    assert checks["cost_matches"].passed  # the cost is the bill of what was sent
+    assert not result.success
+    records = [r for r in by_call(resources["ledger"].get()).values() if r.audio_path]
+    assert records and all(r.status == Status.TRANSCRIBED for r in records)
+    for r in records:
+        assert r.error_code == "stt_duration_mismatch"
+        assert "usage.seconds 999999 s" in (r.error_message or "")
+        [billed] = json.loads(r.stt_request_sec or "[]")
+        assert billed == pytest.approx(r.audio_duration_sec, abs=0.001)  # what was sent
+        assert r.cost is not None and r.cost <= MAX_CALL_SEC * 0.006 / 60 + 1e-9
+    assert sandbox.stt.stats()["billed_seconds"] == 999_999 * len(records)  # the claim
+
+
+def test_a_call_of_whole_seconds_is_billed_its_seconds_not_its_mp3_padding(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    rows = seeded_with_audio(sandbox)
+    assert materialize_range(all_assets, resources, instance, DAY1, DAY2).success
+
+    records = by_call(resources["ledger"].get())
+    for row in rows:
+        record, seconds = records[row["CALL_ID"]], int(row["CALL_DURATION"])
+        # The recording's length by its headers, LAME delay and padding out: the call's.
+        assert record.audio_duration_sec == seconds
+        assert json.loads(record.stt_request_sec or "[]") == [seconds]
+        assert record.cost == pytest.approx(seconds * 0.006 / 60)  # whisper-1, per second
+    report = tmp_path / f"store/exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md"
+    text = report.read_text()
+    assert "К оплате по счёту сервиса (посекундно)" in text
+    assert "По формуле требований (минуты с округлением вверх на звонок)" in text
 
 
 def test_token_expired_on_listing_fails_with_a_clear_message_then_recovers(

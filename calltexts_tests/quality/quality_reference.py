@@ -198,10 +198,11 @@ def cost_matches(
         value=float(len(wrong)),
         threshold=0.0,
         summary=f"{len(wrong)} of {len(checked)} transcribed calls with a cost other than "
-        f"ceil(minutes) x {price_per_minute} USD",
+        f"the bill (per minute, {price_per_minute} USD a minute)",
         details={
             "checked_calls": len(checked),
             "price_per_minute_usd": float(price_per_minute),
+            "billing_unit": "minute",
             "mismatches": wrong[:DETAIL_ROWS],
             "unchecked_costs_on_failed_calls": unchecked,
         },

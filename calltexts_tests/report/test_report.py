@@ -99,6 +99,8 @@ def expected_figures() -> dict[str, str]:
         "with_audio": "8",  # 11 less missing_audio, no_recording and invalid
         "transcribed": "7",
         "billable": f"{minutes} мин ({minutes / 60:.2f} ч)",
+        # each call in one request here: the bill per started minute is the formula
+        "billable_by_request": f"{minutes:.1f} мин ({minutes / 60:.2f} ч)",
         "actual": f"{sum(STT_SECONDS) / 60:.1f} мин ({sum(STT_SECONDS) / 3600:.2f} ч)",
         "usd": f"{usd:.4f}",
         "rub": f"{rub.quantize(Decimal('0.01')):.2f}",
@@ -137,7 +139,8 @@ def test_markdown_shows_the_numbers_computed_from_the_records() -> None:
         ("Запись не найдена (missing_audio)", "1"),
         ("Нет записи в Bitrix24 (no_recording)", "1"),
         ("Ошибки (download, transcription, invalid)", "2"),
-        ("К оплате (минуты с округлением вверх)", figures["billable"]),
+        ("По формуле требований (мин. с округлением вверх)", figures["billable"]),
+        ("К оплате по счёту (поминутно на запрос)", figures["billable_by_request"]),
         ("Фактически расшифровано", figures["actual"]),
         ("Стоимость, USD", figures["usd"]),
         ("Стоимость, RUB", figures["rub"]),
@@ -225,7 +228,7 @@ def test_pdf_has_the_totals_and_cyrillic_as_text() -> None:
     for line in [
         f"Всего звонков {figures['calls']}",
         f"Расшифровано {figures['transcribed']}",
-        f"К оплате (минуты с округлением вверх) {figures['billable']}",
+        f"По формуле требований (мин. с округлением вверх) {figures['billable']}",
         f"Стоимость, USD {figures['usd']}",
         f"Стоимость, RUB {figures['rub']}",
     ]:
@@ -412,7 +415,9 @@ def test_the_stt_section_shows_what_was_sent_and_how_roles_were_given() -> None:
     assert rows["Языки"] == "русский (ru): 3, английский (en): 1"
     assert any("STT_ROLE_MODE=per_channel" in w for w in data.warnings)
     # The per-channel call is billed for both sides: 2 minutes, and the registry says so.
-    assert data.billable_minutes == 5 and data.cost_usd == Decimal("0.030")
+    # The requirements' formula counts the call's minutes once (4); the bill both sides (5).
+    assert data.billable_minutes == 4 and data.billed_seconds == 5 * 60
+    assert data.cost_usd == Decimal("0.030")
     assert "Роли собеседников" in render_markdown(data)
 
 

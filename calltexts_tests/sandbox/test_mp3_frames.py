@@ -11,7 +11,12 @@ import pytest
 import soundfile
 
 from calltexts_assets.audio import decode as audio
-from calltexts_assets.audio.mp3_frames import granule_lengths, iter_frames
+from calltexts_assets.audio.mp3_frames import (
+    DECODER_DELAY,
+    granule_lengths,
+    iter_frames,
+    read_info_tag,
+)
 from calltexts_sandbox.calls import mp3_frames, tones
 from calltexts_sandbox.calls.script import CallScript, Turn, Word, call_script
 
@@ -50,8 +55,8 @@ def test_frames_are_self_contained_and_where_expected(call) -> None:
     """32 kbps CBR frames without reservoir; where the two sides talk at once (cross-talk),
     a frame codes both channels and takes a larger bitrate."""
     script, mp3 = call
-    frames = list(iter_frames(io.BytesIO(mp3), 0))
-    assert sum(map(len, frames)) == len(mp3)
+    tag, *frames = list(iter_frames(io.BytesIO(mp3), 0))
+    assert len(tag) + sum(map(len, frames)) == len(mp3)
     headers = [mp3_frames.parse_header(f) for f in frames]
     assert {(h.sample_rate, h.padding, h.channels) for h in headers} == {
         (16_000, 0, 2 if script.stereo else 1)
@@ -60,7 +65,14 @@ def test_frames_are_self_contained_and_where_expected(call) -> None:
     assert all(h.kbps == 32 for h, f in zip(headers, frames, strict=True) if f not in both)
     assert bool(both) == bool(script.overlapped())
     assert all(mp3_frames.main_data_begin(f) == 0 for f in frames)  # no reservoir
-    assert abs(len(frames) * FRAME - script.duration_sec) <= FRAME / 2
+    # The LAME tag says the call's length to the sample, as a real encoder's file does; its
+    # delay makes gapless decoders drop exactly the first (silent) frame.
+    info = read_info_tag(tag)
+    assert info is not None and info.has_lame and info.frames == len(frames)
+    assert info.encoder_delay + DECODER_DELAY == mp3_frames.FRAME_SAMPLES
+    assert mp3_frames.is_silent(frames[0])
+    samples = len(frames) * mp3_frames.FRAME_SAMPLES - info.encoder_delay - info.encoder_padding
+    assert samples == round(script.duration_sec * tones.SAMPLE_RATE)
 
 
 def test_mp3_decodes_to_the_script_words_at_their_times(call) -> None:
@@ -81,14 +93,14 @@ def test_headers_and_other_decoders_read_the_file(call, tmp_path: Path) -> None:
     path = tmp_path / "call.mp3"
     path.write_bytes(mp3)
     info = audio.probe(path)
-    assert abs(info.duration_sec - script.duration_sec) <= FRAME
+    assert info.duration_sec == script.duration_sec  # the headers, on every machine
     assert (info.channels, info.sample_rate) == (2 if script.stereo else 1, 16_000)
     cmd = [audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     assert proc.returncode == 0 and proc.stderr == b""
     data, rate = soundfile.read(path, dtype="int16", always_2d=True)
     assert rate == 16_000 and data.shape[1] == info.channels
-    assert abs(len(data) / rate - script.duration_sec) <= 2 * FRAME
+    assert len(data) == round(script.duration_sec * rate)  # gapless: the tag is honoured
 
 
 @pytest.mark.parametrize("stereo", [True, False], ids=["stereo", "mono"])
@@ -128,15 +140,20 @@ def test_scripts_off_the_frame_grid_are_encoded_whole() -> None:
 def test_zero_length_call_is_still_a_readable_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp3"
     path.write_bytes(mp3_frames.render_mp3(call_script("empty", 0, True)))
-    assert audio.probe(path).duration_sec == pytest.approx(2 * FRAME)
+    assert audio.probe(path).duration_sec == 0.0  # frames, all of them delay and padding
+    cmd = [audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
 
 
 def test_parsing_rejects_what_the_bank_cannot_use() -> None:
     with pytest.raises(mp3_frames.Mp3FrameError):
         mp3_frames.split_frames(b"ID3\x04" + bytes(200))
     mp3 = mp3_frames.render_mp3(call_script("cut", 7, True))
+    with pytest.raises(mp3_frames.Mp3FrameError, match="changes format"):
+        mp3_frames.split_frames(mp3)  # the tag frame's bitrate is not the stream's
+    audio_frames = mp3[len(next(iter_frames(io.BytesIO(mp3), 0))) :]
     with pytest.raises(mp3_frames.Mp3FrameError, match="truncated"):
-        mp3_frames.split_frames(mp3[:-10])
+        mp3_frames.split_frames(audio_frames[:-10])
     assert mp3_frames.parse_kbps("32k") == 32 and mp3_frames.parse_kbps("64000") == 64
     for bad in ("33k", "320k", "fast"):
         with pytest.raises(mp3_frames.NotSpliceable):

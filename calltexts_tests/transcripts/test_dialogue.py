@@ -8,6 +8,7 @@ words under the wrong speaker, exactly as with real Whisper.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import soundfile
 
 from calltexts_assets.audio.decode import probe
+from calltexts_assets.audio.mp3_frames import count_frames, read_head
 from calltexts_assets.clients.openai_base import OpenAIConnection, QuotaExhausted
 from calltexts_assets.clients.whisper import WhisperClient
 from calltexts_assets.limits.run_errors import RunWideError
@@ -140,8 +142,10 @@ def test_a_byte_limit_cuts_the_mp3_at_frames_in_pauses(emulator, connection, tmp
     assert transcript.pieces >= 4
     assert_faithful(transcript, script, {"operator": "operator", "client": "client"})
     uploaded = emulator.stats()["bytes_received"]
-    # Pieces of the original (a few silent lead-in frames each), not a re-encode.
-    assert path.stat().st_size <= uploaded <= 1.01 * path.stat().st_size
+    # Pieces of the original's frames (a few silent lead-in frames each, the tag frame left
+    # out), not a re-encode.
+    frames_bytes = path.stat().st_size - read_head(path).first_frame_offset
+    assert frames_bytes <= uploaded <= 1.01 * frames_bytes
     assert sum(transcript.billed_sec) == pytest.approx(150, abs=transcript.pieces * 1.0)
 
 
@@ -387,3 +391,54 @@ def test_a_call_of_hours_goes_in_pieces_of_half_an_hour(connection, emulator, tm
     assert transcript.pieces == 3 and emulator.stats()["requests"] == 3
     assert max(transcript.billed_sec) <= 1800
     assert_faithful(transcript, script, {"operator": "operator", "client": "client"})
+
+
+def test_what_the_stt_says_it_heard_is_compared_with_what_was_sent() -> None:
+    from calltexts_assets.clients.stt_response import SttResult
+    from calltexts_assets.transcripts.dialogue import heard_mismatch
+
+    def answer(duration: float | None, billed: float | None) -> SttResult:
+        return SttResult("", "", duration, (), billed_seconds=billed)
+
+    assert heard_mismatch(40.0, answer(40.02, 41)) == ""  # whole seconds, rounded up
+    assert heard_mismatch(40.0, answer(None, None)) == ""  # nothing said: nothing to compare
+    assert heard_mismatch(3600.0, answer(3630.0, 3630)) == ""  # within 1 %
+    assert heard_mismatch(40.0, answer(40.0, 999_999)) == (
+        "sent 40.0 s, the STT answered usage.seconds 999999 s"
+    )
+    assert "duration 20 s" in heard_mismatch(40.0, answer(20.0, 40))
+
+
+def test_a_call_the_stt_misreports_is_billed_what_was_sent_and_flagged(
+    whisper, emulator, tmp_path: Path
+) -> None:
+    script = call_script("liar", 40, stereo=True)
+    emulator.set_faults(misreport_seconds=999_999)
+    transcript = transcribe_call(write(tmp_path, script), whisper)
+    assert emulator.stats()["billed_seconds"] == 999_999  # what the server would bill
+    assert transcript.billed_sec == (pytest.approx(40.0, abs=0.05),)  # what was sent
+    assert "usage.seconds 999999 s" in transcript.duration_mismatch
+    assert "duration 999999 s" in transcript.duration_mismatch
+
+
+def test_the_length_sent_and_billed_is_the_headers_not_a_decoders_count(
+    whisper, emulator, tmp_path: Path
+) -> None:
+    """A 16:00 call was billed 961 s (issue #28): the length is the media's by its headers,
+    the LAME tag's delay and padding out, whatever decoder and library version is at hand."""
+    script = call_script("headers", 120, stereo=True)
+    tagged = write(tmp_path, script)
+    assert probe(tagged).duration_sec == 120.0
+    # The same frames without their tag: ffmpeg decodes them all, libsndfile's mpg123 may
+    # trim what no tag announces; the headers say frames x 576 samples, on every machine.
+    untagged = tmp_path / "untagged.mp3"
+    untagged.write_bytes(tagged.read_bytes()[read_head(tagged).first_frame_offset :])
+    frames, _ = count_frames(untagged, 0)
+    assert probe(untagged).duration_sec == frames * 576 / 16_000
+    for path in (tagged, untagged):
+        emulator.reset()
+        transcript = transcribe_call(path, whisper)
+        length = probe(path).duration_sec
+        assert transcript.sent_sec == transcript.duration_sec == length
+        assert transcript.billed_sec == (math.ceil(length),)
+        assert emulator.stats()["billed_seconds"] == math.ceil(length)
