@@ -559,7 +559,10 @@ def print_stt_ratios(fig: RunFigures, workload: Workload, price_per_minute: floa
     bytes, and the registry's cost against what the emulator would bill."""
     sent_min = fig.stt["audio_seconds"] / 60
     uploaded = fig.stt["bytes_received"]
-    bill = fig.stt["billed_minutes"] * price_per_minute
+    # whisper-1 is billed per second (docs/specs/stt_wire.md §3.4); the requirements'
+    # formula (started minutes) is printed beside it.
+    bill = fig.stt["billed_seconds"] * price_per_minute / 60
+    formula = fig.stt["billed_minutes"] * price_per_minute
     print(
         f"    call audio minutes {workload.audio_minutes:,.0f}; audio minutes sent to the STT "
         f"{sent_min:,.0f}: ratio {sent_min / workload.audio_minutes:.3f}"
@@ -571,7 +574,8 @@ def print_stt_ratios(fig: RunFigures, workload: Workload, price_per_minute: floa
     verdict = "EQUAL" if abs(fig.cost_usd - bill) < 0.005 else "DIFFERENT"
     print(
         f"    registry cost {fig.cost_usd:,.4f} USD; the emulator would bill "
-        f"{fig.stt['billed_minutes']:,} minutes x {price_per_minute} = {bill:,.4f} USD: {verdict}"
+        f"{fig.stt['billed_seconds']:,} s x {price_per_minute} / 60 = {bill:,.4f} USD: {verdict} "
+        f"(per started minute: {fig.stt['billed_minutes']:,} min = {formula:,.4f} USD)"
     )
 
 
