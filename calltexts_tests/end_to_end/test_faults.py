@@ -717,8 +717,8 @@ def test_a_call_of_whole_seconds_is_billed_its_seconds_not_its_mp3_padding(
         assert record.cost == pytest.approx(seconds * 0.006 / 60)  # whisper-1, per second
     report = tmp_path / f"store/exports/{DAY1}_{DAY2}/reports/summary_{DAY1}_{DAY2}.md"
     text = report.read_text()
-    assert "К оплате по счёту сервиса (посекундно)" in text
-    assert "По формуле требований (минуты с округлением вверх на звонок)" in text
+    assert "К оплате по счёту (посекундно)" in text
+    assert "По формуле требований (мин. с округлением вверх)" in text
 
 
 def test_token_expired_on_listing_fails_with_a_clear_message_then_recovers(

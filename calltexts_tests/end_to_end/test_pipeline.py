@@ -41,7 +41,8 @@ def test_two_days_export_every_artifact(
     assert stt["transcriptions"] == sum(1 for r in transcribed if r.stt_requests)
     assert stt["audio_seconds"] == pytest.approx(sum(r.stt_sent_sec for r in transcribed), abs=1)
     price = resources["export_settings"].price_per_minute_usd
-    assert sum(r.cost or 0 for r in records) == pytest.approx(stt["billed_minutes"] * price)
+    # whisper-1 is billed per second (docs/specs/stt_wire.md §3.4)
+    assert sum(r.cost or 0 for r in records) == pytest.approx(stt["billed_seconds"] * price / 60)
     assert all(r.language == "ru" for r in transcribed if r.stt_requests)
 
     # A second run over the same days downloads and transcribes nothing.
