@@ -65,7 +65,10 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
         "ledger": LedgerResource(database_url=ledger.url),
         # An English decimal mark, to see the setting reach both the file and its check.
         "export_settings": ExportSettings(
-            csv_decimal_mark=".", work_dir=str(work_dir), log_dir=str(tmp_path / "logs")
+            csv_decimal_mark=".",
+            work_dir=str(work_dir),
+            log_dir=str(tmp_path / "logs"),
+            billing_unit="minute",  # the records' costs are priced per started minute
         ),
     }
 
@@ -91,7 +94,12 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
         assert metadata["preview"] == table_preview(masked)
         assert "+79161234567" not in metadata["preview"].value
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert set(checks) == {"duration_variance", "registry_complete", "cost_matches"}
+    assert set(checks) == {
+        "duration_variance",
+        "stt_durations",
+        "registry_complete",
+        "cost_matches",
+    }
     assert all(c.passed for c in checks.values()), checks
     assert list(work_dir.iterdir()) == []  # the staged files are gone
 
