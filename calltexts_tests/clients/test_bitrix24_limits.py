@@ -186,10 +186,17 @@ def test_a_blocked_method_waits_for_its_reset_without_spending_retries(
 def test_a_missing_scope_inside_a_batch_stops_with_the_scope_named(client: Bitrix24Client):
     answer = payload("batch_response_with_error.json")  # the docs' insufficient_scope example
     respx.post(f"{API}/batch.json").mock(return_value=httpx.Response(200, json=answer))
+    with pytest.raises(Bitrix24AuthError, match="lacks the `user_brief` scope") as named:
+        client.batch({"get_user": "user.current", "get_department": "department.get"})
+    assert named.value.method == "user.current"
+    error = answer["result"]["result_error"]["get_user"]
+    # A method whose scope the client does not know is still named, with a generic hint.
+    answer["result"]["result_error"] = {"get_department": error}
+    respx.post(f"{API}/batch.json").mock(return_value=httpx.Response(200, json=answer))
     with pytest.raises(Bitrix24AuthError, match="a scope this method needs") as generic:
         client.batch({"get_user": "user.current", "get_department": "department.get"})
-    assert generic.value.method == "user.current"
-    answer["result"]["result_error"] = {"f1": answer["result"]["result_error"]["get_user"]}
+    assert generic.value.method == "department.get"
+    answer["result"]["result_error"] = {"f1": error}
     respx.post(f"{API}/batch.json").mock(return_value=httpx.Response(200, json=answer))
     with pytest.raises(Bitrix24AuthError, match="lacks the `disk` scope"):
         client.batch({"f1": ("disk.file.get", {"id": 9079})})
