@@ -35,19 +35,30 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start `app` with uvicorn on host:port (0 picks a free port); returns once it accepts."""
+    """Start `app` with uvicorn on host:port (0 picks a free port); returns once it accepts.
+
+    The socket is bound here and handed to uvicorn: a port picked first and bound later
+    could be taken in between by another process of a busy machine."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the sandbox only listens on loopback")
-    port = port or free_port(host)
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"sandbox-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox-{port}", daemon=True
+    )
     thread.start()
-    deadline = time.monotonic() + 10
+    # Only a failure waits this long: a loaded machine may take seconds to start a thread.
+    deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
             raise RuntimeError(f"sandbox server on {host}:{port} did not start")
         time.sleep(0.01)
     return RunningServer(url=f"http://{host}:{port}", server=server, thread=thread)
