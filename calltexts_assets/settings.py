@@ -153,6 +153,7 @@ class Settings:
     retry_scale: float
     sandbox: bool
     # operations
+    dagster_home: str  # DAGSTER_HOME as given ("" unset): the instance `calltexts run` uses
     dagster_webserver_url: str
     dagster_code_location: str
     schedules_running: bool
@@ -530,6 +531,7 @@ def _read(r: _Reader) -> Settings:
         verify_checksums=r.flag("CALLTEXTS_VERIFY_CHECKSUMS"),
         retry_scale=r.number("CALLTEXTS_RETRY_SCALE", 1.0),
         sandbox=r.flag("CALLTEXTS_SANDBOX"),
+        dagster_home=r.text("DAGSTER_HOME"),
         dagster_webserver_url=r.url("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000"),
         dagster_code_location=r.text("DAGSTER_CODE_LOCATION"),
         schedules_running=r.flag("CALLTEXTS_SCHEDULES_RUNNING"),

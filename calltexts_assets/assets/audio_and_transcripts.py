@@ -33,7 +33,7 @@ from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.billing.budget import Budget, within_budget
 from calltexts_assets.billing.cost import billed_seconds, call_cost_usd
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.files.workdir import prepared_workdir
+from calltexts_assets.files.workdir import prepared_workdir, sweep_leftovers
 from calltexts_assets.quality.checks import coverage
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
@@ -47,7 +47,12 @@ from calltexts_assets.state.shared_limits import stt_slots
 from calltexts_assets.state.steps import CallSteps, StepOutcome
 from calltexts_assets.transcripts.dialogue import RequestsInFlight
 from calltexts_assets.transcripts.step import (
+    ADOPTED,
+    REMADE,
+    from_stored_answer,
     needs_transcript,
+    needs_work,
+    stored_answer_first,
     stored_transcript_keys,
     transcribe_record,
 )
@@ -72,7 +77,8 @@ transcripts = dg.AssetSpec(
 )
 
 PROGRESS_EVERY_SEC = 10.0
-_STORED = frozenset({"downloaded", "stored"})  # fetch outcomes that leave a stored recording
+# fetch outcomes that leave a stored recording
+_STORED = frozenset({"downloaded", "stored", ADOPTED})
 
 
 def stored_now(db: Ledger, fetched: Iterable[tuple[CallRecord, str]]) -> Iterator[CallRecord]:
@@ -81,7 +87,7 @@ def stored_now(db: Ledger, fetched: Iterable[tuple[CallRecord, str]]) -> Iterato
         if outcome not in _STORED:
             continue
         # A fresh download changed the row; a copy already stored left it as it was read.
-        current = db.record(record.key) if outcome == "downloaded" else record
+        current = db.record(record.key) if outcome != "stored" else record
         if current is not None and needs_transcript(current):
             yield current
 
@@ -118,6 +124,10 @@ def raw_audio_and_transcripts(
     db = ledger.get()
     require_listed(db, period)
     store = storage.get()
+    # What runs that are over left (kill -9 mid-download, mid-STT, mid-write); live runs' stay.
+    leftovers = sweep_leftovers(export_settings.work_dir, store.remove_partial_writes)
+    if leftovers.total:
+        context.log.info(f"removed the leftovers of runs that are over: {leftovers.figures()}")
     workdir = prepared_workdir(export_settings.work_dir)
     workers = export_settings.max_concurrency
     # `workers` requests in flight to the STT, and one more worker per core decoding the next
@@ -147,7 +157,7 @@ def raw_audio_and_transcripts(
         stage="transcripts",
         failure_status=Status.TRANSCRIPTION_ERROR,
         log_dir=export_settings.log_dir,
-        needed=needs_transcript,
+        needed=partial(needs_work, storage=store, verify=export_settings.verify_checksums),
         summed=("stt_duration_sec", "cost", "stt_sent_sec", "stt_requests", "hallucinations"),
     )
     client = bitrix24.get_client()
@@ -178,8 +188,12 @@ def raw_audio_and_transcripts(
         about_to_download,
     )
     # Every call that needs a transcript, read when the sweep gets to it: in the export job
-    # also those an overlapping run downloaded (calls this stage already took are skipped).
-    to_transcribe = (r for r in db.iter_records(period.export_ids) if needs_transcript(r))
+    # also those an overlapping run downloaded (calls this stage already took are skipped);
+    # and every transcribed one whose file went missing or changed since it was written.
+    verify = export_settings.verify_checksums
+    to_transcribe = (
+        r for r in db.iter_records(period.export_ids) if needs_work(r, store, verify=verify)
+    )
     # A line in the run log every 5 % of the period's calls (hours against the real STT).
     progress = ProgressWatch(
         lambda: snapshot(db, period.export_ids), context.log.info, interval=PROGRESS_EVERY_SEC
@@ -211,6 +225,7 @@ def raw_audio_and_transcripts(
             bitrix24_requests=client.stats.requests + client.stats.rest_downloads - requests_before,
             links_resolved_ahead=links.resolved,
             links_resolved_alone=links.fresh,
+            **leftovers.figures(),
         )
     if transcribing:
         yield _result(
@@ -224,6 +239,7 @@ def raw_audio_and_transcripts(
             whisper_retries=stt.stats.retries,
             **lifecycle,
             languages=db.totals(period.export_ids).languages,
+            **leftovers.figures(),
         )
     yield from _checks(context, db, store, period)
 
@@ -231,7 +247,17 @@ def raw_audio_and_transcripts(
 def _transcriber(
     whisper: RequestsInFlight, store: Storage, settings: ExportSettings, workdir: Path
 ) -> Callable[[CallRecord], StepOutcome]:
-    """The per-call transcription step, stopped by the run's budget when one is set."""
+    """The per-call transcription step: what the STT answered before when it is stored, else a
+    request, stopped by the run's budget when one is set."""
+    stored = partial(
+        from_stored_answer,
+        storage=store,
+        price_per_minute=settings.price_per_minute_usd,
+        billing_unit=settings.billing_unit,
+        labels=settings.role_labels,
+        mask_phones=settings.mask_phones_in_transcripts,
+        sandbox=settings.is_sandbox,
+    )
     transcribe = partial(
         transcribe_record,
         whisper=whisper,
@@ -244,14 +270,14 @@ def _transcriber(
         sandbox=settings.is_sandbox,
         workdir=workdir,
     )
-    if settings.budget_usd <= 0:
-        return transcribe
-    price = settings.price_per_minute_usd
-    return within_budget(
-        Budget(settings.budget_usd),
-        lambda record: call_cost_usd(billed_seconds(record), price, settings.billing_unit),
-        transcribe,
-    )
+    if settings.budget_usd > 0:
+        price = settings.price_per_minute_usd
+        transcribe = within_budget(
+            Budget(settings.budget_usd),
+            lambda record: call_cost_usd(billed_seconds(record), price, settings.billing_unit),
+            transcribe,
+        )
+    return partial(stored_answer_first, stored=stored, paid=transcribe)
 
 
 def _checks(
@@ -271,6 +297,8 @@ def _raw_audio_figures(
 ) -> dict[str, int | float]:
     return {
         "downloaded": outcomes.get("downloaded", 0),
+        # stored under the call's name while the ledger had no row of it: hashed, not fetched
+        "recordings_adopted": outcomes.get(ADOPTED, 0),
         "skipped_already_stored": outcomes.get("stored", 0),
         "failed": outcomes.get("failed", 0),
         "missing_audio": totals.count(Status.MISSING_AUDIO),
@@ -284,10 +312,15 @@ def _transcripts_figures(
 ) -> dict[str, int | float]:
     transcribed_now = outcomes.get("transcribed", 0)
     transcribed_total = totals.count(Status.TRANSCRIBED)
+    adopted = outcomes.get(ADOPTED, 0)
     return {
         "transcribed_now": transcribed_now,
         "failed_now": outcomes.get("failed", 0),
-        "skipped_already_done": transcribed_total - transcribed_now,
+        "skipped_already_done": transcribed_total - transcribed_now - adopted,
+        # from the STT's stored answers, no request: files missing or changed since written,
+        # and calls the ledger did not have as transcribed (a lost ledger)
+        "transcripts_remade": outcomes.get(REMADE, 0),
+        "answers_adopted": adopted,
         "transcribed_total": transcribed_total,
         "transcription_errors": totals.count(Status.TRANSCRIPTION_ERROR),
         "audio_minutes_now": minutes(sums.get("stt_duration_sec", 0.0)),

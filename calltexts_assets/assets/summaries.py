@@ -15,7 +15,7 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.summaries.step import needs_summary, summarise_record
+from calltexts_assets.summaries.step import ADOPTED, REMADE, needs_summary, summarise_record
 
 
 class SummariesConfig(dg.Config):
@@ -49,21 +49,24 @@ def summaries(
         return dg.MaterializeResult(metadata={**run_totals(period, {}), "enabled": False})
     db = ledger.get()
     require_listed(db, period)
-    todo = (r for r in db.iter_records(period.export_ids) if needs_summary(r))
+    store = storage.get()
+    # Calls without a summary, and those whose summary went missing or changed since written.
+    needed = partial(needs_summary, storage=store, verify=export_settings.verify_checksums)
+    todo = (r for r in db.iter_records(period.export_ids) if needed(r))
     steps = call_steps(
         context,
         db,
         stage="summaries",
         failure_status=None,
         log_dir=export_settings.log_dir,
-        needed=needs_summary,
+        needed=needed,
     )
     chat = summariser.get_client()
     lifecycle = model_lifecycle(context, chat, "SUMMARY_MODEL", chat.model)
     with stopping_the_step():
         tally = steps.run(
             todo,
-            partial(summarise_record, chat=chat, storage=storage.get()),
+            partial(summarise_record, chat=chat, storage=store),
             max_workers=export_settings.max_concurrency,
         )
 
@@ -71,6 +74,9 @@ def summaries(
         return {
             "summarised_now": outcomes.get("summarised", 0),
             "failed_now": outcomes.get("failed", 0),
+            # from the model's stored answers, no request
+            "summaries_remade": outcomes.get(REMADE, 0),
+            "summaries_adopted": outcomes.get(ADOPTED, 0),
         }
 
     record_day_figures(context, period, lambda day: figures_of(steps.by_day[day]))

@@ -30,7 +30,7 @@ from calltexts_assets.clients.bitrix24 import (
 )
 from calltexts_assets.clients.storage import Storage
 from calltexts_assets.files.recording_formats import SNIFF_BYTES, sniff_format
-from calltexts_assets.files.storage_keys import raw_audio_key, recording_file_id
+from calltexts_assets.files.storage_keys import key_kind, raw_audio_key, recording_file_id
 from calltexts_assets.state.ledger import CallRecord, Status
 from calltexts_assets.state.steps import StepOutcome
 
@@ -69,6 +69,40 @@ def already_stored(
     call is claimed: a no-op re-run then writes nothing per call), else None."""
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
         return StepOutcome("stored")
+    return None
+
+
+def adopted_recording(
+    record: CallRecord, storage: Storage, file_id: str, started: datetime
+) -> StepOutcome | None:
+    """A recording stored under the call's name while the ledger has no copy of it (the
+    ledger was lost, or restored from an older backup): adopted with its sha256 when it
+    reads as audio, at no download. Whether the STT's stored answer belongs to it is then
+    judged by that sha256 (`transcripts/answers.py`)."""
+    if record.status in _HAS_AUDIO:
+        return None
+    stem = raw_audio_key(file_id, started).rpartition(".")[0]
+    for found in storage.list(f"{stem}."):
+        if key_kind(found.key) != "raw":
+            continue
+        with storage.local_path(found.key) as path:
+            try:
+                info = audio.probe(path)
+            except audio.AudioError:
+                return None  # not a recording we stored: fetched again
+        return StepOutcome(
+            "adopted",
+            {
+                "status": Status.DOWNLOADED,
+                "audio_path": found.key,
+                "audio_bytes": found.size,
+                "checksum": storage.sha256(found.key),
+                "audio_stored_at": datetime.now(UTC),
+                "audio_duration_sec": info.duration_sec,
+                "error_code": None,
+                "error_message": None,
+            },
+        )
     return None
 
 
@@ -176,6 +210,11 @@ def fetch_recording(
     if audio_is_stored(record, storage, verify_checksum=verify_checksum):
         return StepOutcome("stored")
     started = datetime.fromisoformat(record.started_at)
+    several = record.call_id in several_recordings
+    file_id = recording_file_id(record.call_id, record.record_id, several=several)
+    adopted = adopted_recording(record, storage, file_id, started)
+    if adopted is not None:
+        return adopted
     # A re-download of a transcribed call's lost file keeps the call's later progress.
     status = record.status if record.status in _HAS_AUDIO else Status.DOWNLOADED
     with tempfile.NamedTemporaryFile(prefix="spool-", suffix=".part", dir=workdir) as spool:
@@ -192,8 +231,6 @@ def fetch_recording(
                 "neither an MP3, WAV, FLAC, Ogg nor MP4 header"
             )
         info = audio.probe(Path(spool.name))
-        several = record.call_id in several_recordings
-        file_id = recording_file_id(record.call_id, record.record_id, several=several)
         key = raw_audio_key(file_id, started, extension)
         with open(spool.name, "rb") as source_file:
             stored = storage.write_stream(key, iter(lambda: source_file.read(1 << 20), b""))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from calltexts_assets.files.storage_keys import UnsafeKeyError, validate_key, validate_prefix
+from calltexts_assets.files.workdir import owner_name
 
 READ_CHUNK = 1024 * 1024
 
@@ -111,6 +113,12 @@ class Storage(ABC):
     def exists(self, key: str) -> bool:
         return self.info(key) is not None
 
+    def remove_partial_writes(self, is_over: Callable[[str, float], bool]) -> int:
+        """Remove the partial writes of processes that are over (`is_over(owner, mtime)`),
+        returning how many. An S3 object is visible only once written: nothing to remove
+        (abandoned multipart uploads go by the bucket's lifecycle rule)."""
+        return 0
+
     def sha256(self, key: str) -> str:
         digest = hashlib.sha256()
         for chunk in self.iter_bytes(key):
@@ -131,7 +139,9 @@ class LocalStorage(Storage):
         while True:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                # The writer's name in it: a later run removes it once the writer is gone.
+                prefix = f".{path.name}.{owner_name()}."
+                return tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
             except FileNotFoundError:
                 attempts -= 1
                 if not attempts:
@@ -217,6 +227,26 @@ class LocalStorage(Storage):
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
+    def remove_partial_writes(self, is_over: Callable[[str, float], bool]) -> int:
+        removed = 0
+        if not (self.root / "exports").is_dir():
+            return 0
+        for dirpath, _dirs, files in os.walk(self.root / "exports"):
+            for name in files:
+                found = _PARTIAL_WRITE.fullmatch(name)
+                if found is None:
+                    continue
+                path = os.path.join(dirpath, name)
+                with suppress(FileNotFoundError):
+                    if is_over(found["owner"] or "", os.lstat(path).st_mtime):
+                        os.unlink(path)
+                        removed += 1
+        return removed
+
+
+# `.<name>.<owner>.<random>.tmp` (`_temp_in`); older versions wrote no owner.
+_PARTIAL_WRITE = re.compile(r"\..+?\.(?:(?P<owner>[0-9a-f]{8}-[0-9]+-[0-9]*)\.)?[^.]+\.tmp")
+
 
 def _fsync_dir(path: Path) -> None:
     # Makes the rename itself durable; not every platform lets a directory be opened.
@@ -230,6 +260,29 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def unchanged_since(
+    storage: Storage,
+    key: str,
+    sha256: str | None,
+    written_at: datetime | None,
+    *,
+    verify: bool = False,
+) -> bool:
+    """Whether the object at `key` is the one written at `written_at` with `sha256`: it is
+    there and, unless modified after it was written (or `verify` asks), not hashed again.
+    Without a recorded hash (written by an older version) being there is all there is."""
+    found = storage.info(key)
+    if found is None:
+        return False
+    if sha256 is None:
+        return True
+    if written_at is not None and written_at.tzinfo is None:
+        written_at = written_at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    if verify or written_at is None or found.modified_at > written_at:
+        return storage.sha256(key) == sha256
+    return True
 
 
 def is_valid_key(key: str) -> bool:

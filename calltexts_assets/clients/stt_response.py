@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from calltexts_assets.clients.languages import first_code, iso_code
@@ -61,6 +61,8 @@ class SttResult:
     # gpt-transcribe answered `languages` (possibly []: no reliable detection, which is an
     # answer, not a gap for the hint to fill; openai_models.md §3)
     languages_reported: bool = False
+    # The body as the server answered it (parsed JSON, or text): kept with the recording.
+    body: Any = field(default=None, compare=False, repr=False)
 
 
 def _number(value: Any) -> float | None:

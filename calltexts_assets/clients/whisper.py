@@ -177,7 +177,11 @@ class WhisperClient(OpenAIService):
             raise
         result = parse_transcription(body, duration_hint=duration_sec)
         return dataclasses.replace(
-            result, attempts=attempts, model=self.model, response_format=response_format
+            result,
+            attempts=attempts,
+            model=self.model,
+            response_format=response_format,
+            body=body,
         )
 
     def _send_asking_for_json_if_refused(

@@ -15,7 +15,17 @@ from typing import Literal
 from calltexts_assets.files.recording_formats import CONTENT_TYPES
 from calltexts_assets.runlog.log import log_file_name
 
-KeyKind = Literal["raw", "transcript", "summary", "registry", "report", "qa_sample", "log"]
+KeyKind = Literal[
+    "raw",
+    "stt_answer",
+    "summary_answer",
+    "transcript",
+    "summary",
+    "registry",
+    "report",
+    "qa_sample",
+    "log",
+]
 ReportFormat = Literal["md", "pdf"]
 RegistryFormat = Literal["csv", "xlsx"]
 
@@ -33,6 +43,13 @@ _AUDIO_EXTENSIONS = "|".join(CONTENT_TYPES)
 _KIND_PATTERNS: dict[KeyKind, re.Pattern[str]] = {
     "raw": re.compile(
         rf"exports/{_MONTH}/raw/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/call_{_ID}\.({_AUDIO_EXTENSIONS})"
+    ),
+    # what the STT and the chat model answered, kept beside the recording (gzip'd JSON)
+    "stt_answer": re.compile(
+        rf"exports/{_MONTH}/raw/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/call_{_ID}\.stt\.json\.gz"
+    ),
+    "summary_answer": re.compile(
+        rf"exports/{_MONTH}/raw/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/call_{_ID}\.summary\.json\.gz"
     ),
     "transcript": re.compile(rf"exports/{_MONTH}/transcripts/call_{_ID}\.txt"),
     "summary": re.compile(rf"exports/{_MONTH}/summary/call_{_ID}\.md"),
@@ -165,6 +182,18 @@ def raw_audio_key(file_id: str, started_at: datetime, extension: str = "mp3") ->
         raise ValueError(f"not a recording format: {extension!r}")
     month_dir = _month_dir(started_at)
     return f"{month_dir}/raw/{started_at:%Y/%m/%d}/call_{_file_id(file_id)}.{extension}"
+
+
+def stt_answer_key(file_id: str, started_at: datetime) -> str:
+    """`exports/<YYYY-MM>/raw/YYYY/MM/DD/call_<file id>.stt.json.gz`: what the STT answered
+    for the recording beside it, from which its transcript is re-made at no cost."""
+    day_dir = f"{_month_dir(started_at)}/raw/{started_at:%Y/%m/%d}"
+    return f"{day_dir}/call_{_file_id(file_id)}.stt.json.gz"
+
+
+def summary_answer_key(file_id: str, started_at: datetime) -> str:
+    """`.../call_<file id>.summary.json.gz` beside the recording: the chat model's summary."""
+    return stt_answer_key(file_id, started_at).replace(".stt.json.gz", ".summary.json.gz")
 
 
 def transcript_key(file_id: str, started_at: datetime) -> str:

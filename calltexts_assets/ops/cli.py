@@ -14,7 +14,7 @@ from pathlib import Path
 
 from calltexts_assets.api.estimate import configured_model_notices, model_problems
 from calltexts_assets.listing.periods import PeriodError
-from calltexts_assets.ops.preflight import environment_problems, export_period
+from calltexts_assets.ops.preflight import environment_problems, export_period, instance_problem
 from calltexts_assets.settings import (
     API_SCOPES,
     Settings,
@@ -126,12 +126,12 @@ class _Refused(Exception):
     """The command cannot start; the message is one line for the user (exit code 2)."""
 
 
-def _checked_settings() -> Settings:
+def _checked_settings(command: str) -> Settings:
     try:
         settings = load_settings()
     except SettingsError as exc:
         raise _Refused(f"invalid settings:\n{exc}") from None
-    problems = environment_problems(settings)
+    problems = environment_problems(settings, ledger_readable=command != "restore")
     if problems:
         raise _Refused("\n".join(problems))
     return settings
@@ -172,9 +172,21 @@ def _models_checked(settings: Settings, *, summaries: bool) -> None:
         raise _Refused("\n".join(refused))
 
 
+def _checked_instance(settings: Settings) -> None:
+    """DAGSTER_HOME, for the commands that open the Dagster instance (`run`, `dev`)."""
+    problem = instance_problem(settings)
+    if problem:
+        raise _Refused(problem)
+
+
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.ops.export_run import run_export
 
+    try:  # a period that cannot be exported is said first
+        export_period(settings, args.period_from, args.period_to, args.days)
+    except PeriodError as exc:
+        raise _Refused(str(exc)) from None
+    _checked_instance(settings)
     with _portal(args, settings) as (period_from, period_to):
         # the sandbox (if any) pointed the environment at itself: read it again
         current = load_settings()
@@ -243,6 +255,7 @@ def _cmd_sandbox_seed(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from calltexts_assets.ops.dev import PortsBusy, run_dev
 
+    _checked_instance(settings)
     try:
         return run_dev(
             settings,
@@ -321,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    settings = _checked_settings()  # every setting checked before any work
+    settings = _checked_settings(args.command)  # every setting checked before any work
     if args.command == "run":
         return _cmd_run(args, settings)
     if args.command == "estimate":

@@ -48,6 +48,13 @@ def _progress(read: Any, out: TextIO) -> ProgressWatch:
     )
 
 
+_LEFTOVERS = {
+    "leftover_spool_files_removed": "spool files",
+    "leftover_piece_folders_removed": "piece folders",
+    "leftover_partial_writes_removed": "partial writes",
+}
+
+
 def summary_lines(
     run_id: str,
     succeeded: bool,
@@ -67,7 +74,16 @@ def summary_lines(
         f"Run {run_id}: {'succeeded' if succeeded else 'FAILED'} | {period.label}: "
         f"{listed.get('calls', 0)} calls listed"
     ]
-    if not any(new.values()):
+    summaries = totals.get("summaries", {})
+    free = {
+        "remade": (texts.get("transcripts_remade", 0), summaries.get("summaries_remade", 0)),
+        "adopted": (
+            audio.get("recordings_adopted", 0),
+            texts.get("answers_adopted", 0),
+            summaries.get("summaries_adopted", 0),
+        ),
+    }
+    if not any(new.values()) and not any(map(any, free.values())):
         lines.append(
             "Nothing new: every call of the period was already done (0 downloads, 0 "
             f"transcriptions); {texts.get('transcribed_total', 0)} transcripts stand."
@@ -80,6 +96,24 @@ def summary_lines(
             f"done: {audio.get('skipped_already_stored', 0)} recordings, "
             f"{texts.get('skipped_already_done', 0)} transcripts."
         )
+    if any(free["remade"]):
+        lines.append(
+            "Re-made from the stored answers at no cost (missing or changed since written): "
+            f"{free['remade'][0]} transcripts, {free['remade'][1]} summaries."
+        )
+    if any(free["adopted"]):
+        recordings, answers, summarised = free["adopted"]
+        lines.append(
+            "Adopted from storage, nothing paid (the ledger had no record of them): "
+            f"{recordings} recordings, {answers} STT answers, {summarised} summaries."
+        )
+    leftovers = [
+        f"{number} {what}"
+        for name, what in _LEFTOVERS.items()
+        if (number := audio.get(name, texts.get(name, 0)))
+    ]
+    if leftovers:
+        lines.append(f"Leftovers of runs that are over, removed: {', '.join(leftovers)}.")
     lines.append(
         f"Period cost: ${texts.get('cost_usd_total', 0):.4f} for "
         f"{texts.get('audio_minutes_total', 0)} audio min of {texts.get('transcribed_total', 0)} "

@@ -4,6 +4,7 @@ one line naming the variable, never a traceback."""
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -58,12 +59,54 @@ def database_problem(settings: Settings, timeout_sec: int = 5) -> str | None:
     return None
 
 
-def environment_problems(settings: Settings) -> list[str]:
-    """Checks that touch the machine (the settings themselves are already valid)."""
+RESTORE_HINT = (
+    "restore the ledger from a backup (`calltexts restore <backup folder> --force`), or move "
+    "the file away and re-run: the run adopts what storage holds without paying again"
+)
+
+
+def sqlite_ledger_problem(path: Path) -> str | None:
+    """A ledger file that exists but is not a SQLite database (overwritten, truncated, a
+    disk error): one line naming it and what to do, instead of the driver's traceback."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None  # created on first use
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"the ledger {path} is not a readable database ({exc}): {RESTORE_HINT}"
+    return None
+
+
+def instance_problem(settings: Settings) -> str | None:
+    """The Dagster instance `calltexts run` and `calltexts dev` use: DAGSTER_HOME set to a
+    folder (Dagster itself answers a missing one with a 24-line traceback)."""
+    if not settings.dagster_home:
+        return (
+            "DAGSTER_HOME is not set: point it at the Dagster instance's folder, e.g. "
+            f"`mkdir -p {settings.home / 'dagster_home'} && "
+            f"export DAGSTER_HOME={settings.home / 'dagster_home'}` (`make demo` does this)"
+        )
+    folder = Path(settings.dagster_home).expanduser()
+    if not folder.is_dir():
+        return (
+            f"DAGSTER_HOME={folder}: no such folder: create it (`mkdir -p {folder}`) or "
+            "point DAGSTER_HOME at the Dagster instance's folder"
+        )
+    return None
+
+
+def environment_problems(settings: Settings, *, ledger_readable: bool = True) -> list[str]:
+    """Checks that touch the machine (the settings themselves are already valid);
+    `ledger_readable=False` for the command that replaces the ledger (`restore`)."""
     home = home_problem(settings)
     if home and not settings.database_url:  # the default ledger lives in the home
         return [home]
-    return [p for p in (home, database_problem(settings)) if p]
+    problems = [p for p in (home, database_problem(settings)) if p]
+    url = sa.make_url(settings.ledger_url())
+    if not problems and ledger_readable and url.get_backend_name() == "sqlite":
+        problems += filter(None, [sqlite_ledger_problem(Path(url.database or ""))])
+    return problems
 
 
 def export_period(

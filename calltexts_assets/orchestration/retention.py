@@ -5,7 +5,8 @@ lifecycle rule would use. Kinds come from the storage layout (`storage_keys.key_
 
 - raw audio                    -> `raw_days` (90): the recordings are the most sensitive data;
 - transcripts and summaries    -> `transcript_days` (180): a summary is derived from the
-  transcript and carries the same personal data, so it goes with it;
+  transcript and carries the same personal data, so it goes with it; so do the STT's and
+  the chat model's answers kept beside the recording, which they are re-made from;
 - period reports and QA sample -> `report_days` (180): both live under `reports/`;
 - registry CSV                 -> `registry_days` (365): the accounting record of the export;
 - export logs                  -> `log_days` (365): the audit trail lives as long as the registry.
@@ -37,6 +38,8 @@ class RetentionRules:
     def days_for(self, kind: KeyKind) -> int | None:
         return {
             "raw": self.raw_days,
+            "stt_answer": self.transcript_days,
+            "summary_answer": self.transcript_days,
             "transcript": self.transcript_days,
             "summary": self.transcript_days,
             "report": self.report_days,

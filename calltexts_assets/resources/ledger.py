@@ -8,7 +8,7 @@ import threading
 import dagster as dg
 
 from calltexts_assets.state.audit import AuditJournal, run_started
-from calltexts_assets.state.ledger import Ledger
+from calltexts_assets.state.ledger import Ledger, LedgerUnreadable
 
 _ledgers: dict[str, Ledger] = {}
 _lock = threading.Lock()
@@ -28,7 +28,10 @@ class LedgerResource(dg.ConfigurableResource):
     journal_dir: str = ""  # the audit journal's JSON lines go under it (CALLTEXTS_HOME/logs)
 
     def get(self) -> Ledger:
-        return ledger_for(self.database_url)
+        try:
+            return ledger_for(self.database_url)
+        except LedgerUnreadable as exc:  # the step fails with the one line that says what to do
+            raise dg.Failure(description=str(exc)) from None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every process of a run gets here (one per step with the multiprocess executor):

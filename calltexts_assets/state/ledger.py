@@ -21,6 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 
+class LedgerUnreadable(RuntimeError):
+    """The ledger's file is not a database; the message says which file and what to do."""
+
+
 class Status:
     """Per-call status. The stage that completed last decides where a re-run resumes."""
 
@@ -104,6 +108,11 @@ call_records = sa.Table(
     # summaries
     sa.Column("summary_path", sa.Text),
     sa.Column("tags", sa.Text),
+    # the deliverables as written: a file missing or changed since is re-made
+    sa.Column("transcript_sha256", sa.String(64)),
+    sa.Column("summary_sha256", sa.String(64)),
+    sa.Column("transcript_written_at", sa.DateTime(timezone=True)),
+    sa.Column("summary_written_at", sa.DateTime(timezone=True)),
     # progress
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("error_code", sa.String(64)),
@@ -188,6 +197,10 @@ class CallRecord:
     crm_entity_type: str | None = None
     crm_entity_id: str | None = None
     crm_url: str | None = None  # the CRM card on the portal
+    transcript_sha256: str | None = None
+    summary_sha256: str | None = None
+    transcript_written_at: datetime | None = None
+    summary_written_at: datetime | None = None
 
     @property
     def has_recording(self) -> bool:
@@ -306,8 +319,19 @@ class Ledger:
         # SQLite allows one writer; serialising writes here avoids "database is locked"
         # under the asset's thread pool. PostgreSQL handles concurrency itself.
         self._write_lock = threading.Lock() if self._is_sqlite else _NullLock()
-        create_tables(metadata, self.engine)
-        self._add_new_columns()
+        try:
+            create_tables(metadata, self.engine)
+            self._add_new_columns()
+        except sa.exc.DatabaseError as exc:
+            if not self._is_sqlite or isinstance(exc, sa.exc.OperationalError):
+                raise
+            # Overwritten or truncated: one line naming the file and what to do, not the
+            # driver's traceback (the CLI says the same before any work: ops.preflight).
+            raise LedgerUnreadable(
+                f"the ledger {sa.make_url(url).database} is not a readable database "
+                f"({exc.orig}): restore it from a backup (`calltexts restore <backup folder> "
+                "--force`), or move the file away and re-run (storage is adopted at no cost)"
+            ) from None
 
     def _add_new_columns(self) -> None:
         """Columns added to the tables since a ledger was created (all nullable): a ledger

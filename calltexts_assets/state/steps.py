@@ -31,6 +31,9 @@ class StepOutcome:
     label: str
     updates: dict[str, Any] = field(default_factory=dict)
     bytes: int = 0
+    # Whether its updates count in the stage's sums of work done now: not for what an
+    # earlier run did and paid for (adopted from storage).
+    summed: bool = True
 
 
 class RunStopped(Exception):
@@ -217,7 +220,7 @@ class CallSteps:
         with self._lock:
             self.bytes += outcome.bytes
             self.sums_by_day[record.run_id]["bytes"] += outcome.bytes
-            for name in self.sums:
+            for name in self.sums if outcome.summed else ():
                 # float(): a numpy scalar here would make the metadata unstorable by Dagster.
                 value = float(outcome.updates.get(name) or 0.0)
                 self.sums[name] += value

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
@@ -113,6 +113,9 @@ class Transcript:
     hallucinations: int = 0  # segments dropped and phrases removed
     # what the STT said it heard, where it differs from what was sent ("" when it matches)
     duration_mismatch: str = ""
+    # What the STT answered, per piece sent: where the piece lies and the body as it came
+    # (`transcripts/answers.py` keeps it beside the recording).
+    answers: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -175,8 +178,20 @@ class _Answers:
     languages: Counter[str] = field(default_factory=Counter)
     languages_reported: bool = False  # a model that detects languages answered (maybe [])
     mismatches: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, piece: Piece, result: SttResult) -> None:
+        self.bodies.append(
+            {
+                "offset": piece.offset,
+                "start": piece.start,
+                "duration": piece.duration,
+                "channel": piece.channel,
+                "attempts": result.attempts,
+                "response_format": result.response_format,
+                "body": result.body,
+            }
+        )
         self.requests += result.attempts
         self.pieces += 1
         self.sent_sec += piece.duration
@@ -349,4 +364,5 @@ def transcribe_call(
         billed_sec=tuple(billed),
         hallucinations=answers.hallucinations,
         duration_mismatch="; ".join(answers.mismatches),
+        answers=tuple(answers.bodies),
     )

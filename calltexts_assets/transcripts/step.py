@@ -1,30 +1,57 @@
-"""transcripts' per-call step: stored recording -> transcript file, cost and language."""
+"""transcripts' per-call step: stored recording -> transcript file, cost and language; or,
+at no cost, the transcript re-made from what the STT answered before (kept beside the
+recording, `answers.py`) when the file went missing or changed, or the ledger lost the call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import date, datetime
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from calltexts_assets.billing.cost import encode_request_seconds, requests_cost_usd
 from calltexts_assets.clients.languages import UNDETERMINED
-from calltexts_assets.clients.storage import Storage
+from calltexts_assets.clients.storage import Storage, unchanged_since
 from calltexts_assets.files.storage_keys import file_id_of, transcript_key
 from calltexts_assets.state.ledger import CallRecord, Status
 from calltexts_assets.state.steps import StepOutcome
+from calltexts_assets.transcripts.answers import store_answer, stored_transcript
 from calltexts_assets.transcripts.dialogue import (
     DURATION_MISMATCH,
     SpeechToText,
+    Transcript,
     transcribe_call,
 )
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
 
 # A transcription error is retried by the next run; the download is never repeated for it.
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
+REMADE, ADOPTED = "remade", "adopted"  # outcomes that cost no STT request
 
 
 def needs_transcript(record: CallRecord) -> bool:
     return record.status in TRANSCRIBABLE and bool(record.audio_path)
+
+
+def transcript_intact(record: CallRecord, storage: Storage, *, verify: bool = False) -> bool:
+    """A transcribed call's file is there as it was written (its sha256 in the ledger)."""
+    if record.status != Status.TRANSCRIBED or not record.transcript_path:
+        return True
+    return unchanged_since(
+        storage,
+        record.transcript_path,
+        record.transcript_sha256,
+        record.transcript_written_at,
+        verify=verify,
+    )
+
+
+def needs_work(record: CallRecord, storage: Storage, *, verify: bool = False) -> bool:
+    """A call to transcribe, or a transcribed one whose file went missing or changed."""
+    return needs_transcript(record) or (
+        bool(record.audio_path) and not transcript_intact(record, storage, verify=verify)
+    )
 
 
 def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> Iterator[str]:
@@ -32,6 +59,57 @@ def stored_transcript_keys(storage: Storage, days: Sequence[date]) -> Iterator[s
     check), one at a time."""
     for month in sorted({day.strftime("%Y-%m") for day in days}):
         yield from storage.keys(f"exports/{month}/transcripts/")
+
+
+def _written(
+    record: CallRecord,
+    transcript: Transcript,
+    storage: Storage,
+    *,
+    labels: str,
+    mask_phones: bool,
+    sandbox: bool,
+) -> dict[str, Any]:
+    """The transcript file, written atomically under the stored recording's name (a re-run
+    after a crash overwrites the same object: never a second transcript of one)."""
+    assert record.audio_path
+    key = transcript_key(file_id_of(record.audio_path), datetime.fromisoformat(record.started_at))
+    text = render_transcript(
+        TranscriptHeader.from_record(record, sandbox=sandbox),
+        transcript,
+        labels=labels,
+        mask_phones=mask_phones,
+    )
+    data = text.encode("utf-8")
+    storage.write_bytes(key, data)
+    return {
+        "transcript_path": key,
+        "transcript_sha256": hashlib.sha256(data).hexdigest(),
+        "transcript_written_at": datetime.now(UTC),
+    }
+
+
+def _transcribed(
+    transcript: Transcript, price_per_minute: float, billing_unit: str
+) -> dict[str, Any]:
+    return {
+        "status": Status.TRANSCRIBED,
+        # ISO 639-1 whatever the server answered; a call without speech "und".
+        "language": transcript.language or UNDETERMINED,
+        "model": transcript.model,
+        "stt_duration_sec": transcript.duration_sec,
+        # What the service bills: each request it answered, in the model's unit.
+        "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)),
+        "stt_requests": transcript.requests,
+        "stt_sent_sec": round(transcript.sent_sec, 3),
+        "stt_request_sec": encode_request_seconds(transcript.billed_sec),
+        "role_mode": transcript.roles,
+        "hallucinations": transcript.hallucinations,
+        # Transcribed, but flagged: the STT's account of the audio is not to be trusted
+        # (the `stt_durations` check fails the period until someone looks).
+        "error_code": DURATION_MISMATCH if transcript.duration_mismatch else None,
+        "error_message": transcript.duration_mismatch or None,
+    }
 
 
 def transcribe_record(
@@ -47,38 +125,48 @@ def transcribe_record(
     sandbox: bool,
     workdir: Path,
 ) -> StepOutcome:
-    """The transcript is named after the stored recording and written atomically, so a
-    re-run after a crash overwrites the same object: never a second transcript of one."""
+    """The recording to the STT; what it answered is stored before the transcript."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
         transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir)
-    key = transcript_key(file_id_of(record.audio_path), datetime.fromisoformat(record.started_at))
-    text = render_transcript(
-        TranscriptHeader.from_record(record, sandbox=sandbox),
-        transcript,
-        labels=labels,
-        mask_phones=mask_phones,
+    store_answer(storage, record, transcript)
+    written = _written(
+        record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
     )
-    storage.write_text(key, text)
-    return StepOutcome(
-        "transcribed",
-        {
-            "status": Status.TRANSCRIBED,
-            "transcript_path": key,
-            # ISO 639-1 whatever the server answered; a call without speech "und".
-            "language": transcript.language or UNDETERMINED,
-            "model": transcript.model,
-            "stt_duration_sec": transcript.duration_sec,
-            # What the service bills: each request it answered, in the model's unit.
-            "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)),
-            "stt_requests": transcript.requests,
-            "stt_sent_sec": round(transcript.sent_sec, 3),
-            "stt_request_sec": encode_request_seconds(transcript.billed_sec),
-            "role_mode": transcript.roles,
-            "hallucinations": transcript.hallucinations,
-            # Transcribed, but flagged: the STT's account of the audio is not to be trusted
-            # (the `stt_durations` check fails the period until someone looks).
-            "error_code": DURATION_MISMATCH if transcript.duration_mismatch else None,
-            "error_message": transcript.duration_mismatch or None,
-        },
+    updates = _transcribed(transcript, price_per_minute, billing_unit)
+    return StepOutcome("transcribed", {**written, **updates})
+
+
+def from_stored_answer(
+    record: CallRecord,
+    *,
+    storage: Storage,
+    price_per_minute: float,
+    billing_unit: str,
+    labels: str,
+    mask_phones: bool,
+    sandbox: bool,
+) -> StepOutcome | None:
+    """The transcript re-made from the stored answer of this recording, at no cost: `remade`
+    (the file was missing or changed), `adopted` (the ledger did not know the call was
+    transcribed); None when no stored answer can be trusted."""
+    transcript = stored_transcript(storage, record)
+    if transcript is None:
+        return None
+    written = _written(
+        record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
     )
+    if record.status == Status.TRANSCRIBED:
+        return StepOutcome(REMADE, written)
+    updates = {**written, **_transcribed(transcript, price_per_minute, billing_unit)}
+    return StepOutcome(ADOPTED, updates, summed=False)  # paid for by the run that asked
+
+
+def stored_answer_first(
+    record: CallRecord,
+    *,
+    stored: Callable[[CallRecord], StepOutcome | None],
+    paid: Callable[[CallRecord], StepOutcome],
+) -> StepOutcome:
+    """What the STT answered before, else a request (the only path that costs)."""
+    return stored(record) or paid(record)
