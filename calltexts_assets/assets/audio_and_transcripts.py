@@ -34,6 +34,7 @@ from calltexts_assets.billing.budget import Budget, within_budget
 from calltexts_assets.billing.cost import billed_seconds, call_cost_usd
 from calltexts_assets.clients.storage import Storage
 from calltexts_assets.files.workdir import prepared_workdir, sweep_leftovers
+from calltexts_assets.limits.processes import owner_is_over, owner_name
 from calltexts_assets.quality.checks import coverage
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
@@ -125,10 +126,12 @@ def raw_audio_and_transcripts(
     require_listed(db, period)
     store = storage.get()
     # What runs that are over left (kill -9 mid-download, mid-STT, mid-write); live runs' stay.
-    leftovers = sweep_leftovers(export_settings.work_dir, store.remove_partial_writes)
+    leftovers = sweep_leftovers(
+        export_settings.work_dir, store.remove_partial_writes, owner_is_over
+    )
     if leftovers.total:
         context.log.info(f"removed the leftovers of runs that are over: {leftovers.figures()}")
-    workdir = prepared_workdir(export_settings.work_dir)
+    workdir = prepared_workdir(export_settings.work_dir, owner_name())
     workers = export_settings.max_concurrency
     # `workers` requests in flight to the STT, and one more worker per core decoding the next
     # call meanwhile (RequestsInFlight holds the extra ones back at the STT). Concurrency 1

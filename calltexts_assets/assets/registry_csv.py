@@ -13,6 +13,7 @@ from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.files.storage_keys import registry_key
 from calltexts_assets.files.workdir import prepared_workdir
+from calltexts_assets.limits.processes import owner_name
 from calltexts_assets.quality.checks import (
     cost_matches,
     duration_variance,
@@ -83,7 +84,7 @@ def registry_csv(
     mark = export_settings.csv_decimal_mark
     store = storage.get()
     key, xlsx_key = (registry_key(period.first, period.last, fmt) for fmt in ("csv", "xlsx"))
-    work_dir = prepared_workdir(export_settings.work_dir)
+    work_dir = prepared_workdir(export_settings.work_dir, owner_name())
     # A 60-day registry is written, uploaded and validated through files, a day of rows at a
     # time: memory does not grow with the period. They hold phone numbers (personal data),
     # so they are staged in the work dir, not the system's /tmp; unnamed files leave nothing

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from calltexts_assets.files.storage_keys import UnsafeKeyError, validate_key, validate_prefix
-from calltexts_assets.files.workdir import owner_name
+from calltexts_assets.limits.processes import owner_name
 
 READ_CHUNK = 1024 * 1024
 

@@ -24,7 +24,7 @@ from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
 from calltexts_assets.assets.partitions import period_for_days
-from calltexts_assets.files.workdir import owner_name
+from calltexts_assets.limits.processes import owner_name
 from calltexts_assets.ops.export_run import summary_lines
 from calltexts_assets.orchestration.run_summary import run_totals_by_asset
 from calltexts_assets.resources.export_settings import ExportSettings
