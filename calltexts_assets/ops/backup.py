@@ -280,7 +280,8 @@ def restore(backup_folder: Path, settings: Settings, *, force: bool = False) -> 
             "restore into a new folder and point CALLTEXTS_HOME at it"
         )
     for stale in home.parent.glob(f".{home.name}.restoring-*"):  # of a restore killed before
-        shutil.rmtree(stale, ignore_errors=True)
+        if not stale.name.endswith(".old"):  # (an old home set aside is left to the operator)
+            shutil.rmtree(stale, ignore_errors=True)
     staged = home.parent / f".{home.name}.restoring-{os.getpid()}"
     staged.mkdir(parents=True)
     files = size = 0
