@@ -318,7 +318,7 @@ def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from calltexts_assets.orchestration.retention import run_retention_job
+    from calltexts_assets.ops.retention import run_retention_job
 
     return run_retention_job(dry_run=args.dry_run)
 
