@@ -790,7 +790,7 @@ class ChildRun:
         return Ledger(f"sqlite:///{self.layout.home / 'ledger.sqlite'}")
 
     def run(self) -> int:
-        return run_child(FIRST, LAST, self.env, log_path=self.log, timeout=120)
+        return run_child(FIRST, LAST, self.env, log_path=self.log)
 
     def start(self) -> subprocess.Popen[bytes]:
         return start_child(FIRST, LAST, self.env, log_path=self.log)
@@ -839,7 +839,7 @@ def _kill_when(child: subprocess.Popen[bytes], ready: Callable[[], bool], log: P
             raise AssertionError(f"the export ended before the kill point:\n{log.read_text()}")
         if ready():
             os.kill(child.pid, signal.SIGKILL)
-            assert child.wait(timeout=10) == -signal.SIGKILL
+            assert child.wait(timeout=60) == -signal.SIGKILL
             return
         time.sleep(0.01)
     child.kill()

@@ -99,7 +99,7 @@ def test_processes_together_never_hold_more_than_the_limit(db_url: str) -> None:
     ]
     spans: list[tuple[float, float]] = []
     for child in children:
-        out, err = child.communicate(timeout=120)
+        out, err = child.communicate(timeout=600)
         assert child.returncode == 0, err
         spans += [tuple(span) for span in json.loads(out)]
     assert len(spans) == processes * threads * rounds
@@ -243,7 +243,7 @@ def test_processes_together_keep_to_one_request_rate(db_url: str) -> None:
     children = [_python(PACED, db_url, str(rate)) for _ in range(processes)]
     booked: list[float] = []
     for child in children:
-        out, err = child.communicate(timeout=120)
+        out, err = child.communicate(timeout=600)
         assert child.returncode == 0, err
         booked += json.loads(out)
     booked.sort()
