@@ -43,7 +43,7 @@ from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.state.ledger import CallRecord, Ledger, PeriodTotals, Status
-from calltexts_assets.state.progress import ProgressWatch, snapshot
+from calltexts_assets.state.progress import PROGRESS_RECORD, ProgressWatch, snapshot
 from calltexts_assets.state.shared_limits import stt_slots
 from calltexts_assets.state.steps import CallSteps, StepOutcome
 from calltexts_assets.transcripts.dialogue import RequestsInFlight
@@ -197,9 +197,14 @@ def raw_audio_and_transcripts(
     to_transcribe = (
         r for r in db.iter_records(period.export_ids) if needs_work(r, store, verify=verify)
     )
-    # A line in the run log every 5 % of the period's calls (hours against the real STT).
+    # A line in the run log every 5 % of the period's calls (hours against the real STT) and
+    # at the end of the step, marked so that `calltexts run` leaves it to its own progress line.
     progress = ProgressWatch(
-        lambda: snapshot(db, period.export_ids), context.log.info, interval=PROGRESS_EVERY_SEC
+        lambda: snapshot(db, period.export_ids),
+        lambda line: context.log.info(line, extra={PROGRESS_RECORD: True}),
+        interval=PROGRESS_EVERY_SEC,
+        only_changes=True,
+        final=True,
     )
     # Slots still held when the step ends (it failed mid-call) are given back here.
     with stopping_the_step(), progress, closing(shared_stt) if shared_stt else nullcontext():

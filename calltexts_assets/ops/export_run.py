@@ -3,9 +3,11 @@ progress on the terminal and, at the end, what it did and where the files are.""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from datetime import date, datetime
+from functools import partial
 from typing import Any, TextIO
 
 import dagster as dg
@@ -18,7 +20,13 @@ from calltexts_assets.orchestration.run_summary import finish_run, run_totals_by
 from calltexts_assets.resources.ledger import ledger_for
 from calltexts_assets.runlog.log import log_file_name
 from calltexts_assets.settings import Settings, load_settings
-from calltexts_assets.state.progress import ProgressWatch, bar, describe, snapshot
+from calltexts_assets.state.progress import (
+    PROGRESS_RECORD,
+    ProgressWatch,
+    bar,
+    describe,
+    snapshot,
+)
 
 
 def export_run_config(summaries: bool) -> dict:
@@ -29,7 +37,7 @@ def export_run_config(summaries: bool) -> dict:
 
 
 # The figures are the period's (every run's work), not this run's: a re-run that has
-# nothing to do must not read as new spend.
+# nothing to do must not read as new spend (nor does it show them: `only_changes`).
 PERIOD_LABEL = "Period (all runs): "
 
 
@@ -38,13 +46,14 @@ def _progress(read: Any, out: TextIO) -> ProgressWatch:
     if out.isatty():
         return ProgressWatch(
             read, lambda line: print(f"\r{PERIOD_LABEL}{line}", end="", file=out, flush=True),
-            live=True, interval=1.0, render=bar,
+            live=True, interval=1.0, render=bar, only_changes=True,
         )  # fmt: skip
     return ProgressWatch(
         read,
         lambda line: print(f"{PERIOD_LABEL}{line}", file=out, flush=True),
         every_pct=10,
         interval=5.0,
+        only_changes=True,
     )
 
 
@@ -53,6 +62,21 @@ _LEFTOVERS = {
     "leftover_piece_folders_removed": "piece folders",
     "leftover_partial_writes_removed": "partial writes",
 }
+
+
+def _console_without_progress(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """Dagster's console logger without the assets' progress lines: the terminal has its own,
+    and the lines stay in the run's event log for the UI."""
+    console = dg.colored_console_logger.logger_fn(init_context)
+    console.addFilter(lambda record: not getattr(record, PROGRESS_RECORD, False))
+    return console
+
+
+CONSOLE = dg.LoggerDefinition(
+    _console_without_progress,
+    config_schema=dg.colored_console_logger.config_schema,
+    description="Dagster's console logger without the progress lines `calltexts run` draws itself.",
+)
 
 
 def summary_lines(
@@ -148,7 +172,7 @@ def run_export(
 
     settings = load_settings()
     defs = build_definitions(settings)
-    job = defs.resolve_job_def("calls_export")
+    job = defs.resolve_job_def("calls_export").with_logger_defs({"console": CONSOLE})
     period = period_for_days(period_from, period_to)
     # (The resources hold unresolved EnvVars outside a run: the ledger from the settings.)
     ledger = ledger_for(settings.ledger_url())
@@ -157,7 +181,9 @@ def run_export(
         reaped = reap_dead_runs(instance)
         if reaped:
             print(describe_reaped(reaped), file=out, flush=True)  # before it may be killed
-        with _progress(lambda: snapshot(ledger, period.export_ids), out):
+        read = partial(snapshot, ledger, period.export_ids)
+        before = read()
+        with _progress(read, out):
             result = job.execute_in_process(
                 instance=instance,
                 tags={
@@ -187,8 +213,10 @@ def run_export(
         result.run_id, result.success, period, totals, _paths(settings, period, storage, created)
     ):
         print(line, file=out)
-    final = describe(snapshot(ledger, period.export_ids), None).rsplit(" | ETA", 1)[0]
-    print(f"{PERIOD_LABEL}{final}", file=out)
+    after = read()
+    if after != before:  # a run that changed nothing has no progress to show
+        final = describe(after, None).rsplit(" | ETA", 1)[0]
+        print(f"{PERIOD_LABEL}{final}", file=out)
     recordings = ledger.stored_recordings(period.export_ids)
     if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
         listed = ", ".join(f"{k}={v}" for k, v in recordings.items())

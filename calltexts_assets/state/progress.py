@@ -6,12 +6,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 
 from calltexts_assets.state.ledger import Ledger, Status
 
 # Calls that still wait for a step of this run; every other status is where a call ends.
 _IN_PROGRESS = frozenset({Status.LISTED, Status.DOWNLOADED})
+
+# Set on the log record of a progress line in the Dagster run log, so that a terminal that
+# draws its own progress (`calltexts run`) can leave Dagster's copy out.
+PROGRESS_RECORD = "calltexts_progress"
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,10 @@ def bar(now: Snapshot, eta_sec: float | None, width: int = 24) -> str:
 class ProgressWatch:
     """Reads progress every `interval` seconds in a thread and hands a line to `emit` each
     time it crosses another `every_pct` percent (`live`: every read, for a terminal's bar).
-    The ETA is the pace seen since the watch started."""
+    The ETA is the pace seen since the watch started. `only_changes`: nothing is shown while
+    the figures are still those read when the watch started (a re-run with nothing to do
+    would show the earlier runs' minutes and cost as if they were its own); `final`: one more
+    read when the watch stops, so the end of a step is in the log however short it was."""
 
     def __init__(
         self,
@@ -77,9 +85,13 @@ class ProgressWatch:
         live: bool = False,
         render: Callable[[Snapshot, float | None], str] = describe,
         clock: Callable[[], float] = time.monotonic,
+        only_changes: bool = False,
+        final: bool = False,
     ) -> None:
         self._read, self._emit, self._render = read, emit, render
         self.every_pct, self.interval, self.live = every_pct, interval, live
+        self.only_changes, self.final = only_changes, final
+        self._start: Snapshot | None = None
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="progress")
@@ -98,6 +110,8 @@ class ProgressWatch:
 
     def tick(self) -> None:
         now = self._read()
+        if self.only_changes and now == self._start:
+            return
         eta = self.eta(now)
         step = now.percent // self.every_pct
         if self.live or step > self._reported:
@@ -112,9 +126,17 @@ class ProgressWatch:
                 continue
 
     def __enter__(self) -> ProgressWatch:
+        if self.only_changes:
+            try:
+                self._start = self._read()
+            except Exception:  # then every read counts as a change
+                self._start = None
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=self.interval + 5)
+        if self.final:
+            with suppress(Exception):  # progress must never break the export
+                self.tick()

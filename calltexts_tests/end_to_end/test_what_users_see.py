@@ -4,9 +4,9 @@ prints at the end."""
 
 from __future__ import annotations
 
-import io
 import re
-from datetime import date
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,13 @@ import pytest
 from dagster._serdes import serialize_value
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.ops.export_run import run_export
 from calltexts_sandbox.runtime import Sandbox
-from calltexts_tests.support.child_run import ChildLayout
+from calltexts_tests.support.child_run import REPO_ROOT, ChildLayout
 from calltexts_tests.support.sandboxed import materialize_range, sandbox_child_env
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
+# "3/4 calls (75 %) | 1.2 audio min | $0.0120" in the CLI's line or Dagster's log line
+PROGRESS_LINE = re.compile(r"\d+/\d+ calls \(\d+ %\) \| [\d.]+ audio min \| \$")
 LABELS = {"Registry", "Registry (xlsx)", "Report", "Report (PDF)", "Run log"}
 
 
@@ -93,6 +94,16 @@ def test_the_report_reads_on_the_cost_report_page(
     assert str(metadata["pdf"].value).endswith(f"summary_{DAY1}_{DAY2}.pdf")
 
 
+def _progress_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if PROGRESS_LINE.search(line)]
+
+
+def _logged_progress(run_id: str) -> list[str]:
+    with dg.DagsterInstance.get() as instance:
+        messages = [entry.user_message for entry in instance.all_logs(run_id)]
+    return [m for m in messages if PROGRESS_LINE.search(m)]
+
+
 def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_are(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,16 +114,20 @@ def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_ar
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    day = date.fromisoformat(DAY1)
     rows = [row for row in sandbox.portal.rows if row["CALL_START_DATE"].startswith(DAY1)]
     calls = len(rows)
     recorded = sum(1 for row in rows if row.get("CALL_RECORD_URL") or row.get("RECORD_FILE_ID"))
 
-    first, again = io.StringIO(), io.StringIO()
-    assert run_export(day, day, out=first) == 0
-    assert run_export(day, day, out=again) == 0
+    # The real CLI, twice: its stdout, and stderr where Dagster's console logger writes.
+    command = [sys.executable, "-m", "calltexts_assets.ops.cli", "run"]
+    command += ["--from", DAY1, "--to", DAY1]
+    first, again = (
+        subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        for _ in range(2)
+    )
 
-    lines = first.getvalue().splitlines()
+    assert first.returncode == 0, first.stderr[-4000:]
+    lines = first.stdout.splitlines()
     assert any(f"{DAY1}_{DAY1}: {calls} calls listed" in line for line in lines), lines
     [new] = [line for line in lines if line.startswith("New: ")]
     assert new.startswith(f"New: {recorded} recordings downloaded, {recorded} calls transcribed")
@@ -123,9 +138,19 @@ def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_ar
         assert Path(path.removeprefix("file://")).exists(), (label, path)
     assert paths["Registry (xlsx)"].endswith(f"calls_{DAY1}_{DAY1}.xlsx")
 
-    repeated = again.getvalue()
+    assert again.returncode == 0, again.stderr[-4000:]
+    repeated = again.stdout
     assert "Nothing new: every call of the period was already done" in repeated, repeated
     assert "New: " not in repeated
-    # The progress figures are the period's: labelled so, they do not read as new spend.
-    figures = [line for line in repeated.splitlines() if " audio min | $" in line]
+
+    # The progress line is printed once, in the CLI's format, labelled as the period's; the
+    # asset's copy stays in the run's event log (for the UI) and off the terminal.
+    [run_id] = re.findall(r"^Run (\S+): succeeded", first.stdout, re.M)
+    figures = _progress_lines(first.stdout)
     assert figures and all(line.startswith("Period (all runs): ") for line in figures), figures
+    assert _progress_lines(first.stderr) == [], first.stderr
+    assert _logged_progress(run_id)  # the asset's line at the end of its step, at least
+    # A re-run that changes nothing shows no progress figures at all, anywhere.
+    [run_again] = re.findall(r"^Run (\S+): succeeded", repeated, re.M)
+    assert _progress_lines(repeated) == [] and _progress_lines(again.stderr) == []
+    assert _logged_progress(run_again) == []

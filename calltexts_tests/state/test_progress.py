@@ -42,3 +42,21 @@ def test_the_terminal_bar_is_redrawn_on_every_read() -> None:
 
 def test_an_empty_period_has_no_percent_to_divide_by() -> None:
     assert describe(Snapshot(0, 0, 0, 0, 0.0, 0.0), None).startswith("0/0 calls (0 %)")
+
+
+def test_only_changes_shows_nothing_until_the_figures_move_and_final_reads_once_more() -> None:
+    """A re-run with nothing to do shows no figures; the end of a short step is still logged."""
+    lines: list[str] = []
+    reads = iter([_at(200), _at(200), _at(200)])  # at the start, one tick, at the end
+    with ProgressWatch(
+        lambda: next(reads), lines.append, interval=3600, only_changes=True, final=True
+    ) as watch:
+        watch.tick()
+    assert lines == []
+
+    reads = iter([_at(100), _at(100), _at(150)])
+    with ProgressWatch(
+        lambda: next(reads), lines.append, interval=3600, only_changes=True, final=True
+    ) as watch:
+        watch.tick()
+    assert [line.split(" calls")[0] for line in lines] == ["150/200"]
