@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from calltexts_assets.ops.cli import main
@@ -50,8 +51,9 @@ def _wait_for(url: str, deadline: float, process: subprocess.Popen[bytes], log: 
     raise AssertionError(f"{url} never answered:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def dev(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+    """`calltexts dev` in a session of its own, on free loopback ports, from the repository
+    (whose dagster.yaml is not DAGSTER_HOME's), once its API and UI answer."""
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
@@ -77,14 +79,89 @@ def dev(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         deadline = time.monotonic() + 180
         _wait_for(f"http://127.0.0.1:{api_port}/healthz", deadline, process, log)
         _wait_for(f"http://127.0.0.1:{ui_port}/server_info", deadline, process, log)
+    except BaseException:
+        _stop(process)
+        raise
+    return process, ui_port, api_port, log
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    process, ui_port, api_port, log = _start_dev(tmp_path)
+    try:
         yield f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", log
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        _stop(process)
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    left = []
+    for process in processes:
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(process.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def _with_dagster_home(dagster_home: Path) -> list[psutil.Process]:
+    """Every process on the machine whose environment names this test's DAGSTER_HOME."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("DAGSTER_HOME") == str(dagster_home):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
+)
+def test_a_stop_signal_to_calltexts_dev_stops_everything_it_started(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    process, ui_port, api_port, log = _start_dev(tmp_path)
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+        commands = " | ".join(" ".join(p.cmdline()) for p in started)
+        for part in ("dagster dev", "dagster_webserver", "dagster._daemon"):
+            assert part in commands, commands
+        assert _with_dagster_home(tmp_path / "dagster_home")
+
+        os.kill(process.pid, signum)  # to `calltexts dev` alone, as a supervisor sends it
+        assert process.wait(timeout=120) == 0, log.read_text()[-4000:]
+
+        assert _alive(started) == []
+        assert _alive(_with_dagster_home(tmp_path / "dagster_home")) == []
+        listening = {
+            c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+        }
+        assert not listening & {ui_port, api_port}
+    finally:
+        _stop(process)
+        for leftover in _with_dagster_home(tmp_path / "dagster_home"):
+            leftover.kill()
+    # `dagster dev` ran in DAGSTER_HOME, without warnings about its dagster.yaml or `dg dev`
+    output = log.read_text()
+    assert "Launching Dagster services" in output, output[-4000:]
+    assert "Found a dagster instance configuration" not in output
+    assert "No dagster instance configuration file" not in output
+    assert "superseded" not in output and "dg dev" not in output
 
 
 @pytest.mark.slow
