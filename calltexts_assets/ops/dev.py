@@ -107,7 +107,9 @@ def dagster_dev_command(settings: Settings, ui_port: int) -> tuple[list[str], Pa
     ]  # fmt: skip
     env = settings.child_environment()
     env["PYTHONWARNINGS"] = ",".join(filter(None, (env.get("PYTHONWARNINGS"), _IGNORE_SUPERSEDED)))
-    return command, settings.dagster_home or here, env
+    home = settings.dagster_home
+    # A DAGSTER_HOME that is no folder: `dagster dev` itself says so, from here.
+    return command, home if home and home.is_dir() else here, env
 
 
 def run_dagster_dev(settings: Settings, ui_port: int) -> int:
