@@ -9,7 +9,8 @@ from calltexts_assets.settings import DAGSTER_ENVIRONMENT, VARIABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Read by Dagster itself (the instance), not by the project's code (DAGSTER_HOME is read by
-# both: settings checks it before `calltexts run` opens the instance).
+# both: settings checks it before `calltexts run` opens the instance; `calltexts dev` runs
+# `dagster dev` there).
 DAGSTER_OWN = {
     "DAGSTER_PG_URL",
     *DAGSTER_ENVIRONMENT,  # Dagster's own, which calltexts sets when the deployment does not
