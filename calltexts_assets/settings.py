@@ -162,8 +162,6 @@ class Settings:
     # the API serves loopback only
     api_tokens: tuple[ApiToken, ...]
     api_token_max_age_days: int  # older tokens are due for rotation (warned, on /metrics)
-    # the Dagster instance's folder (its dagster.yaml); None: Dagster's temporary instance
-    dagster_home: Path | None = None
     _env: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -542,7 +540,6 @@ def _read(r: _Reader) -> Settings:
         api_token_max_age_days=r.integer(
             "CALLTEXTS_API_TOKEN_MAX_AGE_DAYS", 90, minimum=1, maximum=MAX_TOKEN_AGE_DAYS
         ),
-        dagster_home=Path(r.text("DAGSTER_HOME")).resolve() if r.text("DAGSTER_HOME") else None,
         _env=dict(r.env),
     )
     if settings.storage_backend == "s3" and not settings.s3_bucket:

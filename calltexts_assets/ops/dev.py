@@ -107,7 +107,7 @@ def dagster_dev_command(settings: Settings, ui_port: int) -> tuple[list[str], Pa
     ]  # fmt: skip
     env = settings.child_environment()
     env["PYTHONWARNINGS"] = ",".join(filter(None, (env.get("PYTHONWARNINGS"), _IGNORE_SUPERSEDED)))
-    home = settings.dagster_home
+    home = Path(settings.dagster_home).resolve() if settings.dagster_home else None
     # A DAGSTER_HOME that is no folder: `dagster dev` itself says so, from here.
     return command, home if home and home.is_dir() else here, env
 
