@@ -214,11 +214,18 @@ def stack(work: Path, command: str) -> None:
 def wait_ready(deadline_sec: float = 300) -> None:
     """The webserver has loaded the code location, the API and the sandbox answer."""
     deadline = time.monotonic() + deadline_sec
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+    query = (
+        "{ workspaceOrError { ... on Workspace { locationEntries {"
+        " loadStatus locationOrLoadError { __typename } } } } }"
+    )
     while True:
         with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
             entries = graphql(query)["workspaceOrError"]["locationEntries"]
-            loaded = entries and all(e["loadStatus"] == "LOADED" for e in entries)
+            loaded = entries and all(
+                e["loadStatus"] == "LOADED"
+                and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                for e in entries
+            )
             if (
                 loaded
                 and httpx.get(f"{API}/healthz", timeout=5).status_code == 200

@@ -18,6 +18,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.launcher import RunLauncher
 from dagster._serdes import ConfigurableClassData
 
+from calltexts_assets.reporting.registry_schema import DEFAULT_SCHEMA_PATH
 from calltexts_assets.settings import DAGSTER_ENVIRONMENT, VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,6 +120,9 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
     }
     assert packages and packages <= allowed
     assert "calltexts_tests" not in allowed
+    # The data dictionary the registry check reads beside the package (installed in place).
+    assert DEFAULT_SCHEMA_PATH.relative_to(REPO).as_posix() in allowed
+    assert " -e . " in (DOCKER / "Dockerfile").read_text()
 
 
 def test_webserver_and_daemon_load_the_code_from_the_grpc_server(compose: dict[str, Any]) -> None:
