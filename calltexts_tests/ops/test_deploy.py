@@ -18,7 +18,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.launcher import RunLauncher
 from dagster._serdes import ConfigurableClassData
 
-from calltexts_assets.reporting.registry_schema import DEFAULT_SCHEMA_PATH
+from calltexts_assets.registry.schema import DEFAULT_SCHEMA_PATH
 from calltexts_assets.settings import DAGSTER_ENVIRONMENT, VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]

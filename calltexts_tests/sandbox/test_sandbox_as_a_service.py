@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from calltexts_assets.ops.cli import main
-from calltexts_assets.sandbox.runtime import start_sandbox
-from calltexts_assets.sandbox.server import serve_in_thread
+from calltexts_sandbox.runtime import start_sandbox
+from calltexts_sandbox.server import serve_in_thread
 
 
 def test_a_non_loopback_address_without_a_public_name_is_refused_in_one_line(
