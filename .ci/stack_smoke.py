@@ -47,17 +47,11 @@ GRAPHQL = "http://127.0.0.1:3000/graphql"
 API = "http://127.0.0.1:8080"
 PORTAL = "http://127.0.0.1:8724"
 STT = "http://127.0.0.1:8725"
-ASSETS = [
-    "call_list",
-    "raw_audio",
-    "transcripts",
-    "summaries",
-    "registry_csv",
-    "qa_sample",
-    "cost_report",
-]
+# The registry's path (the report and the QA sample are left out: each step of a run is a
+# process of its own, and the registry holds what is compared).
+ASSETS = ["call_list", "raw_audio", "transcripts", "registry_csv"]
 STT_LIMIT = 2  # CALLTEXTS_STT_MAX_IN_FLIGHT of the stack: below 2 runs x CALLTEXTS_CONCURRENCY
-CALLS_PER_DAY = 6
+CALLS_PER_DAY = 4
 SANDBOX_ENV = {
     "BITRIX24_WEBHOOK_URL": "http://sandbox:8724/rest/1/sandboxwebhookcode/",
     "OPENAI_BASE_URL": "http://sandbox:8725/v1",
@@ -190,7 +184,7 @@ def write_settings(work: Path) -> tuple[dict[str, str], str]:
         "CALLTEXTS_BACKFILL_RUN_DAYS": "1",
         "CALLTEXTS_STT_MAX_IN_FLIGHT": str(STT_LIMIT),
         "CALLTEXTS_SECRETS_DIR": str(secret_dir),
-        "SANDBOX_STT_LATENCY_MS": "3000",
+        "SANDBOX_STT_LATENCY_MS": "2000",
     }
     (work / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     return settings, metrics_token
@@ -462,7 +456,7 @@ def run_smoke(work: Path, figures: dict[str, float]) -> None:
     print("backfill: runs of 1 day, 2 at a time, through the webserver's GraphQL", flush=True)
     with MemoryPeak() as memory:
         started = time.monotonic()
-        runs, _ = wait_backfill(launch_backfill(days), deadline_sec=900)
+        runs, _ = wait_backfill(launch_backfill(days), deadline_sec=1500)
         figures["stack_wall"] = time.monotonic() - started
     figures["peak_mib"] = memory.peak / 2**20
     statuses = sorted(r["status"] for r in runs)
@@ -498,7 +492,7 @@ def run_smoke(work: Path, figures: dict[str, float]) -> None:
     seed(days)
     expected = embedded_stt
     runs, killed = wait_backfill(
-        launch_backfill(days), deadline_sec=900, kill_after=max(1, expected // 3)
+        launch_backfill(days), deadline_sec=1500, kill_after=max(1, expected // 3)
     )
     check(killed is not None, f"a run container killed mid-way (run {str(killed)[:8]})")
     rerun, _ = wait_backfill(launch_backfill(days), deadline_sec=600)
