@@ -508,17 +508,28 @@ def run_smoke(work: Path, figures: dict[str, float]) -> None:
     )
 
 
+def leftovers() -> list[str]:
+    """Containers, volumes and networks of the stack (or its runs) still on the machine."""
+    found = []
+    for kind, flt in (("container", "label=com.docker.compose.project=calltexts"),
+                      ("container", "label=dagster/run_id"),
+                      ("volume", "name=calltexts"), ("network", "name=calltexts")):  # fmt: skip
+        listed = [DOCKER, kind, "ls", "-q", "--filter", flt] + (
+            ["-a"] if kind == "container" else []
+        )
+        names = subprocess.run(listed, capture_output=True, text=True, check=False).stdout.split()
+        found += [f"{kind} {name}" for name in names]
+    return found
+
+
 def teardown(work: Path) -> None:
+    """Everything of the stack removed but the images (the cache of the next run); what
+    could not be removed fails the test."""
     with contextlib.suppress(Failed, subprocess.TimeoutExpired):
         stack(work, "purge")
-    left = subprocess.run(
-        [DOCKER, "ps", "-aq", "--filter", "label=com.docker.compose.project=calltexts"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
+    left = leftovers()
     if left:
-        print(f"teardown left containers: {left}", file=sys.stderr)
+        raise Failed(f"teardown left {', '.join(left)}")
 
 
 def main() -> int:
@@ -528,13 +539,20 @@ def main() -> int:
     daemon = None
     try:
         daemon = ensure_docker(work)
-        run_smoke(work, figures)
+        if leftovers():
+            raise Failed(f"a stack is on this machine already: {', '.join(leftovers())}")
+        try:
+            run_smoke(work, figures)
+        except BaseException:  # torn down whatever stopped it; the first failure is reported
+            with contextlib.suppress(Failed):
+                teardown(work)
+            raise
+        teardown(work)
     except Failed as exc:
         print(f"stack smoke test FAILED: {exc}", file=sys.stderr)
+        print("figures so far: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
         return 1
     finally:
-        if docker_answers():
-            teardown(work)
         stop_daemon(daemon)
         shutil.rmtree(work, ignore_errors=True)
     print(f"stack smoke test passed in {time.monotonic() - began:.0f} s")

@@ -43,8 +43,11 @@ build() {
   echo "images built on $base: calltexts-postgres:15 calltexts-prometheus:latest calltexts-code:latest"
 }
 
-remove_run_containers() {
+# The daemon first (it would start new runs meanwhile), then the run containers (they hold
+# the volume and the networks), then the rest.
+stop_runs() {
   local ids
+  compose stop daemon >/dev/null 2>&1 || true
   ids="$("$DOCKER" ps -aq --filter label=dagster/run_id)"
   if [ -n "$ids" ]; then "$DOCKER" rm -f $ids >/dev/null; fi
 }
@@ -56,7 +59,7 @@ case "${1:-}" in
     build
     compose up -d --no-build
     ;;
-  down) remove_run_containers; compose down --remove-orphans ;;
-  purge) remove_run_containers; compose down --remove-orphans --volumes ;;
+  down) stop_runs; compose down --remove-orphans ;;
+  purge) stop_runs; compose down --remove-orphans --volumes ;;
   *) echo "usage: $0 build|up|down|purge" >&2; exit 2 ;;
 esac
