@@ -266,3 +266,13 @@ def test_runs_are_kubernetes_jobs_behind_the_run_queue(helm_values: dict[str, An
     secrets = {"BITRIX24_WEBHOOK_URL", "OPENAI_API_KEY", "CALLTEXTS_DATABASE_URL", "DAGSTER_PG_URL"}
     assert not settings & secrets
     assert int(deployment["env"]["CALLTEXTS_BACKFILL_RUN_DAYS"]) > 0
+
+
+def test_the_helm_values_and_the_stack_set_the_same_variables(
+    helm_values: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    """The chart's Secret is made from the stack's .env (README), and the values' plain
+    settings are ones the stack passes to its runs too."""
+    [deployment] = helm_values["dagster-user-deployments"]["deployments"]
+    assert set(deployment["env"]) <= set(compose["services"]["code"]["environment"])
+    assert "--from-env-file=deploy/docker/.env" in HELM_VALUES.read_text()
