@@ -175,7 +175,8 @@ def write_settings(work: Path) -> tuple[dict[str, str], str]:
     secret_dir = work / "secrets"
     secret_dir.mkdir(mode=0o700)
     digest = hashlib.sha256(metrics_token.encode()).hexdigest()
-    (secret_dir / "api_tokens").write_text(f"prometheus:{digest}:metrics:read\n")
+    line = f"prometheus:{digest}:metrics:read:{date.today().isoformat()}"
+    (secret_dir / "api_tokens").write_text(line + "\n")
     (secret_dir / "metrics_token").write_text(metrics_token + "\n")
     for name in ("api_tokens", "metrics_token"):
         (secret_dir / name).chmod(0o644)  # read by the containers' own users
