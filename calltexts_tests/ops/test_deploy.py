@@ -122,7 +122,11 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
     assert "calltexts_tests" not in allowed
     # The data dictionary the registry check reads beside the package (installed in place).
     assert DEFAULT_SCHEMA_PATH.relative_to(REPO).as_posix() in allowed
-    assert " -e . " in (DOCKER / "Dockerfile").read_text()
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert " -e . " in dockerfile
+    # The same versions the tests passed with (make install).
+    assert "requirements.lock" in allowed
+    assert "--require-hashes -r requirements.lock" in dockerfile
 
 
 def test_webserver_and_daemon_load_the_code_from_the_grpc_server(compose: dict[str, Any]) -> None:
