@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export CALLTEXTS_HOME ?= $(CURDIR)/var
 
-.PHONY: install lock demo dev test lint bench stack clean
+.PHONY: install lock demo dev test lint bench stack stack-down stack-smoke clean
 
 install: $(VENV)/.installed
 
@@ -48,9 +48,21 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/full_period.py
 
-# The production stack on this Docker host (deploy/docker; fill deploy/docker/.env first).
+# The production stack on this Docker host (deploy/docker; fill deploy/docker/.env and the
+# secret files first, README: The Docker stack). BASE_IMAGE=local where no registry is
+# reachable; EXTRA_CA=<pem> behind an HTTPS-intercepting proxy.
 stack:
-	docker compose -f deploy/docker/docker-compose.yml up -d --build
+	deploy/docker/stack.sh up
+
+# Stops the stack and removes its containers (run containers left behind too); the volumes
+# stay: `deploy/docker/stack.sh purge` removes them as well.
+stack-down:
+	deploy/docker/stack.sh down
+
+# The stack started for real with the sandbox as a service: a 4-day backfill of 1-day runs
+# against an embedded export, a killed run container, everything torn down but the images.
+stack-smoke: install
+	$(BIN)/python .ci/stack_smoke.py
 
 clean:
 	rm -rf var .pytest_cache

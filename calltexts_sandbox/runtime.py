@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
@@ -55,7 +56,7 @@ class Sandbox:
             "BITRIX24_WEBHOOK_URL": self.webhook_url,
             "OPENAI_BASE_URL": f"{self.stt_url}/v1",
             "OPENAI_API_KEY": SANDBOX_API_KEY,
-            "CALLTEXTS_RECORDING_HOSTS": STORAGE_HOST,
+            "CALLTEXTS_RECORDING_HOSTS": urlsplit(self.storage_url).hostname or STORAGE_HOST,
             "CALLTEXTS_SANDBOX": "1",
         }
 
@@ -99,13 +100,17 @@ def start_sandbox(
     cache_dir: Path | None = None,
     portal_config: dict[str, Any] | None = None,
     stt_options: dict[str, Any] | None = None,
+    public_host: str | None = None,
+    storage_port: int = 0,
 ) -> Sandbox:
+    """Both emulators on `host`; with `public_host` (the name clients reach `host` by) they
+    may listen on any address, and the recordings' storage host is `public_host` too."""
     config = PortalConfig(cache_dir=str(cache_dir) if cache_dir else None, **(portal_config or {}))
     app = create_portal_app(seed=SeedSpec(seed, start, days, calls_per_day), config=config)
     stt = SttEmulator(api_key=SANDBOX_API_KEY, **(stt_options or {}))
-    portal_server, storage_server = serve_portal(app, host, portal_port)
+    portal_server, storage_server = serve_portal(app, host, portal_port, public_host, storage_port)
     try:
-        stt_server = serve_in_thread(stt.app, host, stt_port)
+        stt_server = serve_in_thread(stt.app, host, stt_port, public_host=public_host)
     except Exception:
         portal_server.stop()
         storage_server.stop()
@@ -114,14 +119,23 @@ def start_sandbox(
 
 
 def serve_portal(
-    app: Starlette, host: str = "127.0.0.1", port: int = 0
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    public_host: str | None = None,
+    storage_port: int = 0,
 ) -> tuple[RunningServer, RunningServer]:
-    """The portal app on `host`, and its recordings' storage host on STORAGE_HOST."""
+    """The portal app on `host`, and its recordings' storage host on STORAGE_HOST (on
+    `host` as `public_host` when that is given)."""
     portal = portal_of(app)
-    storage_server = serve_in_thread(create_storage_app(portal), STORAGE_HOST, 0)
+    storage_app = create_storage_app(portal)
+    if public_host:
+        storage_server = serve_in_thread(storage_app, host, storage_port, public_host=public_host)
+    else:
+        storage_server = serve_in_thread(storage_app, STORAGE_HOST, storage_port)
     portal.config.storage_url = storage_server.url
     try:
-        return serve_in_thread(app, host, port), storage_server
+        return serve_in_thread(app, host, port, public_host=public_host), storage_server
     except Exception:
         storage_server.stop()
         raise

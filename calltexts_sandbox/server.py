@@ -34,12 +34,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, public_host: str | None = None
+) -> RunningServer:
     """Start `app` with uvicorn on host:port (0 picks a free port); returns once it accepts.
+    Loopback only, unless `public_host` names the host clients reach it by (a container of
+    the Docker stack, where the sandbox is a service on the stack's network).
 
     The socket is bound here and handed to uvicorn: a port picked first and bound later
     could be taken in between by another process of a busy machine."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in ("127.0.0.1", "localhost", "::1") and not public_host:
         raise ValueError("the sandbox only listens on loopback")
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -61,4 +65,4 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Running
             sock.close()
             raise RuntimeError(f"sandbox server on {host}:{port} did not start")
         time.sleep(0.01)
-    return RunningServer(url=f"http://{host}:{port}", server=server, thread=thread)
+    return RunningServer(url=f"http://{public_host or host}:{port}", server=server, thread=thread)

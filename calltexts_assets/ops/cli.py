@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--portal-port", type=int, default=8724)
     serve.add_argument("--stt-port", type=int, default=8725)
+    serve.add_argument("--storage-port", type=int, default=0, help="recordings' host (0: any)")
+    serve.add_argument(
+        "--public-host",
+        help="the name clients reach --host by, required when --host is not loopback (the "
+        "sandbox as a service of the Docker stack: --host 0.0.0.0 --public-host sandbox)",
+    )
+    serve.add_argument("--stt-latency-ms", type=float, default=0, help="STT time per audio minute")
     serve.add_argument(
         "--stt-flavour",
         choices=("openai", "speaches", "localai"),
@@ -215,6 +222,11 @@ def _wait_for_interrupt() -> None:
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     from calltexts_sandbox.runtime import start_sandbox
 
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public_host:
+        raise _Refused(
+            f"sandbox serve --host {args.host}: the sandbox listens on loopback only; add "
+            "--public-host <the name clients reach it by> to serve it on another address"
+        )
     start = portal_today() - timedelta(days=args.days)
     sandbox = start_sandbox(
         seed=args.seed,
@@ -224,7 +236,12 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         host=args.host,
         portal_port=args.portal_port,
         stt_port=args.stt_port,
-        stt_options={"flavour": args.stt_flavour},
+        stt_options={
+            "flavour": args.stt_flavour,
+            "latency_per_audio_min_sec": args.stt_latency_ms / 1000,
+        },
+        public_host=args.public_host,
+        storage_port=args.storage_port,
     )
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
