@@ -17,7 +17,7 @@ as a service of its own.
 6. Teardown: containers (runs' too), volumes, networks, and the Docker daemon if started here.
 Figures (build + start cold and warm, walls, the stack's peak memory) are printed at the end.
 
-    .venv/bin/python .ci/stack_smoke.py        # called by .ci/run (benchmarks/README.md: #27)
+    .venv/bin/python .ci/stack_smoke.py        # make stack-smoke (benchmarks/README.md: #27)
 """
 
 from __future__ import annotations
