@@ -20,9 +20,9 @@ import yaml
 from calltexts_assets.registry.rows import DEFAULT_DECIMAL_MARK, PHONE_COLUMNS, SEPARATOR
 from calltexts_assets.registry.spreadsheet import is_formula_like
 
-DEFAULT_SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2] / "docs" / "specs" / "call_registry_schema.yaml"
-)
+# Package data, so that an installed wheel has it too; docs/specs/call_registry_schema.yaml
+# is a link to this file.
+DEFAULT_SCHEMA_PATH = Path(__file__).with_name("call_registry_schema.yaml")
 
 
 @dataclass(frozen=True)
