@@ -166,7 +166,8 @@ def record_billed_seconds(record: HasDurations, unit: str = MINUTE) -> int:
     """Seconds the service bills for a call, in `unit`: per request when the ledger recorded
     its requests, else (a row from before) the call's duration."""
     requests = decode_request_seconds(record.stt_request_sec)
-    return requests_billed_seconds(requests or [billed_seconds(record)], unit)
+    # [] is a call that sent nothing (no speech, a second of audio): billed nothing.
+    return requests_billed_seconds([billed_seconds(record)] if requests is None else requests, unit)
 
 
 def record_formula_minutes(record: HasDurations) -> int:

@@ -146,3 +146,6 @@ def test_a_ledger_row_is_billed_per_request_and_the_formula_per_call() -> None:
     assert record_formula_minutes(cut) == 2  # the call's 2 minutes, rounded up once
     old = _Row(61.5, None)  # a row from before requests were recorded
     assert (record_billed_seconds(old, SECOND), record_formula_minutes(old)) == (62, 2)
+    # A call that sent nothing (a second of audio, no speech) is billed nothing, not its length.
+    unsent = _Row(1.0, "[]")
+    assert (record_billed_seconds(unsent, SECOND), record_billed_seconds(unsent, MINUTE)) == (0, 0)
