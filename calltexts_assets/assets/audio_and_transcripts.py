@@ -33,7 +33,7 @@ from calltexts_assets.audio.links import LinkPrefetcher
 from calltexts_assets.billing.budget import Budget, within_budget
 from calltexts_assets.billing.cost import billed_seconds, call_cost_usd
 from calltexts_assets.clients.storage import Storage
-from calltexts_assets.files.workdir import prepared_workdir, sweep_leftovers
+from calltexts_assets.files.workdir import prepared_workdir, released_when_done, sweep_leftovers
 from calltexts_assets.limits.processes import owner_is_over, owner_name
 from calltexts_assets.quality.checks import coverage
 from calltexts_assets.quality.duplicates import duplicate_transcripts
@@ -207,7 +207,12 @@ def raw_audio_and_transcripts(
         final=True,
     )
     # Slots still held when the step ends (it failed mid-call) are given back here.
-    with stopping_the_step(), progress, closing(shared_stt) if shared_stt else nullcontext():
+    with (
+        released_when_done(workdir),
+        stopping_the_step(),
+        progress,
+        closing(shared_stt) if shared_stt else nullcontext(),
+    ):
         if downloading and transcribing:
             fetched = downloads.stream(to_fetch, fetch, max_workers=workers)
             # Raises, after the calls in flight, if the downloads were stopped (e.g. token).

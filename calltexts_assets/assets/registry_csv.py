@@ -12,7 +12,7 @@ from calltexts_assets.assets.figures import record_day_figures, run_totals
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.summaries import summaries
 from calltexts_assets.files.storage_keys import registry_key
-from calltexts_assets.files.workdir import prepared_workdir
+from calltexts_assets.files.workdir import prepared_workdir, released_when_done
 from calltexts_assets.limits.processes import owner_name
 from calltexts_assets.quality.checks import (
     cost_matches,
@@ -90,6 +90,7 @@ def registry_csv(
     # so they are staged in the work dir, not the system's /tmp; unnamed files leave nothing
     # behind if the run is killed.
     with (
+        released_when_done(work_dir),
         tempfile.TemporaryFile(dir=work_dir) as staged,
         tempfile.TemporaryFile(dir=work_dir) as staged_xlsx,
     ):

@@ -10,7 +10,8 @@ way: the next run removes what belongs to processes that are gone, never a live 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def prepared_workdir(path: str | Path, owner: str) -> Path:
     own = Path(path) / f"{RUN_FOLDER_PREFIX}{owner}"
     own.mkdir(parents=True, exist_ok=True)
     return own
+
+
+@contextmanager
+def released_when_done(own: Path) -> Iterator[Path]:
+    """The step's scratch folder, removed when the step is done with it: empty by then, as
+    every file in it is temporary; what is not (a bug, a kill) is left to the sweep."""
+    try:
+        yield own
+    finally:
+        with suppress(OSError):
+            own.rmdir()
 
 
 def _remove(entry: Path, found: Leftovers) -> None:
