@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -14,7 +15,7 @@ import dagster as dg
 from calltexts_assets.assets import all_assets, call_list, raw_audio
 from calltexts_assets.report.data import run_time
 from calltexts_sandbox.runtime import Sandbox
-from calltexts_tests.support.sandboxed import materialize_range
+from calltexts_tests.support.sandboxed import materialize_range, sandbox_resources
 
 DAY = "2026-11-01"
 
@@ -144,3 +145,20 @@ def test_summaries_off_are_not_shown_materialized_and_the_report_still_runs(
     assert instance.get_materialized_partitions(dg.AssetKey("summaries")) == {DAY}
     registry = next(tmp_path.rglob(f"registry/calls_{DAY}_{DAY}.csv")).read_text("utf-8-sig")
     assert all(r.summary_path and r.summary_path in registry for r in transcribed)
+
+
+def test_the_language_setting_reaches_the_report_and_the_transcripts(
+    sandbox: Sandbox, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    resources = sandbox_resources(sandbox, tmp_path, language="en")
+    assert materialize_range(all_assets, resources, instance, DAY, DAY).success
+    report = (tmp_path / f"store/exports/{DAY}_{DAY}/reports/summary_{DAY}_{DAY}.md").read_text()
+    assert report.startswith(f"# SANDBOX: Call export report for {DAY}\n")
+    assert "\n## By direction\n" in report and "\n## Quality checks\n" in report
+    records = resources["ledger"].get().records([DAY])
+    directions = {r.direction for r in records} | {r.status for r in records}
+    assert not {word for word in re.findall(r"[a-z_]+", report) if "_" in word} & directions
+    texts = [
+        (tmp_path / "store" / r.transcript_path).read_text() for r in records if r.transcript_path
+    ]
+    assert texts and all(t.startswith("Call: ") and "\nDirection: " in t for t in texts)
