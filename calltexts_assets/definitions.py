@@ -99,6 +99,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,
+            language=settings.language,
             stt_role_mode=settings.stt_role_mode,
             mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
             verify_checksums=settings.verify_checksums,

@@ -37,6 +37,9 @@ DEFAULT_PARTITION_DAYS = 90  # the first partition: this many days before today
 # The registry CSV's decimal mark, by the spreadsheets that open it: comma for Russian (and
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
+# The language of what people read: the report and the transcript headers (report/labels.py,
+# transcripts/file_format.py LABELS).
+LANGUAGES = ("ru", "en")
 ROLE_MODES = ("energy", "turns", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
 # Models that answer json only (no times): clients/stt_models.py, docs/specs/stt_wire.md §1.4.
 JSON_ONLY_MODELS = frozenset({
@@ -148,6 +151,7 @@ class Settings:
     usd_rub_rate: float
     budget_usd: float
     csv_decimal_mark: str  # "," or "."
+    language: str  # "ru" or "en": the report and the transcript headers
     mask_phones_in_transcripts: bool
     verify_checksums: bool
     retry_scale: float
@@ -527,6 +531,7 @@ def _read(r: _Reader) -> Settings:
         csv_decimal_mark=DECIMAL_MARKS[
             r.choice("CALLTEXTS_CSV_DECIMAL_MARK", "comma", tuple(DECIMAL_MARKS))
         ],
+        language=r.choice("CALLTEXTS_LANGUAGE", "ru", LANGUAGES),
         mask_phones_in_transcripts=r.flag("TRANSCRIPT_MASK_PHONES"),
         verify_checksums=r.flag("CALLTEXTS_VERIFY_CHECKSUMS"),
         retry_scale=r.number("CALLTEXTS_RETRY_SCALE", 1.0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from calltexts_assets.definitions import build_definitions
 from calltexts_assets.settings import VARIABLES, SettingsError, load_settings
 
 WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
@@ -31,6 +32,7 @@ WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
         ("CALLTEXTS_STT_MAX_IN_FLIGHT", "1.5", "a whole number from 0 to 1000"),
         ("CALLTEXTS_STT_MAX_IN_FLIGHT", "-2", "a whole number from 0 to 1000"),
         ("STT_BILLING_UNIT", "tokens", "one of model, second, minute"),
+        ("CALLTEXTS_LANGUAGE", "de", "one of ru, en"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:
@@ -103,6 +105,12 @@ def test_defaults() -> None:
     assert not settings.credentials_configured
     assert settings.ledger_url() == settings.sqlite_url
     assert "CALLTEXTS_CONCURRENCY" in VARIABLES and "BITRIX24_WEBHOOK_URL" in VARIABLES
+
+
+def test_the_language_of_what_people_read_reaches_the_assets() -> None:
+    assert load_settings({}).language == "ru"
+    english = build_definitions(load_settings({"CALLTEXTS_LANGUAGE": "en"}))
+    assert (english.resources or {})["export_settings"].language == "en"
 
 
 HASH = "a" * 64

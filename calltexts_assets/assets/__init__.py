@@ -17,15 +17,18 @@ from calltexts_assets.assets.audio_and_transcripts import (  # noqa: E402
 from calltexts_assets.assets.call_list import call_list  # noqa: E402
 from calltexts_assets.assets.cost_report import cost_report  # noqa: E402
 from calltexts_assets.assets.qa_sample import qa_sample  # noqa: E402
-from calltexts_assets.assets.registry_csv import registry_csv  # noqa: E402
+from calltexts_assets.assets.registry_csv import (  # noqa: E402
+    registry_csv,
+    summaries_and_registry,
+)
 from calltexts_assets.assets.summaries import summaries  # noqa: E402
 
-# raw_audio and transcripts are the two assets of `raw_audio_and_transcripts` (one step).
+# raw_audio and transcripts are the two assets of `raw_audio_and_transcripts` (one step);
+# summaries and registry_csv those of `summaries_and_registry` (the op `summaries`).
 all_assets = [
     call_list,
     raw_audio_and_transcripts,
-    summaries,
-    registry_csv,
+    summaries_and_registry,
     qa_sample,
     cost_report,
 ]
@@ -39,5 +42,6 @@ __all__ = [
     "raw_audio_and_transcripts",
     "registry_csv",
     "summaries",
+    "summaries_and_registry",
     "transcripts",
 ]

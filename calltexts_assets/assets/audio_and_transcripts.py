@@ -267,7 +267,7 @@ def _transcriber(
         storage=store,
         price_per_minute=settings.price_per_minute_usd,
         billing_unit=settings.billing_unit,
-        labels=settings.role_labels,
+        labels=settings.language,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
     )
@@ -278,7 +278,7 @@ def _transcriber(
         price_per_minute=settings.price_per_minute_usd,
         billing_unit=settings.billing_unit,
         role_mode=settings.stt_role_mode,
-        labels=settings.role_labels,
+        labels=settings.language,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
         workdir=workdir,

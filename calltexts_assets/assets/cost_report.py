@@ -97,13 +97,14 @@ def cost_report(
         is_sandbox=export_settings.is_sandbox,
         # the STT model's shutdown date (GET /v1/models), when it is 60 days away or less
         model_warnings=[
-            n.message
+            n
             for n in configured_models(
                 whisper.get_client(), {"WHISPER_MODEL": whisper.model}, portal_today()
             )
             if n.message
         ],
         billing_unit=export_settings.billing_unit,
+        language=export_settings.language,
     )
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")

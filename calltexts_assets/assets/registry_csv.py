@@ -1,5 +1,13 @@
 """registry_csv: one `;`-separated row per call of the run's period, and the same rows
-as a typed .xlsx beside it."""
+as a typed .xlsx beside it; computed by one step with `summaries`, which it lists.
+
+One step, because an optional asset cannot be an upstream step of its own: Dagster skips
+every step downstream of an output that was not yielded, so a `summaries` left
+unmaterialized when summaries are off would skip the registry and the report. Here the
+summaries (when on) are written first, then the registry, in the same step. The op keeps the
+name `summaries`, so run config `{"ops": {"summaries": {"config": {"generate_summary": ...}}}}`
+is what it always was (the API, the CLI and the runbook send it).
+"""
 
 import tempfile
 from collections.abc import Iterator
@@ -9,8 +17,14 @@ import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
 from calltexts_assets.assets.figures import record_day_figures, run_totals
-from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
-from calltexts_assets.assets.summaries import summaries
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
+from calltexts_assets.assets.summaries import (
+    OFF_REASON,
+    SummariesConfig,
+    summaries,
+    summaries_enabled,
+    summarise_period,
+)
 from calltexts_assets.files.storage_keys import registry_key
 from calltexts_assets.files.workdir import prepared_workdir, released_when_done
 from calltexts_assets.limits.processes import owner_name
@@ -24,6 +38,7 @@ from calltexts_assets.registry.rows import PREVIEW_ROWS, registry_frame, write_r
 from calltexts_assets.registry.xlsx import RegistryWorkbook
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
 
 _UPLOAD_CHUNK = 1024 * 1024
@@ -35,11 +50,21 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-@dg.asset(
+registry_csv = dg.AssetSpec(
+    "registry_csv",
     deps=[summaries],
-    **DAILY_SINGLE_RUN,
     group_name="reporting",
     kinds={"csv", "excel", "storage"},
+    description="`exports/<from>_<to>/registry/calls_<from>_<to>.csv` (and `.xlsx`) for the "
+    "run's period (a single-run backfill: the whole range), built from the ledger.",
+)
+
+
+@dg.multi_asset(
+    name="summaries",
+    specs=[summaries, registry_csv],
+    can_subset=True,
+    **DAILY_SINGLE_RUN,
     check_specs=[
         check_spec(
             "duration_variance",
@@ -69,16 +94,37 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
             blocking=True,
         ),
     ],
-    description="`exports/<from>_<to>/registry/calls_<from>_<to>.csv` (and `.xlsx`) for the "
-    "run's period (a single-run backfill: the whole range), built from the ledger.",
 )
-def registry_csv(
+def summaries_and_registry(
     context: dg.AssetExecutionContext,
+    config: SummariesConfig,
+    summariser: SummariserResource,
     storage: StorageResource,
     ledger: LedgerResource,
     export_settings: ExportSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     period = run_period(context)
+    selected = context.selected_asset_keys
+    if summaries.key in selected:
+        if summaries_enabled(config, export_settings):
+            metadata = summarise_period(
+                context, period, summariser, storage, ledger, export_settings
+            )
+            yield dg.MaterializeResult(asset_key=summaries.key, metadata=metadata)
+        else:
+            # No materialization: the UI shows the summaries' days as missing, as they are.
+            context.log.info(f"{OFF_REASON}: no summary written, summaries not materialized")
+    if registry_csv.key in selected:
+        yield from _registry(context, period, storage, ledger, export_settings)
+
+
+def _registry(
+    context: dg.AssetExecutionContext,
+    period: RunPeriod,
+    storage: StorageResource,
+    ledger: LedgerResource,
+    export_settings: ExportSettings,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     db = ledger.get()
     price = export_settings.price_per_minute_usd
     mark = export_settings.csv_decimal_mark
@@ -110,8 +156,14 @@ def registry_csv(
             store.write_stream(xlsx_key, _chunks(staged_xlsx))
         staged.seek(0)
         complete = registry_complete(staged, decimal_mark=mark)
-    record_day_figures(context, period, lambda day: {"rows": written.rows_by_day.get(day, 0)})
+    record_day_figures(
+        context,
+        period,
+        lambda day: {"rows": written.rows_by_day.get(day, 0)},
+        asset_key=registry_csv.key,
+    )
     yield dg.MaterializeResult(
+        asset_key=registry_csv.key,
         metadata={
             **run_totals(period, {"rows": written.rows, "bytes": written.size}),
             "path": dg.PathMetadataValue(store.uri(key)),
@@ -121,7 +173,7 @@ def registry_csv(
                 else {"xlsx_path": dg.PathMetadataValue(store.uri(xlsx_key))}
             ),
             "preview": table_preview(registry_frame(written.preview), rows=PREVIEW_ROWS),
-        }
+        },
     )
     # Fresh single-pass iterators: the ledger is read again, a day at a time, per check.
     yield check_result(duration_variance(db.iter_records(period.export_ids)))

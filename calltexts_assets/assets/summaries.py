@@ -1,7 +1,14 @@
-"""summaries: an optional short summary and tags per transcribed call."""
+"""summaries: an optional short summary and tags per transcribed call.
+
+Computed by the registry's step (registry_csv.py), just before the registry that lists the
+summaries' paths. Off (EXPORT_SUMMARY_ENABLED false and no run config generate_summary), the
+asset is not materialized at all, so the UI shows that no summary exists, while the registry
+and the report downstream still run.
+"""
 
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import dagster as dg
 
@@ -10,43 +17,47 @@ from calltexts_assets.assets.call_list import require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.checks import model_lifecycle
 from calltexts_assets.assets.figures import record_day_figures, run_totals
-from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
+from calltexts_assets.assets.partitions import RunPeriod
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.summaries.step import ADOPTED, REMADE, needs_summary, summarise_record
 
+OFF_REASON = "summaries off: EXPORT_SUMMARY_ENABLED is false and the run did not ask for them"
+
 
 class SummariesConfig(dg.Config):
     generate_summary: bool | None = None  # None: EXPORT_SUMMARY_ENABLED decides
 
 
-@dg.asset(
+summaries = dg.AssetSpec(
+    "summaries",
     deps=[transcripts],
-    **DAILY_SINGLE_RUN,
+    # Not materialized when off: its step still yields the registry (no downstream skip).
+    skippable=True,
     group_name="calls",
     kinds={"openai", "storage"},
     description="`exports/<month>/summary/call_<id>.md`, only when EXPORT_SUMMARY_ENABLED or run "
-    "config generate_summary; none for calls in an error status.",
+    "config generate_summary (else not materialized); none for calls in an error status.",
 )
-def summaries(
+
+
+def summaries_enabled(config: SummariesConfig, export_settings: ExportSettings) -> bool:
+    if config.generate_summary is None:
+        return export_settings.summaries_enabled
+    return config.generate_summary
+
+
+def summarise_period(
     context: dg.AssetExecutionContext,
-    config: SummariesConfig,
+    period: RunPeriod,
     summariser: SummariserResource,
     storage: StorageResource,
     ledger: LedgerResource,
     export_settings: ExportSettings,
-) -> dg.MaterializeResult:
-    period = run_period(context)
-    enabled = (
-        export_settings.summaries_enabled
-        if config.generate_summary is None
-        else config.generate_summary
-    )
-    if not enabled:
-        record_day_figures(context, period, lambda day: {"summarised_now": 0, "failed_now": 0})
-        return dg.MaterializeResult(metadata={**run_totals(period, {}), "enabled": False})
+) -> dict[str, Any]:
+    """Write the period's missing summaries; the materialization's metadata."""
     db = ledger.get()
     require_listed(db, period)
     store = storage.get()
@@ -79,6 +90,8 @@ def summaries(
             "summaries_adopted": outcomes.get(ADOPTED, 0),
         }
 
-    record_day_figures(context, period, lambda day: figures_of(steps.by_day[day]))
+    record_day_figures(
+        context, period, lambda day: figures_of(steps.by_day[day]), asset_key=summaries.key
+    )
     totals = {**figures_of(tally.outcomes), "summariser_retries": chat.stats.retries, **lifecycle}
-    return dg.MaterializeResult(metadata={**run_totals(period, totals), "enabled": True})
+    return {**run_totals(period, totals), "enabled": True}

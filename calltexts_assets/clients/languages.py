@@ -77,8 +77,12 @@ def first_code(values: Iterable[str | None]) -> str:
     return ""
 
 
-def language_name(code: str | None) -> str:
-    """The name a reader of the (Russian) report expects: Russian where known, else
-    Whisper's English name, else the code itself."""
+def language_name(code: str | None, reader: str = "ru") -> str:
+    """The name a reader expects, in the reader's language (`ru` or `en`): Russian where
+    known, else Whisper's English name; in English, Whisper's name capitalized; else the code
+    itself."""
     text = (code or "").strip().lower()
+    if reader == "en":
+        english = "undetermined" if text == UNDETERMINED else ENGLISH_NAMES.get(text, "")
+        return english.capitalize() or text or "—"
     return RUSSIAN_NAMES.get(text) or ENGLISH_NAMES.get(text) or text or "—"

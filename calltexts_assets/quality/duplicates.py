@@ -230,6 +230,9 @@ def duplicate_transcripts(
         f"calls with several transcript files, {len(shared)} transcript paths shared by "
         "several calls",
         details={
+            "same_call_total": found.same_call_total,
+            "two_files_total": found.two_files_total,
+            "shared_paths_total": len(shared),
             "same_call_twice": dict(found.same_call.smallest()),
             "several_files_for_one_call": {
                 call_id: sorted(keys) for call_id, keys in found.two_files.smallest()

@@ -1,14 +1,15 @@
 """The period's cost report as figures: every number computed once from the ledger rows
 and formatted once (`sections`), so the Markdown and the PDF cannot disagree.
 
-The report is in Russian, for the portal's users; status and error codes stay as in the
-registry CSV so the two can be cross-read.
+The report speaks one language (report/labels.py: Russian by default, English with
+CALLTEXTS_LANGUAGE=en): directions, statuses and checks by their names in it; only the
+error codes and messages stay as in the registry CSV so the two can be cross-read.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,7 +18,6 @@ from typing import Any
 
 from calltexts_assets.billing.cost import (
     MINUTE,
-    SECOND,
     Forecast,
     billed_seconds,
     format_rub,
@@ -28,6 +28,7 @@ from calltexts_assets.billing.cost import (
     round_usd,
     to_rub,
 )
+from calltexts_assets.clients.model_lifecycle import ModelNotice
 from calltexts_assets.quality.checks import (
     VARIANCE_THRESHOLD,
     CheckOutcome,
@@ -37,6 +38,7 @@ from calltexts_assets.quality.checks import (
 from calltexts_assets.quality.one_pass import FloatSum, Smallest
 from calltexts_assets.registry.call_codes import call_result
 from calltexts_assets.registry.rows import chronological, record_cost_usd
+from calltexts_assets.report.labels import DEFAULT_LANGUAGE, ReportWords, pct, report_words
 from calltexts_assets.report.stt import SttTally
 from calltexts_assets.state.ledger import CallRecord, Status
 
@@ -45,11 +47,6 @@ MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
 _MESSAGE_CHARS = 160
 _PENDING = frozenset({Status.LISTED, Status.DOWNLOADED})
 _FAILED = frozenset({Status.DOWNLOAD_ERROR, Status.TRANSCRIPTION_ERROR, Status.INVALID})
-_STATE_LABEL = {"ok": "OK", "warn": "предупреждение", "fail": "ОШИБКА"}
-SANDBOX_NOTE = (
-    "Песочница: отчёт построен на синтетических данных эмуляторов Bitrix24 и STT; "
-    "цифры не относятся к реальному порталу."
-)
 
 
 @dataclass(frozen=True)
@@ -110,12 +107,13 @@ def _who_label(name: str | None, key: str | None) -> str:
 @dataclass(frozen=True)
 class CheckRow:
     name: str
-    state: str  # "OK", "предупреждение", "ОШИБКА"
+    state: str  # "OK", "предупреждение", "ОШИБКА" (in the report's language)
     summary: str
 
 
 @dataclass(frozen=True)
 class ReportData:
+    words: ReportWords  # the report's language: every label the renderers add
     title: str
     is_sandbox: bool
     period_from: str
@@ -178,13 +176,17 @@ class ReportData:
 # -- formatting ------------------------------------------------------------------------------
 
 
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:.2f} %"
+_pct = pct
 
 
-def _minutes(seconds: float) -> str:
+def _minutes(w: ReportWords, seconds: float) -> str:
     """ "12.5 мин (0.21 ч)": minutes to 0.1, hours to 0.01."""
-    return f"{seconds / 60:.1f} мин ({seconds / 3600:.2f} ч)"
+    return w("minutes", minutes=seconds / 60, hours=seconds / 3600)
+
+
+def _sentence(label: str) -> str:
+    """A table's lower-case label as a row's name: "запись не найдена" -> "Запись не найдена"."""
+    return label[:1].upper() + label[1:]
 
 
 def _local_time(iso: str) -> str:
@@ -205,28 +207,39 @@ def _money(usd: Decimal, rub: Decimal) -> str:
 
 
 def _warnings(
-    cost_usd: Decimal, fc: Forecast | None, delta: float | None, budget: Decimal | None
+    w: ReportWords,
+    cost_usd: Decimal,
+    fc: Forecast | None,
+    delta: float | None,
+    budget: Decimal | None,
 ) -> list[str]:
     found = []
     if delta is not None and delta > OVER_FORECAST:
         found.append(
-            f"Фактическая стоимость {format_usd(cost_usd)} USD выше прогноза "
-            f"{format_usd(fc.cost_usd if fc else 0)} USD на {_pct(delta)} "
-            f"(порог +{OVER_FORECAST * 100:.0f} %)."
+            w(
+                "w_over_forecast",
+                cost=format_usd(cost_usd),
+                forecast=format_usd(fc.cost_usd if fc else 0),
+                delta=_pct(delta),
+                limit=f"{OVER_FORECAST * 100:.0f}",
+            )
         )
     if budget is not None:
         if cost_usd > budget:
-            found.append(
-                f"Бюджет превышен: {format_usd(cost_usd)} USD при бюджете {format_usd(budget)} USD."
-            )
+            found.append(w("w_over_budget", cost=format_usd(cost_usd), budget=format_usd(budget)))
         if fc is not None and fc.cost_usd > budget:
             found.append(
-                f"Прогноз {format_usd(fc.cost_usd)} USD превышал бюджет {format_usd(budget)} USD."
+                w(
+                    "w_forecast_over_budget",
+                    forecast=format_usd(fc.cost_usd),
+                    budget=format_usd(budget),
+                )
             )
     return found
 
 
 def _recommendations(
+    w: ReportWords,
     totals: _Totals,
     variance: float,
     delta: float | None,
@@ -238,64 +251,34 @@ def _recommendations(
     calls, with_audio = totals.calls, totals.coverage.with_audio
     tips = list(stt_tips)
     if counts[Status.MISSING_AUDIO]:
-        tips.append(
-            "Записи не найдены по ссылке (404/410), звонков: "
-            f"{counts[Status.MISSING_AUDIO]}. Проверьте в Bitrix24 настройки записи разговоров "
-            "и срок хранения записей."
-        )
+        tips.append(w("r_missing_audio", n=counts[Status.MISSING_AUDIO]))
     if answered_without_recording:
-        tips.append(
-            "Состоявшиеся звонки без записи в Bitrix24, звонков: "
-            f"{answered_without_recording}. Проверьте, включена ли запись разговоров для всех "
-            "линий и сотрудников."
-        )
+        tips.append(w("r_not_recorded", n=answered_without_recording))
     retryable = counts[Status.DOWNLOAD_ERROR] + counts[Status.TRANSCRIPTION_ERROR]
     if retryable:
-        tips.append(
-            f"Ошибки скачивания или расшифровки, звонков: {retryable}. Запустите выгрузку "
-            "за период повторно: обработка продолжится с шага, где произошёл сбой."
-        )
+        tips.append(w("r_retryable", n=retryable))
     if counts[Status.INVALID]:
-        tips.append(
-            f"Отклонённые строки статистики Bitrix24 (invalid): {counts[Status.INVALID]}. "
-            "Причина в error_message журнала; проверьте эти звонки в Bitrix24."
-        )
+        tips.append(w("r_invalid", n=counts[Status.INVALID]))
     pending = sum(counts[s] for s in _PENDING)
     if pending:
-        tips.append(
-            f"Обработаны не до конца (listed, downloaded), звонков: {pending}. "
-            "Материализуйте период ещё раз."
-        )
+        tips.append(w("r_pending", n=pending))
     if variance > VARIANCE_THRESHOLD:
-        tips.append(
-            f"Длительность аудио расходится с Bitrix24 на {_pct(variance)}: проверьте, не "
-            "обрезаны ли скачанные записи, и перекачайте звонки из проверки duration_variance."
-        )
+        tips.append(w("r_variance", value=_pct(variance), check=w.check("duration_variance")))
     if delta is not None and delta > OVER_FORECAST:
-        tips.append(
-            "Стоимость заметно выше прогноза: сверьте тариф модели распознавания "
-            "и длительности звонков."
-        )
+        tips.append(w("r_over_forecast"))
     if over_budget:
-        tips.append("Бюджет превышен: увеличьте бюджет или выгружайте период частями.")
+        tips.append(w("r_over_budget"))
     covered = {"duration_variance", "coverage"}
     for check in checks:
         if not check.passed and check.name not in covered:
-            tips.append(f"Проверка {check.name} не пройдена: {check.summary}.")
+            tips.append(
+                w("r_check_failed", check=w.check(check.name), summary=w.check_summary(check))
+            )
     if not calls:
-        tips.insert(
-            0,
-            "За период не найдено ни одного звонка: это не успех выгрузки, а повод проверить "
-            "права вебхука (scope telephony), период и часовой пояс портала "
-            "(CALLTEXTS_TIMEZONE), а также есть ли звонки за эти дни в Bitrix24.",
-        )
+        tips.insert(0, w("r_no_calls"))
     elif not with_audio:
-        tips.insert(
-            0,
-            f"Звонков {calls}, но ни у одного нет записи: проверьте, включена ли запись "
-            "разговоров в Bitrix24 и есть ли у вебхука scope disk.",
-        )
-    return tips or ["Действий не требуется."]
+        tips.insert(0, w("r_no_audio", n=calls))
+    return tips or [w("r_nothing")]
 
 
 def _is_exception(record: CallRecord) -> bool:
@@ -311,27 +294,30 @@ def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str
     return (record.status not in Status.ERRORS, record.status, chronological(record))
 
 
-def _exception_row(record: CallRecord) -> ExceptionRow:
+def _exception_row(record: CallRecord, w: ReportWords) -> ExceptionRow:
     return ExceptionRow(
         call_id=record.call_id,
         started_at=_local_time(record.started_at),
-        status=record.status,
+        status=w.status(record.status),
         error_code=record.error_code or "",
         message=(record.error_message or "")[:_MESSAGE_CHARS],
     )
 
 
-def _exception_entry(record: CallRecord) -> tuple[Any, ExceptionRow]:
+def _exception_entry(record: CallRecord, w: ReportWords) -> tuple[Any, ExceptionRow]:
     # The row is built as the call goes by: only the first MAX_EXCEPTIONS are kept.
-    return _exception_key(record), _exception_row(record)
+    return _exception_key(record), _exception_row(record, w)
 
 
 class _Totals:
     """The report's figures as running totals over one pass of the rows (a period may have
     20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
 
-    def __init__(self, price: Decimal, unit: str = MINUTE) -> None:
+    def __init__(
+        self, price: Decimal, unit: str = MINUTE, words: ReportWords | None = None
+    ) -> None:
         self.price, self.unit = price, unit
+        self.words = words or report_words()
         self.counts: Counter[str] = Counter()
         self.calls = 0
         self.transcribed = 0
@@ -361,11 +347,15 @@ class _Totals:
         rows = [WhoRow(label, *values) for label, values in self.who[name].items()]
         return tuple(sorted(rows, key=lambda r: (-r.seconds, -r.calls, r.label)))
 
-    def breakdown(self, name: str, labels: Iterable[str] = ()) -> tuple[Breakdown, ...]:
+    def breakdown(
+        self, name: str, labels: Iterable[str] = (), named: Callable[[str], str] = str
+    ) -> tuple[Breakdown, ...]:
+        """Rows of a table; `named` gives a key (a direction, a status) its reader's name."""
         rows = self.by[name]
         keys = list(labels) or sorted(rows, key=lambda k: (-rows[k][0], k))
         return tuple(
-            Breakdown(k, *rows[k]) if k in rows else Breakdown(k, 0, 0, 0, Decimal(0)) for k in keys
+            Breakdown(named(k), *rows[k]) if k in rows else Breakdown(named(k), 0, 0, 0, Decimal(0))
+            for k in keys
         )
 
     @property
@@ -415,7 +405,7 @@ class _Totals:
         self.coverage.add(r)
         self.stt.add(r)
         if _is_exception(r):
-            self.exceptions.add(_exception_entry(r))
+            self.exceptions.add(_exception_entry(r, self.words))
 
 
 def period_figures(
@@ -440,24 +430,25 @@ def period_figures(
 
 
 def _forecast_rows(
-    forecast: Forecast | None, delta: float | None, budget: Decimal | None
+    w: ReportWords, forecast: Forecast | None, delta: float | None, budget: Decimal | None
 ) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]]
     if forecast is not None:
         rows = [
-            ("Прогноз: звонков с записью", str(forecast.calls)),
-            ("Прогноз: к оплате по счёту", _minutes(forecast.billed_seconds)),
-            ("Прогноз: по формуле требований", f"{forecast.minutes} мин"),
-            ("Прогноз: стоимость", _money(forecast.cost_usd, forecast.cost_rub)),
-            ("Факт относительно прогноза", "—" if delta is None else f"{delta * 100:+.2f} %"),
+            (w("fc_calls"), str(forecast.calls)),
+            (w("fc_billed"), _minutes(w, forecast.billed_seconds)),
+            (w("fc_formula"), w("just_minutes", minutes=forecast.minutes)),
+            (w("fc_cost"), _money(forecast.cost_usd, forecast.cost_rub)),
+            (w("fc_delta"), "—" if delta is None else f"{delta * 100:+.2f} %"),
         ]
     else:
-        rows = [("Прогноз", "не передан")]
-    rows.append(("Бюджет", "не задан" if budget is None else f"{format_usd(budget)} USD"))
+        rows = [(w("forecast"), w("not_given"))]
+    rows.append((w("budget"), w("no_budget") if budget is None else f"{format_usd(budget)} USD"))
     return rows
 
 
 def _sections(
+    w: ReportWords,
     totals: _Totals,
     forecast: Forecast | None,
     delta: float | None,
@@ -470,70 +461,67 @@ def _sections(
     counts, minutes = totals.counts, totals.billable_minutes
     return (
         Section(
-            "Звонки",
+            w("s_calls"),
             (
-                ("Всего звонков", str(totals.calls)),
-                ("С доступной записью", str(totals.coverage.with_audio)),
-                ("Расшифровано", str(totals.transcribed)),
-                ("Нет записи в Bitrix24 (no_recording)", str(counts[Status.NO_RECORDING])),
-                ("Запись не найдена (missing_audio)", str(counts[Status.MISSING_AUDIO])),
-                ("Ошибки (download, transcription, invalid)", str(totals.errors)),
-                ("Не завершено (listed, downloaded)", str(totals.pending)),
+                (w("calls_total"), str(totals.calls)),
+                (w("with_audio"), str(totals.coverage.with_audio)),
+                (w("transcribed"), str(totals.transcribed)),
+                (_sentence(w.status(Status.NO_RECORDING)), str(counts[Status.NO_RECORDING])),
+                (_sentence(w.status(Status.MISSING_AUDIO)), str(counts[Status.MISSING_AUDIO])),
+                (w("errors"), str(totals.errors)),
+                (w("pending"), str(totals.pending)),
                 (
-                    "Покрытие расшифровкой",
+                    w("coverage"),
                     _pct(totals.coverage.value)
                     if totals.coverage.with_audio
-                    else "— (нет звонков с записью)",
+                    else w("no_audio_coverage"),
                 ),
             ),
         ),
         Section(
-            "Длительность",
+            w("s_duration"),
             (
-                ("По Bitrix24, все звонки", _minutes(totals.bitrix24_seconds)),
-                ("Фактически расшифровано", _minutes(totals.transcribed_seconds.value)),
+                (w("bitrix24_all"), _minutes(w, totals.bitrix24_seconds)),
+                (w("transcribed_audio"), _minutes(w, totals.transcribed_seconds.value)),
+                (w("billed", unit=w.unit(totals.unit)), _minutes(w, totals.billed_seconds)),
+                (w("formula"), w("whole_minutes", minutes=minutes, hours=minutes / 60)),
                 (
-                    f"К оплате по счёту ({_UNIT_LABEL.get(totals.unit, totals.unit)})",
-                    _minutes(totals.billed_seconds),
-                ),
-                (
-                    "По формуле требований (мин. с округлением вверх)",
-                    f"{minutes} мин ({minutes / 60:.2f} ч)",
-                ),
-                (
-                    "Расхождение с Bitrix24",
-                    f"{_pct(totals.durations.value)} (порог {_pct(VARIANCE_THRESHOLD)})",
+                    w("variance"),
+                    w(
+                        "variance_value",
+                        value=_pct(totals.durations.value),
+                        limit=_pct(VARIANCE_THRESHOLD),
+                    ),
                 ),
             ),
         ),
         Section(
-            "Стоимость",
+            w("s_cost"),
             (
-                ("Тариф", f"{price} USD/мин, курс {rate} RUB/USD"),
-                ("Стоимость, USD", format_usd(totals.cost_usd)),
-                ("Стоимость, RUB", format_rub(to_rub(totals.cost_usd, rate))),
-                ("По формуле требований", _money(minutes * price, to_rub(minutes * price, rate))),
+                (w("tariff"), w("tariff_value", price=price, rate=rate)),
+                (w("cost_usd"), format_usd(totals.cost_usd)),
+                (w("cost_rub"), format_rub(to_rub(totals.cost_usd, rate))),
+                (w("formula_cost"), _money(minutes * price, to_rub(minutes * price, rate))),
             ),
         ),
-        Section("Распознавание (STT)", totals.stt.rows()),
-        Section("Прогноз и бюджет", tuple(_forecast_rows(forecast, delta, budget))),
-        Section("Выполнение", _run_rows(run_seconds, work)),
+        Section(w("s_stt"), totals.stt.rows(w)),
+        Section(w("s_forecast"), tuple(_forecast_rows(w, forecast, delta, budget))),
+        Section(w("s_run"), _run_rows(w, run_seconds, work)),
     )
 
 
-def _run_rows(run_seconds: float, work: tuple[float, int] | None) -> tuple[tuple[str, str], ...]:
+def _run_rows(
+    w: ReportWords, run_seconds: float, work: tuple[float, int] | None
+) -> tuple[tuple[str, str], ...]:
     """The time of the runs that did the period's work; a re-run that found nothing to do
     takes seconds and must not read as the export's time, so it is labelled apart."""
     if work is None:
-        return (("Время выполнения", run_time(run_seconds)),)
+        return ((w("run_time"), run_time(run_seconds)),)
     seconds, runs = work
     return (
-        (f"Время выполнения (запуски, сделавшие работу периода: {runs})", run_time(seconds)),
-        ("Время этого запуска", run_time(run_seconds)),
+        (w("work_time", runs=runs), run_time(seconds)),
+        (w("this_run"), run_time(run_seconds)),
     )
-
-
-_UNIT_LABEL = {SECOND: "посекундно", MINUTE: "поминутно на запрос"}
 
 
 def _days(period_from: str, period_to: str) -> list[str]:
@@ -554,19 +542,22 @@ def build_report_data(
     checks: Sequence[CheckOutcome] = (),
     is_sandbox: bool = False,
     work: tuple[float, int] | None = None,
-    model_warnings: Sequence[str] = (),
+    model_warnings: Sequence[ModelNotice | str] = (),
     billing_unit: str = MINUTE,
+    language: str = DEFAULT_LANGUAGE,
 ) -> ReportData:
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
     means no budget (the settings' 0 default). `work`: the summed time and the number of
     the runs that did the period's work (`run_seconds` is this run's). `model_warnings`:
-    configured models close to (or past) their shutdown date, one line each."""
+    configured models close to (or past) their shutdown date (a notice, worded in the report's
+    language, or a line). `language`: "ru" or "en" (report/labels.py)."""
+    w = report_words(language)
     period_from, period_to = str(period_from), str(period_to)  # ISO dates either way
     price = Decimal(str(price_per_minute))
     rate = Decimal(str(usd_rub_rate))
     budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
 
-    totals = _Totals(price, billing_unit)
+    totals = _Totals(price, billing_unit, w)
     for r in records:
         totals.add(r)
     counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd
@@ -580,26 +571,29 @@ def build_report_data(
         else None
     )
     warnings = [
-        *_warnings(cost_usd, forecast, delta, budget),
-        *totals.stt.warnings(),
-        *model_warnings,
+        *_warnings(w, cost_usd, forecast, delta, budget),
+        *totals.stt.warnings(w),
+        *(m if isinstance(m, str) else w.model_notice(m) for m in model_warnings),
     ]
     tips = _recommendations(
+        w,
         totals,
         variance,
         delta,
         budget is not None and cost_usd > budget,
         checks,
-        totals.stt.recommendations(),
+        totals.stt.recommendations(w),
     )
     with_audio = totals.coverage.with_audio
-    sections = _sections(totals, forecast, delta, budget, price, rate, run_seconds, work)
-    title = f"Отчёт по выгрузке звонков за {period_from}" + (
-        "" if period_from == period_to else f" — {period_to}"
+    sections = _sections(w, totals, forecast, delta, budget, price, rate, run_seconds, work)
+    title = w(
+        "title",
+        period=period_from if period_from == period_to else f"{period_from} — {period_to}",
     )
     if is_sandbox:
-        title = f"ПЕСОЧНИЦА (sandbox): {title}"
+        title = w("sandbox_title", title=title)
     return ReportData(
+        words=w,
         title=title,
         is_sandbox=is_sandbox,
         period_from=period_from,
@@ -630,11 +624,13 @@ def build_report_data(
         run_seconds=run_seconds,
         sections=sections,
         days=totals.breakdown("day", _days(period_from, period_to)),
-        directions=totals.breakdown("direction"),
-        statuses=totals.breakdown("status"),
+        directions=totals.breakdown("direction", named=w.direction),
+        statuses=totals.breakdown("status", named=w.status),
         employees=totals.who_rows("employee"),
         lines=totals.who_rows("line"),
-        checks=tuple(CheckRow(c.name, _STATE_LABEL[c.state], c.summary) for c in checks),
+        checks=tuple(
+            CheckRow(w.check(c.name), w.state(c.state), w.check_summary(c)) for c in checks
+        ),
         exceptions=tuple(row for _, row in totals.exceptions.items()),
         exceptions_total=totals.exceptions.total,
         warnings=tuple(warnings),

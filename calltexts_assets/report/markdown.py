@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-from calltexts_assets.report.data import SANDBOX_NOTE, ReportData
+from calltexts_assets.report.data import ReportData
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE_NAME = "summary_report.md.j2"
@@ -47,4 +47,5 @@ def _environment() -> jinja2.Environment:
 
 
 def render_markdown(data: ReportData) -> str:
-    return _environment().get_template(TEMPLATE_NAME).render(data=data, sandbox_note=SANDBOX_NOTE)
+    # `t`: the report's words in its language (report/labels.py), the only labels it adds
+    return _environment().get_template(TEMPLATE_NAME).render(data=data, t=data.words)

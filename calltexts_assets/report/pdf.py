@@ -8,7 +8,8 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from calltexts_assets.report.data import SANDBOX_NOTE, Breakdown, ReportData, WhoRow
+from calltexts_assets.report.data import Breakdown, ReportData, WhoRow
+from calltexts_assets.report.labels import ReportWords
 
 _FONT = "NotoSans"
 _GREY = (230, 230, 230)
@@ -72,7 +73,7 @@ def _day_chart(pdf: FPDF, data: ReportData, title: str, values: Sequence[int]) -
     """Vertical bars, one per day of the period, scaled to the busiest day; the y-axis
     shows 0, half and the peak, the x-axis every n-th date (at most _X_LABELS)."""
     peak = max(values, default=0)
-    _heading(pdf, f"{title} (макс. {peak})", size=11)
+    _heading(pdf, f"{title} ({data.words('peak', peak=peak)})", size=11)
     if pdf.will_page_break(_CHART_HEIGHT + 14):
         pdf.add_page()
     left, top = pdf.l_margin + _Y_AXIS, pdf.get_y()
@@ -106,16 +107,25 @@ def _day_chart(pdf: FPDF, data: ReportData, title: str, values: Sequence[int]) -
     pdf.set_font(_FONT, size=10)
 
 
-def _breakdown(pdf: FPDF, title: str, first: str, rows: Sequence[Breakdown]) -> None:
+def _breakdown(
+    pdf: FPDF, w: ReportWords, title: str, first: str, rows: Sequence[Breakdown]
+) -> None:
     _heading(pdf, title)
-    header = (first, "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    header = (first, w("calls"), w("transcribed"), w("billable_minutes"), w("cost_usd"))
     body = [(r.label, str(r.calls), str(r.transcribed), str(r.minutes), r.cost) for r in rows]
     _table(pdf, header, body or [("—", "0", "0", "0", "0.0000")], (50, 30, 35, 35, 30))
 
 
-def _who(pdf: FPDF, title: str, first: str, rows: Sequence[WhoRow]) -> None:
+def _who(pdf: FPDF, w: ReportWords, title: str, first: str, rows: Sequence[WhoRow]) -> None:
     _heading(pdf, title)
-    header = (first, "Звонков", "Минут разговора", "Стоимость, USD", "Не состоялись", "Без записи")
+    header = (
+        first,
+        w("calls"),
+        w("talk_minutes"),
+        w("cost_usd"),
+        w("not_connected"),
+        w("without_recording"),
+    )
     body = [
         (r.label, str(r.calls), r.minutes, r.cost, str(r.not_connected), str(r.without_recording))
         for r in rows
@@ -125,6 +135,7 @@ def _who(pdf: FPDF, title: str, first: str, rows: Sequence[WhoRow]) -> None:
 
 def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> bytes:
     """A4 PDF of the report; the text (totals included) is extractable."""
+    w = data.words
     pdf = _Pdf(format="A4")
     pdf.set_margins(15, 15, 15)
     pdf.set_auto_page_break(True, margin=15)
@@ -140,51 +151,46 @@ def render_pdf(data: ReportData, *, font_path: Path | str | None = None) -> byte
     pdf.set_text_color(0, 0, 0)
     pdf.set_font(_FONT, size=10)
     if data.is_sandbox:
-        pdf.multi_cell(0, 5, SANDBOX_NOTE, align="L", new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(0, 5, f"Период: {data.period_label}", align="L", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, w("sandbox_note"), align="L", new_x="LMARGIN", new_y="NEXT")
+    period = f"{w('period')}: {data.period_label}"
+    pdf.multi_cell(0, 5, period, align="L", new_x="LMARGIN", new_y="NEXT")
 
     for section in data.sections:
         _heading(pdf, section.title)
         _table(pdf, None, section.rows, (110, 70))
-    _heading(pdf, "По дням")
-    _day_chart(pdf, data, "Звонков в день", [d.calls for d in data.days])
-    _day_chart(pdf, data, "Минут к оплате в день", [d.minutes for d in data.days])
+    _heading(pdf, w("by_day"))
+    _day_chart(pdf, data, w("calls_per_day"), [d.calls for d in data.days])
+    _day_chart(pdf, data, w("minutes_per_day"), [d.minutes for d in data.days])
     days = [(d.label, str(d.calls), str(d.transcribed), str(d.minutes), d.cost) for d in data.days]
-    header = ("День", "Звонков", "Расшифровано", "Минут к оплате", "Стоимость, USD")
+    header = (w("day"), w("calls"), w("transcribed"), w("billable_minutes"), w("cost_usd"))
     _table(pdf, header, days, (50, 30, 35, 35, 30))
-    _breakdown(pdf, "По направлениям", "Направление", data.directions)
-    _breakdown(pdf, "По статусам", "Статус", data.statuses)
-    _who(pdf, "По сотрудникам", "Сотрудник", data.employees)
-    _who(pdf, "По линиям", "Линия", data.lines)
+    _breakdown(pdf, w, w("by_direction"), w("direction"), data.directions)
+    _breakdown(pdf, w, w("by_status"), w("status"), data.statuses)
+    _who(pdf, w, w("by_employee"), w("employee"), data.employees)
+    _who(pdf, w, w("by_line"), w("line"), data.lines)
     if data.warnings:
-        _heading(pdf, "Предупреждения")
+        _heading(pdf, w("warnings"))
         for warning in data.warnings:
             pdf.multi_cell(0, 5, f"! {warning}", align="L", new_x="LMARGIN", new_y="NEXT")
-    _heading(pdf, "Проверки качества")
+    _heading(pdf, w("checks"))
     if data.checks:
         rows = [(c.name, c.state, c.summary) for c in data.checks]
-        _table(pdf, ("Проверка", "Итог", "Подробности"), rows, (40, 25, 115))
+        _table(pdf, (w("check"), w("outcome"), w("details")), rows, (40, 25, 115))
     else:
-        pdf.multi_cell(
-            0, 5, "Результаты проверок не переданы.", align="L", new_x="LMARGIN", new_y="NEXT"
-        )
-    _heading(pdf, f"Исключения ({data.exceptions_total})")
+        pdf.multi_cell(0, 5, w("no_checks"), align="L", new_x="LMARGIN", new_y="NEXT")
+    _heading(pdf, w("exceptions", total=data.exceptions_total))
     if data.exceptions:
         rows = [
             (e.call_id, e.started_at, e.status, e.error_code, e.message) for e in data.exceptions
         ]
-        header = ("Звонок", "Начало", "Статус", "Код", "Сообщение")
+        header = (w("call"), w("started"), w("status"), w("error_code"), w("message"))
         _table(pdf, header, rows, (36, 30, 36, 24, 54))
         if data.exceptions_total > len(data.exceptions):
             more = data.exceptions_total - len(data.exceptions)
-            pdf.multi_cell(
-                0, 5, f"... и ещё {more}: см. реестр CSV.", new_x="LMARGIN", new_y="NEXT"
-            )
+            pdf.multi_cell(0, 5, w("more_exceptions", more=more), new_x="LMARGIN", new_y="NEXT")
     else:
-        pdf.multi_cell(
-            0, 5, "Нет: все звонки расшифрованы.", align="L", new_x="LMARGIN", new_y="NEXT"
-        )
-    _heading(pdf, "Рекомендации")
+        pdf.multi_cell(0, 5, w("no_exceptions"), align="L", new_x="LMARGIN", new_y="NEXT")
+    _heading(pdf, w("recommendations"))
     for tip in data.recommendations:
         pdf.multi_cell(0, 5, f"- {tip}", align="L", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

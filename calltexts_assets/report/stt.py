@@ -10,17 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from calltexts_assets.billing.cost import decode_request_seconds
-from calltexts_assets.clients.languages import language_name
+from calltexts_assets.report.labels import ReportWords
 from calltexts_assets.state.ledger import CallRecord, Status
 
-_HOW_ROLES = (
-    ("energy", "по каналам записи (одна отправка)"),
-    ("turns", "по репликам каждого канала (только речь)"),
-    ("per_channel", "каждый канал отдельно (двойная оплата)"),
-    ("diarized", "разделение говорящих моделью STT"),
-    ("mono", "одноканальная запись"),
-    ("none", "не определены (STT без времени слов)"),
-)
+# the order the roles are listed in (their words: report/labels.py HOW_ROLES)
+_HOW_ROLES = ("energy", "turns", "per_channel", "diarized", "mono", "none")
 
 
 @dataclass
@@ -51,39 +45,29 @@ class SttTally:
     def sent_ratio(self) -> float:
         return self.sent_sec / self.call_sec if self.call_sec else 0.0
 
-    def rows(self) -> tuple[tuple[str, str], ...]:
-        sent = f"{self.sent_sec / 60:.1f} мин, {self.sent_ratio:.2f} от длительности записей"
+    def rows(self, w: ReportWords) -> tuple[tuple[str, str], ...]:
+        sent = w("sent_value", minutes=self.sent_sec / 60, ratio=self.sent_ratio)
         roles = ", ".join(
-            f"{label}: {self.roles[key]}" for key, label in _HOW_ROLES if self.roles[key]
+            f"{w.roles(key)}: {self.roles[key]}" for key in _HOW_ROLES if self.roles[key]
         )
         languages = ", ".join(
-            f"{language_name(code)} ({code}): {n}" for code, n in self.languages.most_common()
+            f"{w.language_name(code)} ({code}): {n}" for code, n in self.languages.most_common()
         )
         return (
-            ("Запросов к STT (с повторами)", str(self.requests)),
-            ("Оплачиваемых запросов", str(self.billed_requests)),
-            ("Отправлено аудио на STT", sent),
-            ("Роли собеседников", roles or "—"),
-            ("Отброшено как галлюцинации STT", str(self.hallucinations)),
-            ("Языки", languages or "—"),
+            (w("stt_requests"), str(self.requests)),
+            (w("billed_requests"), str(self.billed_requests)),
+            (w("sent"), sent),
+            (w("roles"), roles or "—"),
+            (w("hallucinations"), str(self.hallucinations)),
+            (w("languages"), languages or "—"),
         )
 
-    def warnings(self) -> list[str]:
-        found = []
+    def warnings(self, w: ReportWords) -> list[str]:
         if self.roles["per_channel"]:
-            found.append(
-                f"Звонков, распознанных по каналам отдельно (STT_ROLE_MODE=per_channel): "
-                f"{self.roles['per_channel']}. Обе стороны каждого такого звонка отправлены и "
-                "оплачены отдельно: их стоимость вдвое выше одной отправки."
-            )
-        return found
+            return [w("w_per_channel", n=self.roles["per_channel"])]
+        return []
 
-    def recommendations(self) -> list[str]:
-        tips = []
+    def recommendations(self, w: ReportWords) -> list[str]:
         if self.roles["none"]:
-            tips.append(
-                f"Стереозаписи без ролей, звонков: {self.roles['none']}: сервер STT не вернул "
-                "время слов. Выберите STT_ROLE_MODE=turns (реплики каждого канала отдельно, "
-                "оплачивается только речь) или модель с временем слов."
-            )
-        return tips
+            return [w("r_no_roles", n=self.roles["none"])]
+        return []

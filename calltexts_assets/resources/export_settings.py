@@ -22,7 +22,8 @@ class ExportSettings(dg.ConfigurableResource):
     budget_usd: float = 0.0  # 0: no budget set
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it
     mask_phones_in_transcripts: bool = False
-    role_labels: str = "ru"  # "ru" or "en"
+    # The language of the report and the transcript headers: "ru" or "en" (CALLTEXTS_LANGUAGE)
+    language: str = "ru"
     # How stereo lines get their speakers: "energy" (one STT pass, roles from the channels),
     # "per_channel" (each side sent on its own: for servers without times; twice the bill),
     # "none" (one speaker label)

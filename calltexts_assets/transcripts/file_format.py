@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from calltexts_assets.clients.languages import UNDETERMINED
+from calltexts_assets.clients.languages import UNDETERMINED, language_name
 from calltexts_assets.runlog.masking import mask_phone
 from calltexts_assets.state.ledger import CallRecord
 from calltexts_assets.transcripts.dialogue import Transcript
@@ -120,6 +120,11 @@ LABELS: dict[str, Labels] = {
 }  # fmt: skip
 
 
+def _language(code: str, reader: str) -> str:
+    """ "русский (ru)": the name for the reader, the ISO code as the registry has it."""
+    return f"{language_name(code, reader)} ({code})"
+
+
 def timestamp(seconds: float) -> str:
     """`[mm:ss]`, or `[h:mm:ss]` from the first hour on."""
     total = max(int(seconds), 0)
@@ -176,7 +181,7 @@ def render_transcript(
         (f["from"], phone(meta.phone_from)),
         (f["to"], phone(meta.phone_to)),
         (f["duration"], _duration(meta.duration_sec, words.seconds)),
-        (f["language"], transcript.language or UNDETERMINED),
+        (f["language"], _language(transcript.language or UNDETERMINED, labels)),
         (f["model"], transcript.model or "—"),
         (f["roles"], words.how_roles.get(transcript.roles, transcript.roles)),
         (f["dropped"], str(transcript.hallucinations)),

@@ -24,6 +24,7 @@ from calltexts_assets.registry.rows import (
 )
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.state.ledger import CallRecord, Ledger, call_records
 from calltexts_tests.support.records import invalid_record as invalid
@@ -63,6 +64,8 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
     resources = {
         "storage": StorageResource(backend="local", local_root=str(tmp_path / "store")),
         "ledger": LedgerResource(database_url=ledger.url),
+        # the registry's step also holds the summaries (off here: never asked)
+        "summariser": SummariserResource(base_url="http://127.0.0.1:9/v1"),
         # An English decimal mark, to see the setting reach both the file and its check.
         "export_settings": ExportSettings(
             csv_decimal_mark=".",
@@ -81,7 +84,11 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
     assert stored == write_registry_csv(registry_frame(rows))
     assert [r["call_id"] for r in rows[-2:]] == ["bad.0", "bad.1"]
 
-    materializations = result.asset_materializations_for_node("registry_csv")
+    materializations = [
+        m
+        for m in result.asset_materializations_for_node("summaries")  # the registry's step
+        if m.asset_key == dg.AssetKey("registry_csv")
+    ]
     assert len(materializations) == 2  # one per day of the range
     rows_of_day = {DAY1: 8, DAY2: 7}  # each day's own rows, its invalid row included
     for materialization in materializations:

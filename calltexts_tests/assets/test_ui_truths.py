@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -14,7 +15,7 @@ import dagster as dg
 from calltexts_assets.assets import all_assets, call_list, raw_audio
 from calltexts_assets.report.data import run_time
 from calltexts_sandbox.runtime import Sandbox
-from calltexts_tests.support.sandboxed import materialize_range
+from calltexts_tests.support.sandboxed import materialize_range, sandbox_resources
 
 DAY = "2026-11-01"
 
@@ -82,3 +83,82 @@ def test_the_report_times_the_runs_that_did_the_work_not_a_no_op_rerun(
     report = (tmp_path / f"store/exports/{DAY}_{DAY}/reports/summary_{DAY}_{DAY}.md").read_text()
     assert f"| Время выполнения (запуски, сделавшие работу периода: 1) | {worked} |" in report
     assert "| Время этого запуска |" in report
+
+
+PARTITION_STATS = """
+query PartitionStats($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    partitionStats { numMaterialized numFailed numMaterializing }
+  }
+}
+"""
+
+
+def _ui_partition_stats(instance: dg.DagsterInstance) -> dict[str, tuple[int, int, int]]:
+    """Materialized, failed and in-progress partitions per asset, as the UI's asset pages
+    ask Dagster's GraphQL API for them (the code location loaded in a code server)."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from calltexts_assets import definitions
+
+    keys = [{"path": [name]} for name in ("summaries", "registry_csv", "cost_report")]
+    with define_out_of_process_context(definitions.__file__, "defs", instance) as context:
+        result = execute_dagster_graphql(context, PARTITION_STATS, {"keys": keys})
+    assert result.errors is None, result.errors
+    return {
+        node["assetKey"]["path"][-1]: tuple(
+            node["partitionStats"][f] for f in ("numMaterialized", "numFailed", "numMaterializing")
+        )
+        for node in result.data["assetNodes"]
+    }
+
+
+def test_summaries_off_are_not_shown_materialized_and_the_report_still_runs(
+    sandbox: Sandbox, resources: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    assert not resources["export_settings"].summaries_enabled
+    result = materialize_range(all_assets, resources, instance, DAY, DAY)
+    assert result.success
+    skipped = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SKIPPED]
+    assert not skipped
+    # No summary written, and none claimed: the registry and the report downstream ran.
+    assert not list(tmp_path.rglob("summary/*.md"))
+    materialized = {
+        name: instance.get_materialized_partitions(dg.AssetKey(name))
+        for name in ("summaries", "registry_csv", "cost_report")
+    }
+    assert materialized == {"summaries": set(), "registry_csv": {DAY}, "cost_report": {DAY}}
+    assert sandbox.stt.stats()["chat_completions"] == 0
+    # What the UI shows: no summaries partition materialized (nor failed), the others one.
+    assert _ui_partition_stats(instance) == {
+        "summaries": (0, 0, 0),
+        "registry_csv": (1, 0, 0),
+        "cost_report": (1, 0, 0),
+    }
+
+    # Turned on for a run, the same step writes them and the asset is materialized.
+    on = {"ops": {"summaries": {"config": {"generate_summary": True}}}}
+    assert materialize_range(all_assets, resources, instance, DAY, DAY, run_config=on).success
+    transcribed = [r for r in resources["ledger"].get().records([DAY]) if r.transcript_path]
+    assert len(list(tmp_path.rglob("summary/*.md"))) == len(transcribed) > 0
+    assert instance.get_materialized_partitions(dg.AssetKey("summaries")) == {DAY}
+    registry = next(tmp_path.rglob(f"registry/calls_{DAY}_{DAY}.csv")).read_text("utf-8-sig")
+    assert all(r.summary_path and r.summary_path in registry for r in transcribed)
+
+
+def test_the_language_setting_reaches_the_report_and_the_transcripts(
+    sandbox: Sandbox, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    resources = sandbox_resources(sandbox, tmp_path, language="en")
+    assert materialize_range(all_assets, resources, instance, DAY, DAY).success
+    report = (tmp_path / f"store/exports/{DAY}_{DAY}/reports/summary_{DAY}_{DAY}.md").read_text()
+    assert report.startswith(f"# SANDBOX: Call export report for {DAY}\n")
+    assert "\n## By direction\n" in report and "\n## Quality checks\n" in report
+    records = resources["ledger"].get().records([DAY])
+    directions = {r.direction for r in records} | {r.status for r in records}
+    assert not {word for word in re.findall(r"[a-z_]+", report) if "_" in word} & directions
+    texts = [
+        (tmp_path / "store" / r.transcript_path).read_text() for r in records if r.transcript_path
+    ]
+    assert texts and all(t.startswith("Call: ") and "\nDirection: " in t for t in texts)

@@ -60,7 +60,7 @@ def test_a_run_in_which_every_transcription_failed_is_a_failed_run(
     assert Status.TRANSCRIBED not in statuses and Status.TRANSCRIPTION_ERROR in statuses
     # the report is still written, and says so; the days are not marked done
     report = (tmp_path / "store" / REPORT).read_text(encoding="utf-8")
-    assert "coverage" in report
+    assert "| Покрытие расшифровкой | ОШИБКА |" in report  # the coverage check, by its name
     assert {ledger.export(d)["status"] for d in (DAY1, DAY2)} == {"failed"}
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "cost_report"

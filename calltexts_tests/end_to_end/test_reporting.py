@@ -127,7 +127,7 @@ def test_regression_300_calls_with_404s_and_whisper_errors(
     markdown = (tmp_path / f"store/exports/{period}/reports/summary_{period}.md").read_text("utf-8")
     for record in [*missing, *failed]:
         assert record.call_id in markdown
-    assert _report_value(markdown, "Запись не найдена (missing_audio)") == "3"
+    assert _report_value(markdown, "Запись не найдена") == "3"
 
 
 @pytest.fixture

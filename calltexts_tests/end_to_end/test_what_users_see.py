@@ -89,7 +89,7 @@ def test_the_report_reads_on_the_cost_report_page(
     ]  # fmt: skip
     metadata = event.materialization.metadata
     assert isinstance(metadata["report"], dg.MarkdownMetadataValue)
-    assert metadata["report"].value.startswith("# ПЕСОЧНИЦА (sandbox): Отчёт по выгрузке")
+    assert metadata["report"].value.startswith("# ПЕСОЧНИЦА: Отчёт по выгрузке")
     assert "## По дням" in metadata["report"].value
     assert str(metadata["pdf"].value).endswith(f"summary_{DAY1}_{DAY2}.pdf")
 

@@ -156,6 +156,9 @@ def duplicate_transcripts(
         summary=f"{len(same_call)} calls transcribed twice, {len(two_files)} calls with "
         f"several transcript files, {len(shared)} transcript paths shared by several calls",
         details={
+            "same_call_total": len(same_call),
+            "two_files_total": len(two_files),
+            "shared_paths_total": len(shared),
             "same_call_twice": dict(sorted(same_call.items())[:DETAIL_ROWS]),
             "several_files_for_one_call": dict(sorted(two_files.items())[:DETAIL_ROWS]),
             "one_path_for_several_calls": dict(sorted(shared.items())[:DETAIL_ROWS]),

@@ -2,6 +2,7 @@ import dataclasses
 import io
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date
@@ -12,11 +13,20 @@ import pytest
 from pypdf import PdfReader
 
 from calltexts_assets.billing.cost import billed_seconds, forecast
-from calltexts_assets.quality.checks import CheckOutcome, coverage
+from calltexts_assets.clients.model_lifecycle import WARN, ModelNotice
+from calltexts_assets.listing.calls import DIRECTIONS as CALL_DIRECTIONS
+from calltexts_assets.quality.checks import (
+    CheckOutcome,
+    cost_matches,
+    coverage,
+    duration_variance,
+    stt_durations,
+)
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.registry.rows import chronological, record_cost_usd
 from calltexts_assets.report import data as report_data
 from calltexts_assets.report.data import MAX_EXCEPTIONS, ReportData, build_report_data
+from calltexts_assets.report.labels import report_words
 from calltexts_assets.report.markdown import render_markdown
 from calltexts_assets.report.pdf import render_pdf
 from calltexts_assets.state.ledger import CallRecord, Status
@@ -136,9 +146,9 @@ def test_markdown_shows_the_numbers_computed_from_the_records() -> None:
         ("Всего звонков", figures["calls"]),
         ("С доступной записью", figures["with_audio"]),
         ("Расшифровано", figures["transcribed"]),
-        ("Запись не найдена (missing_audio)", "1"),
-        ("Нет записи в Bitrix24 (no_recording)", "1"),
-        ("Ошибки (download, transcription, invalid)", "2"),
+        ("Запись не найдена", "1"),
+        ("Нет записи в Bitrix24", "1"),
+        ("Ошибки (скачивания, расшифровки, отклонённые)", "2"),
         ("По формуле требований (мин. с округлением вверх)", figures["billable"]),
         ("К оплате по счёту (поминутно на запрос)", figures["billable_by_request"]),
         ("Фактически расшифровано", figures["actual"]),
@@ -150,12 +160,13 @@ def test_markdown_shows_the_numbers_computed_from_the_records() -> None:
     ]:
         assert f"| {label} | {value} |" in markdown
     # the exceptions, with a "|" in a message escaped so the table holds
-    assert "| call11 | 2026-11-24 10:11 | missing_audio | http_404 | запись удалена \\| 404 |" in (
-        markdown
+    assert (
+        "| call11 | 2026-11-24 10:11 | запись не найдена | http_404 | запись удалена \\| 404 |"
+        in (markdown)
     )
-    assert "| call13 | 2026-11-24 10:13 | transcription_error | stt_5xx |" in markdown
-    assert "| coverage | ОШИБКА |" in markdown
-    assert "| duplicate_transcripts | OK |" in markdown
+    assert "| call13 | 2026-11-24 10:13 | ошибка расшифровки | stt_5xx |" in markdown
+    assert "| Покрытие расшифровкой | ОШИБКА |" in markdown
+    assert "| Повторные расшифровки | OK |" in markdown
 
 
 def test_recommendations_follow_the_data() -> None:
@@ -163,7 +174,7 @@ def test_recommendations_follow_the_data() -> None:
     assert "настройки записи разговоров" in markdown  # missing_audio
     assert "включена ли запись разговоров" in markdown  # an answered call without recording
     assert "Запустите выгрузку за период повторно" in markdown  # transcription_error
-    assert "(invalid): 1" in markdown
+    assert "Отклонённые строки статистики Bitrix24, звонков: 1." in markdown
 
     clean = render_markdown(build([make_record(n) for n in range(1, 4)], checks=[]))
     assert "Действий не требуется." in clean
@@ -175,7 +186,7 @@ def test_variance_and_failed_checks_lead_to_recommendations() -> None:
     broken = CheckOutcome("cost_matches", False, 1.0, 0.0, summary="1 call off")
     markdown = render_markdown(build(records, checks=[broken]))
     assert "перекачайте звонки" in markdown
-    assert "Проверка cost_matches не пройдена: 1 call off." in markdown
+    assert "Проверка «Стоимость по счёту» не пройдена: звонков с расхождением: 1." in markdown
 
 
 def test_forecast_overrun_and_budget_warnings() -> None:
@@ -197,7 +208,7 @@ def test_forecast_overrun_and_budget_warnings() -> None:
 def test_sandbox_output_is_labelled() -> None:
     data = build(period(), is_sandbox=True)
     markdown = render_markdown(data)
-    assert markdown.splitlines()[0].startswith("# ПЕСОЧНИЦА (sandbox): ")
+    assert markdown.splitlines()[0].startswith("# ПЕСОЧНИЦА: ")
     assert "синтетических данных" in markdown
     assert "ПЕСОЧНИЦА" not in render_markdown(build(period()))
 
@@ -224,7 +235,7 @@ def test_pdf_has_the_totals_and_cyrillic_as_text() -> None:
     assert pdf.startswith(b"%PDF-")
     text = _pdf_text(pdf)
     figures = expected_figures()
-    assert "ПЕСОЧНИЦА (sandbox): Отчёт по выгрузке звонков" in text
+    assert "ПЕСОЧНИЦА: Отчёт по выгрузке звонков" in text
     for line in [
         f"Всего звонков {figures['calls']}",
         f"Расшифровано {figures['transcribed']}",
@@ -329,7 +340,8 @@ def _exceptions_as_before(records: list[CallRecord]) -> list[tuple[str, str, str
         filter(is_exception, records),
         key=lambda r: (r.status not in Status.ERRORS, r.status, chronological(r)),
     )
-    return [(r.call_id, r.status, (r.error_message or "")[:160]) for r in failed_rows]
+    named = report_words().status  # the report names a status in its language
+    return [(r.call_id, named(r.status), (r.error_message or "")[:160]) for r in failed_rows]
 
 
 @pytest.mark.parametrize("cap", [1, 5, 40, MAX_EXCEPTIONS])
@@ -373,7 +385,7 @@ def test_per_day_direction_and_status_breakdowns() -> None:
     assert (data.days[0].calls, data.days[0].minutes) == (0, 0)
     assert (data.days[1].calls, data.days[1].transcribed, data.days[1].minutes) == (11, 7, minutes)
     assert sum(s.calls for s in data.statuses) == 11
-    assert {s.label: s.calls for s in data.statuses}["transcribed"] == 7
+    assert {s.label: s.calls for s in data.statuses}["расшифрован"] == 7
     assert sum(d.calls for d in data.directions) == 11
     assert sum(d.cost_usd for d in data.directions) == data.cost_usd
     markdown = render_markdown(data)
@@ -390,7 +402,7 @@ def test_pdf_tables_keep_their_header_on_every_page() -> None:
     pages = [page.extract_text() for page in reader.pages]
     spanned = [text for text in pages if "Сбой" in text]
     assert len(spanned) >= 2  # the exceptions table runs over pages
-    assert all("Звонок Начало Статус Код Сообщение" in text for text in spanned)
+    assert all("Звонок Начало Статус Код ошибки Сообщение" in text for text in spanned)
     assert "Звонков в день" in "".join(pages) and "По статусам" in "".join(pages)
 
 
@@ -462,3 +474,104 @@ def test_pdf_charts_label_the_y_axis_and_enough_dates() -> None:
     # 20 days: every third date under the x-axis, first and 2026-11-23 included
     for label in ("11-05", "11-08", "11-14", "11-20", "11-23"):
         assert label in text
+
+
+# -- one language ------------------------------------------------------------------------------
+
+# What the ledger and the registry's machine columns hold; a reader never meets them.
+IDENTIFIERS = {
+    *CALL_DIRECTIONS.values(),
+    *(v for k, v in vars(Status).items() if k.isupper() and isinstance(v, str)),
+    "duration_variance",
+    "stt_durations",
+    "coverage",
+    "duplicate_transcripts",
+    "cost_matches",
+    "registry_complete",
+}
+_WORD = re.compile(r"[A-Za-z_]+")
+_CYRILLIC = re.compile("[а-яё]", re.IGNORECASE)
+
+
+def every_kind_of_call(message: str) -> list[CallRecord]:
+    """Calls of every direction and every status, so every label has its turn."""
+    records = [
+        make_record(n, direction=direction, language="en")
+        for n, direction in enumerate(sorted(CALL_DIRECTIONS.values()), start=1)
+    ]
+    statuses = sorted(IDENTIFIERS & {v for k, v in vars(Status).items() if k.isupper()})
+    records += [
+        failed(n, status, f"code_{n}", message)
+        for n, status in enumerate(statuses, start=20)
+        if status != Status.TRANSCRIBED
+    ]
+    return records
+
+
+def all_checks(records: list[CallRecord]) -> list[CheckOutcome]:
+    return [
+        duration_variance(records),
+        stt_durations(records),
+        coverage(records),
+        duplicate_transcripts(records),
+        cost_matches(records, 1.0),  # a wrong tariff: every call off, so the check says why
+        CheckOutcome("registry_complete", False, 2.0, 0.0, summary="2 problems in the CSV"),
+    ]
+
+
+@pytest.mark.parametrize("sandbox", [False, True])
+def test_the_default_report_names_no_identifier(sandbox: bool) -> None:
+    records = every_kind_of_call("сбой")
+    data = build(records, checks=all_checks(records), is_sandbox=sandbox)
+    markdown = render_markdown(data)
+    pdf = _pdf_text(render_pdf(data))
+    for text in (markdown, pdf):
+        assert not set(_WORD.findall(text)) & IDENTIFIERS
+    # each one is there, by its Russian name
+    assert "| входящий (переадресованный) |" in markdown
+    assert "| информационный звонок |" in markdown
+    assert "| ошибка скачивания |" in markdown and "| отклонён |" in markdown
+    assert "| Стоимость по счёту | ОШИБКА | звонков со стоимостью не по счёту: 5 из 5" in markdown
+    assert "| Полнота реестра | ОШИБКА | замечаний к реестру CSV: 2 |" in markdown
+    assert "Языки | английский (en): 5 |" in markdown
+    assert "## По направлениям" in markdown and "По направлениям" in pdf
+
+
+def test_the_english_report_is_english_throughout() -> None:
+    records = every_kind_of_call("failure")
+    data = build(records, checks=all_checks(records), is_sandbox=True, language="en")
+    markdown = render_markdown(data)
+    pdf = _pdf_text(render_pdf(data))
+    for text in (markdown, pdf):
+        assert not _CYRILLIC.search(text), _CYRILLIC.findall(text)
+        assert not {w for w in _WORD.findall(text) if "_" in w} & IDENTIFIERS
+    assert markdown.startswith(f"# SANDBOX: Call export report for {DAY}\n")
+    for heading in ("Calls", "By day", "By direction", "By status", "By employee", "By line"):
+        assert f"\n## {heading}\n" in markdown
+    assert "| incoming (redirected) |" in markdown and "| informational call |" in markdown
+    assert "| download error |" in markdown and "| rejected |" in markdown
+    assert "| Cost against the bill | FAILED | calls whose cost is not the bill: 5 of 5" in markdown
+    assert "| Recording not found | 1 |" in markdown
+    assert "Languages | English (en): 5 |" in markdown
+    assert "SANDBOX: Call export report" in pdf and "Billable minutes per day" in pdf
+
+
+def test_a_model_shutdown_is_worded_in_the_report_language() -> None:
+    notice = ModelNotice(
+        "WHISPER_MODEL", "whisper-1", WARN, date(2027, 2, 26), 30, "gpt-transcribe"
+    )
+    russian = build(period(), model_warnings=[notice]).warnings
+    english = build(period(), model_warnings=[notice], language="en").warnings
+    assert russian == (
+        "WHISPER_MODEL=whisper-1: модель отключается 2027-02-26, через 30 дн. (GET /v1/models); "
+        "задайте WHISPER_MODEL=gpt-transcribe.",
+    )
+    assert english == (
+        "WHISPER_MODEL=whisper-1: the model shuts down on 2027-02-26, in 30 days "
+        "(GET /v1/models); set WHISPER_MODEL=gpt-transcribe.",
+    )
+
+
+def test_an_unknown_report_language_is_refused() -> None:
+    with pytest.raises(ValueError, match="report language 'de'"):
+        build(period(), language="de")

@@ -98,7 +98,8 @@ def materialize_range(
 ) -> dg.ExecuteInProcessResult:
     """One run over [first, last], as a single-run backfill launches it, of `assets` (asset
     definitions, or specs: raw_audio or transcripts alone is a subset of their shared step,
-    run out of the whole graph)."""
+    as registry_csv or summaries of theirs). Only the steps that hold them are loaded, so
+    only their resources are needed."""
     selection = None
     if not all(isinstance(asset, dg.AssetsDefinition) for asset in assets):
         selection = [
@@ -106,7 +107,7 @@ def materialize_range(
             for asset in assets
             for key in (asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key])
         ]
-        assets = all_assets
+        assets = [a for a in all_assets if set(a.keys) & set(selection)]
     return dg.materialize(
         assets,
         selection=selection,

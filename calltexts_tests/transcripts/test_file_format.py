@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calltexts_assets.listing.calls import call_from_row
+from calltexts_assets.listing.calls import DIRECTIONS, call_from_row
+from calltexts_assets.report.labels import DIRECTIONS as REPORT_DIRECTIONS
 from calltexts_assets.state.ledger import listed_values
-from calltexts_assets.transcripts.dialogue import DialogueLine, Transcript
-from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript, timestamp
+from calltexts_assets.transcripts.dialogue import ROLE_MODES, DialogueLine, Transcript
+from calltexts_assets.transcripts.file_format import (
+    LABELS,
+    TranscriptHeader,
+    render_transcript,
+    timestamp,
+)
 from calltexts_tests.support.records import transcribed_record
 
 MSK = timezone(timedelta(hours=3))
@@ -55,7 +62,7 @@ def test_russian_transcript_with_header() -> None:
         "От: +79161234567",
         "Кому: +74951112233",
         "Длительность: 01:02:05 (3725 с)",
-        "Язык: ru",
+        "Язык: русский (ru)",
         "Модель: whisper-1",
         "Роли: по каналам записи (громкость каждого слова)",
         "Отброшено как галлюцинации STT: 1",
@@ -89,7 +96,7 @@ def test_no_speech_is_said_not_left_blank() -> None:
     empty = Transcript("", 30, (), "whisper-1", 1)
     text = render_transcript(HEADER, empty)
     assert text.rstrip().endswith("(речь не распознана)")
-    assert "Язык: und" in text  # ISO 639 "undetermined"
+    assert "Язык: не определён (und)" in text  # ISO 639 "undetermined"
 
 
 def test_diarized_voices_are_labelled_by_their_speaker() -> None:
@@ -153,3 +160,38 @@ def test_header_names_the_employee_line_and_crm_card() -> None:
     assert "+74951112233" not in masked
     # Without an employee (an info call), a line or a binding, the header has no such field.
     assert render_transcript(HEADER, TRANSCRIPT).count("Сотрудник") == 0
+
+
+# Identifiers of the ledger and the registry's machine columns; never a header's text.
+IDENTIFIERS = {*DIRECTIONS.values(), *ROLE_MODES, "mono", "diarized"}
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def _header_text(text: str) -> str:
+    return text.split("\n\n", 1)[0]
+
+
+@pytest.mark.parametrize("direction", sorted(DIRECTIONS.values()))
+@pytest.mark.parametrize("roles", [*ROLE_MODES, "mono", "diarized"])
+def test_a_header_is_in_one_language_without_identifiers(direction: str, roles: str) -> None:
+    header = replace(HEADER, direction=direction, sandbox=True, employee_name="Анна Смирнова")
+    transcript = replace(TRANSCRIPT, roles=roles)
+    russian = _header_text(render_transcript(header, transcript))
+    assert not set(_WORD.findall(russian)) & IDENTIFIERS, russian
+    assert f"Направление: {LABELS['ru'].directions[direction]}" in russian
+    english = _header_text(render_transcript(header, transcript, labels="en"))
+    # English words may be identifiers too ("incoming", "turns"): those with a "_" may not
+    assert not {w for w in _WORD.findall(english) if "_" in w} & IDENTIFIERS
+    assert f"Direction: {LABELS['en'].directions[direction]}\n" in english
+    assert "Language: Russian (ru)" in english
+    # English throughout: no Cyrillic but the employee's own name
+    assert not re.search("[а-яё]", english.replace("Анна Смирнова", ""), re.IGNORECASE)
+
+
+def test_every_direction_and_role_has_words_in_both_languages() -> None:
+    for words in LABELS.values():
+        assert set(words.directions) == set(DIRECTIONS.values())
+        assert set(words.how_roles) >= {*ROLE_MODES, "mono", "diarized"}
+        assert set(words.fields) == set(LABELS["ru"].fields)
+    # the report names a direction as the transcript does
+    assert {lang: dict(w.directions) for lang, w in LABELS.items()} == REPORT_DIRECTIONS
