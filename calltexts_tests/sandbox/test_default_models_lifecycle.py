@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import pytest
-
 from calltexts_assets.clients.model_lifecycle import OK, WARN_DAYS, notice, shutdown_dates
 from calltexts_assets.settings import load_settings
 from calltexts_sandbox.runtime import Sandbox
@@ -23,14 +21,6 @@ def embedded_default_models() -> dict[str, str]:
     return {"WHISPER_MODEL": settings.whisper_model, "SUMMARY_MODEL": settings.summary_model}
 
 
-# Strict: it fails once it passes, so the marker goes with the fix. The sandbox cannot move to
-# gpt-transcribe + turns while its calls are tones: the voice detector rightly finds no speech
-# in them, so every transcript would be empty (benchmarks/README.md, issue #22; the calls
-# that speak are issue #23's item 2). Until then whisper-1 warns from 2026-12-28 and is
-# refused from 2027-02-26 on the embedded default.
-@pytest.mark.xfail(
-    strict=True, reason="sandbox default still whisper-1: its tone calls hold no speech (#23)"
-)
 def test_the_embedded_defaults_models_outlive_next_year() -> None:
     a_year_on = date.today() + timedelta(days=365)  # 2027-12-07 when written
     listed = shutdown_dates({"data": answers.model_list(answers.OPENAI, answers.SHUTDOWN_DATES)})
