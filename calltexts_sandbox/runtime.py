@@ -62,11 +62,15 @@ class Sandbox:
 
     @staticmethod
     def model_defaults() -> dict[str, str]:
-        """Settings the sandbox changes only where the user set none. Its calls are tones,
-        which a voice activity detector rightly does not call speech, so the default model's
-        turns (gpt-transcribe, STT_ROLE_MODE=turns) would find nothing to send: the sandbox
-        keeps whisper-1 with word times (roles by energy) until its calls speak."""
-        return {"WHISPER_MODEL": "whisper-1"}
+        """Settings the sandbox changes only where the user set none: a model that outlives
+        2027-02-26 (whisper-1's shutdown: the preflight warns from 60 days before and then
+        refuses it, so `make demo` on whisper-1 would stop working; guarded by
+        calltexts_tests/sandbox/test_default_models_lifecycle.py). Roles per channel, not the
+        product's `turns`: the sandbox's calls are tones, which the turns' voice activity
+        detector rightly does not call speech (every transcript would be empty), while each
+        channel sent whole is heard by the emulator. It bills each side's channel: twice the
+        call, as that mode does anywhere."""
+        return {"WHISPER_MODEL": "gpt-transcribe", "STT_ROLE_MODE": "per_channel"}
 
     def oauth_environment(self) -> dict[str, str]:
         """The same with an OAuth application instead of the webhook: a fresh token pair,

@@ -74,6 +74,35 @@ def test_any_rate_of_8_khz_or_more(tmp_path: Path, rate: int) -> None:
     assert abs(spans[-1][1] - (2 + len(voice) / rate)) < 0.5
 
 
+@needs_espeak
+@pytest.mark.parametrize("text", ["да", "нет"])
+def test_a_lone_short_word_the_model_scores_low_is_still_speech(tmp_path: Path, text: str) -> None:
+    """A back-channel word said low (espeak-ng's, played at half speed: half the pitch),
+    alone between silences: Silero scores it under its threshold, the level finds it."""
+    rate = 8_000
+    voice = spoken(tmp_path, text, rate=rate * 2)  # samples for 16 kHz played at 8 kHz
+    loud = np.flatnonzero(np.abs(voice) > 0.02)
+    voice = voice[loud[0] : loud[-1] + 1]
+    x = np.concatenate([np.zeros(2 * rate, np.float32), voice, np.zeros(2 * rate, np.float32)])
+    detector = speech.SpeechDetector(rate, 1)
+    detector.feed(x)
+    scores = detector.close()[:, 0]
+    assert speech.spans_from_scores(scores, len(x) / rate) == []  # the model alone misses it
+    (start, end), *more = speech_spans(x, rate)
+    assert not more
+    assert start <= 2.0 and end >= 2.0 + len(voice) / rate  # the whole word, padded
+
+
+def test_a_lone_tone_burst_is_no_word() -> None:
+    """Loud, word-long and alone, but one pure tone: a beep or a ring-back burst."""
+    rate = 8_000
+    t = np.arange(int(0.6 * rate)) / rate
+    for hz in (425.0, 1000.0):
+        burst = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        silence = np.zeros(2 * rate, np.float32)
+        assert speech_spans(np.concatenate([silence, burst, silence]), rate) == [], hz
+
+
 def test_what_is_not_speech_is_not_found() -> None:
     rate, seconds = 8_000, 20
     t = np.arange(seconds * rate) / rate

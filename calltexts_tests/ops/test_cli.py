@@ -90,7 +90,7 @@ def test_estimate_prints_the_cost_before_anything_is_spent(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("No Bitrix24 credentials set: using the SANDBOX portal")
     assert ": 8 calls, " in out[1] and out[1].endswith(" with a recording")
-    # the bill in the model's unit (whisper-1 in the sandbox: per second), then the formula
+    # the bill in the model's unit (gpt-transcribe in the sandbox: per second), then the formula
     assert re.fullmatch(
         r"Billable: \$[\d.]+ \([\d.,]+ RUB, billed per second\); \d+ min rounded up per call",
         out[2],

@@ -16,11 +16,21 @@ from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_sandbox.runtime import SANDBOX_API_KEY, STORAGE_HOST, Sandbox, start_sandbox
+from calltexts_sandbox.stt.answers import SHUTDOWN_DATES
 from calltexts_tests.support.child_run import ChildLayout, child_env
 
 # Retry waits are real waits times this factor: the policy is exercised, runs stay fast.
 TEST_RETRY_SCALE = 0.001
 SANDBOX_START = date(2026, 11, 1)
+# The tests' model: whisper-1 with word times, the one-pass energy path the tone calls are
+# checked on (exact words, roles, costs), not the embedded default (`Sandbox.model_defaults`).
+TEST_MODELS = {"WHISPER_MODEL": "whisper-1"}
+# ...with the tests' emulator listing models as OpenAI did before its deprecation notice of
+# 2026-08-26 (no `shutdown_date`): the clock of these tests is pinned before whisper-1 was
+# due to go, so they neither warn from 2026-12-28 nor fail from 2027-02-26. The lifecycle
+# itself is tested on the emulator's real list (test_model_lifecycle.py, test_stt_emulator.py,
+# test_default_models_lifecycle.py).
+PINNED_SHUTDOWNS = {"whisper-1": None}
 
 
 def make_sandbox(cache_dir: Path, *, days: int = 2, calls_per_day: int = 6, **kw: Any) -> Sandbox:
@@ -31,8 +41,14 @@ def make_sandbox(cache_dir: Path, *, days: int = 2, calls_per_day: int = 6, **kw
         calls_per_day=calls_per_day,
         cache_dir=cache_dir,
         portal_config={"rate_per_sec": 0, **kw.pop("portal_config", {})},
+        stt_options={"shutdowns": pinned_shutdowns(), **kw.pop("stt_options", {})},
         **kw,
     )
+
+
+def pinned_shutdowns() -> dict[str, str | None]:
+    """The emulator's model list with whisper-1 as before its shutdown was announced."""
+    return SHUTDOWN_DATES | PINNED_SHUTDOWNS
 
 
 def sandbox_child_env(
@@ -52,7 +68,7 @@ def sandbox_child_env(
         concurrency=concurrency,
         requests_per_second=50,
         retry_scale=TEST_RETRY_SCALE,
-        extra=sandbox.model_defaults() | (extra or {}),
+        extra=TEST_MODELS | (extra or {}),
     )
 
 
@@ -72,7 +88,7 @@ def sandbox_resources(
             recording_hosts=[STORAGE_HOST],
             allow_private_addresses=True,  # the sandbox is on loopback
         ),
-        "whisper": WhisperResource(**openai, model=sandbox.model_defaults()["WHISPER_MODEL"]),
+        "whisper": WhisperResource(**openai, model=TEST_MODELS["WHISPER_MODEL"]),
         "summariser": SummariserResource(**openai),
         "storage": StorageResource(backend="local", local_root=str(root / "store")),
         "ledger": LedgerResource(database_url=database_url or f"sqlite:///{root / 'ledger.db'}"),

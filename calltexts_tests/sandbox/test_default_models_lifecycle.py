@@ -1,0 +1,40 @@
+"""The embedded default (no credentials: the sandbox) must not run on models that are shut
+down, or about to be, a year from now: the emulator refuses nothing by itself, but the
+export's preflight reads its `GET /v1/models` and refuses a model past its `shutdown_date`
+(and warns 60 days before), so a default on such a model breaks `make demo` and every test
+that runs the default on a date nobody chose (issue #22: whisper-1 on 2027-02-26)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from calltexts_assets.clients.model_lifecycle import OK, WARN_DAYS, notice, shutdown_dates
+from calltexts_assets.settings import load_settings
+from calltexts_sandbox.runtime import Sandbox
+from calltexts_sandbox.stt import answers
+
+
+def embedded_default_models() -> dict[str, str]:
+    """The models a run on the embedded default uses: the settings' defaults with what the
+    sandbox sets where the user set nothing (`sandbox_environment`, `calltexts sandbox`)."""
+    settings = load_settings(Sandbox.model_defaults())
+    return {"WHISPER_MODEL": settings.whisper_model, "SUMMARY_MODEL": settings.summary_model}
+
+
+def test_the_embedded_defaults_models_outlive_next_year() -> None:
+    a_year_on = date.today() + timedelta(days=365)  # 2027-12-07 when written
+    listed = shutdown_dates({"data": answers.model_list(answers.OPENAI, answers.SHUTDOWN_DATES)})
+    for setting, model in embedded_default_models().items():
+        found = notice(setting, model, listed, a_year_on)
+        assert found.status == OK, (
+            f"{setting}={model} as the embedded default: {found.status} on {a_year_on} "
+            f"(shutdown {found.shutdown}, warned {WARN_DAYS} days before) {found.message}"
+        )
+
+
+def test_the_check_fails_for_a_model_that_shuts_down() -> None:
+    """The same evaluation on whisper-1 (the sandbox's old default) refuses it."""
+    listed = shutdown_dates({"data": answers.model_list(answers.OPENAI, answers.SHUTDOWN_DATES)})
+    a_year_on = date.today() + timedelta(days=365)
+    assert notice("WHISPER_MODEL", "whisper-1", listed, a_year_on).status != OK
+    assert notice("WHISPER_MODEL", "whisper-1", listed, date(2026, 12, 1)).status == OK
