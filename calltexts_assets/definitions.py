@@ -93,6 +93,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "export_settings": ExportSettings(
             summaries_enabled=settings.summaries_enabled,
             max_concurrency=settings.concurrency,
+            call_order=settings.call_order,
             stt_max_in_flight=settings.stt_max_in_flight,
             price_per_minute_usd=settings.price_per_minute_usd,
             billing_unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),

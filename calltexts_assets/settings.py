@@ -65,6 +65,8 @@ DEFAULT_PRICE_PER_MINUTE = 0.006
 # How the STT bills a request: the model's own unit (clients/stt_models.py), or per second /
 # per started minute for a compatible server's bill.
 BILLING_UNIT_SETTINGS = ("model", "second", "minute")
+# The order the calls of a run go to download and the STT (state/schedule.CALL_ORDERS).
+CALL_ORDERS = ("longest_first", "day")
 
 
 class SettingsError(ValueError):
@@ -142,6 +144,7 @@ class Settings:
     timezone: str
     partitions_start: date
     concurrency: int
+    call_order: str  # "longest_first" (the STT's slots busy to the end) or "day"
     stt_max_in_flight: int  # across all runs of the instance; 0: only `concurrency` per run
     backfill_run_days: int  # days per run of a backfill; 0: the whole range is one run
     price_per_minute_usd: float
@@ -515,6 +518,7 @@ def _read(r: _Reader) -> Settings:
         # (and their fill) start there unless a date is set.
         partitions_start=r.first_day("CALLTEXTS_PARTITIONS_START", DEFAULT_PARTITION_DAYS),
         concurrency=r.integer("CALLTEXTS_CONCURRENCY", 10, minimum=1, maximum=MAX_CONCURRENCY),
+        call_order=r.choice("CALLTEXTS_CALL_ORDER", "longest_first", CALL_ORDERS),
         stt_max_in_flight=r.integer(
             "CALLTEXTS_STT_MAX_IN_FLIGHT", 0, minimum=0, maximum=MAX_STT_IN_FLIGHT
         ),
