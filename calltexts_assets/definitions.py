@@ -61,6 +61,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             token_store_url=ledger_url,
             requests_per_second=settings.bitrix24_requests_per_second,
             shared_pacing_url=ledger_url if settings.bitrix24_shared_pacing else "",
+            pace_downloads=settings.bitrix24_pace_downloads,
             recording_hosts=list(settings.recording_hosts),
             recording_networks=list(settings.recording_networks),
             allow_private_addresses=settings.sandbox,

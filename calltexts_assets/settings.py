@@ -111,6 +111,9 @@ class Settings:
     bitrix24_oauth_server: str
     bitrix24_requests_per_second: float
     bitrix24_shared_pacing: bool  # the rate is shared by every run (through the ledger db)
+    # Drive downloads (the portal's /rest/ path) wait for the rate too: whether the portal
+    # meters them is undocumented (docs/specs/bitrix24_downloads.md), so on by default
+    bitrix24_pace_downloads: bool
     # recording downloads
     recording_hosts: tuple[str, ...]
     # private networks (CIDR) trusted for recordings, e.g. the PBX's 10.20.0.0/16
@@ -487,6 +490,7 @@ def _read(r: _Reader) -> Settings:
         bitrix24_oauth_server=r.url("BITRIX24_OAUTH_SERVER", "https://oauth.bitrix.info"),
         bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
         bitrix24_shared_pacing=r.flag("BITRIX24_SHARED_PACING", True),
+        bitrix24_pace_downloads=r.flag("BITRIX24_PACE_DOWNLOADS", True),
         recording_hosts=r.hosts("CALLTEXTS_RECORDING_HOSTS", DEFAULT_RECORDING_HOSTS),
         recording_networks=r.networks("CALLTEXTS_RECORDING_NETWORKS"),
         max_recording_mb=r.number("CALLTEXTS_MAX_RECORDING_MB", 1024.0, above=True),
