@@ -68,10 +68,13 @@ def busy(intervals: Sequence[tuple[float, float]], start: float, end: float) -> 
     return covered / (end - start)
 
 
-def slot_figures(intervals: Sequence[tuple[float, float]], tail: float = 0.05) -> dict[str, float]:
+def slot_figures(
+    intervals: Sequence[tuple[float, float]], started: float, ended: float, tail: float = 0.05
+) -> dict[str, float]:
     """Over the STT's window (first arrival to last answer): mean slots busy, slots busy in
     the last `tail` of it, and the last request to arrive (its seconds, started how long
-    before the end)."""
+    before the end); and the run's time outside it (the child started at `started`, exited
+    at `ended`)."""
     if not intervals:
         return {}
     first = min(a for a, _ in intervals)
@@ -79,6 +82,8 @@ def slot_figures(intervals: Sequence[tuple[float, float]], tail: float = 0.05) -
     window = last - first
     arrived, answered = max(intervals)
     return {
+        "before_first_sec": first - started,
+        "after_last_sec": ended - last,
         "window_sec": window,
         "mean_busy": busy(intervals, first, last),
         "tail_busy": busy(intervals, last - tail * window, last),
@@ -116,7 +121,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def _report(fig: RunFigures, latency_per_min: float, concurrency: int) -> dict[str, float]:
     stt_sum = latency_per_min * fig.stt["audio_seconds"] / 60
     bound = stt_sum / concurrency
-    slots = slot_figures(fig.stt["intervals"])
+    slots = slot_figures(fig.stt["intervals"], fig.started_at, fig.started_at + fig.wall_sec)
     print(
         f"    bound = STT latency {stt_sum:,.1f} s / concurrency {concurrency} = {bound:,.1f} s; "
         f"WALL / BOUND {fig.wall_sec / bound:.3f} (run_export alone {fig.run_sec / bound:.3f})"
@@ -128,6 +133,11 @@ def _report(fig: RunFigures, latency_per_min: float, concurrency: int) -> dict[s
             f"{slots['tail_busy']:.2f} of {concurrency}; the last request "
             f"{slots['last_request_sec']:.1f} s long, started "
             f"{slots['last_started_before_end_sec']:.1f} s before the end"
+        )
+        print(
+            f"    outside the STT window: {slots['before_first_sec']:.1f} s from the child's "
+            f"start to the first request (import, Dagster, listing, first downloads), "
+            f"{slots['after_last_sec']:.1f} s from the last answer to its exit (later assets)"
         )
     return {"bound": bound, "wall": fig.wall_sec, "run": fig.run_sec, **slots}
 
