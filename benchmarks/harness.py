@@ -249,6 +249,7 @@ class RunFigures:
     cost_usd: float = 0.0  # the registry's: the ledger's cost of every call of the period
     home: Path | None = None  # the child's storage root (transcripts under exports/)
     load_average: float = 0.0  # the machine's mean 1-minute load average during the run
+    started_at: float = 0.0  # time.monotonic() of this process when the child was started
 
     @property
     def pipeline_cpu_sec(self) -> float:
@@ -383,6 +384,7 @@ def run_export_child(
         cost_usd=sum(r.cost or 0.0 for r in records),
         home=layout.home,
         load_average=sum(sampler.loads) / len(sampler.loads) if sampler.loads else 0.0,
+        started_at=started,
     )
 
 

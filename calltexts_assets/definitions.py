@@ -61,6 +61,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             token_store_url=ledger_url,
             requests_per_second=settings.bitrix24_requests_per_second,
             shared_pacing_url=ledger_url if settings.bitrix24_shared_pacing else "",
+            pace_downloads=settings.bitrix24_pace_downloads,
             recording_hosts=list(settings.recording_hosts),
             recording_networks=list(settings.recording_networks),
             allow_private_addresses=settings.sandbox,
@@ -93,6 +94,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "export_settings": ExportSettings(
             summaries_enabled=settings.summaries_enabled,
             max_concurrency=settings.concurrency,
+            call_order=settings.call_order,
             stt_max_in_flight=settings.stt_max_in_flight,
             price_per_minute_usd=settings.price_per_minute_usd,
             billing_unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),

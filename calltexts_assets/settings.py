@@ -68,6 +68,8 @@ DEFAULT_PRICE_PER_MINUTE = 0.006
 # How the STT bills a request: the model's own unit (clients/stt_models.py), or per second /
 # per started minute for a compatible server's bill.
 BILLING_UNIT_SETTINGS = ("model", "second", "minute")
+# The order the calls of a run go to download and the STT (state/schedule.CALL_ORDERS).
+CALL_ORDERS = ("longest_first", "day")
 
 
 class SettingsError(ValueError):
@@ -112,6 +114,9 @@ class Settings:
     bitrix24_oauth_server: str
     bitrix24_requests_per_second: float
     bitrix24_shared_pacing: bool  # the rate is shared by every run (through the ledger db)
+    # Drive downloads (the portal's /rest/ path) wait for the rate too: whether the portal
+    # meters them is undocumented (docs/specs/bitrix24_downloads.md), so on by default
+    bitrix24_pace_downloads: bool
     # recording downloads
     recording_hosts: tuple[str, ...]
     # private networks (CIDR) trusted for recordings, e.g. the PBX's 10.20.0.0/16
@@ -145,6 +150,7 @@ class Settings:
     timezone: str
     partitions_start: date
     concurrency: int
+    call_order: str  # "longest_first" (the STT's slots busy to the end) or "day"
     stt_max_in_flight: int  # across all runs of the instance; 0: only `concurrency` per run
     backfill_run_days: int  # days per run of a backfill; 0: the whole range is one run
     price_per_minute_usd: float
@@ -488,6 +494,7 @@ def _read(r: _Reader) -> Settings:
         bitrix24_oauth_server=r.url("BITRIX24_OAUTH_SERVER", "https://oauth.bitrix.info"),
         bitrix24_requests_per_second=r.number("BITRIX24_REQUESTS_PER_SECOND", 2.0, above=True),
         bitrix24_shared_pacing=r.flag("BITRIX24_SHARED_PACING", True),
+        bitrix24_pace_downloads=r.flag("BITRIX24_PACE_DOWNLOADS", True),
         recording_hosts=r.hosts("CALLTEXTS_RECORDING_HOSTS", DEFAULT_RECORDING_HOSTS),
         recording_networks=r.networks("CALLTEXTS_RECORDING_NETWORKS"),
         max_recording_mb=r.number("CALLTEXTS_MAX_RECORDING_MB", 1024.0, above=True),
@@ -519,6 +526,7 @@ def _read(r: _Reader) -> Settings:
         # (and their fill) start there unless a date is set.
         partitions_start=r.first_day("CALLTEXTS_PARTITIONS_START", DEFAULT_PARTITION_DAYS),
         concurrency=r.integer("CALLTEXTS_CONCURRENCY", 10, minimum=1, maximum=MAX_CONCURRENCY),
+        call_order=r.choice("CALLTEXTS_CALL_ORDER", "longest_first", CALL_ORDERS),
         stt_max_in_flight=r.integer(
             "CALLTEXTS_STT_MAX_IN_FLIGHT", 0, minimum=0, maximum=MAX_STT_IN_FLIGHT
         ),

@@ -191,3 +191,21 @@ def test_bitrix24_pacing_is_shared_through_the_ledger_database_unless_turned_off
     if isinstance(limiter, SharedRateLimiter):  # one row per portal, in the ledger's file
         assert limiter.name == "bitrix24:portal.example.ru"
         assert str(limiter.engine.url) == settings.sqlite_url
+
+
+@pytest.mark.parametrize(("pace", "order"), [("true", "longest_first"), ("false", "day")])
+def test_download_pacing_and_call_order_reach_the_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pace: str, order: str
+) -> None:
+    webhook = "https://portal.example.ru/rest/1/abc123def/"
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", webhook)
+    settings = load_settings({
+        "BITRIX24_WEBHOOK_URL": webhook,
+        "CALLTEXTS_HOME": str(tmp_path),
+        "BITRIX24_PACE_DOWNLOADS": pace,
+        "CALLTEXTS_CALL_ORDER": order,
+    })  # fmt: skip
+    resources = build_definitions(settings).resources or {}
+    assert resources["export_settings"].call_order == order
+    with dg.build_resources({"bitrix24": resources["bitrix24"]}) as built:
+        assert built.bitrix24.get_client().pace_downloads is (pace == "true")

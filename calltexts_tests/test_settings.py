@@ -33,6 +33,8 @@ WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
         ("CALLTEXTS_STT_MAX_IN_FLIGHT", "-2", "a whole number from 0 to 1000"),
         ("STT_BILLING_UNIT", "tokens", "one of model, second, minute"),
         ("CALLTEXTS_LANGUAGE", "de", "one of ru, en"),
+        ("CALLTEXTS_CALL_ORDER", "shortest_first", "one of longest_first, day"),
+        ("BITRIX24_PACE_DOWNLOADS", "sometimes", "true or false"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:
@@ -62,6 +64,13 @@ def test_shared_limits_and_the_backfill_shape_default_to_one_run_and_no_stt_limi
     })  # fmt: skip
     assert (chosen.backfill_run_days, chosen.stt_max_in_flight) == (5, 40)
     assert chosen.bitrix24_shared_pacing is False
+
+
+def test_call_order_and_download_pacing_default_to_longest_first_and_paced() -> None:
+    defaults = load_settings({})
+    assert (defaults.call_order, defaults.bitrix24_pace_downloads) == ("longest_first", True)
+    chosen = load_settings({"CALLTEXTS_CALL_ORDER": "day", "BITRIX24_PACE_DOWNLOADS": "false"})
+    assert (chosen.call_order, chosen.bitrix24_pace_downloads) == ("day", False)
 
 
 @pytest.mark.parametrize(

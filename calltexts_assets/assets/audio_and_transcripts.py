@@ -44,6 +44,7 @@ from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.state.ledger import CallRecord, Ledger, PeriodTotals, Status
 from calltexts_assets.state.progress import PROGRESS_RECORD, ProgressWatch, snapshot
+from calltexts_assets.state.schedule import DAY_ORDER, in_order
 from calltexts_assets.state.shared_limits import stt_slots
 from calltexts_assets.state.steps import CallSteps, StepOutcome
 from calltexts_assets.transcripts.dialogue import RequestsInFlight
@@ -135,7 +136,7 @@ def raw_audio_and_transcripts(
     workers = export_settings.max_concurrency
     # `workers` requests in flight to the STT, and one more worker per core decoding the next
     # call meanwhile (RequestsInFlight holds the extra ones back at the STT). Concurrency 1
-    # stays one call at a time, in the ledger's order.
+    # stays one call at a time.
     stt_workers = workers + (os.cpu_count() or 1) if workers > 1 else 1
     downloading = raw_audio.key in context.selected_asset_keys
     transcribing = transcripts.key in context.selected_asset_keys
@@ -182,11 +183,19 @@ def raw_audio_and_transcripts(
     )
 
     retry_missing = export_settings.retry_missing_audio
+    # Longest first by default (CALLTEXTS_CALL_ORDER): the run ends on short calls, so the
+    # STT's slots stay busy to the end; the transcriptions follow the downloads, which stay
+    # at most the two stages' windows ahead. Only the calls with work left are sorted (and
+    # held). One worker gains nothing from an order: it keeps the ledger's.
+    order = export_settings.call_order if workers > 1 else DAY_ORDER
     to_fetch = links.ahead(
-        (
-            r
-            for r in db.iter_records(period.export_ids)
-            if needs_fetch(r, retry_missing=retry_missing)
+        in_order(
+            (
+                r
+                for r in db.iter_records(period.export_ids)
+                if needs_fetch(r, retry_missing=retry_missing)
+            ),
+            order,
         ),
         about_to_download,
     )
@@ -194,8 +203,9 @@ def raw_audio_and_transcripts(
     # also those an overlapping run downloaded (calls this stage already took are skipped);
     # and every transcribed one whose file went missing or changed since it was written.
     verify = export_settings.verify_checksums
-    to_transcribe = (
-        r for r in db.iter_records(period.export_ids) if needs_work(r, store, verify=verify)
+    to_transcribe = in_order(
+        (r for r in db.iter_records(period.export_ids) if needs_work(r, store, verify=verify)),
+        order,
     )
     # A line in the run log every 5 % of the period's calls (hours against the real STT) and
     # at the end of the step, marked so that `calltexts run` leaves it to its own progress line.

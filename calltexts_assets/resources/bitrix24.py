@@ -32,6 +32,9 @@ class Bitrix24Resource(dg.ConfigurableResource):
     # Database of the pacing shared by every run (the ledger's; BITRIX24_SHARED_PACING):
     # the portal's limit is per application, not per run. Empty: this process paces alone.
     shared_pacing_url: str = ""
+    # Drive downloads wait for the rate too (BITRIX24_PACE_DOWNLOADS): undocumented whether
+    # the portal meters them, docs/specs/bitrix24_downloads.md
+    pace_downloads: bool = True
     recording_hosts: list[str] = Field(default_factory=list)  # besides the portal
     recording_networks: list[str] = Field(default_factory=list)  # trusted private CIDRs
     allow_private_addresses: bool = False  # only the sandbox, which lives on loopback
@@ -87,6 +90,7 @@ class Bitrix24Resource(dg.ConfigurableResource):
                     portal_url=self.portal_url,
                     oauth=self._oauth(),
                     requests_per_second=self.requests_per_second,
+                    pace_downloads=self.pace_downloads,
                     recording_hosts=self.recording_hosts,
                     recording_networks=self.recording_networks,
                     allow_private_addresses=self.allow_private_addresses,

@@ -11,6 +11,9 @@ class ExportSettings(dg.ConfigurableResource):
 
     summaries_enabled: bool = False
     max_concurrency: int = 10
+    # The order the period's calls are downloaded and transcribed (CALLTEXTS_CALL_ORDER):
+    # "longest_first" keeps the STT's slots busy to the end of the run; "day" as listed
+    call_order: str = "longest_first"
     # STT requests in flight across all runs on the ledger's database (0: no shared limit,
     # only max_concurrency per run): CALLTEXTS_STT_MAX_IN_FLIGHT
     stt_max_in_flight: int = 0

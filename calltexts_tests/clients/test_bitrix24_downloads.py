@@ -18,6 +18,7 @@ from calltexts_assets.clients.bitrix24.errors import (
     RecordingRefused,
     RecordingTooLarge,
 )
+from calltexts_assets.limits.ratelimit import RateLimiter
 from calltexts_assets.limits.run_errors import RunWideError
 from calltexts_tests.clients.test_bitrix24_client import AUDIO, RECORD_URL, WEBHOOK
 
@@ -211,3 +212,39 @@ def test_a_refused_link_is_the_calls_problem_not_the_runs(
         client.download(STORAGE_URL, io.BytesIO())
     assert not isinstance(info.value, RunWideError)
     assert info.value.code == f"http_{status}" and route.call_count == 1
+
+
+class CountingLimiter(RateLimiter):
+    """A limiter that never waits and counts the tokens taken."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.acquired = 0
+
+    def acquire(self) -> float:
+        self.acquired += 1
+        return 0.0
+
+
+DRIVE_URL = WEBHOOK + "download/?token=disk%7CaWQ9OTA0MyZfPUFCQw%3D%3D%7Csig"
+
+
+@pytest.mark.parametrize(("pace", "tokens"), [(True, 2), (False, 0)])
+@respx.mock
+def test_drive_downloads_take_limiter_tokens_only_when_paced(pace: bool, tokens: int) -> None:
+    """BITRIX24_PACE_DOWNLOADS: Drive downloads (the portal's /rest/ path) take a token each
+    when on and none when off; a Voximplant link never takes one (docs/specs/
+    bitrix24_downloads.md)."""
+    limiter = CountingLimiter()
+    client = make_client(limiter=limiter, pace_downloads=pace)
+    drive = respx.get(DRIVE_URL).mock(return_value=httpx.Response(200, content=AUDIO))
+    voximplant = respx.get(STORAGE_URL).mock(return_value=httpx.Response(200, content=AUDIO))
+    try:
+        for _ in range(2):
+            assert client.download(DRIVE_URL, io.BytesIO()).bytes == len(AUDIO)
+        assert client.download(STORAGE_URL, io.BytesIO()).bytes == len(AUDIO)
+    finally:
+        client.close()
+    assert drive.call_count == 2 and voximplant.call_count == 1
+    assert limiter.acquired == tokens
+    assert client.stats.rest_downloads == 2  # counted as the portal's either way

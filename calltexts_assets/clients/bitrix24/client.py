@@ -74,6 +74,7 @@ class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin, DirectoryMixin
         oauth_token: str = "",
         portal_url: str = "",
         requests_per_second: float = 2.0,
+        pace_downloads: bool = True,
         retry_waits: Sequence[float] = DEFAULT_RETRY_WAITS,
         retry_wait_scale: float = 1.0,
         timeout_sec: float = 30.0,
@@ -109,6 +110,9 @@ class Bitrix24Client(TelephonyMixin, LinksMixin, RecordingsMixin, DirectoryMixin
             resolve=resolve,
         )
         self.max_recording_bytes = max_recording_bytes
+        # Drive downloads (the portal's /rest/ path) take a token of the rate limiter: the
+        # conservative answer where the docs are silent (docs/specs/bitrix24_downloads.md).
+        self.pace_downloads = pace_downloads
         self.download_deadline_sec = download_deadline_sec
         self.retry_waits = list(retry_waits)
         self.retry_wait_scale = retry_wait_scale

@@ -57,6 +57,7 @@ class RecordingsMixin:
     portal_origin: str
     max_recording_bytes: int
     download_deadline_sec: float
+    pace_downloads: bool
 
     def _mask(self, text: str) -> str: ...
 
@@ -193,7 +194,8 @@ class RecordingsMixin:
         for _ in range(MAX_REDIRECTS + 1):
             self.targets.check(current)
             if self._is_portal_rest(current):  # the portal's download method is REST
-                self.limiter.acquire()
+                if self.pace_downloads:
+                    self.limiter.acquire()
                 self.stats.add("rest_downloads")
             remaining = max(deadline - time.monotonic(), 0.001)
             request = self._http.build_request(
