@@ -100,6 +100,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,
             stt_role_mode=settings.stt_role_mode,
+            stt_send=settings.stt_send,
             mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
             verify_checksums=settings.verify_checksums,
             is_sandbox=settings.sandbox,

@@ -38,6 +38,7 @@ DEFAULT_PARTITION_DAYS = 90  # the first partition: this many days before today
 # most European) Excel and LibreOffice, point for English ones.
 DECIMAL_MARKS = {"comma": ",", "point": "."}
 ROLE_MODES = ("energy", "turns", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
+SEND_MODES = ("speech", "all")  # transcripts.speech_only.SEND_MODES
 # Models that answer json only (no times): clients/stt_models.py, docs/specs/stt_wire.md §1.4.
 JSON_ONLY_MODELS = frozenset({
     "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
@@ -123,6 +124,7 @@ class Settings:
     whisper_language: str
     whisper_keywords: tuple[str, ...]
     stt_role_mode: str
+    stt_send: str  # "speech": only what the VAD calls speech goes to the STT; "all": the call
     stt_max_upload_mb: float
     stt_max_request_sec: float
     stt_billing_unit: str  # "model": the model's own (clients/stt_models.billing_unit)
@@ -495,6 +497,7 @@ def _read(r: _Reader) -> Settings:
         whisper_language=r.text("WHISPER_LANGUAGE"),
         whisper_keywords=r.keywords("WHISPER_KEYWORDS"),
         stt_role_mode=r.choice("STT_ROLE_MODE", "", ROLE_MODES),
+        stt_send=r.choice("STT_SEND", "speech", SEND_MODES),
         stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
         stt_max_request_sec=r.number("STT_MAX_REQUEST_SEC", 0.0),
         stt_billing_unit=r.choice("STT_BILLING_UNIT", "model", BILLING_UNIT_SETTINGS),

@@ -65,8 +65,10 @@ class Sandbox:
         """Settings the sandbox changes only where the user set none. Its calls are tones,
         which a voice activity detector rightly does not call speech, so the default model's
         turns (gpt-transcribe, STT_ROLE_MODE=turns) would find nothing to send: the sandbox
-        keeps whisper-1 with word times (roles by energy) until its calls speak."""
-        return {"WHISPER_MODEL": "whisper-1"}
+        keeps whisper-1 with word times (roles by energy), and sends its calls whole
+        (STT_SEND=all: with `speech` every tone call would be `no_speech`), until its calls
+        speak."""
+        return {"WHISPER_MODEL": "whisper-1", "STT_SEND": "all"}
 
     def oauth_environment(self) -> dict[str, str]:
         """The same with an OAuth application instead of the webhook: a fresh token pair,

@@ -278,6 +278,7 @@ def _transcriber(
         price_per_minute=settings.price_per_minute_usd,
         billing_unit=settings.billing_unit,
         role_mode=settings.stt_role_mode,
+        send=settings.stt_send,
         labels=settings.role_labels,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,

@@ -27,6 +27,9 @@ class ExportSettings(dg.ConfigurableResource):
     # "per_channel" (each side sent on its own: for servers without times; twice the bill),
     # "none" (one speaker label)
     stt_role_mode: str = "energy"
+    # "speech": only the stretches the voice activity detector calls speech are sent (no
+    # speech at all: nothing sent, `no_speech`); "all": the recording whole
+    stt_send: str = "speech"
     # True: hash every stored recording on every run (an audit); else only those modified
     # since they were stored
     verify_checksums: bool = False

@@ -50,6 +50,8 @@ def answer_document(record: CallRecord, transcript: Transcript) -> dict[str, Any
             "billed_sec": list(transcript.billed_sec),
             "hallucinations": transcript.hallucinations,
             "duration_mismatch": transcript.duration_mismatch,
+            "verdict": transcript.verdict,
+            "speech_sec": transcript.speech_sec,
             "lines": [asdict(line) for line in transcript.lines],
         },
         "answers": list(transcript.answers),
@@ -87,6 +89,8 @@ def _transcript_of(document: dict[str, Any]) -> Transcript:
         billed_sec=tuple(float(sec) for sec in made["billed_sec"]),
         hallucinations=int(made["hallucinations"]),
         duration_mismatch=str(made.get("duration_mismatch", "")),
+        verdict=str(made.get("verdict") or ""),
+        speech_sec=None if made.get("speech_sec") is None else float(made["speech_sec"]),
         answers=tuple(document["answers"]),
     )
 

@@ -105,6 +105,8 @@ def _transcribed(
         "stt_request_sec": encode_request_seconds(transcript.billed_sec),
         "role_mode": transcript.roles,
         "hallucinations": transcript.hallucinations,
+        # no_speech: nothing sent, nothing billed; needs_review: a person should look
+        "verdict": transcript.verdict or None,
         # Transcribed, but flagged: the STT's account of the audio is not to be trusted
         # (the `stt_durations` check fails the period until someone looks).
         "error_code": DURATION_MISMATCH if transcript.duration_mismatch else None,
@@ -124,11 +126,12 @@ def transcribe_record(
     mask_phones: bool,
     sandbox: bool,
     workdir: Path,
+    send: str = "speech",
 ) -> StepOutcome:
     """The recording to the STT; what it answered is stored before the transcript."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
-        transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir)
+        transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir, send=send)
     store_answer(storage, record, transcript)
     written = _written(
         record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
