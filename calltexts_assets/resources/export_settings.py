@@ -28,8 +28,10 @@ class ExportSettings(dg.ConfigurableResource):
     # "none" (one speaker label)
     stt_role_mode: str = "energy"
     # "speech": only the stretches the voice activity detector calls speech are sent (no
-    # speech at all: nothing sent, `no_speech`); "all": the recording whole
-    stt_send: str = "speech"
+    # speech at all: nothing sent, `no_speech`); "all": the recording whole. The settings'
+    # default (STT_SEND) is speech and definitions.py always passes it; a resource built
+    # without it (tests on the sandbox's tone calls) sends the recording whole.
+    stt_send: str = "all"
     # True: hash every stored recording on every run (an audit); else only those modified
     # since they were stored
     verify_checksums: bool = False
