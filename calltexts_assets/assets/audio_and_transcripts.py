@@ -50,6 +50,7 @@ from calltexts_assets.transcripts.dialogue import RequestsInFlight
 from calltexts_assets.transcripts.step import (
     ADOPTED,
     REMADE,
+    SecondOpinion,
     from_stored_answer,
     needs_transcript,
     needs_work,
@@ -143,6 +144,9 @@ def raw_audio_and_transcripts(
     stt = whisper.get_client()
     # Before any request: a model past its shutdown date stops the step with one line.
     lifecycle = model_lifecycle(context, stt, "WHISPER_MODEL", stt.model) if transcribing else {}
+    fallback_stt = whisper.get_fallback_client()
+    if fallback_stt is not None and transcribing:
+        model_lifecycle(context, fallback_stt, "WHISPER_FALLBACK_MODEL", fallback_stt.model)
     downloads = call_steps(
         context,
         db,
@@ -177,9 +181,23 @@ def raw_audio_and_transcripts(
     )
     # The account's limit across all runs (CALLTEXTS_STT_MAX_IN_FLIGHT), on the ledger's db.
     shared_stt = stt_slots(db.engine, export_settings.stt_max_in_flight, owner=context.run.run_id)
-    transcribe = _transcriber(
-        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir
+    fallback = (
+        SecondOpinion(
+            # its own server's requests are bounded by this run's concurrency alone
+            RequestsInFlight(
+                fallback_stt, workers, shared=None if whisper.fallback_base_url else shared_stt
+            ),
+            export_settings.fallback_price_per_minute_usd,
+            export_settings.fallback_billing_unit,
+            expected_languages=(stt.language,) if stt.language else (),
+        )
+        if fallback_stt is not None
+        else None
     )
+    transcribe = _transcriber(
+        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir,
+        fallback,
+    )  # fmt: skip
 
     retry_missing = export_settings.retry_missing_audio
     to_fetch = links.ahead(
@@ -250,6 +268,11 @@ def raw_audio_and_transcripts(
             _transcripts_figures,
             whisper_requests=stt.stats.requests,
             whisper_retries=stt.stats.retries,
+            **(
+                {"fallback_requests": fallback_stt.stats.requests}
+                if fallback_stt is not None
+                else {}
+            ),
             **lifecycle,
             languages=db.totals(period.export_ids).languages,
             **leftovers.figures(),
@@ -258,7 +281,11 @@ def raw_audio_and_transcripts(
 
 
 def _transcriber(
-    whisper: RequestsInFlight, store: Storage, settings: ExportSettings, workdir: Path
+    whisper: RequestsInFlight,
+    store: Storage,
+    settings: ExportSettings,
+    workdir: Path,
+    fallback: SecondOpinion | None = None,
 ) -> Callable[[CallRecord], StepOutcome]:
     """The per-call transcription step: what the STT answered before when it is stored, else a
     request, stopped by the run's budget when one is set."""
@@ -270,6 +297,7 @@ def _transcriber(
         labels=settings.role_labels,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
+        fallback=fallback,
     )
     transcribe = partial(
         transcribe_record,
@@ -283,6 +311,8 @@ def _transcriber(
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
         workdir=workdir,
+        fallback=fallback,
+        expected_languages=(whisper.language,) if whisper.language else (),
     )
     if settings.budget_usd > 0:
         price = settings.price_per_minute_usd

@@ -82,6 +82,8 @@ REGISTRY_COLUMNS = (
     "stt_sent_sec",
     "stt_billed_sec",
     "needs_review",
+    "doubts",
+    "second_opinion",
 )
 PHONE_COLUMNS = frozenset({"from", "to", "line_id"})  # line_id may be the portal's number
 
@@ -178,6 +180,12 @@ def registry_values(
         "stt_sent_sec": None if record.stt_sent_sec is None else math.ceil(record.stt_sent_sec),
         "stt_billed_sec": _billed_sec(record),
         "needs_review": "yes" if record.verdict == NEEDS_REVIEW else None,
+        "doubts": record.doubts,
+        "second_opinion": (
+            f"{record.fallback_model}, {'kept' if record.fallback_kept else 'not kept'}"
+            if record.fallback_model
+            else None
+        ),
     }
 
 
@@ -190,9 +198,12 @@ def _status(record: CallRecord) -> str:
 
 def _billed_sec(record: CallRecord) -> int | None:
     """The audio seconds the STT bills, summed over the call's requests (each as the
-    service reported it, in whole seconds)."""
+    service reported it, in whole seconds), the second opinion's included."""
     requests = decode_request_seconds(record.stt_request_sec)
-    return None if requests is None else sum(math.ceil(sec) for sec in requests)
+    if requests is None:
+        return None
+    requests += decode_request_seconds(record.fallback_request_sec) or []
+    return sum(math.ceil(sec) for sec in requests)
 
 
 # -- CSV cells -------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ class ExportSettings(dg.ConfigurableResource):
     # How a request is billed: "second" (OpenAI's models) or "minute" (per started minute);
     # clients.stt_models.billing_unit of WHISPER_MODEL and STT_BILLING_UNIT
     billing_unit: str = "second"
+    # The second opinion's tariff and billing unit (WHISPER_FALLBACK_MODEL's own)
+    fallback_price_per_minute_usd: float = 0.006
+    fallback_billing_unit: str = "second"
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it

@@ -55,6 +55,7 @@ DIARIZED, MONO = "diarized", "mono"
 ROLE_MODES = (BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES)
 # What a transcript says of the call besides its lines (the ledger's `verdict`).
 NO_SPEECH = "no_speech"  # nothing in it is speech: nothing sent, nothing billed
+LOGPROB_FLOOR = -1.0  # "lower than -1, consider the logprobs failed" (stt_wire §2.3)
 # Decoding is CPU-bound: more decodes at once than cores gain nothing. Memory needs no
 # bound of its own any more: a decode holds one block (audio.decode.BLOCK_SEC) at a time.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
@@ -129,9 +130,22 @@ class Transcript:
     verdict: str = ""  # NO_SPEECH, or "" for a call with speech
     # seconds the voice activity detector calls speech (any channel); None: not run
     speech_sec: float | None = None
+    # Signs of doubt (`second_opinion.py`): the share of Whisper-style segment time with
+    # avg_logprob below -1 (None: the model gives none), and the detector's speech with no
+    # line over it (None: the detector did not run)
+    low_logprob_share: float | None = None
+    unheard_sec: float | None = None
+    doubts: tuple[str, ...] = ()  # the signals of the first answer (second_opinion.SIGNALS)
+    # The second opinion, when one was asked: its model, what its requests are billed on
+    # (at its own tariff), and whether its answer was kept (then `model` is it)
+    fallback_model: str = ""
+    fallback_billed_sec: tuple[float, ...] = ()
+    fallback_kept: bool = False
     # What the STT answered, per piece sent: where the piece lies and the body as it came
     # (`transcripts/answers.py` keeps it beside the recording).
     answers: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
+    # the answers not kept (the other model's), kept for the record
+    other_answers: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -195,6 +209,19 @@ class _Answers:
     languages_reported: bool = False  # a model that detects languages answered (maybe [])
     mismatches: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    # seconds of kept segments that carry avg_logprob, and of those below the floor
+    logprob_sec: float = 0.0
+    low_logprob_sec: float = 0.0
+
+    def judge(self, segments: Sequence[Segment]) -> None:
+        for s in segments:
+            if s.avg_logprob is not None:
+                self.logprob_sec += s.end - s.start
+                self.low_logprob_sec += (s.end - s.start) * (s.avg_logprob < LOGPROB_FLOOR)
+
+    @property
+    def low_logprob_share(self) -> float | None:
+        return self.low_logprob_sec / self.logprob_sec if self.logprob_sec else None
 
     def count(self, piece: Piece, result: SttResult) -> None:
         self.bodies.append(
@@ -288,6 +315,7 @@ def _piece_lines(piece: Piece, result: SttResult, roles: _Roles, answers: _Answe
     kept = drop_hallucinations(segments, quiet=quiet if result.timed else None)
     answers.hallucinations += kept.dropped
     segments = list(kept.segments)
+    answers.judge(segments)
     if channel is not None:  # per-channel mode: the side is the channel
         answers.lines += segment_lines(segments, [roles.stereo_roles[channel]] * len(segments))
     elif roles.stereo and roles.role_mode == BY_ENERGY and result.timed:
@@ -332,6 +360,22 @@ def _send_turns(
         _piece_lines(piece, result, roles, answers)
         clip.unlink()
     return speech
+
+
+def _unheard(speech: CallSpeech, lines: Sequence[DialogueLine]) -> float:
+    """Seconds of the detector's speech (any channel, stretches merged) that no line is over."""
+    stretches = sorted((a, b) for side in speech.channels for a, b in side)
+    merged: list[list[float]] = []
+    for a, b in stretches:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    spans = [(line.start, line.end) for line in lines]
+    unheard = sum(
+        b - a for a, b in merged if not any(start < b and end > a for start, end in spans)
+    )
+    return round(unheard, 3)
 
 
 def transcribe_call(
@@ -417,5 +461,7 @@ def transcribe_call(
         duration_mismatch="; ".join(answers.mismatches),
         verdict=NO_SPEECH if no_speech and not answers.pieces else "",
         speech_sec=None if speech is None else round(speech.speech_sec(), 3),
+        low_logprob_share=answers.low_logprob_share,
+        unheard_sec=None if speech is None else _unheard(speech, lines),
         answers=tuple(answers.bodies),
     )

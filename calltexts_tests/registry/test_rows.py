@@ -118,6 +118,8 @@ def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
         "stt_sent_sec",
         "stt_billed_sec",
         "needs_review",
+        "doubts",
+        "second_opinion",
     ]
     document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
     for column in document["columns"]:
@@ -188,6 +190,8 @@ def test_row_values_are_formatted_strings() -> None:
         "stt_sent_sec": "",
         "stt_billed_sec": "",
         "needs_review": "",
+        "doubts": "",
+        "second_opinion": "",
     }
 
 
@@ -504,7 +508,7 @@ def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
         "'transcription_error']",
     ]
     ragged = data + "только;три;поля\n".encode()
-    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 33"]
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 35"]
 
 
 def test_validation_caps_the_list() -> None:
