@@ -24,7 +24,13 @@ from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource, WhisperResource
 from calltexts_assets.resources.storage import StorageResource
-from calltexts_assets.settings import Secret, Settings, apply_dagster_environment, load_settings
+from calltexts_assets.settings import (
+    Secret,
+    Settings,
+    apply_dagster_environment,
+    fallback_price_per_minute,
+    load_settings,
+)
 
 # Every process that loads the code location (run, step subprocess, webserver) decodes or
 # may decode audio: keep its freed buffers from pinning memory.
@@ -76,6 +82,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             keywords=list(settings.whisper_keywords),
             max_upload_mb=settings.stt_max_upload_mb,
             max_request_sec=settings.stt_max_request_sec,
+            fallback_model=settings.whisper_fallback_model,
+            fallback_base_url=settings.whisper_fallback_base_url,
+            fallback_api_key=_env_var(settings.whisper_fallback_api_key),
         ),
         "summariser": SummariserResource(**_openai(settings), model=settings.summary_model),
         "storage": StorageResource(
@@ -98,11 +107,16 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             stt_max_in_flight=settings.stt_max_in_flight,
             price_per_minute_usd=settings.price_per_minute_usd,
             billing_unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),
+            fallback_price_per_minute_usd=fallback_price_per_minute(
+                settings.whisper_fallback_model
+            ),
+            fallback_billing_unit=billing_unit(settings.whisper_fallback_model or "whisper-1"),
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,
             language=settings.language,
             stt_role_mode=settings.stt_role_mode,
+            stt_send=settings.stt_send,
             mask_phones_in_transcripts=settings.mask_phones_in_transcripts,
             verify_checksums=settings.verify_checksums,
             is_sandbox=settings.sandbox,

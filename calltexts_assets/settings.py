@@ -41,6 +41,7 @@ DECIMAL_MARKS = {"comma": ",", "point": "."}
 # transcripts/file_format.py LABELS).
 LANGUAGES = ("ru", "en")
 ROLE_MODES = ("energy", "turns", "per_channel", "none")  # transcripts.dialogue.ROLE_MODES
+SEND_MODES = ("speech", "all")  # transcripts.speech_only.SEND_MODES
 # Models that answer json only (no times): clients/stt_models.py, docs/specs/stt_wire.md §1.4.
 JSON_ONLY_MODELS = frozenset({
     "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
@@ -130,7 +131,12 @@ class Settings:
     whisper_model: str
     whisper_language: str
     whisper_keywords: tuple[str, ...]
+    # the second opinion for doubtful calls (transcripts/second_opinion.py); "" none
+    whisper_fallback_model: str
+    whisper_fallback_base_url: str  # "" the same server as WHISPER_MODEL's
+    whisper_fallback_api_key: Secret  # sent to WHISPER_FALLBACK_BASE_URL instead of OpenAI's
     stt_role_mode: str
+    stt_send: str  # "speech": only what the VAD calls speech goes to the STT; "all": the call
     stt_max_upload_mb: float
     stt_max_request_sec: float
     stt_billing_unit: str  # "model": the model's own (clients/stt_models.billing_unit)
@@ -505,7 +511,11 @@ def _read(r: _Reader) -> Settings:
         whisper_model=r.text("WHISPER_MODEL", "gpt-transcribe"),
         whisper_language=r.text("WHISPER_LANGUAGE"),
         whisper_keywords=r.keywords("WHISPER_KEYWORDS"),
+        whisper_fallback_model=r.text("WHISPER_FALLBACK_MODEL"),
+        whisper_fallback_base_url=r.url("WHISPER_FALLBACK_BASE_URL"),
+        whisper_fallback_api_key=r.secret("WHISPER_FALLBACK_API_KEY"),
         stt_role_mode=r.choice("STT_ROLE_MODE", "", ROLE_MODES),
+        stt_send=r.choice("STT_SEND", "speech", SEND_MODES),
         stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
         stt_max_request_sec=r.number("STT_MAX_REQUEST_SEC", 0.0),
         stt_billing_unit=r.choice("STT_BILLING_UNIT", "model", BILLING_UNIT_SETTINGS),
@@ -577,11 +587,44 @@ def _read(r: _Reader) -> Settings:
             f"{settings.whisper_model} does not return: use turns (each side's turns sent on "
             "their own), per_channel (each side whole, twice the cost) or none"
         )
+    r.problems.extend(_fallback_problems(settings))
     if 0 < settings.stt_max_request_sec < MIN_REQUEST_SEC:
         r.problems.append(
             f"STT_MAX_REQUEST_SEC: expected 0 (the model's limit) or >= {MIN_REQUEST_SEC}"
         )
     return settings
+
+
+def _fallback_problems(settings: Settings) -> list[str]:
+    """WHISPER_FALLBACK_*: a second model that can answer what the first one is asked."""
+    model = settings.whisper_fallback_model
+    if not model:
+        return [
+            f"{name}: set only with WHISPER_FALLBACK_MODEL (the second opinion's model)"
+            for name, value in (
+                ("WHISPER_FALLBACK_BASE_URL", settings.whisper_fallback_base_url),
+                ("WHISPER_FALLBACK_API_KEY", settings.whisper_fallback_api_key),
+            )
+            if value
+        ]
+    same_server = settings.whisper_fallback_base_url in ("", settings.openai_base_url)
+    if model == settings.whisper_model and same_server:
+        return [
+            f"WHISPER_FALLBACK_MODEL={model} is WHISPER_MODEL on the same server, which would "
+            "answer the same: name another model, or set WHISPER_FALLBACK_BASE_URL"
+        ]
+    if settings.stt_role_mode == "energy" and model in JSON_ONLY_MODELS:
+        return [
+            f"WHISPER_FALLBACK_MODEL={model} returns no word times, which STT_ROLE_MODE=energy "
+            "needs for the roles: choose a model with times (whisper-1, a compatible "
+            "server's) or STT_ROLE_MODE=turns"
+        ]
+    return []
+
+
+def fallback_price_per_minute(model: str) -> float:
+    """The second opinion's tariff: its model's list price, else whisper-1's."""
+    return LIST_PRICES_PER_MINUTE.get(model, DEFAULT_PRICE_PER_MINUTE)
 
 
 def _resolved_defaults(settings: Settings) -> Settings:

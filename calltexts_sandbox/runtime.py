@@ -69,8 +69,13 @@ class Sandbox:
         product's `turns`: the sandbox's calls are tones, which the turns' voice activity
         detector rightly does not call speech (every transcript would be empty), while each
         channel sent whole is heard by the emulator. It bills each side's channel: twice the
-        call, as that mode does anywhere."""
-        return {"WHISPER_MODEL": "gpt-transcribe", "STT_ROLE_MODE": "per_channel"}
+        call, as that mode does anywhere. Sent whole (STT_SEND=all): with `speech` every tone
+        call would be `no_speech`."""
+        return {
+            "WHISPER_MODEL": "gpt-transcribe",
+            "STT_ROLE_MODE": "per_channel",
+            "STT_SEND": "all",
+        }
 
     def oauth_environment(self) -> dict[str, str]:
         """The same with an OAuth application instead of the webhook: a fresh token pair,

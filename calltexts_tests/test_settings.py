@@ -200,3 +200,37 @@ def test_token_age_setting() -> None:
     assert load_settings({}).api_token_max_age_days == 90
     with pytest.raises(SettingsError, match="CALLTEXTS_API_TOKEN_MAX_AGE_DAYS"):
         load_settings({"CALLTEXTS_API_TOKEN_MAX_AGE_DAYS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WHISPER_FALLBACK_BASE_URL": "http://10.0.0.5:8000/v1"}, "WHISPER_FALLBACK_BASE_URL: "
+         "set only with WHISPER_FALLBACK_MODEL"),
+        ({"WHISPER_FALLBACK_MODEL": "gpt-transcribe"}, "WHISPER_FALLBACK_MODEL=gpt-transcribe is "
+         "WHISPER_MODEL on the same server"),
+        ({"WHISPER_MODEL": "whisper-1", "WHISPER_FALLBACK_MODEL": "gpt-transcribe"},
+         "WHISPER_FALLBACK_MODEL=gpt-transcribe returns no word times, which STT_ROLE_MODE=energy"),
+        ({"WHISPER_FALLBACK_MODEL": "whisper-1", "WHISPER_FALLBACK_BASE_URL": "stt.local"},
+         "WHISPER_FALLBACK_BASE_URL='stt.local': expected an http(s) URL"),
+    ],
+)  # fmt: skip
+def test_the_fallback_model_is_refused_in_one_line(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    [line] = info.value.problems
+    assert line.startswith(expected)
+
+
+def test_the_fallback_model_on_its_own_server() -> None:
+    settings = load_settings(
+        {
+            "WHISPER_FALLBACK_MODEL": "gpt-transcribe",
+            "WHISPER_FALLBACK_BASE_URL": "http://10.0.0.5:8000/v1/",
+            "WHISPER_FALLBACK_API_KEY": "local-key",
+        }
+    )
+    assert settings.whisper_fallback_model == "gpt-transcribe"
+    assert settings.whisper_fallback_base_url == "http://10.0.0.5:8000/v1"
+    assert settings.whisper_fallback_api_key and "local-key" not in repr(settings)
+    assert load_settings({}).whisper_fallback_model == ""

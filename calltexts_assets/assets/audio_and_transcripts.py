@@ -51,6 +51,7 @@ from calltexts_assets.transcripts.dialogue import RequestsInFlight
 from calltexts_assets.transcripts.step import (
     ADOPTED,
     REMADE,
+    SecondOpinion,
     from_stored_answer,
     needs_transcript,
     needs_work,
@@ -144,6 +145,9 @@ def raw_audio_and_transcripts(
     stt = whisper.get_client()
     # Before any request: a model past its shutdown date stops the step with one line.
     lifecycle = model_lifecycle(context, stt, "WHISPER_MODEL", stt.model) if transcribing else {}
+    fallback_stt = whisper.get_fallback_client()
+    if fallback_stt is not None and transcribing:
+        model_lifecycle(context, fallback_stt, "WHISPER_FALLBACK_MODEL", fallback_stt.model)
     downloads = call_steps(
         context,
         db,
@@ -178,9 +182,23 @@ def raw_audio_and_transcripts(
     )
     # The account's limit across all runs (CALLTEXTS_STT_MAX_IN_FLIGHT), on the ledger's db.
     shared_stt = stt_slots(db.engine, export_settings.stt_max_in_flight, owner=context.run.run_id)
-    transcribe = _transcriber(
-        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir
+    fallback = (
+        SecondOpinion(
+            # its own server's requests are bounded by this run's concurrency alone
+            RequestsInFlight(
+                fallback_stt, workers, shared=None if whisper.fallback_base_url else shared_stt
+            ),
+            export_settings.fallback_price_per_minute_usd,
+            export_settings.fallback_billing_unit,
+            expected_languages=(stt.language,) if stt.language else (),
+        )
+        if fallback_stt is not None
+        else None
     )
+    transcribe = _transcriber(
+        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir,
+        fallback,
+    )  # fmt: skip
 
     retry_missing = export_settings.retry_missing_audio
     # Longest first by default (CALLTEXTS_CALL_ORDER): the run ends on short calls, so the
@@ -260,6 +278,11 @@ def raw_audio_and_transcripts(
             _transcripts_figures,
             whisper_requests=stt.stats.requests,
             whisper_retries=stt.stats.retries,
+            **(
+                {"fallback_requests": fallback_stt.stats.requests}
+                if fallback_stt is not None
+                else {}
+            ),
             **lifecycle,
             languages=db.totals(period.export_ids).languages,
             **leftovers.figures(),
@@ -268,7 +291,11 @@ def raw_audio_and_transcripts(
 
 
 def _transcriber(
-    whisper: RequestsInFlight, store: Storage, settings: ExportSettings, workdir: Path
+    whisper: RequestsInFlight,
+    store: Storage,
+    settings: ExportSettings,
+    workdir: Path,
+    fallback: SecondOpinion | None = None,
 ) -> Callable[[CallRecord], StepOutcome]:
     """The per-call transcription step: what the STT answered before when it is stored, else a
     request, stopped by the run's budget when one is set."""
@@ -280,6 +307,7 @@ def _transcriber(
         labels=settings.language,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
+        fallback=fallback,
     )
     transcribe = partial(
         transcribe_record,
@@ -288,10 +316,13 @@ def _transcriber(
         price_per_minute=settings.price_per_minute_usd,
         billing_unit=settings.billing_unit,
         role_mode=settings.stt_role_mode,
+        send=settings.stt_send,
         labels=settings.language,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
         workdir=workdir,
+        fallback=fallback,
+        expected_languages=(whisper.language,) if whisper.language else (),
     )
     if settings.budget_usd > 0:
         price = settings.price_per_minute_usd

@@ -79,7 +79,13 @@ def cost_report(
         coverage(db.iter_records(days)),
         # The same evidence as the transcripts check: the ledger and the stored files.
         duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, period.days)),
-        cost_matches(db.iter_records(days), price, unit=export_settings.billing_unit),
+        cost_matches(
+            db.iter_records(days),
+            price,
+            unit=export_settings.billing_unit,
+            fallback_price_per_minute=export_settings.fallback_price_per_minute_usd,
+            fallback_unit=export_settings.fallback_billing_unit,
+        ),
     ]
     data = build_report_data(
         db.iter_records(days),

@@ -180,5 +180,11 @@ def _registry(
     yield check_result(stt_durations(db.iter_records(period.export_ids)))
     yield check_result(complete)
     yield check_result(
-        cost_matches(db.iter_records(period.export_ids), price, unit=export_settings.billing_unit)
+        cost_matches(
+            db.iter_records(period.export_ids),
+            price,
+            unit=export_settings.billing_unit,
+            fallback_price_per_minute=export_settings.fallback_price_per_minute_usd,
+            fallback_unit=export_settings.fallback_billing_unit,
+        )
     )

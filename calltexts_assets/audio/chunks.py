@@ -40,6 +40,20 @@ class Piece:
     channel: int | None = None  # the one channel it carries (per-channel mode)
     part: int = 1  # 1-based, of `parts` pieces of the recording (or of the channel)
     parts: int = 1
+    # Speech stretches joined into one file (STT_SEND=speech): (second in the file, start and
+    # end in the recording) of each; empty for a piece that is one stretch of the recording.
+    joins: tuple[tuple[float, float, float], ...] = ()
+
+    def to_recording(self, t: float) -> float:
+        """A time of the piece's file as the recording's second."""
+        if not self.joins:
+            return t + self.offset
+        at, start, end = self.joins[0]
+        for at_next, start_next, end_next in self.joins[1:]:
+            if t < at_next:
+                break
+            at, start, end = at_next, start_next, end_next
+        return start + min(max(t - at, 0.0), end - start)
 
     @property
     def label(self) -> str:

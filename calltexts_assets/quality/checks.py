@@ -20,6 +20,7 @@ from calltexts_assets.billing.cost import (
     billed_seconds,
     decode_request_seconds,
     record_billed_seconds,
+    requests_cost_usd,
     seconds_cost_usd,
 )
 from calltexts_assets.quality.one_pass import (
@@ -343,9 +344,12 @@ def cost_matches(
     price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
     tolerance: float = COST_TOLERANCE,
     unit: str = MINUTE,
+    fallback_price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    fallback_unit: str = MINUTE,
 ) -> CheckOutcome:
     """Every transcribed call's cost == the bill: its billed seconds x tariff / 60 (within
-    `tolerance`).
+    `tolerance`), plus, for a call sent to the second opinion, that model's billed seconds x
+    its own tariff.
 
     Billed seconds are what the service bills (`cost.record_billed_seconds`): each STT
     request of the call rounded up to the billing unit (a second, or a minute), on the
@@ -362,7 +366,11 @@ def cost_matches(
             unchecked += r.cost is not None
             continue
         checked += 1
-        expected = float(seconds_cost_usd(record_billed_seconds(r, unit), price_per_minute))
+        expected_cost = seconds_cost_usd(record_billed_seconds(r, unit), price_per_minute)
+        fallback = decode_request_seconds(r.fallback_request_sec)
+        if fallback:
+            expected_cost += requests_cost_usd(fallback, fallback_price_per_minute, fallback_unit)
+        expected = float(expected_cost)
         if r.cost is None or abs(r.cost - expected) > tolerance:
             wrong_total += 1
             if len(wrong) < DETAIL_ROWS:

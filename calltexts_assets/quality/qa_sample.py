@@ -15,6 +15,11 @@ from calltexts_assets.registry.rows import SEPARATOR, chronological
 from calltexts_assets.state.ledger import CallRecord, Status
 
 QA_SAMPLE_SIZE = 50
+NEEDS_REVIEW = "needs_review"  # the ledger's verdict: always in the sample
+
+
+def _flagged(record: CallRecord) -> bool:
+    return record.status == Status.TRANSCRIBED and record.verdict == NEEDS_REVIEW
 
 
 def _rank(period_label: str, record: CallRecord) -> str:
@@ -25,7 +30,8 @@ def _rank(period_label: str, record: CallRecord) -> str:
 def qa_sample(
     records: Iterable[CallRecord], period_label: str, n: int = QA_SAMPLE_SIZE
 ) -> list[CallRecord]:
-    """Up to `n` transcribed calls for a human to check, in chronological order.
+    """Up to `n` transcribed calls for a human to check, in chronological order: every call
+    still doubtful after the STT (`needs_review`), then as many others as make `n`.
 
     Each call is ranked by a hash of (period label, its key) and the n lowest are taken:
     the same period gives the same sample whatever the input order, and a call added or
@@ -37,8 +43,12 @@ def qa_sample(
     # rank is a fixed-width hex digest, so its int orders as the string did.
     heap: list[tuple[int, int, tuple[str, str, str]]] = []
     picked: dict[tuple[str, str, str], CallRecord] = {}
+    flagged: dict[tuple[str, str, str], CallRecord] = {}
     for position, r in enumerate(records):
         if r.status != Status.TRANSCRIBED:
+            continue
+        if _flagged(r):
+            flagged[r.key] = r
             continue
         if r.key in picked:
             picked[r.key] = r  # the last row of a key wins, as in a dict built from all
@@ -51,7 +61,11 @@ def qa_sample(
         else:
             continue  # never picked: a later row of this key ranks the same, later
         picked[r.key] = r
-    return sorted(picked.values(), key=chronological)
+    # the heap holds the n lowest ranks of the others; the flagged ones take their places
+    room = max(0, n - len(flagged))
+    others = [entry[2] for entry in sorted(heap, reverse=True) if entry[2] not in flagged]
+    chosen = [picked[key] for key in others[:room] if not _flagged(picked[key])]
+    return sorted([*flagged.values(), *chosen], key=chronological)
 
 
 QA_SAMPLE_COLUMNS = (
@@ -63,6 +77,7 @@ QA_SAMPLE_COLUMNS = (
     "language",
     "transcript_path",
     "audio_path",
+    "doubts",  # why the STT's answer was doubtful (the registry's `doubts`); empty: sampled
     "qa_verdict",  # left empty for the reviewer
     "qa_comment",
 )
@@ -80,6 +95,7 @@ def qa_sample_csv(sample: Sequence[CallRecord]) -> bytes:
             r.language,
             r.transcript_path,
             r.audio_path,
+            r.doubts,
             None,  # None: a truly empty cell, not a quoted ""
             None,
         )
@@ -94,22 +110,27 @@ def qa_sample_csv(sample: Sequence[CallRecord]) -> bytes:
 def qa_sample_outcome(
     sample: Sequence[CallRecord], records: Iterable[CallRecord], n: int = QA_SAMPLE_SIZE
 ) -> CheckOutcome:
-    """The sample has min(n, transcribed calls) distinct transcribed calls.
+    """The sample has min(n, transcribed calls) distinct transcribed calls, or more when
+    more than n are `needs_review`, and every `needs_review` call among them.
 
     One pass over `records`: distinct transcribed keys are counted through their 64-bit
     fingerprints (8 bytes a slot; a false match among 100,000 calls: ~3e-10)."""
     keys = [r.key for r in sample]
     wanted_keys = set(keys)
     eligible = FingerprintTable(values=False)
+    flagged = FingerprintTable(values=False)
     found: set[tuple[str, str, str]] = set()  # keys of the sample among the transcribed rows
     for r in records:
         if r.status == Status.TRANSCRIBED:
             eligible.put(fingerprint(*r.key))
+            if _flagged(r):
+                flagged.put(fingerprint(*r.key))
             if r.key in wanted_keys:
                 found.add(r.key)
-    wanted = min(n, len(eligible))
+    flagged_in = sum(1 for r in sample if _flagged(r))
+    wanted = max(min(n, len(eligible)), len(flagged))
     stray = [k for k in keys if k not in found]
-    passed = len(set(keys)) == len(keys) == wanted and not stray
+    passed = len(set(keys)) == len(keys) == wanted and not stray and flagged_in == len(flagged)
     return CheckOutcome(
         name="qa_sample",
         passed=passed,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from calltexts_assets.billing.cost import (
     MINUTE,
     PRICE_PER_MINUTE_USD,
     USD_PLACES,
+    decode_request_seconds,
     record_billed_seconds,
     round_usd,
     seconds_cost_usd,
@@ -32,6 +34,7 @@ from calltexts_assets.registry.spreadsheet import text_cell
 from calltexts_assets.runlog.masking import mask_phone
 from calltexts_assets.state.ledger import CallRecord, Status
 
+NO_SPEECH, NEEDS_REVIEW = "no_speech", "needs_review"  # the ledger's `verdict`
 SEPARATOR = ";"
 COST_DECIMALS = USD_PLACES
 PREVIEW_ROWS = 10  # rows of the file shown in the asset's metadata
@@ -75,6 +78,12 @@ REGISTRY_COLUMNS = (
     "crm_entity_type",
     "crm_entity_id",
     "crm_url",
+    # what went to the STT and what a person should look at (issue #23)
+    "stt_sent_sec",
+    "stt_billed_sec",
+    "needs_review",
+    "doubts",
+    "second_opinion",
 )
 PHONE_COLUMNS = frozenset({"from", "to", "line_id"})  # line_id may be the portal's number
 
@@ -147,7 +156,7 @@ def registry_values(
         "transcript_path": record.transcript_path,
         "transcription_cost": None if cost is None else round_usd(cost),
         "language": record.language,
-        "status": record.status,
+        "status": _status(record),
         "summary_path": record.summary_path,
         "tags": _tags(record.tags),
         "error_code": record.error_code,
@@ -168,7 +177,33 @@ def registry_values(
         "crm_entity_type": record.crm_entity_type,
         "crm_entity_id": record.crm_entity_id,
         "crm_url": record.crm_url,
+        "stt_sent_sec": None if record.stt_sent_sec is None else math.ceil(record.stt_sent_sec),
+        "stt_billed_sec": _billed_sec(record),
+        "needs_review": "yes" if record.verdict == NEEDS_REVIEW else None,
+        "doubts": record.doubts,
+        "second_opinion": (
+            f"{record.fallback_model}, {'kept' if record.fallback_kept else 'not kept'}"
+            if record.fallback_model
+            else None
+        ),
     }
+
+
+def _status(record: CallRecord) -> str:
+    """The ledger's status; a transcribed call in which no speech was found `no_speech`."""
+    if record.status == Status.TRANSCRIBED and record.verdict == NO_SPEECH:
+        return NO_SPEECH
+    return record.status
+
+
+def _billed_sec(record: CallRecord) -> int | None:
+    """The audio seconds the STT bills, summed over the call's requests (each as the
+    service reported it, in whole seconds), the second opinion's included."""
+    requests = decode_request_seconds(record.stt_request_sec)
+    if requests is None:
+        return None
+    requests += decode_request_seconds(record.fallback_request_sec) or []
+    return sum(math.ceil(sec) for sec in requests)
 
 
 # -- CSV cells -------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from calltexts_assets.quality.one_pass import FloatSum, Smallest
 from calltexts_assets.registry.call_codes import call_result
 from calltexts_assets.registry.rows import chronological, record_cost_usd
 from calltexts_assets.report.labels import DEFAULT_LANGUAGE, ReportWords, pct, report_words
-from calltexts_assets.report.stt import SttTally
+from calltexts_assets.report.stt import NEEDS_REVIEW, SttTally
 from calltexts_assets.state.ledger import CallRecord, Status
 
 OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
@@ -285,8 +285,13 @@ def _is_exception(record: CallRecord) -> bool:
     # A missed call (0 s) has no recording by nature: listing those would bury the real ones.
     if record.status == Status.NO_RECORDING:
         return record.duration_sec > 0
-    # A transcribed call with a flag (stt_duration_mismatch) is one too.
-    return record.status != Status.TRANSCRIBED or bool(record.error_code)
+    # A transcribed call with a flag (stt_duration_mismatch), or still doubtful after the
+    # STT (needs_review: a person should listen), is one too.
+    return (
+        record.status != Status.TRANSCRIBED
+        or bool(record.error_code)
+        or record.verdict == NEEDS_REVIEW
+    )
 
 
 def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str, str, str]]:
@@ -295,12 +300,20 @@ def _exception_key(record: CallRecord) -> tuple[bool, str, tuple[int, float, str
 
 
 def _exception_row(record: CallRecord, w: ReportWords) -> ExceptionRow:
+    message = record.error_message or ""
+    if record.verdict == NEEDS_REVIEW:
+        doubt = w("doubts", doubts=w.doubts(record.doubts or ""))
+        if record.fallback_model:
+            kept = "fallback_kept" if record.fallback_kept else "fallback_dropped"
+            doubt += "; " + w(kept, model=record.fallback_model)
+        message = f"{doubt}; {message}" if message else doubt
+    doubtful = record.status == Status.TRANSCRIBED and record.verdict == NEEDS_REVIEW
     return ExceptionRow(
         call_id=record.call_id,
         started_at=_local_time(record.started_at),
-        status=w.status(record.status),
+        status=w.status(NEEDS_REVIEW if doubtful else record.status),
         error_code=record.error_code or "",
-        message=(record.error_message or "")[:_MESSAGE_CHARS],
+        message=message[:_MESSAGE_CHARS],
     )
 
 

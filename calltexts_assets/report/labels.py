@@ -44,12 +44,14 @@ STATUSES = {
         "downloaded": "скачан, не расшифрован", "missing_audio": "запись не найдена",
         "download_error": "ошибка скачивания", "transcribed": "расшифрован",
         "transcription_error": "ошибка расшифровки", "invalid": "отклонён",
+        "needs_review": "требует проверки человеком",
     },
     "en": {
         "listed": "listed, not downloaded", "no_recording": "no recording in Bitrix24",
         "downloaded": "downloaded, not transcribed", "missing_audio": "recording not found",
         "download_error": "download error", "transcribed": "transcribed",
         "transcription_error": "transcription error", "invalid": "rejected",
+        "needs_review": "needs review by a person",
     },
 }  # fmt: skip
 
@@ -79,6 +81,20 @@ STATES = {
     "ru": {"ok": "OK", "warn": "предупреждение", "fail": "ОШИБКА"},
     "en": {"ok": "OK", "warn": "warning", "fail": "FAILED"},
 }
+
+# transcripts.second_opinion's doubt signals (the ledger's `doubts`)
+DOUBTS = {
+    "ru": {
+        "low_logprob": "низкая уверенность модели", "repetition": "повторы в тексте",
+        "word_rate": "неправдоподобный темп слов", "unheard_speech": "речь без текста",
+        "language": "другой язык", "fallback_failed": "второе мнение не получено",
+    },
+    "en": {
+        "low_logprob": "low model confidence", "repetition": "repeated text",
+        "word_rate": "implausible word rate", "unheard_speech": "speech without text",
+        "language": "another language", "fallback_failed": "no second opinion",
+    },
+}  # fmt: skip
 
 # Transcript.roles: how the speakers were told apart (report/stt.py)
 HOW_ROLES = {
@@ -157,8 +173,15 @@ TEXT: dict[str, dict[str, str]] = {
         "work_time": "Время выполнения (запуски, сделавшие работу периода: {runs})",
         "this_run": "Время этого запуска",
         "stt_requests": "Запросов к STT (с повторами)",
-        "billed_requests": "Оплачиваемых запросов", "sent": "Отправлено аудио на STT",
-        "sent_value": "{minutes:.1f} мин, {ratio:.2f} от длительности записей",
+        "billed_requests": "Оплачиваемых запросов",
+        "sent": "Минут отправлено на STT / минут звонков",
+        "sent_value": "{minutes:.1f} мин / {call_minutes:.1f} мин звонков ({ratio:.2f})",
+        "no_speech": "Без речи (не отправлены, 0 к оплате)",
+        "second_opinions": "Второе мнение (WHISPER_FALLBACK_MODEL), его ответ оставлен",
+        "needs_review": "Требуют проверки человеком",
+        "doubts": "сомнения: {doubts}",
+        "fallback_kept": "второе мнение {model}: оставлено",
+        "fallback_dropped": "второе мнение {model}: не оставлено",
         "roles": "Роли собеседников", "hallucinations": "Отброшено как галлюцинации STT",
         "languages": "Языки",
         # warnings
@@ -265,8 +288,15 @@ TEXT: dict[str, dict[str, str]] = {
         "work_time": "Run time (runs that did the period's work: {runs})",
         "this_run": "This run's time",
         "stt_requests": "STT requests (retries included)",
-        "billed_requests": "Billed requests", "sent": "Audio sent to the STT",
-        "sent_value": "{minutes:.1f} min, {ratio:.2f} of the recordings' length",
+        "billed_requests": "Billed requests",
+        "sent": "Minutes sent to the STT / minutes of calls",
+        "sent_value": "{minutes:.1f} min / {call_minutes:.1f} min of calls ({ratio:.2f})",
+        "no_speech": "Without speech (not sent, billed 0)",
+        "second_opinions": "Second opinions (WHISPER_FALLBACK_MODEL), their answer kept",
+        "needs_review": "Need review by a person",
+        "doubts": "doubts: {doubts}",
+        "fallback_kept": "second opinion {model}: kept",
+        "fallback_dropped": "second opinion {model}: not kept",
         "roles": "Speaker roles", "hallucinations": "Dropped as STT hallucinations",
         "languages": "Languages",
         "w_over_forecast": "The actual cost {cost} USD is {delta} over the forecast "
@@ -355,6 +385,11 @@ class ReportWords:
 
     def roles(self, how: str) -> str:
         return HOW_ROLES[self.language].get(how, how)
+
+    def doubts(self, signals: str) -> str:
+        """The ledger's comma-separated doubt signals, in words."""
+        named = [DOUBTS[self.language].get(s, s) for s in signals.split(",") if s]
+        return ", ".join(named) or "—"
 
     def unit(self, unit: str) -> str:
         return UNITS[self.language].get(unit, unit)

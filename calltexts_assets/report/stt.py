@@ -13,6 +13,7 @@ from calltexts_assets.billing.cost import decode_request_seconds
 from calltexts_assets.report.labels import ReportWords
 from calltexts_assets.state.ledger import CallRecord, Status
 
+NO_SPEECH, NEEDS_REVIEW = "no_speech", "needs_review"  # the ledger's verdict
 # the order the roles are listed in (their words: report/labels.py HOW_ROLES)
 _HOW_ROLES = ("energy", "turns", "per_channel", "diarized", "mono", "none")
 
@@ -24,6 +25,10 @@ class SttTally:
     sent_sec: float = 0.0
     call_sec: float = 0.0  # of the transcribed calls with a recorded STT use
     hallucinations: int = 0
+    no_speech: int = 0  # calls in which no speech was found: nothing sent, nothing billed
+    needs_review: int = 0  # still doubtful after the STT (and its second opinion)
+    second_opinions: int = 0  # calls sent once more, to WHISPER_FALLBACK_MODEL
+    second_opinions_kept: int = 0
     roles: Counter[str] = field(default_factory=Counter)
     languages: Counter[str] = field(default_factory=Counter)
 
@@ -36,9 +41,14 @@ class SttTally:
             return  # a row from before the STT's use was recorded
         self.requests += record.stt_requests or 0
         self.billed_requests += len(decode_request_seconds(record.stt_request_sec) or ())
+        self.billed_requests += len(decode_request_seconds(record.fallback_request_sec) or ())
         self.sent_sec += record.stt_sent_sec
         self.call_sec += record.stt_duration_sec or 0.0
         self.hallucinations += record.hallucinations or 0
+        self.no_speech += record.verdict == NO_SPEECH
+        self.needs_review += record.verdict == NEEDS_REVIEW
+        self.second_opinions += bool(record.fallback_model)
+        self.second_opinions_kept += bool(record.fallback_model and record.fallback_kept)
         self.roles[record.role_mode or "mono"] += 1
 
     @property
@@ -46,7 +56,12 @@ class SttTally:
         return self.sent_sec / self.call_sec if self.call_sec else 0.0
 
     def rows(self, w: ReportWords) -> tuple[tuple[str, str], ...]:
-        sent = w("sent_value", minutes=self.sent_sec / 60, ratio=self.sent_ratio)
+        sent = w(
+            "sent_value",
+            minutes=self.sent_sec / 60,
+            call_minutes=self.call_sec / 60,
+            ratio=self.sent_ratio,
+        )
         roles = ", ".join(
             f"{w.roles(key)}: {self.roles[key]}" for key in _HOW_ROLES if self.roles[key]
         )
@@ -57,6 +72,9 @@ class SttTally:
             (w("stt_requests"), str(self.requests)),
             (w("billed_requests"), str(self.billed_requests)),
             (w("sent"), sent),
+            (w("no_speech"), str(self.no_speech)),
+            (w("second_opinions"), f"{self.second_opinions}, {self.second_opinions_kept}"),
+            (w("needs_review"), str(self.needs_review)),
             (w("roles"), roles or "—"),
             (w("hallucinations"), str(self.hallucinations)),
             (w("languages"), languages or "—"),

@@ -21,6 +21,9 @@ class ExportSettings(dg.ConfigurableResource):
     # How a request is billed: "second" (OpenAI's models) or "minute" (per started minute);
     # clients.stt_models.billing_unit of WHISPER_MODEL and STT_BILLING_UNIT
     billing_unit: str = "second"
+    # The second opinion's tariff and billing unit (WHISPER_FALLBACK_MODEL's own)
+    fallback_price_per_minute_usd: float = 0.006
+    fallback_billing_unit: str = "second"
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it
@@ -31,6 +34,11 @@ class ExportSettings(dg.ConfigurableResource):
     # "per_channel" (each side sent on its own: for servers without times; twice the bill),
     # "none" (one speaker label)
     stt_role_mode: str = "energy"
+    # "speech": only the stretches the voice activity detector calls speech are sent (no
+    # speech at all: nothing sent, `no_speech`); "all": the recording whole. The settings'
+    # default (STT_SEND) is speech and definitions.py always passes it; a resource built
+    # without it (tests on the sandbox's tone calls) sends the recording whole.
+    stt_send: str = "all"
     # True: hash every stored recording on every run (an audit); else only those modified
     # since they were stored
     verify_checksums: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -10,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from calltexts_assets.clients.chat import ChatClient
 from calltexts_assets.clients.openai_base import OpenAIConnection, OpenAIService
+from calltexts_assets.clients.stt_models import model_profile
 from calltexts_assets.clients.whisper import WhisperClient
 
 
@@ -58,9 +60,49 @@ class WhisperResource(_OpenAIResource):
     keywords: list[str] = Field(default_factory=list)  # gpt-transcribe's literal terms
     max_upload_mb: float = 0.0  # 0: the model's own limits
     max_request_sec: float = 0.0
+    # The second opinion for doubtful calls (WHISPER_FALLBACK_*): "" none. Its own server
+    # gets its own key (OpenAI's is never sent there) and no proxy (CHATGPT_PROXY_URL is
+    # OpenAI's way out).
+    fallback_model: str = ""
+    fallback_base_url: str = ""  # "" the same server, key and proxy as `model`
+    fallback_api_key: str = ""  # secret: from dg.EnvVar
+
+    _fallback: Any = PrivateAttr(default=None)
 
     def get_client(self) -> WhisperClient:
         return super().get_client()
+
+    def get_fallback_client(self) -> WhisperClient | None:
+        if not self.fallback_model:
+            return None
+        with self._lock:
+            if self._fallback is None:
+                connection = self.connection()
+                if self.fallback_base_url:
+                    connection = replace(
+                        connection,
+                        base_url=self.fallback_base_url,
+                        api_key=self.fallback_api_key,
+                        proxy_url="",
+                    )
+                # keywords are gpt-transcribe's alone (settings-checked for WHISPER_MODEL)
+                takes_keywords = model_profile(self.fallback_model).language_list
+                self._fallback = WhisperClient(
+                    connection,
+                    model=self.fallback_model,
+                    language=self.language,
+                    keywords=tuple(self.keywords) if takes_keywords else (),
+                    max_file_bytes=int(self.max_upload_mb * 2**20) or None,
+                    max_request_sec=self.max_request_sec or None,
+                )
+            return self._fallback
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        super().teardown_after_execution(context)
+        with self._lock:
+            if self._fallback is not None:
+                self._fallback.close()
+                self._fallback = None
 
     def _build(self) -> WhisperClient:
         return WhisperClient(

@@ -105,6 +105,15 @@ call_records = sa.Table(
     sa.Column("stt_request_sec", sa.Text),
     sa.Column("role_mode", sa.String(16)),
     sa.Column("hallucinations", sa.Integer),
+    # what the transcript says of the call (issue #23): no_speech, needs_review, or NULL
+    sa.Column("verdict", sa.String(16)),
+    # the second opinion (issue #23): the first answer's doubt signals (comma separated), the
+    # fallback model asked, the seconds each of its requests is billed on, and whether its
+    # answer was kept
+    sa.Column("doubts", sa.String(128)),
+    sa.Column("fallback_model", sa.String(64)),
+    sa.Column("fallback_request_sec", sa.Text),
+    sa.Column("fallback_kept", sa.Boolean),
     # summaries
     sa.Column("summary_path", sa.Text),
     sa.Column("tags", sa.Text),
@@ -191,6 +200,11 @@ class CallRecord:
     stt_request_sec: str | None = None  # JSON list of seconds, one per billed request
     role_mode: str | None = None  # energy | per_channel | diarized | mono | none
     hallucinations: int | None = None
+    verdict: str | None = None  # no_speech | needs_review (transcripts.dialogue)
+    doubts: str | None = None  # transcripts.second_opinion.SIGNALS that fired, comma separated
+    fallback_model: str | None = None  # the second opinion's model, when one was asked
+    fallback_request_sec: str | None = None  # JSON list, one per billed fallback request
+    fallback_kept: bool | None = None
     employee_name: str | None = None  # user.get's NAME LAST_NAME of portal_user_id
     portal_number: str | None = None  # the line as PORTAL_NUMBER gives it
     line_name: str | None = None  # voximplant.line.get's name of portal_number

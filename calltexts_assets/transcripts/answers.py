@@ -50,9 +50,19 @@ def answer_document(record: CallRecord, transcript: Transcript) -> dict[str, Any
             "billed_sec": list(transcript.billed_sec),
             "hallucinations": transcript.hallucinations,
             "duration_mismatch": transcript.duration_mismatch,
+            "verdict": transcript.verdict,
+            "speech_sec": transcript.speech_sec,
+            "low_logprob_share": transcript.low_logprob_share,
+            "unheard_sec": transcript.unheard_sec,
+            "doubts": list(transcript.doubts),
+            "fallback_model": transcript.fallback_model,
+            "fallback_billed_sec": list(transcript.fallback_billed_sec),
+            "fallback_kept": transcript.fallback_kept,
             "lines": [asdict(line) for line in transcript.lines],
         },
         "answers": list(transcript.answers),
+        # the other model's answers (a second opinion not kept, or the first one replaced)
+        "other_answers": list(transcript.other_answers),
     }
 
 
@@ -63,6 +73,10 @@ def store_answer(storage: Storage, record: CallRecord, transcript: Transcript) -
     document = json.dumps(answer_document(record, transcript), ensure_ascii=False)
     storage.write_bytes(key, gzip.compress(document.encode("utf-8"), mtime=0))
     return key
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _transcript_of(document: dict[str, Any]) -> Transcript:
@@ -87,7 +101,16 @@ def _transcript_of(document: dict[str, Any]) -> Transcript:
         billed_sec=tuple(float(sec) for sec in made["billed_sec"]),
         hallucinations=int(made["hallucinations"]),
         duration_mismatch=str(made.get("duration_mismatch", "")),
+        verdict=str(made.get("verdict") or ""),
+        speech_sec=_optional_float(made.get("speech_sec")),
+        low_logprob_share=_optional_float(made.get("low_logprob_share")),
+        unheard_sec=_optional_float(made.get("unheard_sec")),
+        doubts=tuple(str(signal) for signal in made.get("doubts") or ()),
+        fallback_model=str(made.get("fallback_model") or ""),
+        fallback_billed_sec=tuple(float(sec) for sec in made.get("fallback_billed_sec") or ()),
+        fallback_kept=bool(made.get("fallback_kept")),
         answers=tuple(document["answers"]),
+        other_answers=tuple(document.get("other_answers") or ()),
     )
 
 

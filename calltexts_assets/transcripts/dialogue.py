@@ -26,12 +26,23 @@ from typing import Any, Protocol
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
-from calltexts_assets.audio.speech import call_speech
+from calltexts_assets.audio.speech import CallSpeech, call_speech
 from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
+from calltexts_assets.transcripts.speech_only import (
+    ALL,
+    GAP_SEC,
+    SEND_MODES,
+    SPEECH,
+    joined_pieces,
+    pack,
+    stretches,
+    worth_cutting,
+)
+from calltexts_assets.transcripts.speech_only import PAD_SEC as SPEECH_PAD_SEC
 from calltexts_assets.transcripts.turns import PAD_SEC, clips, plan_requests, prompt_before
 
 __all__ = ["DialogueLine", "RequestsInFlight", "SpeechToText", "Transcript", "transcribe_call"]
@@ -42,6 +53,9 @@ MONO_ROLE = "speaker"
 BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES = "energy", "turns", "per_channel", "none"
 DIARIZED, MONO = "diarized", "mono"
 ROLE_MODES = (BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES)
+# What a transcript says of the call besides its lines (the ledger's `verdict`).
+NO_SPEECH = "no_speech"  # nothing in it is speech: nothing sent, nothing billed
+LOGPROB_FLOOR = -1.0  # "lower than -1, consider the logprobs failed" (stt_wire §2.3)
 # Decoding is CPU-bound: more decodes at once than cores gain nothing. Memory needs no
 # bound of its own any more: a decode holds one block (audio.decode.BLOCK_SEC) at a time.
 _DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
@@ -113,9 +127,25 @@ class Transcript:
     hallucinations: int = 0  # segments dropped and phrases removed
     # what the STT said it heard, where it differs from what was sent ("" when it matches)
     duration_mismatch: str = ""
+    verdict: str = ""  # NO_SPEECH, or "" for a call with speech
+    # seconds the voice activity detector calls speech (any channel); None: not run
+    speech_sec: float | None = None
+    # Signs of doubt (`second_opinion.py`): the share of Whisper-style segment time with
+    # avg_logprob below -1 (None: the model gives none), and the detector's speech with no
+    # line over it (None: the detector did not run)
+    low_logprob_share: float | None = None
+    unheard_sec: float | None = None
+    doubts: tuple[str, ...] = ()  # the signals of the first answer (second_opinion.SIGNALS)
+    # The second opinion, when one was asked: its model, what its requests are billed on
+    # (at its own tariff), and whether its answer was kept (then `model` is it)
+    fallback_model: str = ""
+    fallback_billed_sec: tuple[float, ...] = ()
+    fallback_kept: bool = False
     # What the STT answered, per piece sent: where the piece lies and the body as it came
     # (`transcripts/answers.py` keeps it beside the recording).
     answers: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
+    # the answers not kept (the other model's), kept for the record
+    other_answers: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -179,6 +209,19 @@ class _Answers:
     languages_reported: bool = False  # a model that detects languages answered (maybe [])
     mismatches: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    # seconds of kept segments that carry avg_logprob, and of those below the floor
+    logprob_sec: float = 0.0
+    low_logprob_sec: float = 0.0
+
+    def judge(self, segments: Sequence[Segment]) -> None:
+        for s in segments:
+            if s.avg_logprob is not None:
+                self.logprob_sec += s.end - s.start
+                self.low_logprob_sec += (s.end - s.start) * (s.avg_logprob < LOGPROB_FLOOR)
+
+    @property
+    def low_logprob_share(self) -> float | None:
+        return self.low_logprob_sec / self.logprob_sec if self.logprob_sec else None
 
     def count(self, piece: Piece, result: SttResult) -> None:
         self.bodies.append(
@@ -187,6 +230,7 @@ class _Answers:
                 "start": piece.start,
                 "duration": piece.duration,
                 "channel": piece.channel,
+                "joins": [list(join) for join in piece.joins],
                 "attempts": result.attempts,
                 "response_format": result.response_format,
                 "body": result.body,
@@ -220,6 +264,16 @@ class _Roles:
     role_mode: str
     stereo_roles: Sequence[str]
     mono_role: str
+    speech: CallSpeech | None = None  # the detector's speech per channel, where it ran
+
+    def no_speech(self, start: float, end: float, channel: int | None) -> bool:
+        """The detector heard no speech in the span (on `channel`, else on any)."""
+        if self.speech is None:
+            return False
+        sides = (
+            self.speech.channels if channel is None else self.speech.channels[channel : channel + 1]
+        )
+        return not any(a < end and b > start for side in sides for a, b in side)
 
     def how(self, answers: _Answers) -> str:
         if self.stereo and self.role_mode in (PER_CHANNEL, TURNS):
@@ -236,11 +290,9 @@ def _on_the_recording(piece: Piece, result: SttResult) -> tuple[list[Segment], l
     def own(item: Segment | Word) -> bool:
         return (item.start + item.end) / 2 + piece.offset >= piece.start - 0.05
 
-    shift = piece.offset
-    segments = [
-        replace(s, start=s.start + shift, end=s.end + shift) for s in result.segments if own(s)
-    ]
-    words = [replace(w, start=w.start + shift, end=w.end + shift) for w in result.words if own(w)]
+    at = piece.to_recording  # a shift, or the joins of stretches of speech
+    segments = [replace(s, start=at(s.start), end=at(s.end)) for s in result.segments if own(s)]
+    words = [replace(w, start=at(w.start), end=at(w.end)) for w in result.words if own(w)]
     return sorted(segments, key=lambda s: (s.start, s.end)), sorted(
         words, key=lambda w: (w.start, w.end)
     )
@@ -252,13 +304,18 @@ def _piece_lines(piece: Piece, result: SttResult, roles: _Roles, answers: _Answe
     env, channel = roles.envelope, piece.channel
 
     def quiet(start: float, end: float) -> bool:
-        """No speech in the span, on the piece's channel (every channel when it has all)."""
+        """No speech in the span, on the piece's channel (every channel when it has all):
+        nothing above the level floor, or nothing the voice activity detector calls speech
+        (Whisper's text over hold music or line noise)."""
+        if roles.no_speech(start, end, channel):
+            return True
         return env.silent(start, end) if channel is None else not env.speech(start, end)[channel]
 
     # A json answer's one segment spans the piece: no times to judge silence by.
     kept = drop_hallucinations(segments, quiet=quiet if result.timed else None)
     answers.hallucinations += kept.dropped
     segments = list(kept.segments)
+    answers.judge(segments)
     if channel is not None:  # per-channel mode: the side is the channel
         answers.lines += segment_lines(segments, [roles.stereo_roles[channel]] * len(segments))
     elif roles.stereo and roles.role_mode == BY_ENERGY and result.timed:
@@ -288,7 +345,7 @@ def _send(pieces: Sequence[Piece], stt: SpeechToText, roles: _Roles, answers: _A
 def _send_turns(
     path: Path, info: audio.AudioInfo, stt: SpeechToText, roles: _Roles, answers: _Answers,
     tmp: Path,
-) -> None:  # fmt: skip
+) -> CallSpeech:  # fmt: skip
     """Each side's turns as requests of their own, in order, the dialogue so far as prompt:
     the voice activity detector finds each channel's speech (`audio/speech.py`), and each
     request's clip is cut from its own channel (16 kHz mono FLAC, never the whole call)."""
@@ -302,6 +359,23 @@ def _send_turns(
         answers.count(piece, result)
         _piece_lines(piece, result, roles, answers)
         clip.unlink()
+    return speech
+
+
+def _unheard(speech: CallSpeech, lines: Sequence[DialogueLine]) -> float:
+    """Seconds of the detector's speech (any channel, stretches merged) that no line is over."""
+    stretches = sorted((a, b) for side in speech.channels for a, b in side)
+    merged: list[list[float]] = []
+    for a, b in stretches:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    spans = [(line.start, line.end) for line in lines]
+    unheard = sum(
+        b - a for a, b in merged if not any(start < b and end > a for start, end in spans)
+    )
+    return round(unheard, 3)
 
 
 def transcribe_call(
@@ -312,24 +386,36 @@ def transcribe_call(
     stereo_roles: Sequence[str] = ("operator", "client"),
     mono_role: str = MONO_ROLE,
     workdir: str | Path | None = None,
+    send: str = ALL,
 ) -> Transcript:
-    """Transcribe one recording; raises TranscriptionError / AudioError on failure."""
+    """Transcribe one recording; raises TranscriptionError / AudioError on failure.
+    `send`: SPEECH sends only the stretches the voice activity detector calls speech
+    (`speech_only.py`), ALL the recording whole (the turns mode sends speech either way)."""
     if role_mode not in ROLE_MODES:
         raise ValueError(f"role_mode must be one of {ROLE_MODES}, got {role_mode!r}")
+    if send not in SEND_MODES:
+        raise ValueError(f"send must be one of {SEND_MODES}, got {send!r}")
     path = Path(audio_path)
     info = audio.probe(path)
     with decode_slot():
         envelope = analyse(path, info)
     check_decoded_length(envelope.duration_sec, info.duration_sec)
     stereo = envelope.channels >= 2 and not envelope.identical_channels
-    roles = _Roles(envelope, stereo, role_mode, stereo_roles, mono_role)
+    speech: CallSpeech | None = None
+    if send == SPEECH and not envelope.silent() and not (stereo and role_mode == TURNS):
+        with decode_slot():
+            speech = call_speech(path, info, min_silence_sec=GAP_SEC, pad_sec=SPEECH_PAD_SEC)
+    roles = _Roles(envelope, stereo, role_mode, stereo_roles, mono_role, speech)
     answers = _Answers()
-    if not envelope.silent():  # a silent recording costs no request
+    # a silent recording, or one in which the detector finds no speech, costs no request
+    no_speech = envelope.silent() or (speech is not None and not speech.has_speech)
+    if not no_speech:
         limits = Limits(stt.max_file_bytes, stt.max_request_sec)
         with tempfile.TemporaryDirectory(prefix="calltexts-pieces-", dir=workdir) as tmp:
             channels: Sequence[int | None] = [None]
             if stereo and role_mode == TURNS:
-                _send_turns(path, info, stt, roles, answers, Path(tmp))
+                speech = _send_turns(path, info, stt, roles, answers, Path(tmp))
+                no_speech = not speech.has_speech
                 channels = []
             elif stereo and role_mode == PER_CHANNEL:
                 channels = range(2)
@@ -337,9 +423,18 @@ def transcribe_call(
                 if channel is not None and not envelope.speech()[channel]:
                     continue  # a muted side of the line is not sent
                 stem = "piece" if channel is None else stereo_roles[channel]
-                pieces = cut_recording(
-                    path, info, envelope, limits, Path(tmp), channel=channel, stem=stem
-                )
+                kept = stretches(speech, channel) if speech is not None else None
+                if kept is not None and not kept:
+                    continue  # the detector hears nobody on this side
+                if kept is not None and worth_cutting(kept, info.duration_sec):
+                    groups = pack(kept, limits)
+                    pieces = joined_pieces(
+                        path, info, groups, Path(tmp), channel=channel, stem=stem
+                    )
+                else:
+                    pieces = cut_recording(
+                        path, info, envelope, limits, Path(tmp), channel=channel, stem=stem
+                    )
                 _send(pieces, stt, roles, answers)
     lines = answers.lines
     billed = answers.billed_sec
@@ -364,5 +459,9 @@ def transcribe_call(
         billed_sec=tuple(billed),
         hallucinations=answers.hallucinations,
         duration_mismatch="; ".join(answers.mismatches),
+        verdict=NO_SPEECH if no_speech and not answers.pieces else "",
+        speech_sec=None if speech is None else round(speech.speech_sec(), 3),
+        low_logprob_share=answers.low_logprob_share,
+        unheard_sec=None if speech is None else _unheard(speech, lines),
         answers=tuple(answers.bodies),
     )

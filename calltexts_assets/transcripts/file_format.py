@@ -14,7 +14,7 @@ from datetime import datetime
 from calltexts_assets.clients.languages import UNDETERMINED, language_name
 from calltexts_assets.runlog.masking import mask_phone
 from calltexts_assets.state.ledger import CallRecord
-from calltexts_assets.transcripts.dialogue import Transcript
+from calltexts_assets.transcripts.dialogue import NO_SPEECH, Transcript
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Labels:
     directions: Mapping[str, str]
     sandbox: str
     no_speech: str
+    no_speech_found: str  # the detector heard no speech: nothing was sent
     seconds: str
     how_roles: Mapping[str, str]  # Transcript.roles -> how the speakers were told apart
 
@@ -81,6 +82,7 @@ LABELS: dict[str, Labels] = {
         },
         sandbox="песочница (синтетические данные)",
         no_speech="(речь не распознана)",
+        no_speech_found="(речи в записи нет: детектор речи её не нашёл, в STT не отправлялось)",
         seconds="с",
         how_roles={
             "energy": "по каналам записи (громкость каждого слова)",
@@ -107,6 +109,8 @@ LABELS: dict[str, Labels] = {
         },
         sandbox="sandbox (synthetic data)",
         no_speech="(no speech recognised)",
+        no_speech_found="(no speech in the recording: the speech detector found none; "
+        "nothing was sent to the STT)",
         seconds="s",
         how_roles={
             "energy": "by recording channel (loudness of each word)",
@@ -203,5 +207,7 @@ def render_transcript(
         for line in transcript.lines
         if one_line(line.text)
     ]
-    out += dialogue or [words.no_speech]
+    out += dialogue or [
+        words.no_speech_found if transcript.verdict == NO_SPEECH else words.no_speech
+    ]
     return "\n".join(out) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from calltexts_assets.transcripts.dialogue import (
     transcribe_call,
 )
 from calltexts_assets.transcripts.file_format import TranscriptHeader, render_transcript
+from calltexts_assets.transcripts.second_opinion import with_second_opinion
 
 # A transcription error is retried by the next run; the download is never repeated for it.
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
@@ -89,9 +91,31 @@ def _written(
     }
 
 
+@dataclass(frozen=True)
+class SecondOpinion:
+    """The fallback STT for doubtful calls (WHISPER_FALLBACK_MODEL) and how it bills."""
+
+    stt: SpeechToText
+    price_per_minute: float
+    billing_unit: str
+    expected_languages: tuple[str, ...] = ()  # WHISPER_LANGUAGE
+
+
 def _transcribed(
-    transcript: Transcript, price_per_minute: float, billing_unit: str
+    transcript: Transcript,
+    price_per_minute: float,
+    billing_unit: str,
+    fallback: SecondOpinion | None = None,
 ) -> dict[str, Any]:
+    # Both models' requests are billed, each at its own tariff and unit.
+    cost = requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)
+    if transcript.fallback_billed_sec:
+        price, unit = (
+            (fallback.price_per_minute, fallback.billing_unit)
+            if fallback
+            else (price_per_minute, billing_unit)
+        )
+        cost += requests_cost_usd(transcript.fallback_billed_sec, price, unit)
     return {
         "status": Status.TRANSCRIBED,
         # ISO 639-1 whatever the server answered; a call without speech "und".
@@ -99,12 +123,20 @@ def _transcribed(
         "model": transcript.model,
         "stt_duration_sec": transcript.duration_sec,
         # What the service bills: each request it answered, in the model's unit.
-        "cost": float(requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)),
+        "cost": float(cost),
         "stt_requests": transcript.requests,
         "stt_sent_sec": round(transcript.sent_sec, 3),
         "stt_request_sec": encode_request_seconds(transcript.billed_sec),
         "role_mode": transcript.roles,
         "hallucinations": transcript.hallucinations,
+        # no_speech: nothing sent, nothing billed; needs_review: a person should look
+        "verdict": transcript.verdict or None,
+        "doubts": ",".join(transcript.doubts) or None,
+        "fallback_model": transcript.fallback_model or None,
+        "fallback_request_sec": encode_request_seconds(transcript.fallback_billed_sec)
+        if transcript.fallback_model
+        else None,
+        "fallback_kept": transcript.fallback_kept if transcript.fallback_model else None,
         # Transcribed, but flagged: the STT's account of the audio is not to be trusted
         # (the `stt_durations` check fails the period until someone looks).
         "error_code": DURATION_MISMATCH if transcript.duration_mismatch else None,
@@ -124,16 +156,28 @@ def transcribe_record(
     mask_phones: bool,
     sandbox: bool,
     workdir: Path,
+    send: str = "speech",
+    fallback: SecondOpinion | None = None,
+    expected_languages: tuple[str, ...] = (),
 ) -> StepOutcome:
-    """The recording to the STT; what it answered is stored before the transcript."""
+    """The recording to the STT (and, when its answer is doubtful, once to the fallback);
+    what it answered is stored before the transcript."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
-        transcript = transcribe_call(path, whisper, role_mode=role_mode, workdir=workdir)
+
+        def ask(stt: SpeechToText) -> Transcript:
+            return transcribe_call(path, stt, role_mode=role_mode, workdir=workdir, send=send)
+
+        transcript = with_second_opinion(
+            ask(whisper),
+            (lambda: ask(fallback.stt)) if fallback else None,
+            expected_languages=fallback.expected_languages if fallback else expected_languages,
+        )
     store_answer(storage, record, transcript)
     written = _written(
         record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
     )
-    updates = _transcribed(transcript, price_per_minute, billing_unit)
+    updates = _transcribed(transcript, price_per_minute, billing_unit, fallback)
     return StepOutcome("transcribed", {**written, **updates})
 
 
@@ -146,6 +190,7 @@ def from_stored_answer(
     labels: str,
     mask_phones: bool,
     sandbox: bool,
+    fallback: SecondOpinion | None = None,
 ) -> StepOutcome | None:
     """The transcript re-made from the stored answer of this recording, at no cost: `remade`
     (the file was missing or changed), `adopted` (the ledger did not know the call was
@@ -158,7 +203,7 @@ def from_stored_answer(
     )
     if record.status == Status.TRANSCRIBED:
         return StepOutcome(REMADE, written)
-    updates = {**written, **_transcribed(transcript, price_per_minute, billing_unit)}
+    updates = {**written, **_transcribed(transcript, price_per_minute, billing_unit, fallback)}
     return StepOutcome(ADOPTED, updates, summed=False)  # paid for by the run that asked
 
 

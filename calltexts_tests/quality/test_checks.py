@@ -2,6 +2,7 @@ import csv
 import io
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -317,3 +318,28 @@ def test_audio_where_bitrix24_says_zero_seconds_fails_with_a_finite_value() -> N
     outcome = duration_variance([make_record(1, duration_sec=0, audio_duration_sec=12.0)])
     assert not outcome.passed and outcome.value == 1.0
     json.dumps(outcome.metadata(), allow_nan=False)
+
+
+def test_every_call_that_needs_review_is_in_the_qa_sample() -> None:
+    records = _period_for_sampling()
+    label = "2026-11-24_2026-11-24"
+    plain = qa_sample(records, label)
+    outside = [r for r in records if r.status == Status.TRANSCRIBED and r not in plain][:3]
+    flagged_keys = {r.key for r in outside}
+    records = [
+        replace(r, verdict="needs_review", doubts="repetition") if r.key in flagged_keys else r
+        for r in records
+    ]
+    sample = qa_sample(records, label)
+    assert len(sample) == 50 and flagged_keys <= {r.key for r in sample}
+    assert len({r.key for r in sample} - {r.key for r in plain}) == 3  # three others left
+    assert qa_sample_outcome(sample, records).passed
+    # a sample that leaves one out fails its check
+    assert not qa_sample_outcome(plain, records).passed
+    # more doubtful calls than places: all of them, and only them
+    many = [replace(r, verdict="needs_review") if r.status == Status.TRANSCRIBED else r
+            for r in records]  # fmt: skip
+    assert (
+        len(qa_sample(many, label)) == 120
+        and qa_sample_outcome(qa_sample(many, label), many).passed
+    )

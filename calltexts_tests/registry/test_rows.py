@@ -115,6 +115,11 @@ def test_dictionary_keeps_the_given_order_and_appends_ids() -> None:
         "crm_entity_type",
         "crm_entity_id",
         "crm_url",
+        "stt_sent_sec",
+        "stt_billed_sec",
+        "needs_review",
+        "doubts",
+        "second_opinion",
     ]
     document = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
     for column in document["columns"]:
@@ -182,6 +187,11 @@ def test_row_values_are_formatted_strings() -> None:
         "crm_entity_type": "",
         "crm_entity_id": "",
         "crm_url": "",
+        "stt_sent_sec": "",
+        "stt_billed_sec": "",
+        "needs_review": "",
+        "doubts": "",
+        "second_opinion": "",
     }
 
 
@@ -494,11 +504,11 @@ def test_validation_catches_missing_bom_wrong_types_and_ragged_rows() -> None:
         " as its decimal mark",
         "row 2 (call call.2): datetime_start='2026-11-24T10:02:07' has no UTC offset",
         "row 3 (call call.3): status='done' is not one of ['download_error', 'downloaded', "
-        "'invalid', 'listed', 'missing_audio', 'no_recording', 'transcribed', "
+        "'invalid', 'listed', 'missing_audio', 'no_recording', 'no_speech', 'transcribed', "
         "'transcription_error']",
     ]
     ragged = data + "только;три;поля\n".encode()
-    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 30"]
+    assert validate_registry_csv(ragged) == ["row 4 (call ?): has 3 fields, expected 35"]
 
 
 def test_validation_caps_the_list() -> None:
@@ -605,3 +615,29 @@ def test_registry_complete_fails_a_file_with_a_formula_cell(payload: str) -> Non
     outcome = registry_complete(write_registry_csv(registry_frame([row])))
     assert not outcome.passed and outcome.offending_call_ids == ("c-1",)
     assert "starts like a spreadsheet formula" in outcome.details["problems"][0]
+
+
+def test_a_call_without_speech_shows_no_speech_nothing_sent_and_nothing_billed() -> None:
+    """Issue #23: the detector heard no speech, so nothing went to the STT."""
+    silent = transcribed_record(
+        1, day=DAY, call_id="c1", started_at=f"{DAY}T10:00:00+03:00", seconds=60.0,
+        cost=0.0, language="und", stt_requests=0, stt_sent_sec=0.0, stt_request_sec="[]",
+        verdict="no_speech",
+    )  # fmt: skip
+    spoken = transcribed_record(
+        2, day=DAY, call_id="c2", started_at=f"{DAY}T10:05:00+03:00", seconds=90.0,
+        stt_requests=2, stt_sent_sec=40.2, stt_request_sec="[20.1, 20.1]",
+        verdict="needs_review",
+    )  # fmt: skip
+    first, second = (registry_values(r) for r in (silent, spoken))
+    assert (first["status"], first["stt_sent_sec"], first["stt_billed_sec"]) == ("no_speech", 0, 0)
+    assert first["transcription_cost"] == Decimal("0.0000") and first["needs_review"] is None
+    assert first["duration_sec"] == 60  # the call's own length stays
+    assert (second["status"], second["stt_sent_sec"], second["stt_billed_sec"]) == (
+        "transcribed", 41, 42,
+    )  # fmt: skip
+    assert second["needs_review"] == "yes"
+    assert (
+        validate_registry_csv(write_registry_csv(registry_frame(registry_rows([silent, spoken]))))
+        == []
+    )

@@ -421,7 +421,7 @@ def test_the_stt_section_shows_what_was_sent_and_how_roles_were_given() -> None:
     rows = dict(stt.rows)
     assert rows["Запросов к STT (с повторами)"] == "6"
     assert rows["Оплачиваемых запросов"] == "5"
-    assert rows["Отправлено аудио на STT"] == "5.0 мин, 1.25 от длительности записей"
+    assert rows["Минут отправлено на STT / минут звонков"] == "5.0 мин / 4.0 мин звонков (1.25)"
     assert rows["Отброшено как галлюцинации STT"] == "2"
     assert "каждый канал отдельно (двойная оплата): 1" in rows["Роли собеседников"]
     assert rows["Языки"] == "русский (ru): 3, английский (en): 1"
@@ -575,3 +575,36 @@ def test_a_model_shutdown_is_worded_in_the_report_language() -> None:
 def test_an_unknown_report_language_is_refused() -> None:
     with pytest.raises(ValueError, match="report language 'de'"):
         build(period(), language="de")
+
+
+def test_the_stt_section_counts_calls_without_speech_and_doubtful_ones() -> None:
+    """no_speech and needs_review are counted, the second opinion's requests are billed
+    requests, and a doubtful call is listed with its doubts."""
+    plain = make_record(1, seconds=60.0, stt_requests=1, stt_sent_sec=30.0, stt_request_sec="[30]")
+    silent = make_record(
+        2,
+        seconds=30.0,
+        stt_requests=0,
+        stt_sent_sec=0.0,
+        stt_request_sec="[]",
+        verdict="no_speech",
+        cost=0.0,
+    )
+    doubtful = make_record(
+        3, seconds=30.0, stt_requests=2, stt_sent_sec=60.0, stt_request_sec="[30]",
+        verdict="needs_review", doubts="repetition", fallback_model="whisper-1",
+        fallback_request_sec="[30]", fallback_kept=False,
+    )  # fmt: skip
+    data = build([plain, silent, doubtful])
+    (stt,) = [s for s in data.sections if s.title == "Распознавание (STT)"]
+    rows = dict(stt.rows)
+    assert rows["Запросов к STT (с повторами)"] == "3"
+    assert rows["Оплачиваемых запросов"] == "3"
+    assert rows["Минут отправлено на STT / минут звонков"] == "1.5 мин / 2.0 мин звонков (0.75)"
+    assert rows["Без речи (не отправлены, 0 к оплате)"] == "1"
+    assert rows["Второе мнение (WHISPER_FALLBACK_MODEL), его ответ оставлен"] == "1, 0"
+    assert rows["Требуют проверки человеком"] == "1"
+    (listed,) = [row for row in data.exceptions if row.call_id == doubtful.call_id]
+    assert listed.status == "требует проверки человеком"
+    assert listed.message == "сомнения: повторы в тексте; второе мнение whisper-1: не оставлено"
+    assert plain.call_id not in {row.call_id for row in data.exceptions}

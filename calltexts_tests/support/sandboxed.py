@@ -93,11 +93,14 @@ def sandbox_resources(
         "storage": StorageResource(backend="local", local_root=str(root / "store")),
         "ledger": LedgerResource(database_url=database_url or f"sqlite:///{root / 'ledger.db'}"),
         "export_settings": ExportSettings(
-            is_sandbox=True,
-            max_concurrency=4,
-            log_dir=str(root / "logs"),
-            work_dir=str(root / "tmp"),
-            **settings,
+            **{
+                "is_sandbox": True,
+                "max_concurrency": 4,
+                "log_dir": str(root / "logs"),
+                "work_dir": str(root / "tmp"),
+                "stt_send": sandbox.model_defaults()["STT_SEND"],
+                **settings,
+            }
         ),
     }
 

@@ -1,0 +1,223 @@
+"""STT_SEND=speech on real speech (espeak-ng, Russian) between hold music, silence and line
+noise: only the speech goes to the STT, every word comes back at its second of the call,
+a call of line noise alone is not sent at all, and text over non-speech is dropped.
+
+The STT is a stand-in that knows the script's utterances (their sound and text, not where
+they were put): it finds each one's waveform in the file it is sent (cross-correlation), and
+answers each found with its words timed inside that file, as whisper-1's verbose_json does. With
+`invent`, it also answers every stretch of non-speech it is sent with a credit line, as
+Whisper does over music."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from calltexts_assets.audio.chunks import Limits, Piece
+from calltexts_assets.clients.stt_response import Segment, SttResult, Word
+from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
+from calltexts_assets.transcripts.speech_only import pack
+
+RATE = 16_000
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng")
+# (side, start second, text); between them: ring-back, hold music, a long silence.
+SCRIPT = [
+    (0, 12.0, "Здравствуйте, компания Доставка, меня зовут Анна."),
+    (1, 17.0, "Добрый день, я хочу узнать статус заказа."),
+    (0, 22.0, "Минуту, пожалуйста, я посмотрю."),
+    (0, 58.0, "Спасибо за ожидание, курьер приедет завтра утром."),
+    (1, 63.0, "Хорошо, спасибо, до свидания."),
+]
+DURATION = 70.0
+CREDIT = "Субтитры сделал DimaTorzok"
+
+
+def _spoken(text: str, tmp: Path) -> np.ndarray:
+    out = tmp / "utterance.wav"
+    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
+    x, sr = soundfile.read(out, dtype="float32")
+    t = np.arange(int(len(x) * RATE / sr)) / RATE
+    voiced = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
+    return 0.5 * voiced / np.max(np.abs(voiced))
+
+
+def _db(level_dbfs: float) -> float:
+    return float(10 ** (level_dbfs / 20))
+
+
+def ring_back(seconds: float) -> np.ndarray:
+    """Russian ring-back: 425 Hz, 1 s on, 4 s off (GOST 28384), at -20 dBFS."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (_db(-20) * np.sin(2 * np.pi * 425 * t) * ((t % 5.0) < 1.0)).astype(np.float32)
+
+
+def hold_music(seconds: float) -> np.ndarray:
+    """Chords of three tones changing every half second, at about -24 dBFS."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    roots = np.array([220.0, 247.0, 262.0, 294.0, 330.0])[(t // 0.5).astype(int) % 5]
+    chord = sum(np.sin(2 * np.pi * roots * k * t) for k in (1.0, 1.25, 1.5)) / 3
+    return (_db(-24) * chord).astype(np.float32)
+
+
+def line_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Hiss at -42 dBFS (above the -45 dBFS level floor) and a click a second."""
+    n = int(seconds * RATE)
+    x = rng.normal(0.0, _db(-42), n).astype(np.float32)
+    x[::RATE] += 0.3
+    return x
+
+
+Voice = tuple[str, np.ndarray]  # an utterance's text and its sound
+
+
+def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], list[Voice]]:
+    rng = np.random.default_rng(7)
+    audio = np.zeros((int(DURATION * RATE), 2), dtype=np.float32)
+    audio[: 11 * RATE, 0] += ring_back(11.0)
+    audio[26 * RATE : 56 * RATE, 1] += hold_music(30.0)  # the client hears it
+    audio[:, :] += line_noise(DURATION, rng)[:, None] * 0.05  # a quiet line
+    spans, voices = [], []
+    for side, start, text in SCRIPT:
+        voice = _spoken(text, tmp)
+        a = int(start * RATE)
+        audio[a : a + len(voice), side] += voice
+        spans.append((side, start, start + len(voice) / RATE, text))
+        voices.append((text, voice))
+    call = tmp / "call.wav"
+    soundfile.write(str(call), audio, RATE, subtype="PCM_16")
+    return call, spans, voices
+
+
+def _found(x: np.ndarray, voice: np.ndarray) -> int | None:
+    """Where `voice` lies in `x` (sample), when it is there at half its level or more."""
+    if len(x) < len(voice):
+        return None
+    size = 1 << (len(x) + len(voice)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(voice, size)), size)
+    at = int(np.argmax(corr[: len(x) - len(voice) + 1]))
+    return at if corr[at] > 0.3 * float(voice @ voice) else None
+
+
+@dataclass
+class _Whisper:
+    """whisper-1's verbose_json: each utterance heard in the file as a segment of words."""
+
+    voices: list[Voice]
+    invent: bool = False
+    model: str = "whisper-1"
+    language: str = "ru"
+    max_file_bytes: int = 25 * 2**20
+    max_request_sec: float = float("inf")
+    sent: list[float] = field(default_factory=list)
+
+    def transcribe_file(self, path, duration_sec=None, *, prompt: str = "") -> SttResult:
+        x, sr = soundfile.read(str(path), dtype="float32")
+        mono = x if x.ndim == 1 else x.mean(axis=1)
+        length = len(mono) / sr
+        self.sent.append(length)
+        assert sr == RATE
+        heard, texts = [], []
+        for text, voice in self.voices:
+            at = _found(mono, voice)
+            if at is not None:
+                heard.append((at / sr, (at + len(voice)) / sr))
+                texts.append(text)
+        segments, words = [], []
+        for (a, b), text in sorted(zip(heard, texts, strict=True)):
+            tokens = text.split()
+            step = (b - a) / len(tokens)
+            timed = [Word(a + i * step, a + (i + 1) * step, t) for i, t in enumerate(tokens)]
+            words += timed
+            segments.append(Segment(a, b, text, avg_logprob=-0.2, no_speech_prob=0.01))
+        heard.sort()
+        if self.invent:  # a credit over every second of non-speech Whisper is sent
+            gaps = [(0.0, heard[0][0])] if heard else [(0.0, length)]
+            gaps += [(b, c) for (_, b), (c, _) in itertools.pairwise(heard)]
+            gaps += [(heard[-1][1], length)] if heard else []
+            for a, b in gaps:
+                if b - a > 3.0:
+                    segments.append(Segment(a + 0.5, b - 0.5, CREDIT, avg_logprob=-0.4,
+                                            no_speech_prob=0.3))  # fmt: skip
+        segments.sort(key=lambda s: s.start)
+        text = " ".join(s.text for s in segments)
+        return SttResult(text, "ru", length, tuple(segments), tuple(words), billed_seconds=None)
+
+
+def test_a_piece_of_joined_stretches_maps_its_times_back_to_the_call() -> None:
+    piece = Piece(
+        Path("p.flac"), 0.0, 0.0, 5.0, False, joins=((0.0, 10.0, 12.0), (2.0, 40.0, 43.0))
+    )
+    assert piece.to_recording(0.5) == 10.5
+    assert piece.to_recording(2.0) == 40.0
+    assert piece.to_recording(4.5) == 42.5
+    assert Piece(Path("p"), 30.0, 30.0, 40.0, False).to_recording(1.0) == 31.0
+
+
+def test_stretches_are_packed_under_the_request_limit_in_order() -> None:
+    groups = pack([(0.0, 50.0), (60.0, 100.0), (200.0, 330.0)], Limits(25 * 2**20, 100.0))
+    assert groups == [[(0.0, 50.0), (60.0, 100.0)], [(200.0, 265.0)], [(265.0, 330.0)]]
+    assert all(sum(b - a for a, b in g) <= 100.0 for g in groups)
+
+
+@needs_espeak
+@pytest.mark.parametrize("role_mode", ["energy", "per_channel"])
+def test_only_speech_is_sent_and_every_line_keeps_its_second(tmp_path, role_mode) -> None:
+    call, spans, voices = stereo_call(tmp_path)
+    stt = _Whisper(voices)
+    transcript = transcribe_call(call, stt, role_mode=role_mode, send="speech", workdir=tmp_path)
+
+    assert transcript.verdict == ""
+    got = [(line.speaker, line.text) for line in transcript.lines]
+    roles = ("operator", "client")
+    assert got == [(roles[side], text) for side, _, text in SCRIPT]
+    for line, (_, start, end, _) in zip(transcript.lines, spans, strict=True):
+        assert start - 0.5 <= line.start <= start + 0.3 and abs(line.end - end) < 1.0
+    # the ring-back, the half minute of hold music and the quiet line are not sent
+    assert transcript.sent_sec == pytest.approx(sum(stt.sent))
+    speech = sum(b - a for _, a, b, _ in spans)
+    assert transcript.sent_sec < 0.6 * DURATION * (2 if role_mode == "per_channel" else 1)
+    assert transcript.sent_sec >= speech if role_mode == "per_channel" else True
+    assert transcript.billed_sec == tuple(stt.sent)
+    assert transcript.hallucinations == 0
+
+
+@needs_espeak
+def test_all_sends_the_call_whole_and_its_invented_lines_are_dropped(tmp_path) -> None:
+    call, _, voices = stereo_call(tmp_path)
+    stt = _Whisper(voices, invent=True)
+    whole = transcribe_call(call, stt, role_mode="energy", send="all", workdir=tmp_path)
+    assert stt.sent == [pytest.approx(DURATION, abs=0.1)]
+    # over the music and ring-back the text is Whisper's invention: dropped, counted
+    assert CREDIT not in whole.text and whole.hallucinations >= 1
+
+    stt = _Whisper(voices, invent=True)
+    speech = transcribe_call(call, stt, role_mode="energy", send="speech", workdir=tmp_path)
+    assert CREDIT not in speech.text
+    assert [line.text for line in speech.lines] == [t for _, _, t in SCRIPT]
+    assert sum(stt.sent) < 0.6 * DURATION
+
+
+def test_a_call_of_line_noise_alone_is_not_sent_and_says_so(tmp_path) -> None:
+    """The issue's call: 60 s of hiss at -42 dBFS with clicks, above the level floor."""
+    rng = np.random.default_rng(3)
+    noise = np.stack([line_noise(60.0, rng), line_noise(60.0, rng)], axis=1)
+    call = tmp_path / "noise.wav"
+    soundfile.write(str(call), noise, RATE, subtype="PCM_16")
+    stt = _Whisper([], invent=True)
+
+    transcript = transcribe_call(call, stt, role_mode="energy", send="speech", workdir=tmp_path)
+    assert stt.sent == []
+    assert transcript.verdict == NO_SPEECH
+    assert transcript.requests == 0 and transcript.billed_sec == () and transcript.lines == ()
+    assert transcript.speech_sec == 0.0
+
+    # STT_SEND=all is today's behaviour: the level floor alone lets the call through.
+    sent_all = transcribe_call(call, stt, role_mode="energy", send="all", workdir=tmp_path)
+    assert len(stt.sent) == 1 and sent_all.verdict == ""
