@@ -51,8 +51,11 @@ def test_registry_transcripts_and_report_name_the_employee_line_and_crm_card(
     store = tmp_path / "store"
     rows = _registry(store)
     header = list(rows[0])
-    # New columns come after the existing ones, whose names and order are unchanged.
-    assert tuple(header[-len(NEW_COLUMNS) :]) == NEW_COLUMNS
+    # These columns came after the ones before them, whose names and order are unchanged
+    # (later columns, such as the STT's seconds, follow them).
+    start = header.index(NEW_COLUMNS[0])
+    assert tuple(header[start : start + len(NEW_COLUMNS)]) == NEW_COLUMNS
+    assert "call_id" in header[:start] and "audio_path" in header[:start]
     assert tuple(header) == REGISTRY_COLUMNS
     seeded = {row["CALL_ID"]: row for row in sandbox.portal.rows}
     assert len(rows) == len(seeded)

@@ -23,8 +23,9 @@ from calltexts_tests.support.child_run import ChildLayout, child_env
 TEST_RETRY_SCALE = 0.001
 SANDBOX_START = date(2026, 11, 1)
 # The tests' model: whisper-1 with word times, the one-pass energy path the tone calls are
-# checked on (exact words, roles, costs), not the embedded default (`Sandbox.model_defaults`).
-TEST_MODELS = {"WHISPER_MODEL": "whisper-1"}
+# checked on (exact words, roles, costs), not the embedded default (`Sandbox.model_defaults`);
+# sent whole, as the tones hold no speech for the voice activity detector (STT_SEND=speech).
+TEST_MODELS = {"WHISPER_MODEL": "whisper-1", "STT_SEND": "all"}
 # ...with the tests' emulator listing models as OpenAI did before its deprecation notice of
 # 2026-08-26 (no `shutdown_date`): the clock of these tests is pinned before whisper-1 was
 # due to go, so they neither warn from 2026-12-28 nor fail from 2027-02-26. The lifecycle
@@ -98,7 +99,7 @@ def sandbox_resources(
                 "max_concurrency": 4,
                 "log_dir": str(root / "logs"),
                 "work_dir": str(root / "tmp"),
-                "stt_send": sandbox.model_defaults()["STT_SEND"],
+                "stt_send": TEST_MODELS["STT_SEND"],
                 **settings,
             }
         ),
