@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,12 +35,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
-import soundfile
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/<script>.py`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from calltexts_assets.billing.cost import requests_cost_usd
-from calltexts_assets.clients.stt_response import Segment, SttResult, Word
-from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+
+from calltexts_assets.billing.cost import requests_cost_usd  # noqa: E402
+from calltexts_assets.clients.stt_response import Segment, SttResult, Word  # noqa: E402
+from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call  # noqa: E402
+from calltexts_tests.support.speech import found, spoken  # noqa: E402
 
 RATE = 8_000
 PRICE = 0.006  # whisper-1, USD per minute, billed per second
@@ -60,15 +65,6 @@ INVENTED = ["Субтитры сделал DimaTorzok", "ДИНАМИЧНАЯ М
 
 def _db(level: float) -> float:
     return float(10 ** (level / 20))
-
-
-def _spoken(text: str, tmp: Path) -> np.ndarray:
-    out = tmp / "utterance.wav"
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
-    x, sr = soundfile.read(out, dtype="float32")
-    t = np.arange(int(len(x) * RATE / sr)) / RATE
-    voice = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
-    return 0.5 * voice / np.max(np.abs(voice))
 
 
 def ring_back(seconds: float) -> np.ndarray:
@@ -134,15 +130,6 @@ def make_call(n: int, kind: str, voices: dict[str, np.ndarray], rng, tmp: Path) 
     return Call(path, kind, len(audio) / RATE, script, used)
 
 
-def _found(x: np.ndarray, voice: np.ndarray) -> int | None:
-    if len(x) < len(voice):
-        return None
-    size = 1 << (len(x) + len(voice)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(voice, size)), size)
-    at = int(np.argmax(corr[: len(x) - len(voice) + 1]))
-    return at if corr[at] > 0.3 * float(voice @ voice) else None
-
-
 @dataclass
 class OracleWhisper:
     voices: list[tuple[str, np.ndarray]]
@@ -159,7 +146,7 @@ class OracleWhisper:
         length = len(mono) / sr
         heard = []
         for text, voice in self.voices:
-            at = _found(mono, voice)
+            at = found(mono, voice)
             if at is not None:
                 heard.append((at / sr, (at + len(voice)) / sr, text))
         heard.sort()
@@ -197,7 +184,7 @@ def main() -> None:
     roles = ("operator", "client")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        voices = {text: _spoken(text, tmp) for text in SENTENCES}
+        voices = {text: spoken(text, tmp) for text in SENTENCES}
         calls = [make_call(n, kinds[n % len(kinds)], voices, rng, tmp) for n in range(args.calls)]
         call_sec = sum(c.duration for c in calls)
         print(f"{len(calls)} calls, {call_sec / 60:.1f} call minutes: "

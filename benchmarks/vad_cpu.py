@@ -16,27 +16,27 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/<script>.py`
+    sys.path.insert(0, str(REPO_ROOT))
 
-from calltexts_assets.audio import speech
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+
+from calltexts_assets.audio import speech  # noqa: E402
+from calltexts_tests.support.speech import spoken  # noqa: E402
 
 RATE = 8_000
 
 
 def _spoken(tmp: Path) -> np.ndarray:
-    out = tmp / "voice.wav"
     text = "Здравствуйте, компания Доставка, меня зовут Анна. Чем могу помочь вам сегодня?"
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
-    x, sr = soundfile.read(out, dtype="float32")
-    t = np.arange(int(len(x) * RATE / sr)) / RATE
-    voice = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
-    return 0.5 * voice / np.max(np.abs(voice))
+    return spoken(text, tmp, RATE)
 
 
 def _hiss(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:

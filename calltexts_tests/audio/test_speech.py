@@ -3,9 +3,6 @@ where it is, and what is not speech (silence, hiss, clicks, tones, music) is not
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +11,14 @@ import soundfile
 
 from calltexts_assets.audio import speech
 from calltexts_assets.audio.speech import call_speech, speech_spans
+from calltexts_tests.support.speech import needs_espeak
+from calltexts_tests.support.speech import spoken as say
 
-ESPEAK = shutil.which("espeak-ng")
-# .ci/run installs espeak-ng (Debian): without it these tests fail rather than skip.
-needs_espeak = pytest.mark.skipif(
-    ESPEAK is None and not os.environ.get("CI"), reason="espeak-ng not installed"
-)
 PHRASE = "Здравствуйте, компания Доставка, меня зовут Анна. Чем могу помочь?"
 
 
 def spoken(tmp: Path, text: str = PHRASE, rate: int = 8_000) -> np.ndarray:
-    """Real speech: espeak-ng's Russian voice, resampled to `rate` (float32 mono)."""
-    out = tmp / "speech.wav"
-    subprocess.run([ESPEAK or "espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
-    x, sr = soundfile.read(out, dtype="float32")
-    t = np.arange(int(len(x) * rate / sr)) / rate
-    voiced = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
-    return 0.5 * voiced / np.max(np.abs(voiced))  # about -20 dBFS RMS, a telephone level
+    return say(text, tmp, rate)  # 8 kHz: a telephone line
 
 
 def hiss(seconds: float, dbfs: float, rate: int = 8_000, seed: int = 1) -> np.ndarray:

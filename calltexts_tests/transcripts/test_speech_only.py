@@ -11,8 +11,6 @@ Whisper does over music."""
 from __future__ import annotations
 
 import itertools
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +22,9 @@ from calltexts_assets.audio.chunks import Limits, Piece
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word
 from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
 from calltexts_assets.transcripts.speech_only import pack
+from calltexts_tests.support.speech import found, needs_espeak, spoken
 
 RATE = 16_000
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng")
 # (side, start second, text); between them: ring-back, hold music, a long silence.
 SCRIPT = [
     (0, 12.0, "Здравствуйте, компания Доставка, меня зовут Анна."),
@@ -37,15 +35,6 @@ SCRIPT = [
 ]
 DURATION = 70.0
 CREDIT = "Субтитры сделал DimaTorzok"
-
-
-def _spoken(text: str, tmp: Path) -> np.ndarray:
-    out = tmp / "utterance.wav"
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
-    x, sr = soundfile.read(out, dtype="float32")
-    t = np.arange(int(len(x) * RATE / sr)) / RATE
-    voiced = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
-    return 0.5 * voiced / np.max(np.abs(voiced))
 
 
 def _db(level_dbfs: float) -> float:
@@ -85,7 +74,7 @@ def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], l
     audio[:, :] += line_noise(DURATION, rng)[:, None] * 0.05  # a quiet line
     spans, voices = [], []
     for side, start, text in SCRIPT:
-        voice = _spoken(text, tmp)
+        voice = spoken(text, tmp)
         a = int(start * RATE)
         audio[a : a + len(voice), side] += voice
         spans.append((side, start, start + len(voice) / RATE, text))
@@ -93,16 +82,6 @@ def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], l
     call = tmp / "call.wav"
     soundfile.write(str(call), audio, RATE, subtype="PCM_16")
     return call, spans, voices
-
-
-def _found(x: np.ndarray, voice: np.ndarray) -> int | None:
-    """Where `voice` lies in `x` (sample), when it is there at half its level or more."""
-    if len(x) < len(voice):
-        return None
-    size = 1 << (len(x) + len(voice)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(voice, size)), size)
-    at = int(np.argmax(corr[: len(x) - len(voice) + 1]))
-    return at if corr[at] > 0.3 * float(voice @ voice) else None
 
 
 @dataclass
@@ -125,7 +104,7 @@ class _Whisper:
         assert sr == RATE
         heard, texts = [], []
         for text, voice in self.voices:
-            at = _found(mono, voice)
+            at = found(mono, voice)
             if at is not None:
                 heard.append((at / sr, (at + len(voice)) / sr))
                 texts.append(text)

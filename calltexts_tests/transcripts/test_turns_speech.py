@@ -8,20 +8,17 @@ tones'): what is tested is which audio is sent when, and where its text lands.""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
 
 from calltexts_assets.clients.stt_response import Segment, SttResult
 from calltexts_assets.transcripts.dialogue import transcribe_call
+from calltexts_tests.support.speech import needs_espeak, spoken
 
 RATE = 16_000
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng")
 # (side, start second, text): operator left (0), client right (1); the client's "Да,
 # конечно" is said over the operator's second utterance (cross-talk). (A lone "Да." of
 # 0.5 s in digital silence is not found by the detector at 16 kHz: see the closing note.)
@@ -34,15 +31,6 @@ SCRIPT = [
     (0, 21.5, "Спасибо, курьер приедет завтра утром."),
 ]
 DURATION = 26.0
-
-
-def _spoken(text: str, tmp: Path) -> np.ndarray:
-    out = tmp / "utterance.wav"
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
-    x, sr = soundfile.read(out, dtype="float32")
-    t = np.arange(int(len(x) * RATE / sr)) / RATE
-    voiced = np.interp(t, np.arange(len(x)) / sr, x).astype(np.float32)
-    return 0.5 * voiced / np.max(np.abs(voiced))
 
 
 @dataclass
@@ -78,7 +66,7 @@ def test_turns_land_under_their_side_in_order_at_their_start(tmp_path, monkeypat
     audio = np.zeros((int(DURATION * RATE), 2), dtype=np.float32)
     spans = []
     for side, start, text in SCRIPT:
-        voice = _spoken(text, tmp_path)
+        voice = spoken(text, tmp_path)
         a = int(start * RATE)
         audio[a : a + len(voice), side] += voice
         spans.append((side, start, start + len(voice) / RATE, text))
