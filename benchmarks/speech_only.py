@@ -45,7 +45,7 @@ import soundfile  # noqa: E402
 from calltexts_assets.billing.cost import requests_cost_usd  # noqa: E402
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word  # noqa: E402
 from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call  # noqa: E402
-from calltexts_tests.support.speech import found, spoken  # noqa: E402
+from calltexts_tests.support.speech import found, hold_music, line_noise, ring_back, spoken  # noqa: E402
 
 RATE = 8_000
 PRICE = 0.006  # whisper-1, USD per minute, billed per second
@@ -63,28 +63,6 @@ SENTENCES = [
 INVENTED = ["Субтитры сделал DimaTorzok", "ДИНАМИЧНАЯ МУЗЫКА", "Спасибо за внимание."]
 
 
-def _db(level: float) -> float:
-    return float(10 ** (level / 20))
-
-
-def ring_back(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (_db(-20) * np.sin(2 * np.pi * 425 * t) * ((t % 5.0) < 1.0)).astype(np.float32)
-
-
-def hold_music(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    roots = np.array([220.0, 247.0, 262.0, 294.0, 330.0])[(t // 0.5).astype(int) % 5]
-    chord = sum(np.sin(2 * np.pi * roots * k * t) for k in (1.0, 1.25, 1.5)) / 3
-    return (_db(-24) * chord).astype(np.float32)
-
-
-def line_noise(seconds: float, rng: np.random.Generator, level: float = -42) -> np.ndarray:
-    x = rng.normal(0.0, _db(level), int(seconds * RATE)).astype(np.float32)
-    x[::RATE] += 0.3
-    return x
-
-
 @dataclass
 class Call:
     path: Path
@@ -98,12 +76,12 @@ def make_call(n: int, kind: str, voices: dict[str, np.ndarray], rng, tmp: Path) 
     parts: list[np.ndarray] = []  # stereo blocks in order
     script: list[tuple[int, str]] = []
     if kind == "noise":
-        parts.append(np.stack([line_noise(60, rng), line_noise(60, rng)], axis=1))
+        parts.append(np.stack([line_noise(60, RATE, rng), line_noise(60, RATE, rng)], axis=1))
     elif kind == "music":
-        music = hold_music(40)
+        music = hold_music(40, RATE)
         parts.append(np.stack([music * 0.0, music], axis=1))
     else:
-        ring = ring_back(float(rng.uniform(3, 15)))
+        ring = ring_back(float(rng.uniform(3, 15)), RATE)
         parts.append(np.stack([ring, ring * 0.3], axis=1))
         turns = int(rng.integers(4, len(SENTENCES) + 1))
         hold_at = int(rng.integers(2, turns)) if kind != "plain" else -1
@@ -116,13 +94,13 @@ def make_call(n: int, kind: str, voices: dict[str, np.ndarray], rng, tmp: Path) 
             script.append((side, text))
             if i == hold_at:
                 if kind == "music_hold":
-                    music = hold_music(float(rng.uniform(10, 60)))
+                    music = hold_music(float(rng.uniform(10, 60)), RATE)
                     parts.append(np.stack([music * 0.0, music], axis=1))
                 else:  # a silence while the operator looks something up
                     parts.append(np.zeros((int(rng.uniform(5, 30) * RATE), 2), np.float32))
     audio = np.concatenate(parts)
     audio += np.stack(
-        [line_noise(len(audio) / RATE + 1, rng, -65)[: len(audio)] for _ in range(2)], axis=1
+        [line_noise(len(audio) / RATE + 1, RATE, rng, -65)[: len(audio)] for _ in range(2)], axis=1
     )
     path = tmp / f"call_{n:03d}.wav"
     soundfile.write(str(path), np.clip(audio, -1, 1), RATE, subtype="PCM_16")

@@ -22,7 +22,14 @@ from calltexts_assets.audio.chunks import Limits, Piece
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word
 from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
 from calltexts_assets.transcripts.speech_only import pack
-from calltexts_tests.support.speech import found, needs_espeak, spoken
+from calltexts_tests.support.speech import (
+    found,
+    hold_music,
+    line_noise,
+    needs_espeak,
+    ring_back,
+    spoken,
+)
 
 RATE = 16_000
 # (side, start second, text); between them: ring-back, hold music, a long silence.
@@ -37,41 +44,15 @@ DURATION = 70.0
 CREDIT = "Субтитры сделал DimaTorzok"
 
 
-def _db(level_dbfs: float) -> float:
-    return float(10 ** (level_dbfs / 20))
-
-
-def ring_back(seconds: float) -> np.ndarray:
-    """Russian ring-back: 425 Hz, 1 s on, 4 s off (GOST 28384), at -20 dBFS."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (_db(-20) * np.sin(2 * np.pi * 425 * t) * ((t % 5.0) < 1.0)).astype(np.float32)
-
-
-def hold_music(seconds: float) -> np.ndarray:
-    """Chords of three tones changing every half second, at about -24 dBFS."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    roots = np.array([220.0, 247.0, 262.0, 294.0, 330.0])[(t // 0.5).astype(int) % 5]
-    chord = sum(np.sin(2 * np.pi * roots * k * t) for k in (1.0, 1.25, 1.5)) / 3
-    return (_db(-24) * chord).astype(np.float32)
-
-
-def line_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Hiss at -42 dBFS (above the -45 dBFS level floor) and a click a second."""
-    n = int(seconds * RATE)
-    x = rng.normal(0.0, _db(-42), n).astype(np.float32)
-    x[::RATE] += 0.3
-    return x
-
-
 Voice = tuple[str, np.ndarray]  # an utterance's text and its sound
 
 
 def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], list[Voice]]:
     rng = np.random.default_rng(7)
     audio = np.zeros((int(DURATION * RATE), 2), dtype=np.float32)
-    audio[: 11 * RATE, 0] += ring_back(11.0)
-    audio[26 * RATE : 56 * RATE, 1] += hold_music(30.0)  # the client hears it
-    audio[:, :] += line_noise(DURATION, rng)[:, None] * 0.05  # a quiet line
+    audio[: 11 * RATE, 0] += ring_back(11.0, RATE)
+    audio[26 * RATE : 56 * RATE, 1] += hold_music(30.0, RATE)  # the client hears it
+    audio[:, :] += line_noise(DURATION, RATE, rng)[:, None] * 0.05  # a quiet line
     spans, voices = [], []
     for side, start, text in SCRIPT:
         voice = spoken(text, tmp)
@@ -186,7 +167,7 @@ def test_all_sends_the_call_whole_and_its_invented_lines_are_dropped(tmp_path) -
 def test_a_call_of_line_noise_alone_is_not_sent_and_says_so(tmp_path) -> None:
     """The issue's call: 60 s of hiss at -42 dBFS with clicks, above the level floor."""
     rng = np.random.default_rng(3)
-    noise = np.stack([line_noise(60.0, rng), line_noise(60.0, rng)], axis=1)
+    noise = np.stack([line_noise(60.0, RATE, rng), line_noise(60.0, RATE, rng)], axis=1)
     call = tmp_path / "noise.wav"
     soundfile.write(str(call), noise, RATE, subtype="PCM_16")
     stt = _Whisper([], invent=True)
