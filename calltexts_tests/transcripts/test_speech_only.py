@@ -55,7 +55,7 @@ def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], l
     audio[:, :] += line_noise(DURATION, RATE, rng)[:, None] * 0.05  # a quiet line
     spans, voices = [], []
     for side, start, text in SCRIPT:
-        voice = spoken(text, tmp)
+        voice = spoken(text, tmp, RATE)
         a = int(start * RATE)
         audio[a : a + len(voice), side] += voice
         spans.append((side, start, start + len(voice) / RATE, text))
