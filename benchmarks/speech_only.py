@@ -162,7 +162,7 @@ def main() -> None:
     roles = ("operator", "client")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        voices = {text: spoken(text, tmp) for text in SENTENCES}
+        voices = {text: spoken(text, tmp, RATE) for text in SENTENCES}
         calls = [make_call(n, kinds[n % len(kinds)], voices, rng, tmp) for n in range(args.calls)]
         call_sec = sum(c.duration for c in calls)
         print(f"{len(calls)} calls, {call_sec / 60:.1f} call minutes: "

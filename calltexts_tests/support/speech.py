@@ -17,9 +17,11 @@ needs_espeak = pytest.mark.skipif(
 )
 
 
-def spoken(text: str, tmp: Path, rate: int = 16_000) -> np.ndarray:
+def spoken(text: str, tmp: Path, rate: int) -> np.ndarray:
     """`text` said by espeak-ng, resampled to `rate` (float32 mono), peak 0.5: about
-    -20 dBFS RMS, a telephone level."""
+    -20 dBFS RMS, a telephone level. `rate` has no default: it must be the rate of the
+    recording the voice goes into (16 kHz samples in an 8 kHz call play at half speed and
+    pitch, with twice espeak-ng's 0.33 s trailing silence)."""
     out = tmp / "utterance.wav"
     subprocess.run(["espeak-ng", "-v", "ru", "-w", str(out), text], check=True)
     x, sr = soundfile.read(out, dtype="float32")

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import soundfile
 
+from calltexts_assets.audio import decode
 from calltexts_assets.audio.chunks import Limits, Piece
+from calltexts_assets.audio.speech import merge_spans
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word
 from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
-from calltexts_assets.transcripts.speech_only import pack
+from calltexts_assets.transcripts.speech_only import joined_pieces, pack
 from calltexts_tests.support.speech import (
     found,
     hold_music,
@@ -55,7 +57,7 @@ def stereo_call(tmp: Path) -> tuple[Path, list[tuple[int, float, float, str]], l
     audio[:, :] += line_noise(DURATION, RATE, rng)[:, None] * 0.05  # a quiet line
     spans, voices = [], []
     for side, start, text in SCRIPT:
-        voice = spoken(text, tmp)
+        voice = spoken(text, tmp, RATE)
         a = int(start * RATE)
         audio[a : a + len(voice), side] += voice
         spans.append((side, start, start + len(voice) / RATE, text))
@@ -118,6 +120,37 @@ def test_a_piece_of_joined_stretches_maps_its_times_back_to_the_call() -> None:
     assert piece.to_recording(2.0) == 40.0
     assert piece.to_recording(4.5) == 42.5
     assert Piece(Path("p"), 30.0, 30.0, 40.0, False).to_recording(1.0) == 31.0
+
+
+def test_many_short_stretches_joined_map_every_sample_back(tmp_path, monkeypatch) -> None:
+    """Dozens of short stretches, some touching (a stretch cut at the request limit), across
+    groups and decode blocks: every sample of every file is the recording's sample at the
+    second `to_recording` gives, and none is lost or doubled."""
+    rng = np.random.default_rng(3)
+    rate = 8_000
+    call = tmp_path / "call.wav"
+    soundfile.write(str(call), rng.uniform(-0.9, 0.9, (rate * 31, 2)), rate, subtype="PCM_16")
+    x, _ = soundfile.read(str(call), dtype="float32")
+    iter_pcm = decode.iter_pcm  # blocks of 0.37 s: stretches straddle them
+    monkeypatch.setattr(decode, "iter_pcm", lambda path, info: iter_pcm(path, info, block_sec=0.37))
+    starts = np.sort(rng.uniform(0.0, 30.0, 40))
+    spans = merge_spans([(float(a), min(float(a + rng.uniform(0.05, 1.5)), 31.0)) for a in starts])
+    groups = pack(spans, Limits(25 * 2**20, 3.0))
+    assert any(g[-1][1] == h[0][0] for g, h in itertools.pairwise(groups))  # a cut stretch
+    for channel in (0, None):
+        out = tmp_path / f"channel_{channel}"
+        out.mkdir()
+        pieces = joined_pieces(call, decode.probe(call), groups, out, channel=channel, stem="p")
+        mono = x[:, channel] if channel is not None else x.mean(axis=1)
+        sent = 0
+        for piece in pieces:
+            y, _ = soundfile.read(str(piece.path), dtype="float32")
+            t = (np.arange(len(y)) + 0.25) / rate  # inside each sample, clear of rounding
+            at = np.array([int(piece.to_recording(s) * rate) for s in t])
+            np.testing.assert_allclose(y, mono[at], atol=2e-4)
+            sent += len(y)
+        assert len(pieces) == len(groups)
+        assert sent == sum(round(b * rate) - round(a * rate) for g in groups for a, b in g)
 
 
 def test_stretches_are_packed_under_the_request_limit_in_order() -> None:

@@ -66,7 +66,7 @@ def test_turns_land_under_their_side_in_order_at_their_start(tmp_path, monkeypat
     audio = np.zeros((int(DURATION * RATE), 2), dtype=np.float32)
     spans = []
     for side, start, text in SCRIPT:
-        voice = spoken(text, tmp_path)
+        voice = spoken(text, tmp_path, RATE)
         a = int(start * RATE)
         audio[a : a + len(voice), side] += voice
         spans.append((side, start, start + len(voice) / RATE, text))
