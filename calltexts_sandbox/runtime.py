@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -76,6 +76,15 @@ class Sandbox:
             "STT_ROLE_MODE": "per_channel",
             "STT_SEND": "all",
         }
+
+    @classmethod
+    def defaults_for(cls, environ: Mapping[str, str]) -> dict[str, str]:
+        """`model_defaults` less what the user set; a model the user chose keeps its own
+        role method (whisper-1 set alone is `energy`, not the tones' `per_channel`)."""
+        defaults = {k: v for k, v in cls.model_defaults().items() if not environ.get(k)}
+        if environ.get("WHISPER_MODEL"):
+            defaults.pop("STT_ROLE_MODE", None)
+        return defaults
 
     def oauth_environment(self) -> dict[str, str]:
         """The same with an OAuth application instead of the webhook: a fresh token pair,
@@ -154,7 +163,7 @@ def serve_portal(
 def sandbox_environment(**options: Any) -> Iterator[Sandbox]:
     """A running sandbox with os.environ pointed at it; everything restored on exit."""
     sandbox = start_sandbox(**options)
-    defaults = {k: v for k, v in sandbox.model_defaults().items() if not os.environ.get(k)}
+    defaults = sandbox.defaults_for(os.environ)
     applied = sandbox.environment() | defaults
     saved = {name: os.environ.get(name) for name in applied}
     os.environ.update(applied)

@@ -39,7 +39,6 @@ LOW_LOGPROB, REPETITION, WORD_RATE = "low_logprob", "repetition", "word_rate"
 UNHEARD_SPEECH, LANGUAGE, FALLBACK_FAILED = "unheard_speech", "language", "fallback_failed"
 SIGNALS = (LOW_LOGPROB, REPETITION, WORD_RATE, UNHEARD_SPEECH, LANGUAGE)
 
-LOGPROB_FLOOR = -1.0  # stt_wire §2.3 / §6.2
 LOW_LOGPROB_SHARE = 1 / 3
 COMPRESSION_CEILING = 2.4  # stt_wire §6.2
 WINDOW_WORDS = 75

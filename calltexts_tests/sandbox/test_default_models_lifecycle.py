@@ -38,3 +38,11 @@ def test_the_check_fails_for_a_model_that_shuts_down() -> None:
     a_year_on = date.today() + timedelta(days=365)
     assert notice("WHISPER_MODEL", "whisper-1", listed, a_year_on).status != OK
     assert notice("WHISPER_MODEL", "whisper-1", listed, date(2026, 12, 1)).status == OK
+
+
+def test_a_model_the_user_chose_keeps_its_own_role_method() -> None:
+    assert Sandbox.defaults_for({}) == Sandbox.model_defaults()
+    chosen = Sandbox.defaults_for({"WHISPER_MODEL": "whisper-1"})
+    assert "WHISPER_MODEL" not in chosen and "STT_ROLE_MODE" not in chosen
+    assert load_settings({"WHISPER_MODEL": "whisper-1", **chosen}).stt_role_mode == "energy"
+    assert Sandbox.defaults_for({"STT_SEND": "speech"}).keys() == {"WHISPER_MODEL", "STT_ROLE_MODE"}
