@@ -181,7 +181,15 @@ def test_duplicate_wrong_cost_and_missing_field_each_fail_their_check(
     first, second, third = [
         r for r in ledger.records([DAY1, DAY2]) if r.status == Status.TRANSCRIBED
     ][:3]
-    ledger.update(second.key, transcript_path=first.transcript_path)  # one file, two calls
+    # One file, two calls: the second row takes the first's file with its hash and time, so
+    # the file is intact for both rows (with only the path, a re-run finds the file is not
+    # the second's, whenever it was written after the second's, and re-makes the second).
+    ledger.update(
+        second.key,
+        transcript_path=first.transcript_path,
+        transcript_sha256=first.transcript_sha256,
+        transcript_written_at=first.transcript_written_at,
+    )
     ledger.update(third.key, cost=(third.cost or 0) + 0.006)  # a minute too many
     ledger.update(first.key, language=None)  # required when transcribed
 
