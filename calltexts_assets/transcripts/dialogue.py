@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from calltexts_assets.audio import decode as audio
 from calltexts_assets.audio.chunks import Limits, Piece, cut_recording
 from calltexts_assets.audio.envelope import Envelope, analyse
-from calltexts_assets.audio.speech import CallSpeech, call_speech
+from calltexts_assets.audio.speech import CallSpeech, call_speech, merge_spans
 from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
@@ -364,13 +364,7 @@ def _send_turns(
 
 def _unheard(speech: CallSpeech, lines: Sequence[DialogueLine]) -> float:
     """Seconds of the detector's speech (any channel, stretches merged) that no line is over."""
-    stretches = sorted((a, b) for side in speech.channels for a, b in side)
-    merged: list[list[float]] = []
-    for a, b in stretches:
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
+    merged = merge_spans([span for side in speech.channels for span in side])
     spans = [(line.start, line.end) for line in lines]
     unheard = sum(
         b - a for a, b in merged if not any(start < b and end > a for start, end in spans)
