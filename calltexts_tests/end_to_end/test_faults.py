@@ -25,7 +25,7 @@ import pytest
 
 from calltexts_assets.assets import all_assets, call_list
 from calltexts_assets.clients.bitrix24 import DEFAULT_RETRY_WAITS
-from calltexts_assets.files.storage_keys import raw_audio_key
+from calltexts_assets.files.storage_keys import file_id_of, key_kind, raw_audio_key
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.openai import WhisperResource
@@ -880,14 +880,24 @@ def _assert_same_as_reference(run: ChildRun, reference: ChildRun, sandbox: Sandb
 
 
 def _progress_at_kill(run: ChildRun) -> tuple[set[str], set[str]]:
-    """Calls whose recording the ledger had stored, and those it had transcribed."""
+    """Calls whose recording a re-run finds stored, and those whose STT answer it finds:
+    in the ledger, or in the files alone (a kill between storing a file and writing its
+    ledger row leaves the file, which the re-run adopts at no download or STT request)."""
     ledger = run.ledger()
     try:
         records = by_call(ledger)
     finally:
         ledger.dispose()
     stored = {c for c, r in records.items() if r.audio_path}
-    return stored, {c for c, r in records.items() if r.status == Status.TRANSCRIBED}
+    answered = {c for c, r in records.items() if r.status == Status.TRANSCRIBED}
+    for path in (run.store / "exports").rglob("call_*"):
+        key = path.relative_to(run.store).as_posix()
+        kind = key_kind(key)
+        if kind == "raw":
+            stored.add(file_id_of(key))
+        elif kind == "stt_answer":
+            answered.add(file_id_of(key.removesuffix(".stt.json.gz") + ".mp3"))
+    return stored, answered
 
 
 def test_kill_during_raw_audio_then_rerun(
