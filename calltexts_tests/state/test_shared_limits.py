@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,9 +145,9 @@ def test_a_killed_holders_slots_come_back_at_once_on_its_host(db_url: str) -> No
         assert [h.owner for h in slots.holders()] == ["doomed", "doomed"]
         os.kill(child.pid, signal.SIGKILL)
         # Not reaped yet (a zombie): its pid still exists, the process does not.
-        started = time.monotonic()
+        # Within 10 s each (TimeoutError otherwise), not after the 45 s lease: the dead pid
+        # was seen.
         tokens = [slots.acquire(timeout=10), slots.acquire(timeout=10)]
-        assert time.monotonic() - started < 5  # not the 45 s lease: the dead pid was seen
         assert {h.owner for h in slots.holders()} == {"survivor"}
         for token in tokens:
             slots.release(token)
