@@ -122,7 +122,8 @@ def test_429_with_retry_after_then_success(client: openai.OpenAI, emulator, mono
 
 def test_server_errors_timeouts_and_chosen_bad_requests(server, emulator, mono_call) -> None:
     _, path = mono_call
-    impatient = openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0, timeout=0.2)
+    # 2 s: the 500 and 503 must come back within it on a loaded machine; the hang is 5 s
+    impatient = openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0, timeout=2)
     emulator.set_faults(server_error=1, unavailable=1, timeout=1, hang_sec=5, bad_request_on={5})
     with pytest.raises(openai.APITimeoutError):  # timeouts are drawn first
         impatient.audio.transcriptions.create(file=path.open("rb"), model="whisper-1")
