@@ -245,7 +245,7 @@ def test_cost_follows_the_stt_duration_and_the_tariff() -> None:
 
 
 def _registry(records: list[CallRecord]) -> bytes:
-    rows = registry_rows(records, price_per_minute=0.006)
+    rows = registry_rows(records)
     return write_registry_csv(registry_frame(rows))
 
 

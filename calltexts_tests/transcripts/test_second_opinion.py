@@ -13,6 +13,8 @@ import pytest
 import respx
 import soundfile
 
+from calltexts_assets.billing.cost import MINUTE, SECOND
+from calltexts_assets.billing.tariffs import Tariff, Tariffs
 from calltexts_assets.clients.openai_base import OpenAIConnection
 from calltexts_assets.clients.whisper import WhisperClient
 from calltexts_assets.transcripts.dialogue import Transcript, transcribe_call
@@ -27,9 +29,11 @@ from calltexts_assets.transcripts.second_opinion import (
     doubts,
     with_second_opinion,
 )
-from calltexts_assets.transcripts.step import SecondOpinion, _transcribed
+from calltexts_assets.transcripts.step import _transcribed
 
 MAIN, FALLBACK = "http://127.0.0.1:9101/v1", "http://127.0.0.1:9102/v1"
+# whisper-1 per second; the compatible server's large-v3 per started minute, its tariff set
+TARIFFS = Tariffs(Tariff.of(0.006, SECOND), "whisper-1", Tariff.of(0.006, MINUTE), "large-v3")
 CALL_SEC = 20.0
 PLAIN = (
     "Здравствуйте это компания ромашка меня зовут анна чем могу помочь да добрый день я хотел "
@@ -70,7 +74,7 @@ def _ask(tmp: Path, first: dict[str, Any], second: dict[str, Any]) -> tuple[Tran
         main_stt, fallback_stt = _client(MAIN, "whisper-1"), _client(FALLBACK, "large-v3")
         transcript = with_second_opinion(
             transcribe_call(path, main_stt, workdir=tmp),
-            lambda: transcribe_call(path, fallback_stt, workdir=tmp),
+            lambda first: transcribe_call(path, fallback_stt, workdir=tmp),
             expected_languages=("ru",),
         )
     return transcript, main, fb
@@ -86,9 +90,10 @@ def test_a_repetition_loop_is_sent_once_to_the_fallback_whose_answer_is_kept(tmp
     # model per started minute on the audio sent
     assert transcript.requests == 2 and transcript.sent_sec == pytest.approx(2 * CALL_SEC)
     assert transcript.billed_sec == (20.0,) and transcript.fallback_billed_sec == (20.0,)
-    fallback_price = SecondOpinion(None, 0.006, "minute")  # type: ignore[arg-type]
-    updates = _transcribed(transcript, 0.006, "second", fallback_price)
+    updates = _transcribed(transcript, TARIFFS)
     assert updates["cost"] == pytest.approx(20 * 0.006 / 60 + 0.006)  # 20 s + a started minute
+    # the row names the model of each list of seconds: the first's, though the other was kept
+    assert (updates["model"], updates["fallback_model"]) == ("whisper-1", "large-v3")
     assert updates["fallback_request_sec"] == "[20.0]" and updates["fallback_kept"] is True
     assert updates["doubts"] == "repetition" and updates["verdict"] is None
 
