@@ -608,3 +608,19 @@ def test_the_stt_section_counts_calls_without_speech_and_doubtful_ones() -> None
     assert listed.status == "требует проверки человеком"
     assert listed.message == "сомнения: повторы в тексте; второе мнение whisper-1: не оставлено"
     assert plain.call_id not in {row.call_id for row in data.exceptions}
+
+
+def test_calls_without_speech_have_their_own_status_row() -> None:
+    """A call in which no speech was found is not counted as transcribed in the status table,
+    in either language."""
+    silent = make_record(
+        2, seconds=30.0, stt_requests=0, stt_sent_sec=0.0, stt_request_sec="[]",
+        verdict="no_speech", cost=0.0,
+    )  # fmt: skip
+    records = [make_record(1, seconds=60.0), silent]
+    for language, transcribed, no_speech in (
+        ("ru", "расшифрован", "без речи (в STT не отправлялся)"),
+        ("en", "transcribed", "no speech (nothing sent to the STT)"),
+    ):
+        statuses = {row.label: row.calls for row in build(records, language=language).statuses}
+        assert statuses == {transcribed: 1, no_speech: 1}
