@@ -111,7 +111,9 @@ def _transcribed(transcript: Transcript, tariffs: Tariffs) -> dict[str, Any]:
     """The ledger's updates of a transcribed call. Each model's requests are billed at its
     own tariff and unit, by the model that answered them (raises UnpricedModel when one has
     no known tariff)."""
-    first_model = transcript.first_model or transcript.model
+    # An answer stored before `first_model` was kept, whose second opinion was kept, names
+    # only the fallback: its first model is taken to be the configured one.
+    first_model = transcript.first_model or ("" if transcript.fallback_kept else transcript.model)
     cost = tariffs.request_cost(first_model, transcript.billed_sec)
     if transcript.fallback_billed_sec:
         cost += tariffs.request_cost(
@@ -123,7 +125,7 @@ def _transcribed(transcript: Transcript, tariffs: Tariffs) -> dict[str, Any]:
         "language": transcript.language or UNDETERMINED,
         # the model `stt_request_sec`'s requests went to (the kept answer's, when the second
         # opinion's was kept, is `fallback_model`)
-        "model": first_model,
+        "model": first_model or None,
         "stt_duration_sec": transcript.duration_sec,
         # What the service bills: each request it answered, in the model's unit.
         "cost": float(cost),

@@ -13,6 +13,7 @@ import pytest
 from pypdf import PdfReader
 
 from calltexts_assets.billing.cost import billed_seconds, forecast
+from calltexts_assets.billing.tariffs import Tariffs
 from calltexts_assets.clients.model_lifecycle import WARN, ModelNotice
 from calltexts_assets.listing.calls import DIRECTIONS as CALL_DIRECTIONS
 from calltexts_assets.quality.checks import (
@@ -323,7 +324,8 @@ def test_report_data_read_in_one_pass_is_the_same(seed: int) -> None:
     assert data.calls_total == len(records) and data.transcribed == len(transcribed)
     assert data.transcribed_seconds == sum([billed_seconds(r) for r in transcribed])
     assert data.bitrix24_seconds == sum(r.duration_sec for r in records)
-    costs = [c for r in records if (c := record_cost_usd(r, Decimal(str(PRICE)))) is not None]
+    prices = Tariffs.flat(PRICE)  # the report's, as `arguments` give it
+    costs = [c for r in records if (c := record_cost_usd(r, prices)) is not None]
     assert data.cost_usd == sum(costs, Decimal(0))
     assert data.duration_variance == reference.duration_variance(records).value
     assert data.coverage == reference.coverage(records).value

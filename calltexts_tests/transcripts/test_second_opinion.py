@@ -218,3 +218,35 @@ def test_a_fallback_on_the_same_server_shares_the_first_models_requests_in_fligh
         texts = [future.result(timeout=60).text for future in asked]
     assert taken == [False, False, True]  # the server's two slots are both taken
     assert texts == ["whisper-1", "gpt-transcribe"]
+
+
+def test_a_stored_answer_whose_model_cannot_be_priced_is_not_adopted(tmp_path) -> None:
+    """The ledger lost a call whose answer is stored; WHISPER_FALLBACK_MODEL changed since,
+    and the old fallback has no list price: the answer is not adopted at a guessed tariff (the
+    call is asked again); with that model's tariff known it is adopted at it."""
+    from calltexts_assets.clients.storage import LocalStorage
+    from calltexts_assets.state.ledger import Status
+    from calltexts_assets.transcripts.answers import store_answer
+    from calltexts_assets.transcripts.step import ADOPTED, from_stored_answer
+    from calltexts_tests.support.records import transcribed_record
+
+    storage = LocalStorage(tmp_path)
+    record = transcribed_record(
+        1, day="2026-11-24", call_id="c1", started_at="2026-11-24T10:00:00+03:00",
+        seconds=20.0, status=Status.DOWNLOADED, transcript_path=None, cost=None,
+    )  # fmt: skip
+    answer = _made(
+        PLAIN, model="large-v3", first_model="whisper-1", billed_sec=(20.0,),
+        fallback_model="large-v3", fallback_billed_sec=(20.0,), fallback_kept=True,
+    )  # fmt: skip
+    store_answer(storage, record, answer)
+    words = {"labels": "ru", "mask_phones": False, "sandbox": False}
+    today = Tariffs(
+        Tariff.of(0.0045, SECOND), "gpt-transcribe", Tariff.of(0.02, MINUTE), "medium",
+        {"whisper-1": Tariff.of(0.006, SECOND)},
+    )  # fmt: skip
+    assert from_stored_answer(record, storage=storage, tariffs=today, **words) is None
+    known = replace(today, listed={**today.listed, "large-v3": Tariff.of(0.01, MINUTE)})
+    outcome = from_stored_answer(record, storage=storage, tariffs=known, **words)
+    assert outcome is not None and outcome.label == ADOPTED
+    assert outcome.updates["cost"] == pytest.approx(20 * 0.006 / 60 + 0.01)
