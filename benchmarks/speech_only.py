@@ -44,7 +44,8 @@ import soundfile  # noqa: E402
 
 from calltexts_assets.billing.cost import requests_cost_usd  # noqa: E402
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word  # noqa: E402
-from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call  # noqa: E402
+from calltexts_assets.state.ledger import NO_SPEECH  # noqa: E402
+from calltexts_assets.transcripts.dialogue import transcribe_call  # noqa: E402
 from calltexts_tests.support.speech import found, hold_music, line_noise, ring_back, spoken  # noqa: E402
 
 RATE = 8_000

@@ -28,7 +28,6 @@ from calltexts_assets.settings import (
     Secret,
     Settings,
     apply_dagster_environment,
-    fallback_price_per_minute,
     load_settings,
 )
 
@@ -105,12 +104,17 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_concurrency=settings.concurrency,
             call_order=settings.call_order,
             stt_max_in_flight=settings.stt_max_in_flight,
+            stt_model=settings.whisper_model,
             price_per_minute_usd=settings.price_per_minute_usd,
             billing_unit=billing_unit(settings.whisper_model, settings.stt_billing_unit),
-            fallback_price_per_minute_usd=fallback_price_per_minute(
-                settings.whisper_fallback_model
+            fallback_model=settings.whisper_fallback_model,
+            fallback_price_per_minute_usd=settings.whisper_fallback_price_per_minute_usd,
+            # STT_BILLING_UNIT is the bill of WHISPER_MODEL's server: the fallback's too when
+            # it is served there; its own server bills in the model's unit
+            fallback_billing_unit=billing_unit(
+                settings.whisper_fallback_model,
+                "model" if settings.whisper_fallback_base_url else settings.stt_billing_unit,
             ),
-            fallback_billing_unit=billing_unit(settings.whisper_fallback_model or "whisper-1"),
             usd_rub_rate=settings.usd_rub_rate,
             budget_usd=settings.budget_usd,
             csv_decimal_mark=settings.csv_decimal_mark,

@@ -63,9 +63,10 @@ _NEVER_TRUSTED = tuple(
 # keyword is a single-line literal without `<` or `>`, else the whole request is refused.
 KEYWORD_MODELS = frozenset({"gpt-transcribe"})
 _BAD_KEYWORD = re.compile(r"[<>\r\n]")
-# OpenAI's list prices per minute (clients/stt_models.py); other models: whisper-1's.
+# OpenAI's list prices per minute (clients/stt_models.py's `price_per_minute_usd`, the one
+# table: a test holds the two equal). Another model's tariff must be set: a compatible
+# server's bill is its own, the gpt-4o family's is by tokens (docs/specs/stt_wire.md §3.4).
 LIST_PRICES_PER_MINUTE = {"whisper-1": 0.006, "gpt-transcribe": 0.0045}
-DEFAULT_PRICE_PER_MINUTE = 0.006
 # How the STT bills a request: the model's own unit (clients/stt_models.py), or per second /
 # per started minute for a compatible server's bill.
 BILLING_UNIT_SETTINGS = ("model", "second", "minute")
@@ -135,6 +136,8 @@ class Settings:
     whisper_fallback_model: str
     whisper_fallback_base_url: str  # "" the same server as WHISPER_MODEL's
     whisper_fallback_api_key: Secret  # sent to WHISPER_FALLBACK_BASE_URL instead of OpenAI's
+    # its tariff: the model's list price when 0 (a model without one needs it set)
+    whisper_fallback_price_per_minute_usd: float
     stt_role_mode: str
     stt_send: str  # "speech": only what the VAD calls speech goes to the STT; "all": the call
     stt_max_upload_mb: float
@@ -514,6 +517,9 @@ def _read(r: _Reader) -> Settings:
         whisper_fallback_model=r.text("WHISPER_FALLBACK_MODEL"),
         whisper_fallback_base_url=r.url("WHISPER_FALLBACK_BASE_URL"),
         whisper_fallback_api_key=r.secret("WHISPER_FALLBACK_API_KEY"),
+        whisper_fallback_price_per_minute_usd=r.number(
+            "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD", 0.0
+        ),
         stt_role_mode=r.choice("STT_ROLE_MODE", "", ROLE_MODES),
         stt_send=r.choice("STT_SEND", "speech", SEND_MODES),
         stt_max_upload_mb=r.number("STT_MAX_UPLOAD_MB", 0.0),
@@ -588,6 +594,7 @@ def _read(r: _Reader) -> Settings:
             "their own), per_channel (each side whole, twice the cost) or none"
         )
     r.problems.extend(_fallback_problems(settings))
+    r.problems.extend(_tariff_problems(settings))
     if 0 < settings.stt_max_request_sec < MIN_REQUEST_SEC:
         r.problems.append(
             f"STT_MAX_REQUEST_SEC: expected 0 (the model's limit) or >= {MIN_REQUEST_SEC}"
@@ -604,6 +611,10 @@ def _fallback_problems(settings: Settings) -> list[str]:
             for name, value in (
                 ("WHISPER_FALLBACK_BASE_URL", settings.whisper_fallback_base_url),
                 ("WHISPER_FALLBACK_API_KEY", settings.whisper_fallback_api_key),
+                (
+                    "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD",
+                    settings.whisper_fallback_price_per_minute_usd,
+                ),
             )
             if value
         ]
@@ -622,20 +633,42 @@ def _fallback_problems(settings: Settings) -> list[str]:
     return []
 
 
-def fallback_price_per_minute(model: str) -> float:
-    """The second opinion's tariff: its model's list price, else whisper-1's."""
-    return LIST_PRICES_PER_MINUTE.get(model, DEFAULT_PRICE_PER_MINUTE)
+def _tariff_problems(settings: Settings) -> list[str]:
+    """Each model that will be sent audio has a tariff: its list price or one set. A model
+    without a list price (a compatible server's, the gpt-4o family billed by tokens) is never
+    priced as another: one line before any work says which setting to give."""
+    found = []
+    for model_setting, price_setting, model, price in (
+        ("WHISPER_MODEL", "STT_PRICE_PER_MINUTE_USD", settings.whisper_model,
+         settings.price_per_minute_usd),
+        ("WHISPER_FALLBACK_MODEL", "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD",
+         settings.whisper_fallback_model, settings.whisper_fallback_price_per_minute_usd),
+    ):  # fmt: skip
+        if model and not price:
+            found.append(
+                f"{price_setting}: {model_setting}={model} has no list price known to "
+                f"calltexts (only {', '.join(sorted(LIST_PRICES_PER_MINUTE))}): set its "
+                "tariff in USD per minute of audio (e.g. 0.006)"
+            )
+    return found
 
 
 def _resolved_defaults(settings: Settings) -> Settings:
     """Defaults that depend on the model: the role method (one pass with word times where
-    the model gives them, else each side's turns) and the tariff (the model's list price)."""
+    the model gives them, else each side's turns) and the tariffs (each model's list price;
+    0 where it has none, which `_tariff_problems` reports)."""
     timed = settings.whisper_model not in JSON_ONLY_MODELS
     role_mode = settings.stt_role_mode or ("energy" if timed else "turns")
-    price = settings.price_per_minute_usd or LIST_PRICES_PER_MINUTE.get(
-        settings.whisper_model, DEFAULT_PRICE_PER_MINUTE
+    price = settings.price_per_minute_usd or LIST_PRICES_PER_MINUTE.get(settings.whisper_model, 0.0)
+    fallback_price = settings.whisper_fallback_price_per_minute_usd or (
+        LIST_PRICES_PER_MINUTE.get(settings.whisper_fallback_model, 0.0)
     )
-    return replace(settings, stt_role_mode=role_mode, price_per_minute_usd=price)
+    return replace(
+        settings,
+        stt_role_mode=role_mode,
+        price_per_minute_usd=price,
+        whisper_fallback_price_per_minute_usd=fallback_price,
+    )
 
 
 def _names_read() -> tuple[str, ...]:

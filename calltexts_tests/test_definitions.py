@@ -137,8 +137,11 @@ def test_defaults_work_after_the_2027_02_26_shutdowns() -> None:
     assert defaults.price_per_minute_usd == 0.0045  # its list price, billed by duration
     kept = load_settings({"WHISPER_MODEL": "whisper-1"})
     assert (kept.stt_role_mode, kept.price_per_minute_usd) == ("energy", 0.006)
-    server = load_settings({"WHISPER_MODEL": "Systran/faster-whisper-small"})
+    server = load_settings(
+        {"WHISPER_MODEL": "Systran/faster-whisper-small", "STT_PRICE_PER_MINUTE_USD": "0.002"}
+    )
     assert server.stt_role_mode == "energy"  # a compatible server with word times: one pass
+    assert server.price_per_minute_usd == 0.002
     assert load_settings({"STT_PRICE_PER_MINUTE_USD": "0.003"}).price_per_minute_usd == 0.003
 
 

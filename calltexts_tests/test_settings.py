@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from calltexts_assets.clients.stt_models import PROFILES
 from calltexts_assets.definitions import build_definitions
-from calltexts_assets.settings import VARIABLES, SettingsError, load_settings
+from calltexts_assets.settings import (
+    LIST_PRICES_PER_MINUTE,
+    VARIABLES,
+    SettingsError,
+    load_settings,
+)
 
 WEBHOOK = "https://portal.example.ru/rest/1/abc123def/"
 
@@ -213,6 +219,16 @@ def test_token_age_setting() -> None:
          "WHISPER_FALLBACK_MODEL=gpt-transcribe returns no word times, which STT_ROLE_MODE=energy"),
         ({"WHISPER_FALLBACK_MODEL": "whisper-1", "WHISPER_FALLBACK_BASE_URL": "stt.local"},
          "WHISPER_FALLBACK_BASE_URL='stt.local': expected an http(s) URL"),
+        ({"WHISPER_FALLBACK_PRICE_PER_MINUTE_USD": "0.01"},
+         "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD: set only with WHISPER_FALLBACK_MODEL"),
+        # a model without a list price is never priced as another: its tariff must be set
+        ({"WHISPER_FALLBACK_MODEL": "large-v3", "WHISPER_FALLBACK_BASE_URL": "http://10.0.0.5/v1"},
+         "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD: WHISPER_FALLBACK_MODEL=large-v3 has no list "
+         "price known to calltexts"),
+        ({"WHISPER_MODEL": "Systran/faster-whisper-small"},
+         "STT_PRICE_PER_MINUTE_USD: WHISPER_MODEL=Systran/faster-whisper-small has no list price"),
+        ({"WHISPER_MODEL": "gpt-4o-mini-transcribe"},  # billed by tokens: no price per minute
+         "STT_PRICE_PER_MINUTE_USD: WHISPER_MODEL=gpt-4o-mini-transcribe has no list price"),
     ],
 )  # fmt: skip
 def test_the_fallback_model_is_refused_in_one_line(env: dict[str, str], expected: str) -> None:
@@ -220,6 +236,31 @@ def test_the_fallback_model_is_refused_in_one_line(env: dict[str, str], expected
         load_settings(env)
     [line] = info.value.problems
     assert line.startswith(expected)
+
+
+def test_each_model_has_its_tariff() -> None:
+    listed = load_settings(
+        {"WHISPER_MODEL": "whisper-1", "WHISPER_FALLBACK_MODEL": "gpt-transcribe",
+         "STT_ROLE_MODE": "turns"}
+    )  # fmt: skip
+    assert (listed.price_per_minute_usd, listed.whisper_fallback_price_per_minute_usd) == (
+        0.006,
+        0.0045,
+    )
+    own = load_settings(
+        {
+            "WHISPER_FALLBACK_MODEL": "large-v3",
+            "WHISPER_FALLBACK_BASE_URL": "http://10.0.0.5:8000/v1",
+            "WHISPER_FALLBACK_PRICE_PER_MINUTE_USD": "0.002",
+        }
+    )
+    assert own.whisper_fallback_price_per_minute_usd == 0.002
+    # the settings' list prices are the model table's (clients/stt_models.py), one table
+    assert {
+        name: p.price_per_minute_usd
+        for name, p in PROFILES.items()
+        if p.price_per_minute_usd is not None
+    } == LIST_PRICES_PER_MINUTE
 
 
 def test_the_fallback_model_on_its_own_server() -> None:

@@ -21,7 +21,7 @@ import dagster as dg
 from calltexts_assets.assets.call_list import call_list, require_listed
 from calltexts_assets.assets.call_steps import call_steps, stopping_the_step
 from calltexts_assets.assets.checks import check_result, check_spec, model_lifecycle
-from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, usd
+from calltexts_assets.assets.figures import minutes, record_day_figures, run_totals, tariffs, usd
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
 from calltexts_assets.audio.fetch import (
     about_to_download,
@@ -182,23 +182,20 @@ def raw_audio_and_transcripts(
     )
     # The account's limit across all runs (CALLTEXTS_STT_MAX_IN_FLIGHT), on the ledger's db.
     shared_stt = stt_slots(db.engine, export_settings.stt_max_in_flight, owner=context.run.run_id)
+    primary = RequestsInFlight(stt, workers, shared=shared_stt)
     fallback = (
         SecondOpinion(
-            # its own server's requests are bounded by this run's concurrency alone
-            RequestsInFlight(
-                fallback_stt, workers, shared=None if whisper.fallback_base_url else shared_stt
-            ),
-            export_settings.fallback_price_per_minute_usd,
-            export_settings.fallback_billing_unit,
+            # Its own server's requests are bounded by this run's concurrency alone; on
+            # WHISPER_MODEL's server it takes the same slots: `concurrency` requests in all.
+            RequestsInFlight(fallback_stt, workers)
+            if whisper.fallback_base_url
+            else primary.sharing_with(fallback_stt),
             expected_languages=(stt.language,) if stt.language else (),
         )
         if fallback_stt is not None
         else None
     )
-    transcribe = _transcriber(
-        RequestsInFlight(stt, workers, shared=shared_stt), store, export_settings, workdir,
-        fallback,
-    )  # fmt: skip
+    transcribe = _transcriber(primary, store, export_settings, workdir, fallback)
 
     retry_missing = export_settings.retry_missing_audio
     # Longest first by default (CALLTEXTS_CALL_ORDER): the run ends on short calls, so the
@@ -298,23 +295,22 @@ def _transcriber(
     fallback: SecondOpinion | None = None,
 ) -> Callable[[CallRecord], StepOutcome]:
     """The per-call transcription step: what the STT answered before when it is stored, else a
-    request, stopped by the run's budget when one is set."""
+    request, stopped by the run's budget when one is set (the second opinion's request too:
+    its expected cost is reserved before it is sent)."""
+    prices = tariffs(settings)
     stored = partial(
         from_stored_answer,
         storage=store,
-        price_per_minute=settings.price_per_minute_usd,
-        billing_unit=settings.billing_unit,
+        tariffs=prices,
         labels=settings.language,
         mask_phones=settings.mask_phones_in_transcripts,
         sandbox=settings.is_sandbox,
-        fallback=fallback,
     )
     transcribe = partial(
         transcribe_record,
         whisper=whisper,
         storage=store,
-        price_per_minute=settings.price_per_minute_usd,
-        billing_unit=settings.billing_unit,
+        tariffs=prices,
         role_mode=settings.stt_role_mode,
         send=settings.stt_send,
         labels=settings.language,
@@ -326,11 +322,12 @@ def _transcriber(
     )
     if settings.budget_usd > 0:
         price = settings.price_per_minute_usd
-        transcribe = within_budget(
+        paid = within_budget(
             Budget(settings.budget_usd),
             lambda record: call_cost_usd(billed_seconds(record), price, settings.billing_unit),
-            transcribe,
+            lambda record, reserve: transcribe(record, reserve=reserve),
         )
+        return partial(stored_answer_first, stored=stored, paid=paid)
     return partial(stored_answer_first, stored=stored, paid=transcribe)
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from calltexts_assets.assets.figures import record_day_figures, run_totals
+from calltexts_assets.assets.figures import record_day_figures, run_totals, tariffs
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.billing.cost import forecast
@@ -66,6 +66,7 @@ def cost_report(
     # Every consumer gets its own pass over the ledger, read a day at a time, so memory does
     # not grow with the period (a 60-day period may have 20,000+ calls).
     price = export_settings.price_per_minute_usd
+    prices = tariffs(export_settings)  # each row priced by the models it names
     plan = forecast(
         (r.duration_sec for r in db.iter_records(days) if r.has_recording),
         price_per_minute=price,
@@ -83,8 +84,7 @@ def cost_report(
             db.iter_records(days),
             price,
             unit=export_settings.billing_unit,
-            fallback_price_per_minute=export_settings.fallback_price_per_minute_usd,
-            fallback_unit=export_settings.fallback_billing_unit,
+            tariffs=prices,
         ),
     ]
     data = build_report_data(
@@ -111,6 +111,7 @@ def cost_report(
         ],
         billing_unit=export_settings.billing_unit,
         language=export_settings.language,
+        tariffs=prices,
     )
     md_key = report_key(period.first, period.last, "md")
     pdf_key = report_key(period.first, period.last, "pdf")
@@ -126,10 +127,12 @@ def cost_report(
         context,
         period,
         lambda day: period_figures(
-            db.iter_records([day]), price_per_minute=price, usd_rub_rate=rate
+            db.iter_records([day]), price_per_minute=price, usd_rub_rate=rate, tariffs=prices
         ),
     )
-    totals = period_figures(db.iter_records(days), price_per_minute=price, usd_rub_rate=rate)
+    totals = period_figures(
+        db.iter_records(days), price_per_minute=price, usd_rub_rate=rate, tariffs=prices
+    )
     yield dg.MaterializeResult(
         metadata={
             **run_totals(period, {**totals, "forecast_cost_usd": float(plan.cost_usd)}),

@@ -15,6 +15,9 @@ from typing import Any
 import dagster as dg
 
 from calltexts_assets.assets.partitions import RunPeriod
+from calltexts_assets.billing.tariffs import Tariff, Tariffs
+from calltexts_assets.clients.stt_models import PROFILES
+from calltexts_assets.resources.export_settings import ExportSettings
 
 Figures = Mapping[str, int | float]
 
@@ -43,3 +46,23 @@ def minutes(seconds: float) -> float:
 
 def usd(amount: float) -> float:
     return round(amount, 4)
+
+
+def tariffs(settings: ExportSettings) -> Tariffs:
+    """Each model's tariff (billing/tariffs.py): the configured models' from the settings,
+    the others' from OpenAI's list prices (clients/stt_models.py)."""
+    listed = {
+        name: Tariff.of(profile.price_per_minute_usd, profile.billing_unit)
+        for name, profile in PROFILES.items()
+        if profile.price_per_minute_usd is not None
+    }
+    fallback = settings.fallback_model
+    return Tariffs(
+        Tariff.of(settings.price_per_minute_usd, settings.billing_unit),
+        settings.stt_model,
+        Tariff.of(settings.fallback_price_per_minute_usd, settings.fallback_billing_unit)
+        if fallback
+        else None,
+        fallback,
+        listed,
+    )

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
-from calltexts_assets.assets.figures import record_day_figures, run_totals
+from calltexts_assets.assets.figures import record_day_figures, run_totals, tariffs
 from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
 from calltexts_assets.assets.summaries import (
     OFF_REASON,
@@ -144,7 +144,7 @@ def _registry(
             written = write_registry_file(
                 db.days(period.export_ids),
                 staged,
-                price_per_minute=price,
+                tariffs=tariffs(export_settings),
                 decimal_mark=mark,
                 also=workbook.add_rows,
             )
@@ -184,7 +184,6 @@ def _registry(
             db.iter_records(period.export_ids),
             price,
             unit=export_settings.billing_unit,
-            fallback_price_per_minute=export_settings.fallback_price_per_minute_usd,
-            fallback_unit=export_settings.fallback_billing_unit,
+            tariffs=tariffs(export_settings),
         )
     )

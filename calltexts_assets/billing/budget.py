@@ -50,23 +50,33 @@ class Budget:
             self.spent += billed or Decimal(0)
 
 
+# A call's further request (the second opinion): reserve its expected cost too, or raise.
+Reserve = Callable[[Decimal, str], None]
+
+
 def within_budget(
     budget: Budget,
     expected_cost: Callable[[CallRecord], Decimal],
-    work: Callable[[CallRecord], StepOutcome],
+    work: Callable[[CallRecord, Reserve], StepOutcome],
 ) -> Callable[[CallRecord], StepOutcome]:
-    """`work` that reserves each call's expected cost first and settles it with the cost the
-    step recorded (`updates["cost"]`)."""
+    """`work` that reserves each call's expected cost first, and the expected cost of each
+    further request it makes (through the `Reserve` it is given) before that request, and
+    settles all of it with the cost the step recorded (`updates["cost"]`)."""
 
     def guarded(record: CallRecord) -> StepOutcome:
-        expected = expected_cost(record)
-        budget.reserve(expected, f"call {record.call_id}")
+        held = [expected_cost(record)]
+        budget.reserve(held[0], f"call {record.call_id}")
+
+        def reserve(cost: Decimal, what: str) -> None:
+            budget.reserve(cost, what)
+            held.append(cost)  # only once reserved: a refusal holds nothing
+
         billed: Decimal | None = None
         try:
-            outcome = work(record)
+            outcome = work(record, reserve)
             billed = Decimal(str(outcome.updates.get("cost") or 0))
             return outcome
         finally:
-            budget.settle(expected, billed)
+            budget.settle(sum(held, Decimal(0)), billed)
 
     return guarded

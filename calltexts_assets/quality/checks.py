@@ -19,10 +19,8 @@ from calltexts_assets.billing.cost import (
     PRICE_PER_MINUTE_USD,
     billed_seconds,
     decode_request_seconds,
-    record_billed_seconds,
-    requests_cost_usd,
-    seconds_cost_usd,
 )
+from calltexts_assets.billing.tariffs import Tariffs
 from calltexts_assets.quality.one_pass import (
     FloatSum,
     Smallest,
@@ -344,34 +342,35 @@ def cost_matches(
     price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
     tolerance: float = COST_TOLERANCE,
     unit: str = MINUTE,
-    fallback_price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
-    fallback_unit: str = MINUTE,
+    tariffs: Tariffs | None = None,
 ) -> CheckOutcome:
-    """Every transcribed call's cost == the bill: its billed seconds x tariff / 60 (within
-    `tolerance`), plus, for a call sent to the second opinion, that model's billed seconds x
-    its own tariff.
+    """Every transcribed call's cost == the bill: the billed seconds of its requests x the
+    tariff / 60 (within `tolerance`), each model's requests at that model's tariff and unit
+    (`tariffs`, by the models the row names: billing/tariffs.py; without it, every model at
+    `price_per_minute` per `unit`).
 
     Billed seconds are what the service bills (`cost.record_billed_seconds`): each STT
     request of the call rounded up to the billing unit (a second, or a minute), on the
     seconds the ledger recorded for it; for rows from before requests were recorded, the STT
     duration (else the measured audio).
-    A transcribed call without a cost fails. Costs on failed calls (partial billing)
-    cannot be derived from a duration and are only counted. One pass; keeps the first
-    MAX_OFFENDING_IDS offending ids in row order."""
+    A transcribed call without a cost fails; so does one whose model has no tariff known (its
+    cost cannot be checked: the summary names the model). Costs on failed calls (partial
+    billing) cannot be derived from a duration and are only counted. One pass; keeps the
+    first MAX_OFFENDING_IDS offending ids in row order."""
+    prices = tariffs or Tariffs.flat(price_per_minute, unit)
     checked = unchecked = wrong_total = 0
     wrong: list[dict[str, Any]] = []  # the first DETAIL_ROWS, for details
     wrong_ids: list[str] = []
+    unpriced: Counter[str] = Counter()
     for r in records:
         if r.status != Status.TRANSCRIBED:
             unchecked += r.cost is not None
             continue
         checked += 1
-        expected_cost = seconds_cost_usd(record_billed_seconds(r, unit), price_per_minute)
-        fallback = decode_request_seconds(r.fallback_request_sec)
-        if fallback:
-            expected_cost += requests_cost_usd(fallback, fallback_price_per_minute, fallback_unit)
-        expected = float(expected_cost)
-        if r.cost is None or abs(r.cost - expected) > tolerance:
+        models = prices.unpriced(r)
+        unpriced.update(models)
+        expected = None if models else float(prices.cost(r))
+        if expected is None or r.cost is None or abs(r.cost - expected) > tolerance:
             wrong_total += 1
             if len(wrong) < DETAIL_ROWS:
                 wrong.append(
@@ -381,21 +380,48 @@ def cost_matches(
                         "expected": expected,
                         "billed_sec": decode_request_seconds(r.stt_request_sec)
                         or billed_seconds(r),
+                        **(
+                            {
+                                "fallback_billed_sec": decode_request_seconds(
+                                    r.fallback_request_sec
+                                ),
+                                "models": [r.model, r.fallback_model],
+                            }
+                            if r.fallback_model or models
+                            else {}
+                        ),
                     }
                 )
             if len(wrong_ids) < MAX_OFFENDING_IDS:
                 wrong_ids.append(r.call_id)
+    primary = prices.primary
+    without = (
+        f"; no tariff known for {', '.join(sorted(unpriced))}: set it "
+        "(STT_PRICE_PER_MINUTE_USD / WHISPER_FALLBACK_PRICE_PER_MINUTE_USD) with that model"
+        if unpriced
+        else ""
+    )
     return CheckOutcome(
         name="cost_matches",
         passed=not wrong_total,
         value=float(wrong_total),
         threshold=0.0,
         summary=f"{wrong_total} of {checked} transcribed calls with a cost other than "
-        f"the bill (per {unit}, {price_per_minute} USD a minute)",
+        f"the bill (per {primary.unit}, {primary.price_per_minute} USD a minute){without}",
         details={
             "checked_calls": checked,
-            "price_per_minute_usd": float(price_per_minute),
-            "billing_unit": unit,
+            "price_per_minute_usd": float(primary.price_per_minute),
+            "billing_unit": primary.unit,
+            **(
+                {
+                    "fallback_model": prices.fallback_model,
+                    "fallback_price_per_minute_usd": float(prices.fallback.price_per_minute),
+                    "fallback_billing_unit": prices.fallback.unit,
+                }
+                if prices.fallback is not None
+                else {}
+            ),
+            **({"unpriced_models": dict(sorted(unpriced.items()))} if unpriced else {}),
             "mismatches": wrong,
             "unchecked_costs_on_failed_calls": unchecked,
         },

@@ -12,10 +12,9 @@ import polars as pl
 from calltexts_assets.quality.checks import CheckOutcome
 from calltexts_assets.quality.one_pass import FingerprintTable, fingerprint
 from calltexts_assets.registry.rows import SEPARATOR, chronological
-from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.ledger import NEEDS_REVIEW, CallRecord, Status
 
 QA_SAMPLE_SIZE = 50
-NEEDS_REVIEW = "needs_review"  # the ledger's verdict: always in the sample
 
 
 def _flagged(record: CallRecord) -> bool:
@@ -46,10 +45,13 @@ def qa_sample(
     flagged: dict[tuple[str, str, str], CallRecord] = {}
     for position, r in enumerate(records):
         if r.status != Status.TRANSCRIBED:
+            flagged.pop(r.key, None)  # its last version is not a transcribed one
             continue
         if _flagged(r):
             flagged[r.key] = r
             continue
+        # a later version (a re-run) cleared the doubt: ranked as any other call
+        flagged.pop(r.key, None)
         if r.key in picked:
             picked[r.key] = r  # the last row of a key wins, as in a dict built from all
             continue
@@ -118,19 +120,23 @@ def qa_sample_outcome(
     keys = [r.key for r in sample]
     wanted_keys = set(keys)
     eligible = FingerprintTable(values=False)
-    flagged = FingerprintTable(values=False)
+    # each key's last version: 1 flagged, 0 not (a re-run may clear a doubt, or raise one)
+    last_flag = FingerprintTable()
+    flagged = 0
     found: set[tuple[str, str, str]] = set()  # keys of the sample among the transcribed rows
     for r in records:
         if r.status == Status.TRANSCRIBED:
-            eligible.put(fingerprint(*r.key))
-            if _flagged(r):
-                flagged.put(fingerprint(*r.key))
+            fp = fingerprint(*r.key)
+            eligible.put(fp)
+            flag = int(_flagged(r))
+            flagged += flag - (last_flag.get(fp) or 0)
+            last_flag.put(fp, flag)
             if r.key in wanted_keys:
                 found.add(r.key)
     flagged_in = sum(1 for r in sample if _flagged(r))
-    wanted = max(min(n, len(eligible)), len(flagged))
+    wanted = max(min(n, len(eligible)), flagged)
     stray = [k for k in keys if k not in found]
-    passed = len(set(keys)) == len(keys) == wanted and not stray and flagged_in == len(flagged)
+    passed = len(set(keys)) == len(keys) == wanted and not stray and flagged_in == flagged
     return CheckOutcome(
         name="qa_sample",
         passed=passed,

@@ -20,21 +20,13 @@ from typing import BinaryIO
 
 import polars as pl
 
-from calltexts_assets.billing.cost import (
-    MINUTE,
-    PRICE_PER_MINUTE_USD,
-    USD_PLACES,
-    decode_request_seconds,
-    record_billed_seconds,
-    round_usd,
-    seconds_cost_usd,
-)
+from calltexts_assets.billing.cost import USD_PLACES, decode_request_seconds, round_usd
+from calltexts_assets.billing.tariffs import WHISPER_1, Tariffs
 from calltexts_assets.registry.call_codes import call_result, iso_currency
 from calltexts_assets.registry.spreadsheet import text_cell
 from calltexts_assets.runlog.masking import mask_phone
-from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.ledger import NEEDS_REVIEW, NO_SPEECH, CallRecord, Status
 
-NO_SPEECH, NEEDS_REVIEW = "no_speech", "needs_review"  # the ledger's `verdict`
 SEPARATOR = ";"
 COST_DECIMALS = USD_PLACES
 PREVIEW_ROWS = 10  # rows of the file shown in the asset's metadata
@@ -127,25 +119,20 @@ def _telephony_cost(raw: str | None) -> Decimal | str | None:
         return raw
 
 
-def record_cost_usd(
-    record: CallRecord,
-    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
-    unit: str = MINUTE,
-) -> Decimal | None:
+def record_cost_usd(record: CallRecord, tariffs: Tariffs = WHISPER_1) -> Decimal | None:
     """The call's cost as the registry shows it: the cost the ledger recorded; for a
-    transcribed row without one (an older ledger row) the tariff applied; else None."""
+    transcribed row without one (an older ledger row) its models' tariffs applied; else (or
+    no tariff known for its model) None."""
     if record.cost is not None:
         return Decimal(str(record.cost))
-    if record.status == Status.TRANSCRIBED:
-        return seconds_cost_usd(record_billed_seconds(record, unit), price_per_minute)
+    if record.status == Status.TRANSCRIBED and not tariffs.unpriced(record):
+        return tariffs.cost(record)
     return None
 
 
-def registry_values(
-    record: CallRecord, *, price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD
-) -> dict[str, Value]:
+def registry_values(record: CallRecord, *, tariffs: Tariffs = WHISPER_1) -> dict[str, Value]:
     """One registry row as typed values, in `REGISTRY_COLUMNS` order."""
-    cost = record_cost_usd(record, price_per_minute)
+    cost = record_cost_usd(record, tariffs)
     return {
         "datetime_start": _start(record.started_at),
         "direction": record.direction,
@@ -178,7 +165,7 @@ def registry_values(
         "crm_entity_id": record.crm_entity_id,
         "crm_url": record.crm_url,
         "stt_sent_sec": None if record.stt_sent_sec is None else math.ceil(record.stt_sent_sec),
-        "stt_billed_sec": _billed_sec(record),
+        "stt_billed_sec": record_billed_sec(record, tariffs),
         "needs_review": "yes" if record.verdict == NEEDS_REVIEW else None,
         "doubts": record.doubts,
         "second_opinion": (
@@ -196,14 +183,14 @@ def _status(record: CallRecord) -> str:
     return record.status
 
 
-def _billed_sec(record: CallRecord) -> int | None:
-    """The audio seconds the STT bills, summed over the call's requests (each as the
-    service reported it, in whole seconds), the second opinion's included."""
-    requests = decode_request_seconds(record.stt_request_sec)
-    if requests is None:
+def record_billed_sec(record: CallRecord, tariffs: Tariffs = WHISPER_1) -> int | None:
+    """The audio seconds the STT bills, summed over the call's requests, each rounded up in
+    its model's billing unit (whole seconds, or started minutes), the second opinion's
+    included: what `transcription_cost` is the tariff of. None for a row from before requests
+    were recorded, or whose model has no tariff known."""
+    if decode_request_seconds(record.stt_request_sec) is None or tariffs.unpriced(record):
         return None
-    requests += decode_request_seconds(record.fallback_request_sec) or []
-    return sum(math.ceil(sec) for sec in requests)
+    return sum(tariffs.billed_seconds(record))
 
 
 # -- CSV cells -------------------------------------------------------------------------------
@@ -234,11 +221,11 @@ def csv_cells(
 def registry_row(
     record: CallRecord,
     *,
-    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    tariffs: Tariffs = WHISPER_1,
     decimal_mark: str = DEFAULT_DECIMAL_MARK,
 ) -> dict[str, str]:
     """One CSV row, every value already a string ("" = absent)."""
-    return csv_cells(registry_values(record, price_per_minute=price_per_minute), decimal_mark)
+    return csv_cells(registry_values(record, tariffs=tariffs), decimal_mark)
 
 
 def masked_row(row: dict[str, str]) -> dict[str, str]:
@@ -260,13 +247,13 @@ def chronological(record: CallRecord) -> tuple[int, float, str, str, str]:
 def registry_rows(
     records: Iterable[CallRecord],
     *,
-    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    tariffs: Tariffs = WHISPER_1,
     decimal_mark: str = DEFAULT_DECIMAL_MARK,
 ) -> list[dict[str, str]]:
     """CSV rows in chronological order (then by call id), whatever the input order, so the
     same ledger always gives the same file."""
     return [
-        registry_row(r, price_per_minute=price_per_minute, decimal_mark=decimal_mark)
+        registry_row(r, tariffs=tariffs, decimal_mark=decimal_mark)
         for r in sorted(records, key=chronological)
     ]
 
@@ -323,7 +310,7 @@ def write_registry_file(
     days: Iterable[Iterable[CallRecord]],
     sink: BinaryIO,
     *,
-    price_per_minute: float | Decimal = PRICE_PER_MINUTE_USD,
+    tariffs: Tariffs = WHISPER_1,
     decimal_mark: str = DEFAULT_DECIMAL_MARK,
     also: RowsSink | None = None,
     preview_rows: int = PREVIEW_ROWS,
@@ -345,7 +332,7 @@ def write_registry_file(
         nonlocal rows, size
         ordered = sorted(records, key=chronological)
         rows_by_day.update(r.run_id for r in ordered)
-        typed = [registry_values(r, price_per_minute=price_per_minute) for r in ordered]
+        typed = [registry_values(r, tariffs=tariffs) for r in ordered]
         if not typed and not header:
             return
         batch = [csv_cells(values, decimal_mark) for values in typed]

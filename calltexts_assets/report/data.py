@@ -22,12 +22,12 @@ from calltexts_assets.billing.cost import (
     billed_seconds,
     format_rub,
     format_usd,
-    record_billed_seconds,
     record_formula_minutes,
     round_rub,
     round_usd,
     to_rub,
 )
+from calltexts_assets.billing.tariffs import Tariffs
 from calltexts_assets.clients.model_lifecycle import ModelNotice
 from calltexts_assets.quality.checks import (
     VARIANCE_THRESHOLD,
@@ -39,8 +39,8 @@ from calltexts_assets.quality.one_pass import FloatSum, Smallest
 from calltexts_assets.registry.call_codes import call_result
 from calltexts_assets.registry.rows import chronological, record_cost_usd
 from calltexts_assets.report.labels import DEFAULT_LANGUAGE, ReportWords, pct, report_words
-from calltexts_assets.report.stt import NEEDS_REVIEW, SttTally
-from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.report.stt import SttTally
+from calltexts_assets.state.ledger import NEEDS_REVIEW, NO_SPEECH, CallRecord, Status
 
 OVER_FORECAST = 0.20  # warn when the actual cost exceeds the forecast by more than this
 MAX_EXCEPTIONS = 200  # rows listed in the report; the registry CSV has them all
@@ -327,9 +327,15 @@ class _Totals:
     20,000+ calls): a few numbers, and the first MAX_EXCEPTIONS exceptions."""
 
     def __init__(
-        self, price: Decimal, unit: str = MINUTE, words: ReportWords | None = None
+        self,
+        price: Decimal,
+        unit: str = MINUTE,
+        words: ReportWords | None = None,
+        tariffs: Tariffs | None = None,
     ) -> None:
         self.price, self.unit = price, unit
+        # each row priced by its own models (billing/tariffs.py); without: all at `price`
+        self.tariffs = tariffs or Tariffs.flat(price, unit)
         self.words = words or report_words()
         self.counts: Counter[str] = Counter()
         self.calls = 0
@@ -383,16 +389,24 @@ class _Totals:
         self.calls += 1
         self.counts[r.status] += 1
         self.bitrix24_seconds += r.duration_sec
-        cost = record_cost_usd(r, self.price, self.unit) or Decimal(0)
+        cost = record_cost_usd(r, self.tariffs) or Decimal(0)
         self.cost_usd += cost
         done = r.status == Status.TRANSCRIBED
         minutes = record_formula_minutes(r) if done else 0
+        fallback_billed = 0
         if done:
             self.transcribed += 1
             self.billable_minutes += minutes
-            self.billed_seconds += record_billed_seconds(r, self.unit)
+            # the registry's stt_billed_sec: both models' requests, each in its unit (a row
+            # whose model has no tariff known has none, and fails cost_matches)
+            first, fallback_billed = (
+                (0, 0) if self.tariffs.unpriced(r) else self.tariffs.billed_seconds(r)
+            )
+            self.billed_seconds += first + fallback_billed
             self.transcribed_seconds.add(billed_seconds(r))
-        for name, label in (("day", r.run_id), ("direction", r.direction), ("status", r.status)):
+        # a call in which no speech was found is not counted as transcribed by status
+        status = NO_SPEECH if done and r.verdict == NO_SPEECH else r.status
+        for name, label in (("day", r.run_id), ("direction", r.direction), ("status", status)):
             row = self.by[name][label or "—"]
             row[0] += 1
             row[1] += done
@@ -416,7 +430,7 @@ class _Totals:
             row[4] += lost
         self.durations.add(r)
         self.coverage.add(r)
-        self.stt.add(r)
+        self.stt.add(r, fallback_billed)
         if _is_exception(r):
             self.exceptions.add(_exception_entry(r, self.words))
 
@@ -426,9 +440,10 @@ def period_figures(
     *,
     price_per_minute: float | Decimal,
     usd_rub_rate: float | Decimal,
+    tariffs: Tariffs | None = None,
 ) -> dict[str, int | float]:
     """The report's headline numbers of some rows (a day's, for its partition's metadata)."""
-    totals = _Totals(Decimal(str(price_per_minute)))
+    totals = _Totals(Decimal(str(price_per_minute)), tariffs=tariffs)
     for r in records:
         totals.add(r)
     return {
@@ -558,6 +573,7 @@ def build_report_data(
     model_warnings: Sequence[ModelNotice | str] = (),
     billing_unit: str = MINUTE,
     language: str = DEFAULT_LANGUAGE,
+    tariffs: Tariffs | None = None,
 ) -> ReportData:
     """All figures of the report from the period's ledger rows. `budget_usd` None or <= 0
     means no budget (the settings' 0 default). `work`: the summed time and the number of
@@ -570,7 +586,7 @@ def build_report_data(
     rate = Decimal(str(usd_rub_rate))
     budget = Decimal(str(budget_usd)) if budget_usd and budget_usd > 0 else None
 
-    totals = _Totals(price, billing_unit, w)
+    totals = _Totals(price, billing_unit, w, tariffs)
     for r in records:
         totals.add(r)
     counts, minutes, cost_usd = totals.counts, totals.billable_minutes, totals.cost_usd

@@ -19,23 +19,14 @@ from typing import Any
 from calltexts_assets.clients.languages import language_name
 from calltexts_assets.clients.model_lifecycle import REFUSE, WARN, ModelNotice
 from calltexts_assets.quality.checks import CheckOutcome
+from calltexts_assets.state.ledger import DIRECTION_WORDS
 
 LANGUAGES = ("ru", "en")
 DEFAULT_LANGUAGE = "ru"
 
-# Call.direction (listing/calls.py CALL_TYPES); the transcript header uses the same words.
-DIRECTIONS = {
-    "ru": {
-        "incoming": "входящий", "outgoing": "исходящий",
-        "incoming_redirected": "входящий (переадресованный)", "callback": "обратный звонок",
-        "info_call": "информационный звонок",
-    },
-    "en": {
-        "incoming": "incoming", "outgoing": "outgoing",
-        "incoming_redirected": "incoming (redirected)", "callback": "callback",
-        "info_call": "informational call",
-    },
-}  # fmt: skip
+# Call.direction (listing/calls.py CALL_TYPES): the ledger's words, which the transcript
+# header uses too (one source, where both packages may read it).
+DIRECTIONS = DIRECTION_WORDS
 
 # state.ledger.Status
 STATUSES = {
@@ -45,6 +36,7 @@ STATUSES = {
         "download_error": "ошибка скачивания", "transcribed": "расшифрован",
         "transcription_error": "ошибка расшифровки", "invalid": "отклонён",
         "needs_review": "требует проверки человеком",
+        "no_speech": "без речи (в STT не отправлялся)",
     },
     "en": {
         "listed": "listed, not downloaded", "no_recording": "no recording in Bitrix24",
@@ -52,6 +44,7 @@ STATUSES = {
         "download_error": "download error", "transcribed": "transcribed",
         "transcription_error": "transcription error", "invalid": "rejected",
         "needs_review": "needs review by a person",
+        "no_speech": "no speech (nothing sent to the STT)",
     },
 }  # fmt: skip
 
@@ -178,6 +171,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sent_value": "{minutes:.1f} мин / {call_minutes:.1f} мин звонков ({ratio:.2f})",
         "no_speech": "Без речи (не отправлены, 0 к оплате)",
         "second_opinions": "Второе мнение (WHISPER_FALLBACK_MODEL), его ответ оставлен",
+        "fallback_billed": "Второе мнение к оплате (входит в счёт выше)",
+        "fallback_billed_value": "запросов: {requests}, {minutes:.1f} мин",
         "needs_review": "Требуют проверки человеком",
         "doubts": "сомнения: {doubts}",
         "fallback_kept": "второе мнение {model}: оставлено",
@@ -293,6 +288,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sent_value": "{minutes:.1f} min / {call_minutes:.1f} min of calls ({ratio:.2f})",
         "no_speech": "Without speech (not sent, billed 0)",
         "second_opinions": "Second opinions (WHISPER_FALLBACK_MODEL), their answer kept",
+        "fallback_billed": "Second opinions billed (part of the bill above)",
+        "fallback_billed_value": "requests: {requests}, {minutes:.1f} min",
         "needs_review": "Need review by a person",
         "doubts": "doubts: {doubts}",
         "fallback_kept": "second opinion {model}: kept",

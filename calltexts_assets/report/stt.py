@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from calltexts_assets.billing.cost import decode_request_seconds
 from calltexts_assets.report.labels import ReportWords
-from calltexts_assets.state.ledger import CallRecord, Status
+from calltexts_assets.state.ledger import NEEDS_REVIEW, NO_SPEECH, CallRecord, Status
 
-NO_SPEECH, NEEDS_REVIEW = "no_speech", "needs_review"  # the ledger's verdict
 # the order the roles are listed in (their words: report/labels.py HOW_ROLES)
 _HOW_ROLES = ("energy", "turns", "per_channel", "diarized", "mono", "none")
 
@@ -29,10 +28,13 @@ class SttTally:
     needs_review: int = 0  # still doubtful after the STT (and its second opinion)
     second_opinions: int = 0  # calls sent once more, to WHISPER_FALLBACK_MODEL
     second_opinions_kept: int = 0
+    fallback_requests: int = 0  # the second opinion's billed requests
+    fallback_billed_sec: int = 0  # ...and what they are billed on, in its unit
     roles: Counter[str] = field(default_factory=Counter)
     languages: Counter[str] = field(default_factory=Counter)
 
-    def add(self, record: CallRecord) -> None:
+    def add(self, record: CallRecord, fallback_billed_sec: int = 0) -> None:
+        """`fallback_billed_sec`: the row's second-opinion seconds in its model's unit."""
         if record.status != Status.TRANSCRIBED:
             return
         if record.language:
@@ -41,7 +43,10 @@ class SttTally:
             return  # a row from before the STT's use was recorded
         self.requests += record.stt_requests or 0
         self.billed_requests += len(decode_request_seconds(record.stt_request_sec) or ())
-        self.billed_requests += len(decode_request_seconds(record.fallback_request_sec) or ())
+        fallback = len(decode_request_seconds(record.fallback_request_sec) or ())
+        self.billed_requests += fallback
+        self.fallback_requests += fallback
+        self.fallback_billed_sec += fallback_billed_sec
         self.sent_sec += record.stt_sent_sec
         self.call_sec += record.stt_duration_sec or 0.0
         self.hallucinations += record.hallucinations or 0
@@ -74,6 +79,14 @@ class SttTally:
             (w("sent"), sent),
             (w("no_speech"), str(self.no_speech)),
             (w("second_opinions"), f"{self.second_opinions}, {self.second_opinions_kept}"),
+            (
+                w("fallback_billed"),
+                w(
+                    "fallback_billed_value",
+                    requests=self.fallback_requests,
+                    minutes=self.fallback_billed_sec / 60,
+                ),
+            ),
             (w("needs_review"), str(self.needs_review)),
             (w("roles"), roles or "—"),
             (w("hallucinations"), str(self.hallucinations)),

@@ -17,13 +17,17 @@ class ExportSettings(dg.ConfigurableResource):
     # STT requests in flight across all runs on the ledger's database (0: no shared limit,
     # only max_concurrency per run): CALLTEXTS_STT_MAX_IN_FLIGHT
     stt_max_in_flight: int = 0
+    # WHISPER_MODEL and its tariff: a ledger row is priced by the models it names
+    # (billing/tariffs.py), these for the configured ones, list prices for the others
+    stt_model: str = "whisper-1"
     price_per_minute_usd: float = 0.006
     # How a request is billed: "second" (OpenAI's models) or "minute" (per started minute);
     # clients.stt_models.billing_unit of WHISPER_MODEL and STT_BILLING_UNIT
     billing_unit: str = "second"
-    # The second opinion's tariff and billing unit (WHISPER_FALLBACK_MODEL's own)
-    fallback_price_per_minute_usd: float = 0.006
-    fallback_billing_unit: str = "second"
+    # The second opinion (WHISPER_FALLBACK_MODEL, "" none), its tariff and billing unit
+    fallback_model: str = ""
+    fallback_price_per_minute_usd: float = 0.0
+    fallback_billing_unit: str = "minute"
     usd_rub_rate: float = 100.0
     budget_usd: float = 0.0  # 0: no budget set
     csv_decimal_mark: str = ","  # the registry CSV's, for the spreadsheets that open it

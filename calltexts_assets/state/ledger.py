@@ -159,6 +159,29 @@ _LISTED_FIELDS = (
 )
 
 
+# CallRecord.verdict: what a transcript says of the call besides its lines (issue #23); NULL
+# for a call with speech and a trusted answer. The one definition the product reads.
+NO_SPEECH = "no_speech"  # nothing in it is speech: nothing sent, nothing billed
+NEEDS_REVIEW = "needs_review"  # still doubtful after the STT and its second opinion
+VERDICTS = (NO_SPEECH, NEEDS_REVIEW)
+
+# The words people read for CallRecord.direction (listing.calls.DIRECTIONS' codes), in the
+# report (report/labels.py) and the transcript header (transcripts/file_format.py) alike:
+# here, the one package both may import.
+DIRECTION_WORDS = {
+    "ru": {
+        "incoming": "входящий", "outgoing": "исходящий",
+        "incoming_redirected": "входящий (переадресованный)", "callback": "обратный звонок",
+        "info_call": "информационный звонок",
+    },
+    "en": {
+        "incoming": "incoming", "outgoing": "outgoing",
+        "incoming_redirected": "incoming (redirected)", "callback": "callback",
+        "info_call": "informational call",
+    },
+}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     run_id: str
@@ -200,7 +223,7 @@ class CallRecord:
     stt_request_sec: str | None = None  # JSON list of seconds, one per billed request
     role_mode: str | None = None  # energy | per_channel | diarized | mono | none
     hallucinations: int | None = None
-    verdict: str | None = None  # no_speech | needs_review (transcripts.dialogue)
+    verdict: str | None = None  # VERDICTS: no_speech | needs_review; None
     doubts: str | None = None  # transcripts.second_opinion.SIGNALS that fired, comma separated
     fallback_model: str | None = None  # the second opinion's model, when one was asked
     fallback_request_sec: str | None = None  # JSON list, one per billed fallback request

@@ -29,6 +29,7 @@ from calltexts_assets.audio.envelope import Envelope, analyse
 from calltexts_assets.audio.speech import CallSpeech, call_speech, merge_spans
 from calltexts_assets.clients.languages import iso_code
 from calltexts_assets.clients.whisper import Segment, SttResult, Word
+from calltexts_assets.state.ledger import NO_SPEECH
 from calltexts_assets.transcripts.hallucinations import drop_hallucinations
 from calltexts_assets.transcripts.lines import DialogueLine, segment_lines, word_lines
 from calltexts_assets.transcripts.roles import attribute
@@ -53,8 +54,6 @@ MONO_ROLE = "speaker"
 BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES = "energy", "turns", "per_channel", "none"
 DIARIZED, MONO = "diarized", "mono"
 ROLE_MODES = (BY_ENERGY, TURNS, PER_CHANNEL, NO_ROLES)
-# What a transcript says of the call besides its lines (the ledger's `verdict`).
-NO_SPEECH = "no_speech"  # nothing in it is speech: nothing sent, nothing billed
 LOGPROB_FLOOR = -1.0  # "lower than -1, consider the logprobs failed" (stt_wire §2.3)
 # Decoding is CPU-bound: more decodes at once than cores gain nothing. Memory needs no
 # bound of its own any more: a decode holds one block (audio.decode.BLOCK_SEC) at a time.
@@ -104,6 +103,13 @@ class RequestsInFlight:
         self.max_file_bytes = stt.max_file_bytes
         self.max_request_sec = stt.max_request_sec
 
+    def sharing_with(self, stt: SpeechToText) -> RequestsInFlight:
+        """`stt` within the same bounds as this one (a second model on the same server): the
+        two together have at most `limit` requests in flight."""
+        other = RequestsInFlight(stt, 1, self._shared)
+        other._slots = self._slots
+        return other
+
     def transcribe_file(
         self, path: str | Path, duration_sec: float | None = None, *, prompt: str = ""
     ) -> SttResult:
@@ -140,6 +146,7 @@ class Transcript:
     # (at its own tariff), and whether its answer was kept (then `model` is it)
     fallback_model: str = ""
     fallback_billed_sec: tuple[float, ...] = ()
+    first_model: str = ""  # whose requests `billed_sec` are, when a fallback was asked
     fallback_kept: bool = False
     # What the STT answered, per piece sent: where the piece lies and the body as it came
     # (`transcripts/answers.py` keeps it beside the recording).

@@ -13,8 +13,8 @@ from datetime import datetime
 
 from calltexts_assets.clients.languages import UNDETERMINED, language_name
 from calltexts_assets.runlog.masking import mask_phone
-from calltexts_assets.state.ledger import CallRecord
-from calltexts_assets.transcripts.dialogue import NO_SPEECH, Transcript
+from calltexts_assets.state.ledger import DIRECTION_WORDS, NO_SPEECH, CallRecord
+from calltexts_assets.transcripts.dialogue import Transcript
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ class TranscriptHeader:
 class Labels:
     fields: Mapping[str, str]
     roles: Mapping[str, str]
-    directions: Mapping[str, str]
     sandbox: str
     no_speech: str
     no_speech_found: str  # the detector heard no speech: nothing was sent
@@ -75,11 +74,6 @@ LABELS: dict[str, Labels] = {
             "employee": "Сотрудник", "line": "Линия", "crm": "CRM",
         },
         roles={"operator": "Оператор", "client": "Клиент", "speaker": "Собеседник"},
-        directions={
-            "incoming": "входящий", "outgoing": "исходящий",
-            "incoming_redirected": "входящий (переадресованный)", "callback": "обратный звонок",
-            "info_call": "информационный звонок",
-        },
         sandbox="песочница (синтетические данные)",
         no_speech="(речь не распознана)",
         no_speech_found="(речи в записи нет: детектор речи её не нашёл, в STT не отправлялось)",
@@ -102,11 +96,6 @@ LABELS: dict[str, Labels] = {
             "employee": "Employee", "line": "Line", "crm": "CRM",
         },
         roles={"operator": "Operator", "client": "Client", "speaker": "Speaker"},
-        directions={
-            "incoming": "incoming", "outgoing": "outgoing",
-            "incoming_redirected": "incoming (redirected)", "callback": "callback",
-            "info_call": "informational call",
-        },
         sandbox="sandbox (synthetic data)",
         no_speech="(no speech recognised)",
         no_speech_found="(no speech in the recording: the speech detector found none; "
@@ -181,7 +170,7 @@ def render_transcript(
     header = [
         (f["call"], meta.call_id),
         (f["started"], meta.started_at.isoformat(sep=" ")),
-        (f["direction"], words.directions.get(meta.direction, meta.direction)),
+        (f["direction"], DIRECTION_WORDS[labels].get(meta.direction, meta.direction)),
         (f["from"], phone(meta.phone_from)),
         (f["to"], phone(meta.phone_to)),
         (f["duration"], _duration(meta.duration_sec, words.seconds)),

@@ -27,14 +27,15 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+from calltexts_assets.billing.budget import BudgetReached
 from calltexts_assets.clients.languages import UNDETERMINED, iso_code
 from calltexts_assets.clients.whisper import TranscriptionError
 from calltexts_assets.runlog.log import scrubbed_logger
-from calltexts_assets.transcripts.dialogue import NO_SPEECH, Transcript
+from calltexts_assets.state.ledger import NEEDS_REVIEW, NO_SPEECH
+from calltexts_assets.transcripts.dialogue import Transcript
 
 log = scrubbed_logger(__name__)
 
-NEEDS_REVIEW = "needs_review"  # the ledger's verdict (registry.rows.NEEDS_REVIEW)
 LOW_LOGPROB, REPETITION, WORD_RATE = "low_logprob", "repetition", "word_rate"
 UNHEARD_SPEECH, LANGUAGE, FALLBACK_FAILED = "unheard_speech", "language", "fallback_failed"
 SIGNALS = (LOW_LOGPROB, REPETITION, WORD_RATE, UNHEARD_SPEECH, LANGUAGE)
@@ -90,22 +91,23 @@ def doubts(transcript: Transcript, expected_languages: Iterable[str] = ()) -> tu
 
 def with_second_opinion(
     first: Transcript,
-    ask_fallback: Callable[[], Transcript] | None,
+    ask_fallback: Callable[[Transcript], Transcript] | None,
     *,
     expected_languages: Sequence[str] = (),
 ) -> Transcript:
     """`first`, or, when it is doubtful and a fallback is configured, the better of it and the
     fallback's answer (fewer signals; `first` on a tie). Both are billed: the result keeps the
-    first model's billed seconds in `billed_sec` and the fallback's in `fallback_billed_sec`,
-    and the requests and seconds sent of both. Still doubtful: verdict `needs_review`."""
+    first model (`first_model`) and its billed seconds in `billed_sec`, the fallback's in
+    `fallback_billed_sec`, and the requests and seconds sent of both. Still doubtful: verdict
+    `needs_review`; so is a call the fallback failed on or the run's budget left unasked."""
     signals = doubts(first, expected_languages)
     if not signals:
         return replace(first, doubts=())
     if ask_fallback is None:
         return replace(first, doubts=signals, verdict=NEEDS_REVIEW)
     try:
-        second = ask_fallback()
-    except TranscriptionError as exc:  # the first answer is paid for: keep it, flagged
+        second = ask_fallback(first)
+    except (TranscriptionError, BudgetReached) as exc:  # the first is paid for: kept, flagged
         log.warning("second opinion failed, the first answer is kept: %s", exc)
         return replace(first, doubts=(*signals, FALLBACK_FAILED), verdict=NEEDS_REVIEW)
     second_signals = doubts(second, expected_languages)
@@ -118,6 +120,7 @@ def with_second_opinion(
         pieces=first.pieces + second.pieces,
         sent_sec=first.sent_sec + second.sent_sec,
         billed_sec=first.billed_sec,
+        first_model=first.model,
         fallback_model=second.model,
         fallback_billed_sec=second.billed_sec,
         fallback_kept=kept is second,

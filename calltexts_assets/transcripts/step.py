@@ -8,13 +8,16 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from calltexts_assets.billing.cost import encode_request_seconds, requests_cost_usd
+from calltexts_assets.billing.cost import encode_request_seconds
+from calltexts_assets.billing.tariffs import Tariffs, UnpricedModel
 from calltexts_assets.clients.languages import UNDETERMINED
 from calltexts_assets.clients.storage import Storage, unchanged_since
 from calltexts_assets.files.storage_keys import file_id_of, transcript_key
+from calltexts_assets.runlog.log import scrubbed_logger
 from calltexts_assets.state.ledger import CallRecord, Status
 from calltexts_assets.state.steps import StepOutcome
 from calltexts_assets.transcripts.answers import store_answer, stored_transcript
@@ -30,6 +33,11 @@ from calltexts_assets.transcripts.second_opinion import with_second_opinion
 # A transcription error is retried by the next run; the download is never repeated for it.
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
 REMADE, ADOPTED = "remade", "adopted"  # outcomes that cost no STT request
+# Before a further request of a call (the second opinion): reserve its expected cost in the
+# run's budget (billing/budget.py), raising BudgetReached when it would cross it.
+Reserve = Callable[[Decimal, str], None]
+
+log = scrubbed_logger(__name__)
 
 
 def needs_transcript(record: CallRecord) -> bool:
@@ -93,34 +101,31 @@ def _written(
 
 @dataclass(frozen=True)
 class SecondOpinion:
-    """The fallback STT for doubtful calls (WHISPER_FALLBACK_MODEL) and how it bills."""
+    """The fallback STT for doubtful calls (WHISPER_FALLBACK_MODEL)."""
 
     stt: SpeechToText
-    price_per_minute: float
-    billing_unit: str
     expected_languages: tuple[str, ...] = ()  # WHISPER_LANGUAGE
 
 
-def _transcribed(
-    transcript: Transcript,
-    price_per_minute: float,
-    billing_unit: str,
-    fallback: SecondOpinion | None = None,
-) -> dict[str, Any]:
-    # Both models' requests are billed, each at its own tariff and unit.
-    cost = requests_cost_usd(transcript.billed_sec, price_per_minute, billing_unit)
+def _transcribed(transcript: Transcript, tariffs: Tariffs) -> dict[str, Any]:
+    """The ledger's updates of a transcribed call. Each model's requests are billed at its
+    own tariff and unit, by the model that answered them (raises UnpricedModel when one has
+    no known tariff)."""
+    # An answer stored before `first_model` was kept, whose second opinion was kept, names
+    # only the fallback: its first model is taken to be the configured one.
+    first_model = transcript.first_model or ("" if transcript.fallback_kept else transcript.model)
+    cost = tariffs.request_cost(first_model, transcript.billed_sec)
     if transcript.fallback_billed_sec:
-        price, unit = (
-            (fallback.price_per_minute, fallback.billing_unit)
-            if fallback
-            else (price_per_minute, billing_unit)
+        cost += tariffs.request_cost(
+            transcript.fallback_model, transcript.fallback_billed_sec, fallback=True
         )
-        cost += requests_cost_usd(transcript.fallback_billed_sec, price, unit)
     return {
         "status": Status.TRANSCRIBED,
         # ISO 639-1 whatever the server answered; a call without speech "und".
         "language": transcript.language or UNDETERMINED,
-        "model": transcript.model,
+        # the model `stt_request_sec`'s requests went to (the kept answer's, when the second
+        # opinion's was kept, is `fallback_model`)
+        "model": first_model or None,
         "stt_duration_sec": transcript.duration_sec,
         # What the service bills: each request it answered, in the model's unit.
         "cost": float(cost),
@@ -149,8 +154,7 @@ def transcribe_record(
     *,
     whisper: SpeechToText,
     storage: Storage,
-    price_per_minute: float,
-    billing_unit: str,
+    tariffs: Tariffs,
     role_mode: str,
     labels: str,
     mask_phones: bool,
@@ -159,25 +163,34 @@ def transcribe_record(
     send: str = "speech",
     fallback: SecondOpinion | None = None,
     expected_languages: tuple[str, ...] = (),
+    reserve: Reserve | None = None,
 ) -> StepOutcome:
-    """The recording to the STT (and, when its answer is doubtful, once to the fallback);
-    what it answered is stored before the transcript."""
+    """The recording to the STT (and, when its answer is doubtful, once to the fallback,
+    whose expected cost is reserved first with `reserve`); what it answered is stored
+    before the transcript."""
     assert record.audio_path
     with storage.local_path(record.audio_path) as path:
 
         def ask(stt: SpeechToText) -> Transcript:
             return transcribe_call(path, stt, role_mode=role_mode, workdir=workdir, send=send)
 
+        def ask_fallback(first: Transcript) -> Transcript:
+            assert fallback is not None
+            if reserve is not None:  # the same audio, at the fallback's tariff and unit
+                expected = tariffs.request_cost(fallback.stt.model, first.billed_sec, fallback=True)
+                reserve(expected, f"the second opinion on call {record.call_id}")
+            return ask(fallback.stt)
+
         transcript = with_second_opinion(
             ask(whisper),
-            (lambda: ask(fallback.stt)) if fallback else None,
+            ask_fallback if fallback else None,
             expected_languages=fallback.expected_languages if fallback else expected_languages,
         )
     store_answer(storage, record, transcript)
     written = _written(
         record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
     )
-    updates = _transcribed(transcript, price_per_minute, billing_unit, fallback)
+    updates = _transcribed(transcript, tariffs)
     return StepOutcome("transcribed", {**written, **updates})
 
 
@@ -185,26 +198,32 @@ def from_stored_answer(
     record: CallRecord,
     *,
     storage: Storage,
-    price_per_minute: float,
-    billing_unit: str,
+    tariffs: Tariffs,
     labels: str,
     mask_phones: bool,
     sandbox: bool,
-    fallback: SecondOpinion | None = None,
 ) -> StepOutcome | None:
     """The transcript re-made from the stored answer of this recording, at no cost: `remade`
     (the file was missing or changed), `adopted` (the ledger did not know the call was
-    transcribed); None when no stored answer can be trusted."""
+    transcribed), costed by the models that answered; None when no stored answer can be
+    trusted, or its cost cannot be told (a model no longer configured, without a list price:
+    the call is asked again, at a tariff known)."""
     transcript = stored_transcript(storage, record)
     if transcript is None:
         return None
+    updates: dict[str, Any] = {}
+    if record.status != Status.TRANSCRIBED:
+        try:
+            updates = _transcribed(transcript, tariffs)
+        except UnpricedModel as exc:
+            log.warning("call %s: the stored answer is not adopted: %s", record.call_id, exc)
+            return None
     written = _written(
         record, transcript, storage, labels=labels, mask_phones=mask_phones, sandbox=sandbox
     )
     if record.status == Status.TRANSCRIBED:
         return StepOutcome(REMADE, written)
-    updates = {**written, **_transcribed(transcript, price_per_minute, billing_unit, fallback)}
-    return StepOutcome(ADOPTED, updates, summed=False)  # paid for by the run that asked
+    return StepOutcome(ADOPTED, {**written, **updates}, summed=False)  # paid by the run that asked
 
 
 def stored_answer_first(

@@ -68,6 +68,9 @@ class Faults:
     bad_answer: int = 0  # answer 200 with `bad_answer_kind` (BAD_ANSWERS) N times
     bad_answer_kind: str = "html"
     misreport_seconds: float = 0.0  # > 0: every answer's duration and usage.seconds say this
+    # model -> the next N of its transcriptions come back unsure: every segment's avg_logprob
+    # -1.35, below Whisper's -1 ("consider the logprobs failed", stt_wire §2.3), as on noise
+    unsure: dict[str, int] = field(default_factory=dict)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -125,6 +128,14 @@ def _misreported(answer: answers.Answer, seconds: float) -> answers.Answer:
     )
 
 
+def _unsure(answer: answers.Answer) -> answers.Answer:
+    """The answer with every segment's avg_logprob at -1.35 (a json answer has none)."""
+    if not isinstance(answer.body, dict) or not answer.body.get("segments"):
+        return answer
+    segments = [{**seg, "avg_logprob": -1.35} for seg in answer.body["segments"]]
+    return replace(answer, body={**answer.body, "segments": segments})
+
+
 @dataclass
 class SttStats:
     requests: int = 0  # every /v1 request, failed ones included
@@ -147,6 +158,10 @@ class SttStats:
     words_by_side: dict[str, int] = field(default_factory=dict)  # "0", "1", "both"
     hallucinations: int = 0  # answers with text written on silence
     model_lists: int = 0  # GET /v1/models
+    # model -> the heard duration of each of its successful transcriptions (what a bill per
+    # request is computed from), and how many of them came back unsure
+    by_model: dict[str, list[float]] = field(default_factory=dict)
+    unsure_by_model: dict[str, int] = field(default_factory=dict)
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str):
@@ -379,10 +394,20 @@ class SttEmulator:
             hallucinate = self.faults.hallucinate > 0
             self.faults.hallucinate -= hallucinate
             claimed = self.faults.misreport_seconds
+            unsure = self.faults.unsure.get(req.model, 0) > 0
+            if unsure:
+                self.faults.unsure[req.model] -= 1
         answer = answers.transcription(req, heard.words, heard.duration, hallucinate=hallucinate)
         if claimed > 0:
             answer = _misreported(answer, claimed)
+        if unsure:
+            answer = _unsure(answer)
         self._account(heard, answer, hallucinated=hallucinate or not heard.words)
+        with self._lock:
+            self._stats.by_model.setdefault(req.model, []).append(heard.duration)
+            if unsure:
+                counts = self._stats.unsure_by_model
+                counts[req.model] = counts.get(req.model, 0) + 1
         if isinstance(answer.body, str):
             return PlainTextResponse(answer.body)
         return JSONResponse(answer.body)

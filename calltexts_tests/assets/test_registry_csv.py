@@ -79,7 +79,7 @@ def test_the_asset_streams_the_file_the_whole_period_gives(
 
     key = registry_key(date.fromisoformat(DAY1), date.fromisoformat(DAY2))
     stored = (tmp_path / "store" / key).read_bytes()
-    rows = registry_rows(ledger.records([DAY1, DAY2]), price_per_minute=0.006, decimal_mark=".")
+    rows = registry_rows(ledger.records([DAY1, DAY2]), decimal_mark=".")
     # what the asset streamed is what the whole period gives at once
     assert stored == write_registry_csv(registry_frame(rows))
     assert [r["call_id"] for r in rows[-2:]] == ["bad.0", "bad.1"]

@@ -245,7 +245,7 @@ def test_cost_follows_the_stt_duration_and_the_tariff() -> None:
 
 
 def _registry(records: list[CallRecord]) -> bytes:
-    rows = registry_rows(records, price_per_minute=0.006)
+    rows = registry_rows(records)
     return write_registry_csv(registry_frame(rows))
 
 
@@ -343,3 +343,23 @@ def test_every_call_that_needs_review_is_in_the_qa_sample() -> None:
         len(qa_sample(many, label)) == 120
         and qa_sample_outcome(qa_sample(many, label), many).passed
     )
+
+
+def test_a_doubt_a_re_run_cleared_leaves_the_qa_sample() -> None:
+    """A row repeated with the same key counts as its last version: a call that needed review
+    and then (a re-run) no longer does is sampled as any other call, and the check wants no
+    flagged call for it."""
+    records = _period_for_sampling()
+    label = "2026-11-24_2026-11-24"
+    plain = qa_sample(records, label)
+    outside = next(r for r in records if r.status == Status.TRANSCRIBED and r not in plain)
+    doubtful = replace(outside, verdict="needs_review", doubts="repetition")
+    cleared = [*records, doubtful, outside]  # flagged, then cleared by the re-run
+    sample = qa_sample(cleared, label)
+    assert sample == plain  # the cleared call is not kept in as needing review
+    assert qa_sample_outcome(sample, cleared).passed
+    # ...and the other way round: flagged by the last version, it is in
+    raised = [*records, outside, doubtful]
+    sample = qa_sample(raised, label)
+    assert doubtful in sample and qa_sample_outcome(sample, raised).passed
+    assert not qa_sample_outcome(plain, raised).passed

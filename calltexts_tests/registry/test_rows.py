@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 import yaml
 
+from calltexts_assets.billing.cost import MINUTE
+from calltexts_assets.billing.tariffs import Tariffs
 from calltexts_assets.quality.checks import registry_complete
 from calltexts_assets.registry import schema as registry_schema
 from calltexts_assets.registry.rows import (
@@ -66,7 +68,7 @@ def failed(n: int, status: str, error_code: str | None = "http_404") -> CallReco
 
 
 def csv_bytes(records: list[CallRecord], decimal_mark: str = ",") -> bytes:
-    rows = registry_rows(records, price_per_minute=0.006, decimal_mark=decimal_mark)
+    rows = registry_rows(records, decimal_mark=decimal_mark)
     return write_registry_csv(registry_frame(rows))
 
 
@@ -144,9 +146,9 @@ def test_every_dictionary_example_passes_its_own_rules() -> None:
 
 def test_rows_one_per_call_in_time_order_whatever_the_input_order() -> None:
     records = [make_record(3), make_record(1), failed(2, Status.MISSING_AUDIO)]
-    rows = registry_rows(records, price_per_minute=0.006)
+    rows = registry_rows(records)
     assert [r["call_id"] for r in rows] == ["call.1", "call.2", "call.3"]
-    assert rows == registry_rows(records[::-1], price_per_minute=0.006)
+    assert rows == registry_rows(records[::-1])
     assert list(rows[0]) == list(REGISTRY_COLUMNS)
 
 
@@ -154,7 +156,6 @@ def test_row_values_are_formatted_strings() -> None:
     started = "2026-11-24T10:05:07.250000+03:00"
     [row] = registry_rows(
         [make_record(5, started_at=started, attempts=2)],
-        price_per_minute=0.006,
     )
     assert row == {
         "datetime_start": "2026-11-24T10:05:07+03:00",
@@ -239,7 +240,6 @@ def test_telephony_values_are_mapped_and_raw_values_kept(
 def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
     [row] = registry_rows(
         [failed(1, Status.DOWNLOAD_ERROR, "timeout")],
-        price_per_minute=0.006,
     )
     assert (row["status"], row["error_code"], row["retry_count"]) == (
         "download_error",
@@ -251,8 +251,11 @@ def test_error_rows_carry_the_ledgers_error_code_and_no_cost() -> None:
 
 def test_transcribed_row_without_a_recorded_cost_gets_the_tariff() -> None:
     record = make_record(1, cost=None, stt_duration_sec=121.0)
-    [row] = registry_rows([record], price_per_minute=0.006)
+    # in the tariff's unit: 3 started minutes, or 121 s (whisper-1's, the default)
+    [row] = registry_rows([record], tariffs=Tariffs.flat(0.006, MINUTE))
     assert row["transcription_cost"] == "0,0180"
+    [row] = registry_rows([record])
+    assert row["transcription_cost"] == "0,0121"
 
 
 def test_summary_columns_and_tags() -> None:
@@ -262,7 +265,7 @@ def test_summary_columns_and_tags() -> None:
         ),
         make_record(2, tags='=HYPERLINK("http://evil")'),
     ]
-    rows = registry_rows(records, price_per_minute=0.006)
+    rows = registry_rows(records)
     assert list(rows[0]) == list(REGISTRY_COLUMNS)
     assert rows[0]["summary_path"] == "exports/2026-11/summary/call_call.1.md"
     assert rows[0]["tags"] == "доставка, жалоба"
@@ -303,7 +306,7 @@ def test_empty_registry_still_has_the_header() -> None:
 
 
 def test_frame_rejects_rows_with_other_columns() -> None:
-    [row] = registry_rows([make_record(1)], price_per_minute=0.006)
+    [row] = registry_rows([make_record(1)])
     del row["tags"]
     with pytest.raises(ValueError, match="columns"):
         registry_frame([row])
@@ -364,7 +367,7 @@ def varied_days() -> list[list[CallRecord]]:
 
 def streamed(days: list[list[CallRecord]], **kw: Any) -> tuple[bytes, Any]:
     sink = io.BytesIO()
-    written = write_registry_file(days, sink, price_per_minute=0.006, **kw)
+    written = write_registry_file(days, sink, **kw)
     return sink.getvalue(), written
 
 
@@ -385,7 +388,7 @@ def test_streamed_file_is_byte_identical_to_the_whole_period_file(decimal_mark: 
 
     assert data == expected
     assert (written.rows, written.size) == (len(records), len(expected))
-    rows = registry_rows(records, price_per_minute=0.006, decimal_mark=decimal_mark)
+    rows = registry_rows(records, decimal_mark=decimal_mark)
     # `also` gets the same rows, in file order, as typed values
     assert [csv_cells(values, decimal_mark) for values in typed] == rows
     assert written.preview == [masked_row(row) for row in rows[:10]]

@@ -13,6 +13,7 @@ import pytest
 from pypdf import PdfReader
 
 from calltexts_assets.billing.cost import billed_seconds, forecast
+from calltexts_assets.billing.tariffs import Tariffs
 from calltexts_assets.clients.model_lifecycle import WARN, ModelNotice
 from calltexts_assets.listing.calls import DIRECTIONS as CALL_DIRECTIONS
 from calltexts_assets.quality.checks import (
@@ -323,7 +324,8 @@ def test_report_data_read_in_one_pass_is_the_same(seed: int) -> None:
     assert data.calls_total == len(records) and data.transcribed == len(transcribed)
     assert data.transcribed_seconds == sum([billed_seconds(r) for r in transcribed])
     assert data.bitrix24_seconds == sum(r.duration_sec for r in records)
-    costs = [c for r in records if (c := record_cost_usd(r, Decimal(str(PRICE)))) is not None]
+    prices = Tariffs.flat(PRICE)  # the report's, as `arguments` give it
+    costs = [c for r in records if (c := record_cost_usd(r, prices)) is not None]
     assert data.cost_usd == sum(costs, Decimal(0))
     assert data.duration_variance == reference.duration_variance(records).value
     assert data.coverage == reference.coverage(records).value
@@ -608,3 +610,19 @@ def test_the_stt_section_counts_calls_without_speech_and_doubtful_ones() -> None
     assert listed.status == "требует проверки человеком"
     assert listed.message == "сомнения: повторы в тексте; второе мнение whisper-1: не оставлено"
     assert plain.call_id not in {row.call_id for row in data.exceptions}
+
+
+def test_calls_without_speech_have_their_own_status_row() -> None:
+    """A call in which no speech was found is not counted as transcribed in the status table,
+    in either language."""
+    silent = make_record(
+        2, seconds=30.0, stt_requests=0, stt_sent_sec=0.0, stt_request_sec="[]",
+        verdict="no_speech", cost=0.0,
+    )  # fmt: skip
+    records = [make_record(1, seconds=60.0), silent]
+    for language, transcribed, no_speech in (
+        ("ru", "расшифрован", "без речи (в STT не отправлялся)"),
+        ("en", "transcribed", "no speech (nothing sent to the STT)"),
+    ):
+        statuses = {row.label: row.calls for row in build(records, language=language).statuses}
+        assert statuses == {transcribed: 1, no_speech: 1}

@@ -10,7 +10,7 @@ import pytest
 
 from calltexts_assets.listing.calls import DIRECTIONS, call_from_row
 from calltexts_assets.report.labels import DIRECTIONS as REPORT_DIRECTIONS
-from calltexts_assets.state.ledger import listed_values
+from calltexts_assets.state.ledger import DIRECTION_WORDS, listed_values
 from calltexts_assets.transcripts.dialogue import ROLE_MODES, DialogueLine, Transcript
 from calltexts_assets.transcripts.file_format import (
     LABELS,
@@ -178,11 +178,11 @@ def test_a_header_is_in_one_language_without_identifiers(direction: str, roles: 
     transcript = replace(TRANSCRIPT, roles=roles)
     russian = _header_text(render_transcript(header, transcript))
     assert not set(_WORD.findall(russian)) & IDENTIFIERS, russian
-    assert f"Направление: {LABELS['ru'].directions[direction]}" in russian
+    assert f"Направление: {DIRECTION_WORDS['ru'][direction]}" in russian
     english = _header_text(render_transcript(header, transcript, labels="en"))
     # English words may be identifiers too ("incoming", "turns"): those with a "_" may not
     assert not {w for w in _WORD.findall(english) if "_" in w} & IDENTIFIERS
-    assert f"Direction: {LABELS['en'].directions[direction]}\n" in english
+    assert f"Direction: {DIRECTION_WORDS['en'][direction]}\n" in english
     assert "Language: Russian (ru)" in english
     # English throughout: no Cyrillic but the employee's own name
     assert not re.search("[а-яё]", english.replace("Анна Смирнова", ""), re.IGNORECASE)
@@ -190,8 +190,11 @@ def test_a_header_is_in_one_language_without_identifiers(direction: str, roles: 
 
 def test_every_direction_and_role_has_words_in_both_languages() -> None:
     for words in LABELS.values():
-        assert set(words.directions) == set(DIRECTIONS.values())
         assert set(words.how_roles) >= {*ROLE_MODES, "mono", "diarized"}
         assert set(words.fields) == set(LABELS["ru"].fields)
-    # the report names a direction as the transcript does
-    assert {lang: dict(w.directions) for lang, w in LABELS.items()} == REPORT_DIRECTIONS
+    # one vocabulary of directions, for every language the files are written in, and the
+    # report names a direction from it as the transcript does
+    assert set(DIRECTION_WORDS) == set(LABELS)
+    for words in DIRECTION_WORDS.values():
+        assert set(words) == set(DIRECTIONS.values())
+    assert REPORT_DIRECTIONS is DIRECTION_WORDS

@@ -22,7 +22,8 @@ from calltexts_assets.audio import decode
 from calltexts_assets.audio.chunks import Limits, Piece
 from calltexts_assets.audio.speech import merge_spans
 from calltexts_assets.clients.stt_response import Segment, SttResult, Word
-from calltexts_assets.transcripts.dialogue import NO_SPEECH, transcribe_call
+from calltexts_assets.state.ledger import NO_SPEECH
+from calltexts_assets.transcripts.dialogue import transcribe_call
 from calltexts_assets.transcripts.speech_only import joined_pieces, pack
 from calltexts_tests.support.speech import (
     found,
