@@ -8,10 +8,10 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from calltexts_assets.billing.budget import Reserve
 from calltexts_assets.billing.cost import encode_request_seconds
 from calltexts_assets.billing.tariffs import Tariffs, UnpricedModel
 from calltexts_assets.clients.languages import UNDETERMINED
@@ -33,10 +33,6 @@ from calltexts_assets.transcripts.second_opinion import with_second_opinion
 # A transcription error is retried by the next run; the download is never repeated for it.
 TRANSCRIBABLE = {Status.DOWNLOADED, Status.TRANSCRIPTION_ERROR}
 REMADE, ADOPTED = "remade", "adopted"  # outcomes that cost no STT request
-# Before a further request of a call (the second opinion): reserve its expected cost in the
-# run's budget (billing/budget.py), raising BudgetReached when it would cross it.
-Reserve = Callable[[Decimal, str], None]
-
 log = scrubbed_logger(__name__)
 
 
