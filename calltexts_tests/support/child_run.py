@@ -100,6 +100,7 @@ def start_child(
     *,
     log_path: Path,
     stats_path: Path | None = None,
+    profile_path: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the export of [first, last] in a child; its output goes to `log_path`."""
     cmd = [
@@ -113,6 +114,8 @@ def start_child(
     ]
     if stats_path is not None:
         cmd += ["--stats-json", str(stats_path)]
+    if profile_path is not None:
+        cmd += ["--profile", str(profile_path)]
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -162,8 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="first", type=date.fromisoformat, required=True)
     parser.add_argument("--to", dest="last", type=date.fromisoformat, required=True)
     parser.add_argument("--stats-json", type=Path, help="write wall time and rusage here")
+    parser.add_argument("--profile", type=Path, help="cProfile the import and run into here")
     args = parser.parse_args(argv)
 
+    profile = None
+    if args.profile is not None:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     started = time.monotonic()
     # Imported here so the import time is measured apart from the run.
     from calltexts_assets.ops.export_run import run_export
@@ -171,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     imported = time.monotonic()
     code = run_export(args.first, args.last)
     finished = time.monotonic()
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
     if args.stats_json is not None:
         stats = {
             "exit_code": code,
             "import_sec": imported - started,
             "run_sec": finished - imported,
+            # top-level packages loaded by the end: what the run imported, needed or not
+            "packages": sorted({name.partition(".")[0] for name in sys.modules}),
             **_usage(),
         }
         args.stats_json.write_text(json.dumps(stats, indent=2))
