@@ -13,6 +13,9 @@ The growth per day is (60-day figure - 30-day figure) / 30. The machine's 1-minu
 average is printed beside each figure: on a shared 2-core machine it moves the figures.
 `--profile` cProfiles one more 60-day no-op and splits its time into imports, Dagster event
 writes and the rest. Packages the run imported although a no-op needs none of them are listed.
+`--baseline-tree DIR` (another commit's source, e.g. `git archive <commit> | tar -x -C DIR`)
+runs each no-op of that tree right after this tree's, against the same state: before and
+after in the same machine state, as far as a shared machine allows.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="cProfile one 60-day no-op")
     parser.add_argument("--cache-dir", type=Path, default=harness.DEFAULT_CACHE)
     parser.add_argument("--keep", action="store_true", help="keep the run root")
+    parser.add_argument("--baseline-tree", type=Path, help="also run this source tree's no-ops")
     return parser.parse_args(argv)
 
 
 def _cli_run(
-    sandbox: harness.Sandbox, root: Path, first: date, last: date
+    sandbox: harness.Sandbox, root: Path, first: date, last: date, tree: Path = REPO_ROOT
 ) -> tuple[float, float, int]:
     """`calltexts run --from first --to last` in a child: (wall s, load average, exit code)."""
     layout = ChildLayout.under(root)
@@ -60,13 +64,14 @@ def _cli_run(
             webhook_url=sandbox.webhook_url,
             stt_base_url=f"{stt_server.url}/v1",
             api_key=harness.SANDBOX_API_KEY,
+            extra={"PYTHONPATH": str(tree)},
         )
         cmd = [sys.executable, "-m", "calltexts_assets.ops.cli", "run"]
         cmd += ["--from", first.isoformat(), "--to", last.isoformat()]
         load_before = os.getloadavg()[0]
         started = time.monotonic()
         with open(root / "cli.log", "ab") as log:
-            code = subprocess.run(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=log).returncode
+            code = subprocess.run(cmd, env=env, cwd=tree, stdout=log, stderr=log).returncode
         wall = time.monotonic() - started
     return wall, (load_before + os.getloadavg()[0]) / 2, code
 
@@ -109,35 +114,46 @@ def main(argv: list[str] | None = None) -> int:
         )
         if full.exit_code != 0:
             return 1
-        figures: dict[tuple[str, int], list[float]] = {}
+        trees = {"this tree": REPO_ROOT}
+        if args.baseline_tree:
+            trees["baseline"] = args.baseline_tree.resolve()
+        figures: dict[tuple[str, str, int], list[float]] = {}
         print(f"\nno-op re-runs ({args.repeats} of each; load = 1-minute load average):")
         for _ in range(args.repeats):
             for days, start in ((args.short_days, short_first), (args.days, first)):
-                fig = harness.run_export_child(
-                    f"noop-{days}", sandbox, root, start, last,
-                    concurrency=10, stt_latency_per_min=0.03,
-                )  # fmt: skip
-                loaded = [p for p in NEEDLESS if p in fig.child.get("packages", [])]
-                print(
-                    f"  {days:>3} days run_export {fig.run_sec:5.2f} s (import before it "
-                    f"{fig.child.get('import_sec', 0):.2f} s, child wall {fig.wall_sec:.2f} s), "
-                    f"load {fig.load_average:.1f}, exit {fig.exit_code}, downloads "
-                    f"{fig.portal['http_requests'].get('records', 0)}, STT requests "
-                    f"{fig.stt['requests']}; needless packages loaded: {loaded or 'none'}"
-                )
-                figures.setdefault(("run_export", days), []).append(fig.run_sec)
-                wall, load, code = _cli_run(sandbox, root, start, last)
-                print(f"  {days:>3} days calltexts run {wall:5.2f} s, load {load:.1f}, exit {code}")
-                figures.setdefault(("calltexts run", days), []).append(wall)
+                for name, tree in trees.items():
+                    fig = harness.run_export_child(
+                        f"noop-{days}", sandbox, root, start, last,
+                        concurrency=10, stt_latency_per_min=0.03, tree=tree,
+                    )  # fmt: skip
+                    loaded = [p for p in NEEDLESS if p in fig.child.get("packages", [])]
+                    downloads = fig.portal["http_requests"].get("records", 0)
+                    print(
+                        f"  {name:<9} {days:>3} days run_export {fig.run_sec:5.2f} s (import "
+                        f"before it {fig.child.get('import_sec', 0):.2f} s, child wall "
+                        f"{fig.wall_sec:.2f} s), load {fig.load_average:.1f}, exit "
+                        f"{fig.exit_code}, downloads {downloads}, STT requests "
+                        f"{fig.stt['requests']}; needless packages loaded: "
+                        f"{loaded or 'none'}"
+                    )
+                    figures.setdefault((name, "run_export", days), []).append(fig.run_sec)
+                for name, tree in trees.items():
+                    wall, load, code = _cli_run(sandbox, root, start, last, tree)
+                    print(
+                        f"  {name:<9} {days:>3} days calltexts run {wall:5.2f} s, load {load:.1f}, "
+                        f"exit {code}"
+                    )
+                    figures.setdefault((name, "calltexts run", days), []).append(wall)
         print("\nmedians:")
-        for what in ("run_export", "calltexts run"):
-            short = statistics.median(figures[(what, args.short_days)])
-            long = statistics.median(figures[(what, args.days)])
-            growth = (long - short) / (args.days - args.short_days)
-            print(
-                f"  {what:<14} {args.short_days} days {short:5.2f} s, {args.days} days "
-                f"{long:5.2f} s; GROWTH {growth:+.3f} s per day"
-            )
+        for name in trees:
+            for what in ("run_export", "calltexts run"):
+                short = statistics.median(figures[(name, what, args.short_days)])
+                long = statistics.median(figures[(name, what, args.days)])
+                growth = (long - short) / (args.days - args.short_days)
+                print(
+                    f"  {name:<9} {what:<14} {args.short_days} days {short:5.2f} s, {args.days} "
+                    f"days {long:5.2f} s; GROWTH {growth:+.3f} s per day"
+                )
         if args.profile:
             profile = work / "noop.prof"
             fig = harness.run_export_child(

@@ -101,8 +101,10 @@ def start_child(
     log_path: Path,
     stats_path: Path | None = None,
     profile_path: Path | None = None,
+    tree: Path = REPO_ROOT,
 ) -> subprocess.Popen[bytes]:
-    """Start the export of [first, last] in a child; its output goes to `log_path`."""
+    """Start the export of [first, last] in a child; its output goes to `log_path`.
+    `tree`: the source tree the child runs (a benchmark's baseline: another commit's)."""
     cmd = [
         sys.executable,
         "-m",
@@ -117,7 +119,7 @@ def start_child(
     if profile_path is not None:
         cmd += ["--profile", str(profile_path)]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_child(
