@@ -131,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  {name:<9} {days:>3} days run_export {fig.run_sec:5.2f} s (import "
                         f"before it {fig.child.get('import_sec', 0):.2f} s, child wall "
-                        f"{fig.wall_sec:.2f} s), load {fig.load_average:.1f}, exit "
+                        f"{fig.wall_sec:.2f} s, CPU {fig.pipeline_cpu_sec:.2f} s), load "
+                        f"{fig.load_average:.1f}, exit "
                         f"{fig.exit_code}, downloads {downloads}, STT requests "
                         f"{fig.stt['requests']}; needless packages loaded: "
                         f"{loaded or 'none'}"
                     )
                     figures.setdefault((name, "run_export", days), []).append(fig.run_sec)
+                    figures.setdefault((name, "child CPU", days), []).append(fig.pipeline_cpu_sec)
                 for name, tree in trees.items():
                     wall, load, code = _cli_run(sandbox, root, start, last, tree)
                     print(
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures.setdefault((name, "calltexts run", days), []).append(wall)
         print("\nmedians:")
         for name in trees:
-            for what in ("run_export", "calltexts run"):
+            for what in ("run_export", "calltexts run", "child CPU"):
                 short = statistics.median(figures[(name, what, args.short_days)])
                 long = statistics.median(figures[(name, what, args.days)])
                 growth = (long - short) / (args.days - args.short_days)
