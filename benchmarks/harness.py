@@ -317,6 +317,8 @@ def run_export_child(
     heard_cache: HeardCache | None = None,
     extra_env: dict[str, str] | None = None,
     stt_fixed_latency_sec: float = 0.0,
+    profile: Path | None = None,
+    tree: Path | None = None,
 ) -> RunFigures:
     """One `calltexts run --from first --to last` in a child against the sandbox
     (`extra_env`: settings of this run, e.g. the STT model)."""
@@ -333,13 +335,21 @@ def run_export_child(
             api_key=SANDBOX_API_KEY,
             concurrency=concurrency,
             requests_per_second=requests_per_second,
-            extra=extra_env,
+            extra={**({"PYTHONPATH": str(tree)} if tree else {}), **(extra_env or {})},
         )
         stats_path = root / f"{label}.stats.json"
         stats_path.unlink(missing_ok=True)
         cpu_before = _cpu_of_this_process()
         started = time.monotonic()
-        child = start_child(first, last, env, log_path=root / f"{label}.log", stats_path=stats_path)
+        child = start_child(
+            first,
+            last,
+            env,
+            log_path=root / f"{label}.log",
+            stats_path=stats_path,
+            profile_path=profile,
+            tree=tree or REPO_ROOT,
+        )
         sampler = _RssSampler(child.pid)
         sampler.start()
         spy = _start_py_spy(child.pid, py_spy) if py_spy else None

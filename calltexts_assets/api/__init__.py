@@ -1,6 +1,3 @@
-"""HTTP trigger API of the export: `create_app` for tests and embedding, `serve` for the CLI."""
-
-from calltexts_assets.api.app import create_app
-from calltexts_assets.api.server import build_app, serve
-
-__all__ = ["build_app", "create_app", "serve"]
+"""HTTP trigger API of the export: `api.app.create_app` for tests and embedding,
+`api.server.serve` for the CLI. Nothing is imported here: `calltexts run` uses
+`api.estimate` and must not load FastAPI, uvicorn or boto3 with it (issue #26)."""

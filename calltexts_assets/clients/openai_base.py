@@ -11,10 +11,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
-import openai
+
+if TYPE_CHECKING:
+    import openai
 
 from calltexts_assets.limits.retrying import RetryableError, retry_policy
 from calltexts_assets.limits.run_errors import RunWideError
@@ -160,6 +162,8 @@ def is_quota_error(status: int, error_type: str | None, error_code: str | None) 
 
 def classify(exc: Exception) -> Exception:
     """Map an SDK exception to a retryable error or a final OpenAIApiError."""
+    import openai  # loaded already: only a request through the SDK raises what is mapped here
+
     if isinstance(exc, openai.APITimeoutError):
         return _Retryable("timeout", "the request timed out")
     if isinstance(exc, openai.APIConnectionError):
@@ -214,8 +218,11 @@ class OpenAIService:
         conn = self.connection
         with self._client_lock:
             if self._client is None:
-                if not conn.api_key and "api.openai.com" in conn.base_url:
-                    raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
+                # Here, not at the top: a run with no call to transcribe or summarise needs
+                # no SDK (0.4-0.7 s of import; a no-op re-run, issue #26).
+                import openai
+
+                self._no_key_check()
                 _scrubber.secrets.update(conn.secrets())
                 # openai 3.x types `http_client` as httpx2's but sends through an httpx
                 # client it is given ("legacy client", openai_models.md §6): the one proxy
@@ -238,13 +245,32 @@ class OpenAIService:
                 self._client.close()
                 self._client = None
 
+    def _no_key_check(self) -> None:
+        if not self.connection.api_key and "api.openai.com" in self.connection.base_url:
+            raise OpenAIApiError("config", "no API key is set (OPENAI_API_KEY)")
+
     def model_list(self) -> Any | None:
         """`GET /v1/models` as decoded JSON, one attempt; None when the server has no such
-        list or does not answer it (the caller then knows nothing, and refuses nothing)."""
+        list or does not answer it (the caller then knows nothing, and refuses nothing).
+
+        Sent with httpx as the SDK sends it (the same client settings: proxy, timeout, no
+        environment proxies; `Authorization: Bearer`, openai_models.md §1), not through the
+        SDK: every run asks for the list, and one that has nothing to transcribe should not
+        import the SDK for it (issue #26)."""
+        conn = self.connection
         try:
-            raw = self.client().models.with_raw_response.list()
-            return raw.http_response.json()  # not in `stats`: those count the service's work
-        except (openai.OpenAIError, OpenAIApiError, ValueError) as exc:  # no key: no request
+            self._no_key_check()  # no key: no request
+            _scrubber.secrets.update(conn.secrets())
+            with httpx.Client(
+                proxy=conn.proxy_url or None, timeout=conn.timeout_sec, trust_env=False
+            ) as http:
+                response = http.get(
+                    f"{conn.base_url.rstrip('/')}/models",
+                    headers={"Authorization": f"Bearer {conn.api_key or 'sandbox-no-key'}"},
+                )
+                response.raise_for_status()
+                return response.json()  # not in `stats`: those count the service's work
+        except (httpx.HTTPError, OpenAIApiError, ValueError) as exc:
             log.warning("%s: no model list (%s)", self.describe(), self.scrub(str(exc)))
             return None
 
@@ -282,6 +308,8 @@ class OpenAIService:
             nonlocal attempts
             attempts += 1
             retry = attempts > 1
+            import openai  # every request here goes through the SDK (`client()`) anyway
+
             try:
                 result = request()
             except openai.OpenAIError as exc:

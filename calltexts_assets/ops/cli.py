@@ -147,8 +147,6 @@ def _checked_settings(command: str) -> Settings:
 @contextlib.contextmanager
 def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date, date]]:
     """The command's period, and the sandbox portal when no credentials are set."""
-    from calltexts_sandbox.runtime import sandbox_environment
-
     try:
         period_from, period_to = export_period(
             settings, args.period_from, args.period_to, args.days
@@ -158,6 +156,9 @@ def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date
     if settings.credentials_configured:
         yield period_from, period_to
         return
+    # Here, not at the top: a portal with credentials needs no emulators (starlette, uvicorn).
+    from calltexts_sandbox.runtime import sandbox_environment
+
     days = (period_to - period_from).days + 1
     print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
     with sandbox_environment(

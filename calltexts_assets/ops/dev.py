@@ -67,7 +67,7 @@ def run_dev(
     seed: int = 7,
 ) -> int:
     """Blocks until `dagster dev` exits or this process is told to stop (STOP_SIGNALS)."""
-    from calltexts_assets.api import build_app
+    from calltexts_assets.api.server import build_app
     from calltexts_sandbox.runtime import sandbox_environment, serve_in_thread
 
     check_ports(ui_port, api_port)

@@ -196,6 +196,8 @@ def run_export(
             )
         if out.isatty():
             print(file=out)
+        # Read once: the summary below and the metrics' record use the same totals.
+        totals = run_totals_by_asset(instance, result.run_id)
         # No daemon runs the sensors here: record the run for the metrics directly.
         finish_run(
             instance,
@@ -204,8 +206,8 @@ def run_export(
             succeeded=result.success,
             budget_usd=settings.budget_usd,
             pushgateway_url=settings.pushgateway(),
+            totals=totals,
         )
-        totals = run_totals_by_asset(instance, result.run_id)
         record = instance.get_run_record_by_id(result.run_id)
     storage = defs.resources["storage"].get()  # type: ignore[index,union-attr]
     created = record.create_timestamp if record else None

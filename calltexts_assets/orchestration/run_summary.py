@@ -24,14 +24,21 @@ def run_totals_by_asset(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
 
 
 def summarise_run(
-    instance: dg.DagsterInstance, run_id: str, *, succeeded: bool, budget_usd: float = 0.0
+    instance: dg.DagsterInstance,
+    run_id: str,
+    *,
+    succeeded: bool,
+    budget_usd: float = 0.0,
+    totals: dict[str, dict] | None = None,
 ) -> RunSummary:
+    """`totals`: the run's `run_totals_by_asset` when the caller has read them already (they
+    take one read of every materialization of the run: seconds for a long period)."""
     run = instance.get_run_by_id(run_id)
     record = instance.get_run_record_by_id(run_id)
     days = days_of_run_tags(dict(run.tags)) if run else []
     start = record.start_time if record and record.start_time else None
     end = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
-    meta = run_totals_by_asset(instance, run_id)
+    meta = run_totals_by_asset(instance, run_id) if totals is None else totals
     listing = meta.get("call_list", {})
     stt = meta.get("transcripts", {})
     summaries = meta.get("summaries", {})
@@ -65,10 +72,13 @@ def finish_run(
     succeeded: bool,
     budget_usd: float = 0.0,
     pushgateway_url: str = "",
+    totals: dict[str, dict] | None = None,
 ) -> RunSummary:
     """Close the run's days in the ledger and record the run for the metrics (idempotent:
     the sensors and `calltexts run` may both do it)."""
-    summary = summarise_run(instance, run_id, succeeded=succeeded, budget_usd=budget_usd)
+    summary = summarise_run(
+        instance, run_id, succeeded=succeeded, budget_usd=budget_usd, totals=totals
+    )
     run = instance.get_run_by_id(run_id)
     for day in days_of_run_tags(dict(run.tags)) if run else []:
         export = ledger.export(day)

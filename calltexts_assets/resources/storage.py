@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.clients.storage import LocalStorage, Storage
 
 
 class StorageResource(dg.ConfigurableResource):
-    """`s3` is a nested dagster-aws `S3Resource` (endpoint_url, region_name, credentials...).
-    It is optional because dagster 1.13 cannot give a nested resource a default instance, and
-    a local-only setup should not have to configure S3; None means `S3Resource()`, i.e. the
-    boto3 chain (env, profile, role). `sse`/`kms_key_id` apply to the S3 backend only.
+    """`sse`/`kms_key_id` apply to the S3 backend only. The S3 backend's client is the boto3
+    chain's (env, profile, role), as dagster-aws' `S3Resource()` builds it; to configure it
+    (endpoint_url, region_name, credentials...) use `S3StorageResource`, which nests one.
+    boto3 and dagster-aws are imported only when the S3 backend is built: a local run does
+    not pay ~1 s of their import (issue #26).
     """
 
     backend: str = "local"
@@ -25,7 +25,6 @@ class StorageResource(dg.ConfigurableResource):
     s3_prefix: str = ""
     sse: str = "AES256"
     kms_key_id: str = ""
-    s3: S3Resource | None = None
 
     _storage: Storage | None = PrivateAttr(default=None)
 
@@ -35,12 +34,21 @@ class StorageResource(dg.ConfigurableResource):
             self._storage = self._build()
         return self._storage
 
+    def s3_client(self) -> Any:
+        # Here, not at the top: only CALLTEXTS_STORAGE=s3 needs dagster-aws and boto3.
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource().get_client()
+
     def _build(self) -> Storage:
         if self.backend == "local":
             return LocalStorage(Path(self.local_root))
         if self.backend == "s3":
+            # Here, not at the top: boto3 is imported with it, for the S3 backend only.
+            from calltexts_assets.clients.s3 import S3Storage
+
             return S3Storage(
-                (self.s3 or S3Resource()).get_client(),
+                self.s3_client(),
                 bucket=self.s3_bucket,
                 prefix=self.s3_prefix,
                 sse=self.sse,

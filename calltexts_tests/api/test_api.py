@@ -24,8 +24,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_webserver.app import create_app_from_workspace_process_context
 from fastapi.testclient import TestClient
 
-from calltexts_assets.api import create_app
-from calltexts_assets.api.app import ABANDONED_AFTER, MAX_BODY_BYTES
+from calltexts_assets.api.app import ABANDONED_AFTER, MAX_BODY_BYTES, create_app
 from calltexts_assets.api.launcher import (
     RANGE_END_TAG,
     RANGE_START_TAG,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from calltexts_assets.api import create_app
+from calltexts_assets.api.app import create_app
 from calltexts_assets.api.tokens import TokenAgeCollector, TokenCheck, new_token, token_digest
 from calltexts_assets.ops.cli import main
 from calltexts_assets.settings import ApiToken, load_settings, parse_token_line

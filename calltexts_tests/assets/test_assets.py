@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets, call_list, raw_audio, summaries, transcripts
 from calltexts_assets.resources.export_settings import ExportSettings
-from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.state.ledger import Status
 from calltexts_sandbox.runtime import Sandbox
 from calltexts_tests.support.sandboxed import make_sandbox, materialize_range, sandbox_resources
@@ -194,8 +193,10 @@ def test_export_to_s3_encrypts_every_object(
 ) -> None:
     from dagster_aws.s3 import S3Resource
 
+    from calltexts_assets.resources.s3_storage import S3StorageResource
+
     resources = sandbox_resources(sandbox, tmp_path)
-    resources["storage"] = StorageResource(
+    resources["storage"] = S3StorageResource(
         backend="s3",
         s3_bucket=s3_bucket,
         s3_prefix="calltexts",

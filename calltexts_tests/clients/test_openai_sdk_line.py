@@ -76,4 +76,8 @@ def test_requests_go_through_the_one_proxy_setting(proxy: str, stt_server: Runni
     notices = configured_models(stt, {"WHISPER_MODEL": "whisper-1"}, date(2027, 1, 10))
     assert notices[0].status == WARN and notices[0].shutdown == date(2027, 2, 26)
     assert _ForwardProxy.seen == [f"GET {stt_server.url}/v1/models"]
+    # The model list goes without the SDK (issue #26); the SDK's own requests take the same way.
+    listed = stt.client().models.list()
+    assert "whisper-1" in {model.id for model in listed.data}
+    assert _ForwardProxy.seen == [f"GET {stt_server.url}/v1/models"] * 2
     stt.close()

@@ -16,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 
 from calltexts_assets.clients.s3 import S3Storage
 from calltexts_assets.files.storage_keys import UnsafeKeyError
+from calltexts_assets.resources.s3_storage import S3StorageResource
 from calltexts_assets.resources.storage import StorageResource
 
 if TYPE_CHECKING:  # imported for real by pytest_plugins; importing it here too defeats that
@@ -190,7 +191,7 @@ def test_resource_builds_s3_storage_in_a_run(
 
     # the shape definitions.py uses: a nested S3Resource with its endpoint from the environment
     monkeypatch.setenv("CALLTEXTS_TEST_S3_ENDPOINT", s3_server.endpoint_url)
-    resource = StorageResource(
+    resource = S3StorageResource(
         backend="s3",
         s3_bucket=s3_bucket,
         s3_prefix="calltexts",
@@ -230,3 +231,27 @@ def test_the_documented_lifecycle_rules_are_accepted_by_s3(
     assert {r["ID"] for r in stored} == {r["ID"] for r in rules["Rules"]}
     multipart = next(r for r in stored if "AbortIncompleteMultipartUpload" in r)
     assert multipart["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+
+
+def test_the_definitions_build_the_s3_store_from_the_settings(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """CALLTEXTS_STORAGE=s3 gives the resource with the nested, configured S3 client; the
+    local backend a resource without one (no dagster-aws import for it, issue #26)."""
+    from calltexts_assets.definitions import build_resources
+    from calltexts_assets.settings import load_settings
+
+    env = {"CALLTEXTS_HOME": str(tmp_path), "CALLTEXTS_S3_BUCKET": s3_bucket}
+    on_s3 = build_resources(
+        load_settings(
+            {**env, "CALLTEXTS_STORAGE": "s3", "CALLTEXTS_S3_ENDPOINT_URL": s3_server.endpoint_url}
+        )
+    )["storage"]
+    assert isinstance(on_s3, S3StorageResource) and on_s3.backend == "s3"
+    assert on_s3.s3 is not None and on_s3.s3.endpoint_url == s3_server.endpoint_url
+    on_s3.get().write_bytes(KEY, b"xy")
+    assert s3_server.client().head_object(Bucket=s3_bucket, Key=KEY)["ContentLength"] == 2
+    local = build_resources(load_settings(env))["storage"]
+    assert type(local) is StorageResource and local.backend == "local"
+    local.get().write_bytes(KEY, b"xyz")
+    assert (tmp_path / KEY).read_bytes() == b"xyz"

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from calltexts_assets.api import create_app
+from calltexts_assets.api.app import create_app
 from calltexts_assets.api.launcher import RunState
 from calltexts_assets.api.metrics_collector import ExportCollector
 from calltexts_assets.clients.model_lifecycle import notice

@@ -100,8 +100,11 @@ def start_child(
     *,
     log_path: Path,
     stats_path: Path | None = None,
+    profile_path: Path | None = None,
+    tree: Path = REPO_ROOT,
 ) -> subprocess.Popen[bytes]:
-    """Start the export of [first, last] in a child; its output goes to `log_path`."""
+    """Start the export of [first, last] in a child; its output goes to `log_path`.
+    `tree`: the source tree the child runs (a benchmark's baseline: another commit's)."""
     cmd = [
         sys.executable,
         "-m",
@@ -113,8 +116,10 @@ def start_child(
     ]
     if stats_path is not None:
         cmd += ["--stats-json", str(stats_path)]
+    if profile_path is not None:
+        cmd += ["--profile", str(profile_path)]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_child(
@@ -162,8 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="first", type=date.fromisoformat, required=True)
     parser.add_argument("--to", dest="last", type=date.fromisoformat, required=True)
     parser.add_argument("--stats-json", type=Path, help="write wall time and rusage here")
+    parser.add_argument("--profile", type=Path, help="cProfile the import and run into here")
     args = parser.parse_args(argv)
 
+    profile = None
+    if args.profile is not None:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     started = time.monotonic()
     # Imported here so the import time is measured apart from the run.
     from calltexts_assets.ops.export_run import run_export
@@ -171,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     imported = time.monotonic()
     code = run_export(args.first, args.last)
     finished = time.monotonic()
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
     if args.stats_json is not None:
         stats = {
             "exit_code": code,
             "import_sec": imported - started,
             "run_sec": finished - imported,
+            # top-level packages loaded by the end: what the run imported, needed or not
+            "packages": sorted({name.partition(".")[0] for name in sys.modules}),
             **_usage(),
         }
         args.stats_json.write_text(json.dumps(stats, indent=2))
