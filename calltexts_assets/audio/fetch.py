@@ -99,10 +99,22 @@ def adopted_recording(
                 "checksum": storage.sha256(found.key),
                 "audio_stored_at": datetime.now(UTC),
                 "audio_duration_sec": info.duration_sec,
+                "recording_source": _only_source(record),
                 "error_code": None,
                 "error_message": None,
             },
         )
+    return None
+
+
+def _only_source(record: CallRecord) -> str | None:
+    """Where an adopted copy came from, when the row offers one source only; a row with a
+    link and a Drive file could have been fetched from either (the Drive file when the link
+    was refused): unknown, left empty rather than guessed."""
+    if record.recording_url and not record.record_id:
+        return LINK
+    if record.record_id and not record.recording_url:
+        return DRIVE
     return None
 
 

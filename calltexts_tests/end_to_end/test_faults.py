@@ -8,7 +8,9 @@ configured waits times `retry_wait_scale`, never a patched sleep.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -876,7 +878,25 @@ def _assert_same_as_reference(run: ChildRun, reference: ChildRun, sandbox: Sandb
     # Same bytes as the undisturbed run: each transcript, and the registry.
     for path in transcripts:
         assert path.read_bytes() == (reference.store / path.relative_to(run.store)).read_bytes()
-    assert (run.store / REGISTRY).read_bytes() == (reference.store / REGISTRY).read_bytes()
+    # A recording the re-run adopted (stored just before the kill, its ledger row not yet
+    # written) has no known source when the call offers a link and a Drive file: empty.
+    unknown = {c for c, r in records.items() if r.audio_path and not r.recording_source}
+    assert all(records[c].recording_url and records[c].record_id for c in unknown)
+    registry = (run.store / REGISTRY).read_bytes()
+    expected = (reference.store / REGISTRY).read_bytes()
+    if unknown:
+        assert _rows_without_source(registry, unknown) == _rows_without_source(expected, unknown)
+    else:
+        assert registry == expected
+
+
+def _rows_without_source(registry: bytes, calls: set[str]) -> list[dict[str, str]]:
+    """The registry's rows with the recording_source of `calls` blanked."""
+    rows = list(csv.DictReader(io.StringIO(registry.decode("utf-8-sig")), delimiter=";"))
+    for row in rows:
+        if row["call_id"] in calls:
+            row["recording_source"] = ""
+    return rows
 
 
 def _progress_at_kill(run: ChildRun) -> tuple[set[str], set[str]]:

@@ -494,6 +494,11 @@ def test_a_lost_ledger_adopts_what_storage_holds_and_pays_nothing_for_it(
     assert {c: (r.status, r.checksum, r.cost) for c, r in again.items()} == {
         c: (r.status, r.checksum, r.cost) for c, r in first.items()
     }
+    # where each copy came from is known when the call offers one source, else left empty
+    assert {c: r.recording_source for c, r in again.items()} == {
+        c: None if r.recording_url and r.record_id else r.recording_source for c, r in first.items()
+    }
+    assert {r.recording_source for r in again.values()} >= {None, "drive"}
     assert {p: p.read_bytes() for p in transcripts} == transcripts
 
 
