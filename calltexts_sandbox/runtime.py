@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,6 +168,17 @@ def serve_portal(
     except Exception:
         storage_server.stop()
         raise
+
+
+def available_content(content: str) -> tuple[str, str]:
+    """The content the sandbox can render here, and a line saying why when it differs:
+    speech calls need espeak-ng."""
+    if content == SPEECH and shutil.which("espeak-ng") is None:
+        return TONES, (
+            "espeak-ng not found: the SANDBOX calls are tones, not speech "
+            "(apt-get install espeak-ng for calls with speech, ring-back and hold music)"
+        )
+    return content, ""
 
 
 @contextmanager
