@@ -88,4 +88,4 @@ class HeardCache:
         return True
 
 
-SPEECH_VERSION = "1"  # bump when what the emulator hears in speech calls changes
+SPEECH_VERSION = "2"  # bump when what the emulator hears in speech calls changes

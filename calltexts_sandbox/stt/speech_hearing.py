@@ -26,6 +26,7 @@ MAX_WORD_SEC = 1.2  # the longest word voice is under 0.8 s
 # Searched around a burst: a word's soft onset may lie below BURST_RMS (0.2 s of "ц"), so
 # further before it; the neighbours lie 0.45 s away, too far to fit in whole.
 BEFORE_SEC, AFTER_SEC = 0.4, 0.15
+EDGE_SEARCH_SEC = 6.0  # longer bursts (hold music, a noise-only call) are not searched
 
 
 class SpeechListener:
@@ -53,14 +54,26 @@ class SpeechListener:
         scale = np.float32(1 / 32768 if x.dtype == np.int16 else 1.0)
         mono = mono_float(x)
         heard: list[HeardWord] = []
+        longest = int(MAX_WORD_SEC * self.rate)
         for a, b in _bursts(mono, self.rate):
-            word = None
-            if (b - a) / self.rate <= MAX_WORD_SEC:
-                word = self._word(mono, a, b, x, scale)
-            if word is None:
+            words: list[HeardWord] = []
+            if b - a <= longest:
+                words = [w for w in [self._word(mono, a, b, x, scale)] if w is not None]
+            elif b - a <= int(EDGE_SEARCH_SEC * self.rate):
+                # A stretch sent joined to another (STT_SEND=speech) may put a word within
+                # the merge gap of the sound before or after it: look for one at each edge.
+                words = [
+                    w
+                    for lo, hi in ((a, a + longest), (b - longest, b))
+                    for w in [self._word(mono, lo, hi, x, scale)]
+                    if w is not None
+                    and a <= round(w.start * self.rate) + 1
+                    and round(w.end * self.rate) <= b + int(AFTER_SEC * self.rate)
+                ]
+                words = list({(w.start, w.text): w for w in words}.values())
+            heard += words
+            if not words:
                 self.noises.append((round(a / self.rate, 3), round(b / self.rate, 3)))
-            else:
-                heard.append(word)
         heard.sort(key=lambda w: (w.start, w.end, w.text))
         return heard
 
