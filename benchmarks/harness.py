@@ -46,8 +46,8 @@ from calltexts_sandbox.calls.seed import (  # noqa: E402
     recording_format,
     recording_is_stereo,
 )
-from calltexts_sandbox.portal.files import AudioCache, default_audio_renderer  # noqa: E402
-from calltexts_sandbox.portal.state import PortalConfig  # noqa: E402
+from calltexts_sandbox.portal.files import SPEECH, TONES, AudioCache, renderer_for  # noqa: E402
+from calltexts_sandbox.portal.state import Portal, PortalConfig  # noqa: E402
 from calltexts_sandbox.runtime import SANDBOX_API_KEY, Sandbox, start_sandbox  # noqa: E402
 from calltexts_sandbox.server import RunningServer, serve_in_thread  # noqa: E402
 from calltexts_sandbox.stt.app import SttEmulator  # noqa: E402
@@ -105,10 +105,10 @@ _worker_cache: AudioCache | None = None
 _worker_heard: HeardCache | None = None
 
 
-def _render_init(cache_dir: str, version: str, heard_root: str) -> None:
+def _render_init(cache_dir: str, version: str, heard_root: str, content: str) -> None:
     global _worker_cache, _worker_heard
-    _worker_cache = AudioCache(default_audio_renderer, cache_dir, 0, version)
-    _worker_heard = HeardCache(Path(heard_root))
+    _worker_cache = AudioCache(renderer_for(content), cache_dir, 0, version)
+    _worker_heard = HeardCache(Path(heard_root), speech=content == SPEECH)
 
 
 def _render_one(job: tuple[str, int]) -> tuple[int, int]:
@@ -123,7 +123,11 @@ def _render_one(job: tuple[str, int]) -> tuple[int, int]:
 
 
 def warm_audio_cache(
-    workload: Workload, cache_dir: Path, workers: int, heard_root: Path = HEARD_CACHE
+    workload: Workload,
+    cache_dir: Path,
+    workers: int,
+    heard_root: Path = HEARD_CACHE,
+    content: str = TONES,
 ) -> tuple[float, int, int]:
     """Render what the portal will serve into `cache_dir` (the portal's own cache format and
     keys), and listen to each recording as the STT emulator will (`HeardCache`, by content);
@@ -136,7 +140,9 @@ def warm_audio_cache(
     )
     started = time.monotonic()
     ctx = multiprocessing.get_context("fork")
-    initargs = (str(cache_dir), PortalConfig().cache_version, str(heard_root))
+    portal = Portal([], PortalConfig(cache_dir=str(cache_dir), content=content), [],
+                    renderer_for(content), time.monotonic)  # fmt: skip
+    initargs = (str(cache_dir), portal.audio.version, str(heard_root), content)
     with ctx.Pool(workers, initializer=_render_init, initargs=initargs) as pool:
         done = list(pool.imap_unordered(_render_one, jobs, chunksize=8))
     return time.monotonic() - started, sum(r for r, _ in done), sum(h for _, h in done)
@@ -146,7 +152,7 @@ def warm_audio_cache(
 
 
 def start_benchmark_sandbox(
-    workload: Workload, cache_dir: Path, *, portal_rate: float = 2.0
+    workload: Workload, cache_dir: Path, *, portal_rate: float = 2.0, content: str = TONES
 ) -> Sandbox:
     """Portal with its leaky bucket at `portal_rate` req/s (Bitrix24's 2), audio from the
     cache. The STT server of each run is started by `fresh_stt` instead."""
@@ -158,6 +164,7 @@ def start_benchmark_sandbox(
         calls_per_day=spec.calls_per_day,
         cache_dir=cache_dir,
         portal_config={"rate_per_sec": portal_rate},
+        content=content,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 
 from calltexts_sandbox.calls.seed import SeedSpec
 from calltexts_sandbox.portal.app import create_portal_app, create_storage_app, portal_of
+from calltexts_sandbox.portal.files import CONTENTS, SPEECH, TONES
 from calltexts_sandbox.portal.state import Portal, PortalConfig
 from calltexts_sandbox.server import RunningServer, serve_in_thread
 from calltexts_sandbox.stt.app import SttEmulator
@@ -61,7 +63,7 @@ class Sandbox:
         }
 
     @staticmethod
-    def model_defaults() -> dict[str, str]:
+    def model_defaults(content: str = TONES) -> dict[str, str]:
         """Settings the sandbox changes only where the user set none: a model that outlives
         2027-02-26 (whisper-1's shutdown: the preflight warns from 60 days before and then
         refuses it, so `make demo` on whisper-1 would stop working; guarded by
@@ -70,7 +72,10 @@ class Sandbox:
         detector rightly does not call speech (every transcript would be empty), while each
         channel sent whole is heard by the emulator. It bills each side's channel: twice the
         call, as that mode does anywhere. Sent whole (STT_SEND=all): with `speech` every tone
-        call would be `no_speech`."""
+        call would be `no_speech`. Speech calls (`content="speech"`) are heard as real calls
+        are: the product's own role method and STT_SEND stay."""
+        if content == SPEECH:
+            return {"WHISPER_MODEL": "gpt-transcribe"}
         return {
             "WHISPER_MODEL": "gpt-transcribe",
             "STT_ROLE_MODE": "per_channel",
@@ -78,10 +83,10 @@ class Sandbox:
         }
 
     @classmethod
-    def defaults_for(cls, environ: Mapping[str, str]) -> dict[str, str]:
+    def defaults_for(cls, environ: Mapping[str, str], content: str = TONES) -> dict[str, str]:
         """`model_defaults` less what the user set; a model the user chose keeps its own
         role method (whisper-1 set alone is `energy`, not the tones' `per_channel`)."""
-        defaults = {k: v for k, v in cls.model_defaults().items() if not environ.get(k)}
+        defaults = {k: v for k, v in cls.model_defaults(content).items() if not environ.get(k)}
         if environ.get("WHISPER_MODEL"):
             defaults.pop("STT_ROLE_MODE", None)
         return defaults
@@ -120,12 +125,18 @@ def start_sandbox(
     stt_options: dict[str, Any] | None = None,
     public_host: str | None = None,
     storage_port: int = 0,
+    content: str = TONES,
 ) -> Sandbox:
     """Both emulators on `host`; with `public_host` (the name clients reach `host` by) they
-    may listen on any address, and the recordings' storage host is `public_host` too."""
-    config = PortalConfig(cache_dir=str(cache_dir) if cache_dir else None, **(portal_config or {}))
+    may listen on any address, and the recordings' storage host is `public_host` too.
+    `content`: what the calls hold, "tones" or "speech" (calls/content.py); the STT emulator
+    hears it."""
+    if content not in CONTENTS:
+        raise ValueError(f"sandbox content is one of {CONTENTS}, got {content!r}")
+    options = {"cache_dir": str(cache_dir) if cache_dir else None, "content": content}
+    config = PortalConfig(**(options | (portal_config or {})))
     app = create_portal_app(seed=SeedSpec(seed, start, days, calls_per_day), config=config)
-    stt = SttEmulator(api_key=SANDBOX_API_KEY, **(stt_options or {}))
+    stt = SttEmulator(api_key=SANDBOX_API_KEY, **({"hearing": content} | (stt_options or {})))
     portal_server, storage_server = serve_portal(app, host, portal_port, public_host, storage_port)
     try:
         stt_server = serve_in_thread(stt.app, host, stt_port, public_host=public_host)
@@ -159,11 +170,22 @@ def serve_portal(
         raise
 
 
+def available_content(content: str) -> tuple[str, str]:
+    """The content the sandbox can render here, and a line saying why when it differs:
+    speech calls need espeak-ng."""
+    if content == SPEECH and shutil.which("espeak-ng") is None:
+        return TONES, (
+            "espeak-ng not found: the SANDBOX calls are tones, not speech "
+            "(apt-get install espeak-ng for calls with speech, ring-back and hold music)"
+        )
+    return content, ""
+
+
 @contextmanager
 def sandbox_environment(**options: Any) -> Iterator[Sandbox]:
     """A running sandbox with os.environ pointed at it; everything restored on exit."""
     sandbox = start_sandbox(**options)
-    defaults = sandbox.defaults_for(os.environ)
+    defaults = sandbox.defaults_for(os.environ, sandbox.config.content)
     applied = sandbox.environment() | defaults
     saved = {name: os.environ.get(name) for name in applied}
     os.environ.update(applied)

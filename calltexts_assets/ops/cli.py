@@ -37,6 +37,17 @@ def _add_period_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=60, help="last N days up to yesterday")
     parser.add_argument("--sandbox-calls-per-day", type=int, default=20)
     parser.add_argument("--sandbox-seed", type=int, default=7)
+    _add_content_arg(parser, "--sandbox-content")
+
+
+def _add_content_arg(parser: argparse.ArgumentParser, flag: str, default: str = "speech") -> None:
+    parser.add_argument(
+        flag,
+        choices=("speech", "tones"),
+        default=default,
+        help="what the sandbox's calls hold: speech (espeak-ng's voice with ring-back, holds, "
+        "noise-only and music-only calls; tones when espeak-ng is missing) or tones",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "dev", help="dagster dev (UI + daemon) and the API, with the sandbox if needed"
     )
     _add_sandbox_args(dev, days=60, calls_per_day=20)
+    _add_content_arg(dev, "--content")
     dev.add_argument("--ui-port", type=int, default=3000, help="the Dagster UI's port")
     dev.add_argument("--api-port", type=int, default=8080, help="the HTTP API's port")
 
@@ -88,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "are answered as speaches and LocalAI whatever this says)",
     )
     _add_sandbox_args(serve, days=60, calls_per_day=150)
+    _add_content_arg(serve, "--content", default="tones")  # the stack's smoke test: tones
     seed = sandbox_commands.add_parser("seed", help="re-seed a running sandbox portal")
     seed.add_argument("--portal-url", default="http://127.0.0.1:8724")
     _add_sandbox_args(seed, days=60, calls_per_day=150)
@@ -157,15 +170,19 @@ def _portal(args: argparse.Namespace, settings: Settings) -> Iterator[tuple[date
         yield period_from, period_to
         return
     # Here, not at the top: a portal with credentials needs no emulators (starlette, uvicorn).
-    from calltexts_sandbox.runtime import sandbox_environment
+    from calltexts_sandbox.runtime import available_content, sandbox_environment
 
     days = (period_to - period_from).days + 1
     print(f"No Bitrix24 credentials set: using the SANDBOX portal ({days} days of synthetic calls)")
+    content, note = available_content(args.sandbox_content)
+    if note:
+        print(note)
     with sandbox_environment(
         seed=args.sandbox_seed,
         start=period_from,
         days=days,
         calls_per_day=args.sandbox_calls_per_day,
+        content=content,
     ):
         yield period_from, period_to
 
@@ -221,7 +238,7 @@ def _wait_for_interrupt() -> None:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    from calltexts_sandbox.runtime import start_sandbox
+    from calltexts_sandbox.runtime import available_content, start_sandbox
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public_host:
         raise _Refused(
@@ -229,6 +246,9 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
             "--public-host <the name clients reach it by> to serve it on another address"
         )
     start = portal_today() - timedelta(days=args.days)
+    content, note = available_content(args.content)
+    if note:
+        print(note)
     sandbox = start_sandbox(
         seed=args.seed,
         start=start,
@@ -243,11 +263,12 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         },
         public_host=args.public_host,
         storage_port=args.storage_port,
+        content=content,
     )
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
     print("Use these variables:")
-    for name, value in (sandbox.environment() | sandbox.model_defaults()).items():
+    for name, value in (sandbox.environment() | sandbox.model_defaults(content)).items():
         print(f"export {name}={value}")
     _wait_for_interrupt()
     sandbox.stop()
@@ -282,6 +303,7 @@ def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             sandbox_days=args.days,
             calls_per_day=args.calls_per_day,
             seed=args.seed,
+            content=args.content,
         )
     except PortsBusy as exc:
         raise _Refused(str(exc)) from None

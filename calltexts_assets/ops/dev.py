@@ -65,17 +65,28 @@ def run_dev(
     sandbox_days: int = DEV_SANDBOX_DAYS,
     calls_per_day: int = 20,
     seed: int = 7,
+    content: str = "speech",
 ) -> int:
     """Blocks until `dagster dev` exits or this process is told to stop (STOP_SIGNALS)."""
     from calltexts_assets.api.server import build_app
-    from calltexts_sandbox.runtime import sandbox_environment, serve_in_thread
+    from calltexts_sandbox.runtime import available_content, sandbox_environment, serve_in_thread
 
     check_ports(ui_port, api_port)
     ui_url = f"http://127.0.0.1:{ui_port}"
     first: date = portal_today(settings.timezone) - timedelta(days=sandbox_days)
     sandboxed = not settings.credentials_configured
+    if sandboxed:
+        content, note = available_content(content)
+        if note:
+            print(note)
     sandbox = (
-        sandbox_environment(seed=seed, start=first, days=sandbox_days, calls_per_day=calls_per_day)
+        sandbox_environment(
+            seed=seed,
+            start=first,
+            days=sandbox_days,
+            calls_per_day=calls_per_day,
+            content=content,
+        )
         if sandboxed
         else nullcontext()
     )

@@ -43,8 +43,8 @@ from calltexts_sandbox.portal.files import (
     DeliberateTruncation,
     TruncatedBody,
     audio_response,
-    default_audio_renderer,
     drive_record_id,
+    renderer_for,
 )
 from calltexts_sandbox.portal.params import parse_params
 from calltexts_sandbox.portal.state import Portal, PortalConfig
@@ -282,7 +282,7 @@ def create_portal_app(
     config = config or PortalConfig()
     if rows is None:
         rows = seed.rows() if seed is not None else []
-    portal = Portal(rows, config, faults, audio_renderer or default_audio_renderer, clock)
+    portal = Portal(rows, config, faults, audio_renderer or renderer_for(config.content), clock)
     logging.getLogger("uvicorn.error").addFilter(_quiet)  # truncation faults are on purpose
     app = Starlette(
         routes=[

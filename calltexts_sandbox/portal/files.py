@@ -26,6 +26,9 @@ from calltexts_assets.files.recording_formats import content_type
 # (call_id, duration_sec, stereo, format) -> the recording, whole or in pieces (a call of
 # hours is never held whole: it is rendered piece by piece into a file and served from there)
 AudioRenderer = Callable[[str, int, bool, str], bytes | Iterable[bytes]]
+TONES, SPEECH = "tones", "speech"  # PortalConfig.content
+CONTENTS = (TONES, SPEECH)
+SPEECH_CONTENT_VERSION = "1"  # bump when calls/content.py renders other audio
 WAV_RATE = 8_000  # telephony WAV: 8 kHz, 16-bit
 STORAGE = "storage:"  # seed rows: a link on the storage host, served as it is
 SIGNED = "storage+signed:"  # seed rows: a link the portal hands out with a token
@@ -43,6 +46,19 @@ def default_audio_renderer(
 
     script = call_script(call_id, duration_sec, stereo)
     return render_wav(script, WAV_RATE) if fmt == "wav" else render_iter(script)
+
+
+def speech_audio_renderer(call_id: str, duration_sec: int, stereo: bool, fmt: str) -> bytes:
+    """The speech content's recordings (calls/content.py; imported lazily as above)."""
+    from calltexts_sandbox.calls.content import speech_audio_renderer as render
+
+    return render(call_id, duration_sec, stereo, fmt)
+
+
+def renderer_for(content: str) -> AudioRenderer:
+    if content not in CONTENTS:
+        raise ValueError(f"sandbox content is one of {CONTENTS}, got {content!r}")
+    return speech_audio_renderer if content == SPEECH else default_audio_renderer
 
 
 class AudioCache:

@@ -36,6 +36,8 @@ from calltexts_sandbox.portal.faults import (
     Fault,
 )
 from calltexts_sandbox.portal.files import (
+    SPEECH_CONTENT_VERSION,
+    TONES,
     WAV_RATE,
     AudioCache,
     AudioRenderer,
@@ -97,6 +99,9 @@ class PortalConfig:
     cache_dir: str | None = None  # on-disk cache of rendered recordings
     memory_cache_bytes: int = 64 * 1024 * 1024
     cache_version: str = "4"  # bump when the audio renderer changes
+    # What the recordings hold: "tones" (a tone per word, silence between) or "speech"
+    # (espeak-ng's voice, ring-back, holds, noise-only and music-only calls: calls/content.py)
+    content: str = "tones"
 
 
 @dataclass
@@ -163,8 +168,11 @@ class Portal:
             scopes=config.scopes,
         )
         self.signer = Signer(secrets.token_bytes(32))
+        version = config.cache_version
+        if config.content != TONES:
+            version = f"{version}-{config.content}{SPEECH_CONTENT_VERSION}"
         self.audio = AudioCache(
-            audio_renderer, config.cache_dir, config.memory_cache_bytes, config.cache_version
+            audio_renderer, config.cache_dir, config.memory_cache_bytes, version
         )
         self._table = StatisticRows([], config.tz)
         self.set_rows(rows)

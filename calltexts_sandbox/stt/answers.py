@@ -10,6 +10,7 @@ tokens are counted as one per 3 characters of text.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -218,6 +219,7 @@ class Answer:
     billed_seconds: int | None  # usage {type: duration}
     tokens: tuple[int, int] | None  # usage {type: tokens}
     text: str
+    invented: tuple[str, ...] = ()  # lines written over non-speech (speech calls)
 
 
 def _segment(
@@ -245,12 +247,83 @@ def _hallucinated(duration: float, words: Sequence[HeardWord]) -> HeardWord:
     return HeardWord(round(start, 3), round(max(end, start), 3), SILENCE_TEXT, None)
 
 
+# Whisper over the non-speech it is sent (speech calls; docs/specs/sandbox_call_content.md §3):
+# over a stretch of INVENT_MIN_SEC or more without words, a line. Over sound (music,
+# ring-back, line noise) Whisper is sure of it (it does not take it for silence), in turn: a
+# music tag, a subtitle credit, a repetition loop of the last words heard, the Russian
+# closing line; over quiet, the silence line with Whisper's own doubt.
+INVENT_MIN_SEC = 3.0
+LOUD_MIN_SEC = 1.0  # of sound inside the stretch to call it sound, not silence
+MUSIC_TAG = "ДИНАМИЧНАЯ МУЗЫКА"
+CREDIT = "Субтитры сделал DimaTorzok"
+LOOP_REPEATS = 3
+_OVER_SOUND = ("tag", "credit", "loop", "closing")
+
+
+@dataclass(frozen=True)
+class Invention:
+    start: float
+    end: float
+    text: str
+    silence: bool  # Whisper's own signs of silence (no_speech_prob 0.93, avg_logprob -1.35)
+
+
+def inventions(
+    words: Sequence[HeardWord], duration: float, noises: Sequence[tuple[float, float]]
+) -> list[Invention]:
+    """The lines a Whisper-like model writes over the stretches without words it is sent."""
+    words = sorted(words, key=lambda w: (w.start, w.end))
+    edges = [0.0, *[e for w in words for e in (w.start, w.end)], duration]
+    made: list[Invention] = []
+    for gap_start, gap_end in zip(edges[::2], edges[1::2], strict=False):
+        # Whisper decodes 30 s windows: a line per window of the stretch
+        a = gap_start
+        while gap_end - a >= INVENT_MIN_SEC:
+            b = min(gap_end, a + WINDOW_SEC)
+            made.append(_invented(a, b, words, noises, duration))
+            a = b
+    return made
+
+
+WINDOW_SEC = 30.0
+
+
+def _invented(
+    a: float,
+    b: float,
+    words: Sequence[HeardWord],
+    noises: Sequence[tuple[float, float]],
+    duration: float,
+) -> Invention:
+    sound = sum(max(0.0, min(b, y) - max(a, x)) for x, y in noises)
+    start, end = round(a + 0.5, 3), round(min(b - 0.5, a + 3.0), 3)
+    if sound < LOUD_MIN_SEC:
+        return Invention(start, end, SILENCE_TEXT, True)
+    # which habit: a pure function of where the stretch lies, so answers repeat exactly
+    turn = int.from_bytes(hashlib.sha256(f"{a:.2f}:{duration:.2f}".encode()).digest()[:2], "big")
+    kind = _OVER_SOUND[turn % len(_OVER_SOUND)]
+    before = [w.text for w in words if w.end <= a][-3:]
+    if kind == "loop" and before:
+        return Invention(start, end, " ".join([" ".join(before)] * LOOP_REPEATS), False)
+    text = {"tag": MUSIC_TAG, "closing": SILENCE_TEXT}.get(kind, CREDIT)
+    return Invention(start, end, text, False)
+
+
 def transcription(
-    req: Request, words: Sequence[HeardWord], duration: float, *, hallucinate: bool
+    req: Request,
+    words: Sequence[HeardWord],
+    duration: float,
+    *,
+    hallucinate: bool,
+    noises: Sequence[tuple[float, float]] | None = None,
 ) -> Answer:
-    """The answer to a transcription request, `words` being what the audio holds."""
+    """The answer to a transcription request, `words` being what the audio holds; with
+    `noises` (speech calls) a Whisper-like model also invents over non-speech."""
     words = sorted(words, key=lambda w: (w.start, w.end))
     whisper_like = req.model in (WHISPER_1,) or req.flavour != OPENAI
+    if noises is not None:
+        made = inventions(words, duration, noises) if whisper_like else []
+        return _with_inventions(req, words, duration, made)
     groups = [[w.text for w in g] for g in group_segments(words)]
     texts = [" ".join(g) for g in groups]
     silent_stretch = None
@@ -297,6 +370,67 @@ def transcription(
     if "word" in req.granularities:
         body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for w in words]
     return Answer(body, billed, None, text)
+
+
+def _with_inventions(
+    req: Request, words: Sequence[HeardWord], duration: float, made: Sequence[Invention]
+) -> Answer:
+    """The answer with invented lines among the heard ones, in time order: as text, as
+    segments (the invented with their own signs) and as words spread over their stretch."""
+    spoken = [(g[0].start, " ".join(w.text for w in g), g, False) for g in group_segments(words)]
+    fake = []
+    for line in made:
+        tokens = line.text.split()
+        step = (line.end - line.start) / len(tokens)
+        group = [
+            HeardWord(
+                round(line.start + i * step, 3), round(line.start + (i + 1) * step, 3), t, None
+            )
+            for i, t in enumerate(tokens)
+        ]
+        fake.append((line.start, line.text, group, line.silence))
+    lines = sorted([*spoken, *fake], key=lambda line: line[0])
+    text = " ".join(line[1] for line in lines)
+    invented = tuple(line.text for line in made)
+    plain = transcription(req, words, duration, hallucinate=False)
+    if not isinstance(plain.body, dict) or "text" not in plain.body or req.flavour != OPENAI:
+        if isinstance(plain.body, str):
+            return Answer(text + ("\n" if req.response_format == "text" else ""),
+                          plain.billed_seconds, plain.tokens, text, invented)  # fmt: skip
+        body = dict(plain.body)
+        body["text"] = text
+        if "segments" in body:
+            body["segments"] = _invented_segments(lines, localai=req.flavour == LOCALAI)
+        if body.get("words") is not None:
+            body["words"] = [
+                {"word": (" " if req.flavour == SPEACHES else "") + w.text, "start": w.start,
+                 "end": w.end}
+                for line in lines for w in line[2]
+            ]  # fmt: skip
+        return Answer(body, plain.billed_seconds, plain.tokens, text, invented)
+    body = dict(plain.body)
+    body["text"] = text
+    if "segments" in body:
+        body["segments"] = _invented_segments(lines, localai=False)
+    if "words" in body:
+        body["words"] = [
+            {"word": w.text, "start": w.start, "end": w.end} for line in lines for w in line[2]
+        ]
+    return Answer(body, plain.billed_seconds, plain.tokens, text, invented)
+
+
+def _invented_segments(lines: Sequence[Any], *, localai: bool) -> list[dict[str, Any]]:
+    segments = [
+        _segment(i, group, text, silence=silence)
+        for i, (_, text, group, silence) in enumerate(lines)
+    ]
+    if localai:
+        return [
+            {"id": s["id"], "start": round(s["start"] * 1e9), "end": round(s["end"] * 1e9),
+             "text": s["text"], "tokens": []}
+            for s in segments
+        ]  # fmt: skip
+    return segments
 
 
 def _segments(

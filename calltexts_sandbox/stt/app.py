@@ -157,6 +157,9 @@ class SttStats:
     words: int = 0
     words_by_side: dict[str, int] = field(default_factory=dict)  # "0", "1", "both"
     hallucinations: int = 0  # answers with text written on silence
+    # speech calls: lines invented over non-speech (answers.inventions), and their texts
+    invented_lines: int = 0
+    invented_texts: list[str] = field(default_factory=list)
     model_lists: int = 0  # GET /v1/models
     # model -> the heard duration of each of its successful transcriptions (what a bill per
     # request is computed from), and how many of them came back unsure
@@ -181,7 +184,13 @@ class SttEmulator:
         flavour: str = answers.OPENAI,
         heard_cache: HeardCache | None = None,
         shutdowns: dict[str, str | None] | None = None,
+        hearing: str = "tones",
     ) -> None:
+        """`hearing`: "tones" (the tone calls' words) or "speech" (the speech calls' voices;
+        then Whisper-like models invent text over non-speech: `answers.inventions`)."""
+        if hearing not in ("tones", "speech"):
+            raise ValueError(f"hearing must be 'tones' or 'speech', got {hearing!r}")
+        self.hearing = hearing
         if flavour not in answers.FLAVOURS:
             raise ValueError(f"flavour must be one of {answers.FLAVOURS}, got {flavour!r}")
         self.flavour = flavour
@@ -303,7 +312,7 @@ class SttEmulator:
         return await self._guarded(request, self._transcribe)
 
     def _listen(self, path: Path) -> Heard:
-        heard = listen(path)
+        heard = listen(path, speech=self.hearing == "speech")
         with self._lock:
             self._stats.decodes += 1
         return heard
@@ -397,7 +406,13 @@ class SttEmulator:
             unsure = self.faults.unsure.get(req.model, 0) > 0
             if unsure:
                 self.faults.unsure[req.model] -= 1
-        answer = answers.transcription(req, heard.words, heard.duration, hallucinate=hallucinate)
+        answer = answers.transcription(
+            req,
+            heard.words,
+            heard.duration,
+            hallucinate=hallucinate,
+            noises=heard.noises if self.hearing == "speech" else None,
+        )
         if claimed > 0:
             answer = _misreported(answer, claimed)
         if unsure:
@@ -448,6 +463,8 @@ class SttEmulator:
                 st.input_tokens += answer.tokens[0]
                 st.output_tokens += answer.tokens[1]
             st.hallucinations += hallucinated and answers.SILENCE_TEXT in answer.text
+            st.invented_lines += len(answer.invented)
+            st.invented_texts.extend(answer.invented)
 
     # --- chat completions ---------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
+
 from calltexts_assets.clients.model_lifecycle import OK, WARN_DAYS, notice, shutdown_dates
 from calltexts_assets.settings import load_settings
 from calltexts_sandbox.runtime import Sandbox
@@ -46,3 +48,30 @@ def test_a_model_the_user_chose_keeps_its_own_role_method() -> None:
     assert "WHISPER_MODEL" not in chosen and "STT_ROLE_MODE" not in chosen
     assert load_settings({"WHISPER_MODEL": "whisper-1", **chosen}).stt_role_mode == "energy"
     assert Sandbox.defaults_for({"STT_SEND": "speech"}).keys() == {"WHISPER_MODEL", "STT_ROLE_MODE"}
+
+
+def test_the_newcomers_sandbox_holds_speech_and_runs_the_products_own_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`calltexts run`/`estimate`/`dev` without credentials seed speech calls
+    (docs/specs/sandbox_call_content.md): the product's turns and STT_SEND=speech apply, on a
+    model that outlives next year; without espeak-ng, the tone calls and their settings."""
+    from calltexts_assets.ops.cli import _parser
+    from calltexts_sandbox import runtime
+
+    assert _parser().parse_args(["run"]).sandbox_content == "speech"
+    assert _parser().parse_args(["estimate"]).sandbox_content == "speech"
+    assert _parser().parse_args(["dev"]).content == "speech"
+    assert _parser().parse_args(["sandbox", "serve"]).content == "tones"
+    defaults = Sandbox.defaults_for({}, "speech")
+    assert defaults == {"WHISPER_MODEL": "gpt-transcribe"}
+    settings = load_settings(defaults)
+    assert (settings.stt_role_mode, settings.stt_send) == ("turns", "speech")
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert runtime.available_content("speech") == ("speech", "")
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    content, note = runtime.available_content("speech")
+    assert content == "tones" and note.startswith(
+        "espeak-ng not found: the SANDBOX calls are tones"
+    )
+    assert runtime.available_content("tones") == ("tones", "")
