@@ -428,7 +428,7 @@ def transcribe_call(
                 if kept is not None and not kept:
                     continue  # the detector hears nobody on this side
                 if kept is not None and worth_cutting(kept, info.duration_sec):
-                    groups = pack(kept, limits)
+                    groups = pack(kept, limits, envelope.pause_near)
                     pieces = joined_pieces(
                         path, info, groups, Path(tmp), channel=channel, stem=stem
                     )

@@ -13,14 +13,14 @@ roles still come from the original channels' loudness at that second.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
 from calltexts_assets.audio import decode as audio
-from calltexts_assets.audio.chunks import FLAC_BYTES_PER_SEC, Limits, Piece
+from calltexts_assets.audio.chunks import FLAC_BYTES_PER_SEC, SNAP_SECONDS, Limits, Piece
 from calltexts_assets.audio.speech import CallSpeech, merge_spans
 
 SPEECH, ALL = "speech", "all"  # STT_SEND
@@ -53,18 +53,27 @@ def worth_cutting(kept: Sequence[tuple[float, float]], duration_sec: float) -> b
     return duration_sec - sum(b - a for a, b in kept) >= MIN_SAVED_SEC
 
 
-def pack(kept: Sequence[tuple[float, float]], limits: Limits) -> list[list[tuple[float, float]]]:
+def pack(
+    kept: Sequence[tuple[float, float]],
+    limits: Limits,
+    pause_near: Callable[[float, float], float] | None = None,
+) -> list[list[tuple[float, float]]]:
     """Stretches grouped into files under the limits (16 kHz FLAC's bytes at most), in
-    order; a stretch longer than one file may carry is cut into equal parts."""
+    order; a stretch longer than one file may carry is cut into parts, each cut moved back
+    into a pause by `pause_near(cut, window_sec)` (`Envelope.pause_near`): a stretch holds
+    pauses of up to GAP_SEC, and a cut inside a word loses it on both sides."""
     # 2 %: FLAC's frame overhead; FLAC of speech is about half of FLAC_BYTES_PER_SEC.
     limit = min(limits.max_seconds, 0.98 * limits.max_bytes / FLAC_BYTES_PER_SEC)
+    # parts planned this much shorter, so a cut moved back keeps the next part under it
+    slack = SNAP_SECONDS if pause_near is not None and limit > 2 * SNAP_SECONDS else 0.0
     groups: list[list[tuple[float, float]]] = []
     total = math.inf
     for a, b in kept:
-        count = max(1, math.ceil((b - a) / limit))
-        step = (b - a) / count
-        for i in range(count):
-            part = (a + i * step, a + (i + 1) * step)
+        count = 1 if b - a <= limit else math.ceil((b - a) / (limit - slack))
+        cuts = [a + (b - a) * i / count for i in range(1, count)]
+        if pause_near is not None and slack:
+            cuts = [pause_near(cut, slack) for cut in cuts]
+        for part in zip([a, *cuts], [*cuts, b], strict=True):
             length = part[1] - part[0]
             if total + length > limit:
                 groups.append([])

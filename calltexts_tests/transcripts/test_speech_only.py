@@ -74,6 +74,7 @@ class _Whisper:
 
     voices: list[Voice]
     invent: bool = False
+    whole: bool = False  # an utterance is heard only whole: a cut one is not
     model: str = "whisper-1"
     language: str = "ru"
     max_file_bytes: int = 25 * 2**20
@@ -89,6 +90,9 @@ class _Whisper:
         heard, texts = [], []
         for text, voice in self.voices:
             at = found(mono, voice)
+            if at is not None and self.whole:
+                rest = mono[at : at + len(voice)] - voice
+                at = at if float(rest @ rest) < 0.05 * float(voice @ voice) else None
             if at is not None:
                 heard.append((at / sr, (at + len(voice)) / sr))
                 texts.append(text)
@@ -217,3 +221,51 @@ def test_a_call_of_line_noise_alone_is_not_sent_and_says_so(tmp_path) -> None:
     # STT_SEND=all is today's behaviour: the level floor alone lets the call through.
     sent_all = transcribe_call(call, stt, role_mode="energy", send="all", workdir=tmp_path)
     assert len(stt.sent) == 1 and sent_all.verdict == ""
+
+
+WORDS = [
+    "улица", "заказ", "подписка", "модель", "скидка", "проверить", "отправить", "акция",
+    "жалоба", "утром", "звонок", "достопримечательности", "отмена", "телефон", "время", "адрес",
+    "курьер", "оплата", "доставка", "вторник", "пятница", "неделя", "деньги",
+]  # fmt: skip
+LONG = WORDS.index("достопримечательности")
+
+
+@needs_espeak
+def test_a_stretch_longer_than_a_request_is_cut_in_a_pause_not_in_a_word(tmp_path) -> None:
+    """One stretch of speech (words 0.25 s apart or more, 3 s of silence around) longer than
+    a request carries is sent in several files: each cut lies in a pause, so every word
+    comes back whole at its second. The long word is laid at the stretch's middle, where an
+    even split into two cut it and the STT heard neither half."""
+    words = []
+    for text in WORDS:
+        voice = spoken(text, tmp_path, RATE)
+        loud = np.flatnonzero(np.abs(voice) > 0.01)
+        words.append((text, voice[loud[0] : loud[-1] + 1]))  # espeak-ng's silences trimmed
+    sec = [len(v) / RATE for _, v in words]
+    # the shorter side's pauses widened (under a second each) so both sides are as long
+    gaps = [0.25] * (len(sec) - 1)  # gaps[i]: the pause after word i
+    left = sum(sec[:LONG]) + sum(gaps[:LONG])
+    right = sum(sec[LONG + 1 :]) + sum(gaps[LONG:])
+    side = range(LONG) if left < right else range(LONG, len(gaps))
+    for i in side:
+        gaps[i] += abs(right - left) / len(side)
+    assert max(gaps) < 1.0
+    starts = 3.0 + np.cumsum([0.0] + [s + g for s, g in zip(sec[:-1], gaps, strict=True)])
+    audio = np.zeros(int((starts[-1] + sec[-1] + 3.0) * RATE), np.float32)
+    for at, (_, voice) in zip(starts, words, strict=True):
+        audio[int(at * RATE) : int(at * RATE) + len(voice)] += voice
+    middle = (starts[0] + starts[-1] + sec[-1]) / 2
+    assert starts[LONG] + 0.2 < middle < starts[LONG] + sec[LONG] - 0.2
+    call = tmp_path / "call.wav"
+    soundfile.write(str(call), audio, RATE, subtype="PCM_16")
+    stt = _Whisper(words, whole=True, max_request_sec=12.0)
+
+    transcript = transcribe_call(call, stt, role_mode="energy", send="speech", workdir=tmp_path)
+
+    assert len(stt.sent) >= 2 and max(stt.sent) <= 12.0  # the stretch was cut
+    assert [w for line in transcript.lines for w in line.text.split()] == WORDS
+    assert transcript.lines[0].start == pytest.approx(starts[0], abs=0.05)
+    assert [line.start for line in transcript.lines] == sorted(
+        line.start for line in transcript.lines
+    )
