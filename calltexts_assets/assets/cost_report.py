@@ -80,12 +80,7 @@ def cost_report(
         coverage(db.iter_records(days)),
         # The same evidence as the transcripts check: the ledger and the stored files.
         duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, period.days)),
-        cost_matches(
-            db.iter_records(days),
-            price,
-            unit=export_settings.billing_unit,
-            tariffs=prices,
-        ),
+        cost_matches(db.iter_records(days), tariffs=prices),
     ]
     data = build_report_data(
         db.iter_records(days),

@@ -126,7 +126,7 @@ def _registry(
     export_settings: ExportSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     db = ledger.get()
-    price = export_settings.price_per_minute_usd
+    prices = tariffs(export_settings)  # each row priced by the models it names
     mark = export_settings.csv_decimal_mark
     store = storage.get()
     key, xlsx_key = (registry_key(period.first, period.last, fmt) for fmt in ("csv", "xlsx"))
@@ -144,7 +144,7 @@ def _registry(
             written = write_registry_file(
                 db.days(period.export_ids),
                 staged,
-                tariffs=tariffs(export_settings),
+                tariffs=prices,
                 decimal_mark=mark,
                 also=workbook.add_rows,
             )
@@ -179,11 +179,4 @@ def _registry(
     yield check_result(duration_variance(db.iter_records(period.export_ids)))
     yield check_result(stt_durations(db.iter_records(period.export_ids)))
     yield check_result(complete)
-    yield check_result(
-        cost_matches(
-            db.iter_records(period.export_ids),
-            price,
-            unit=export_settings.billing_unit,
-            tariffs=tariffs(export_settings),
-        )
-    )
+    yield check_result(cost_matches(db.iter_records(period.export_ids), tariffs=prices))
