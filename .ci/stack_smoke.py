@@ -18,6 +18,10 @@ as a service of its own.
 Figures (build + start cold and warm, walls, the stack's peak memory) are printed at the end.
 
     .venv/bin/python .ci/stack_smoke.py        # make stack-smoke (benchmarks/README.md: #27)
+    .venv/bin/python .ci/stack_smoke.py --build-only   # step 1 and the images; Docker left up
+    .venv/bin/python .ci/stack_smoke.py --stop-daemon  # stops a daemon step 1 started
+
+.ci/run builds the images with --build-only while the suite runs, then runs the test.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,13 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "docker" / "stack.sh"
 DOCKER = "/usr/bin/docker"  # Debian's; another docker CLI may come first on PATH
 SOCKET = "/var/run/docker.sock"
+# The pid of a Docker daemon this test started, and its log (both outlive a --build-only run).
+DAEMON_MARK = Path("/var/run/calltexts-stack-smoke.dockerd")
+DAEMON_LOG = Path("/var/log/calltexts-stack-smoke-dockerd.log")
 GRAPHQL = "http://127.0.0.1:3000/graphql"
 API = "http://127.0.0.1:8080"
 PORTAL = "http://127.0.0.1:8724"
 STT = "http://127.0.0.1:8725"
-# The registry's path (the report and the QA sample are left out: each step of a run is a
-# process of its own, and the registry holds what is compared).
-ASSETS = ["call_list", "raw_audio", "transcripts", "registry_csv"]
+# Every asset, as the UI's "Materialize all" backfills them; the registry is what is compared.
+ASSETS = ["call_list", "raw_audio", "transcripts", "summaries", "registry_csv", "cost_report"]
 STT_LIMIT = 2  # CALLTEXTS_STT_MAX_IN_FLIGHT of the stack: below 2 runs x CALLTEXTS_CONCURRENCY
 CALLS_PER_DAY = 4
 SANDBOX_ENV = {
@@ -110,8 +117,10 @@ def docker_answers() -> bool:
     )
 
 
-def ensure_docker(work: Path) -> subprocess.Popen[bytes] | None:
-    """Docker installed and its daemon answering; the daemon's process if started here."""
+def ensure_docker() -> None:
+    """Docker installed and its daemon answering. A daemon started here is recorded in
+    DAEMON_MARK, so that the run which ends the test (or `--stop-daemon`) stops it, also when
+    a `--build-only` run started it."""
     needed = [
         p
         for p in (
@@ -140,30 +149,40 @@ def ensure_docker(work: Path) -> subprocess.Popen[bytes] | None:
             env=apt,
         )
     if docker_answers():
-        return None
-    log = (work / "dockerd.log").open("wb")
-    daemon = subprocess.Popen(
-        ["/usr/sbin/dockerd", f"--host=unix://{SOCKET}"], stdout=log, stderr=subprocess.STDOUT
-    )
+        return
+    with DAEMON_LOG.open("wb") as log:
+        # Its own session: it outlives a --build-only run and the signals sent to its group.
+        daemon = subprocess.Popen(
+            ["/usr/sbin/dockerd", f"--host=unix://{SOCKET}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    DAEMON_MARK.write_text(str(daemon.pid))
     deadline = time.monotonic() + 60
     while not docker_answers():
         if daemon.poll() is not None or time.monotonic() > deadline:
-            daemon.kill()
-            tail = (work / "dockerd.log").read_text(errors="replace").splitlines()[-10:]
+            stop_daemon()
+            tail = DAEMON_LOG.read_text(errors="replace").splitlines()[-10:]
             raise Failed("the Docker daemon did not start:\n" + "\n".join(tail))
         time.sleep(0.5)
-    return daemon
 
 
-def stop_daemon(daemon: subprocess.Popen[bytes] | None) -> None:
-    if daemon is None:
+def stop_daemon() -> None:
+    """Stops the daemon this test started (DAEMON_MARK), if any; a daemon that was running
+    before the test is left alone."""
+    if not DAEMON_MARK.exists():
         return
-    daemon.terminate()
-    try:
-        daemon.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
+    pid = int(DAEMON_MARK.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaped here when this process started it
+            time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+    DAEMON_MARK.unlink(missing_ok=True)
 
 
 # --- the stack ----------------------------------------------------------------------------
@@ -533,13 +552,32 @@ def teardown(work: Path) -> None:
         raise Failed(f"teardown left {', '.join(left)}")
 
 
+def build_only() -> int:
+    """Docker started and the stack's images built, nothing run: .ci/run builds them while the
+    suite runs, then the test proper finds them (and the daemon) ready."""
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="calltexts-stack-") as work:
+        try:
+            ensure_docker()
+            stack(Path(work), "build")
+        except Failed as exc:
+            print(f"stack smoke test FAILED (building the images): {exc}", file=sys.stderr)
+            return 1
+    print(f"stack images built in {time.monotonic() - began:.0f} s (Docker left running)")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--build-only"]:
+        return build_only()
+    if sys.argv[1:] == ["--stop-daemon"]:
+        stop_daemon()
+        return 0
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="calltexts-stack-"))
     figures: dict[str, float] = {}
-    daemon = None
     try:
-        daemon = ensure_docker(work)
+        ensure_docker()
         if leftovers():
             raise Failed(f"a stack is on this machine already: {', '.join(leftovers())}")
         try:
@@ -554,7 +592,7 @@ def main() -> int:
         print("figures so far: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
         return 1
     finally:
-        stop_daemon(daemon)
+        stop_daemon()
         shutil.rmtree(work, ignore_errors=True)
     print(f"stack smoke test passed in {time.monotonic() - began:.0f} s")
     print("figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))

@@ -148,6 +148,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=build_schedules(settings.schedules_running),
         sensors=[record_export_success, record_export_failure, reap_dead_runs_sensor],
         resources=build_resources(settings),
+        # Materializations and backfills launched from the UI run the implicit asset job:
+        # in-process as calls_export (orchestration/jobs.py), not a process per step.
+        executor=dg.in_process_executor,
     )
 
 

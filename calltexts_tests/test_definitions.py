@@ -174,6 +174,8 @@ def test_settings_know_the_stt_modes_and_models_the_code_does() -> None:
 def test_the_export_job_runs_its_steps_in_one_process() -> None:
     # Each step has its own concurrency; a process per step only adds start-up time.
     assert defs.resolve_job_def("calls_export").executor_def.name == "in_process"
+    # What the UI launches (Materialize, a partition backfill) too.
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
 
 
 @pytest.mark.parametrize(("shared", "expected"), [("", SharedRateLimiter), ("false", RateLimiter)])
