@@ -262,7 +262,9 @@ async def _admin_seed(request: Request) -> Response:
             count = await run_in_threadpool(portal.seed, spec)
     except (KeyError, ValueError, TypeError) as exc:
         return json_response(400, {"error": "INVALID_SEED", "error_description": str(exc)})
-    return json_response(200, {"rows": count})
+    # with a recording (a Drive file or a link): what an export downloads and transcribes
+    recorded = sum(1 for r in portal.rows if r.get("RECORD_FILE_ID") or r.get("CALL_RECORD_URL"))
+    return json_response(200, {"rows": count, "recorded": recorded})
 
 
 def create_portal_app(
