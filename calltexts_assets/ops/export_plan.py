@@ -37,6 +37,8 @@ from calltexts_assets.transcripts.step import needs_work
 
 # Every asset a run of the export job materializes for each day (summaries only when on).
 ASSETS = ("call_list", "raw_audio", "transcripts", "registry_csv", "cost_report", "qa_sample")
+# The assets that write the period's files: all a run needs when only the files are stale.
+FILE_ASSETS = ("registry_csv", "cost_report", "qa_sample")
 
 
 @dataclass
@@ -49,6 +51,12 @@ class ExportPlan:
     @property
     def nothing_to_do(self) -> bool:
         return not self.changed and not self.files
+
+    @property
+    def asset_selection(self) -> list[dg.AssetKey] | None:
+        """Only the files' assets when no day changed (the calls' rows stay as they are, so
+        the files made are those of the ledger as it stands); None: every asset."""
+        return None if self.changed else [dg.AssetKey(name) for name in FILE_ASSETS]
 
     @property
     def run_days(self) -> tuple[date, date]:

@@ -267,6 +267,7 @@ def run_export(
                 tags={**tags, "actor": "calltexts run", **process_tags()},
                 run_config=export_run_config(summaries),
                 raise_on_error=False,
+                asset_selection=plan.asset_selection if plan is not None else None,
             )
         if out.isatty():
             print(file=out)
