@@ -20,7 +20,6 @@ from calltexts_assets.quality.checks import (
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.report.data import build_report_data, period_figures
 from calltexts_assets.report.markdown import render_markdown
-from calltexts_assets.report.pdf import render_pdf
 from calltexts_assets.resources.export_settings import ExportSettings, outputs_stamp
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import WhisperResource
@@ -114,6 +113,10 @@ def cost_report(
     md_key = report_key(files.first, files.last, "md")
     pdf_key = report_key(files.first, files.last, "pdf")
     markdown = render_markdown(data)
+    # Here, not at the top: fpdf (~1 s of import under load) only when a report is made;
+    # a `calltexts run` that finds nothing changed imports the assets and makes none (#26).
+    from calltexts_assets.report.pdf import render_pdf
+
     run_id = context.run.run_id
     db.record_deliverable(md_key, store.write_text(md_key, markdown).sha256, stamp, run_id)
     db.record_deliverable(
