@@ -14,7 +14,7 @@ from calltexts_assets.billing.cost import (
 )
 from calltexts_assets.listing.calls import Call
 from calltexts_assets.listing.directory import RunDirectory
-from calltexts_assets.listing.tally import Listing
+from calltexts_assets.listing.tally import DayFingerprints, Listing, Rejected
 from calltexts_assets.resources.bitrix24 import Bitrix24Resource
 from calltexts_assets.resources.export_settings import ExportSettings
 from calltexts_assets.resources.ledger import LedgerResource
@@ -47,6 +47,7 @@ def call_list(
     listing = Listing()
     directory = RunDirectory(client)
     days: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    fingerprints = DayFingerprints()
     for rows in client.iter_call_batches(period.start, period.end):
         calls, invalid = listing.add(rows, enrich=directory.named)
         by_day: dict[str, list[Call]] = defaultdict(list)
@@ -55,6 +56,7 @@ def call_list(
         for day, day_calls in by_day.items():
             db.upsert_listed(day, day_calls, dagster_run_id=context.run.run_id)
             for call in day_calls:
+                fingerprints.add(day, call)
                 days[day].update(calls=1, seconds=call.duration_sec)
                 if call.has_recording:
                     days[day].update(
@@ -64,10 +66,12 @@ def call_list(
                     )
         for row in invalid:
             context.log.error(f"statistic row rejected ({row.code}): {row.reason}")
-            in_period = row.started_at is not None and period.start <= row.started_at < period.end
-            day = export_day(row.started_at) if in_period else period.first.isoformat()
+            day = rejected_day(row, period)
             db.record_invalid(day, row.call_id, row.reason, row.code)
             days[day]["rejected"] += 1
+            fingerprints.add_rejected(day, row)
+    for day in period.export_ids:  # the whole listing is read: each day's is known
+        db.set_listing_fingerprint(day, fingerprints.of(day))
 
     def figures_of(day: str) -> dict[str, int | float]:
         listed = days[day]
@@ -116,6 +120,12 @@ def call_list(
         ),
         data_version=dg.DataVersion(listing.fingerprint),
     )
+
+
+def rejected_day(row: Rejected, period: RunPeriod) -> str:
+    """The day a rejected statistic row is shown on: its own, else the period's first."""
+    in_period = row.started_at is not None and period.start <= row.started_at < period.end
+    return export_day(row.started_at) if in_period and row.started_at else period.first.isoformat()
 
 
 def require_listed(db: Ledger, period: RunPeriod) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from calltexts_assets.assets.figures import record_day_figures, run_totals, tariffs
-from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, run_period
+from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, files_period, run_period
 from calltexts_assets.assets.registry_csv import registry_csv
 from calltexts_assets.billing.cost import forecast
 from calltexts_assets.clients.model_lifecycle import configured_models
@@ -20,8 +20,7 @@ from calltexts_assets.quality.checks import (
 from calltexts_assets.quality.duplicates import duplicate_transcripts
 from calltexts_assets.report.data import build_report_data, period_figures
 from calltexts_assets.report.markdown import render_markdown
-from calltexts_assets.report.pdf import render_pdf
-from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.export_settings import ExportSettings, outputs_stamp
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import WhisperResource
 from calltexts_assets.resources.storage import StorageResource
@@ -61,8 +60,11 @@ def cost_report(
     whisper: WhisperResource,
 ) -> Iterator[dg.MaterializeResult]:
     period = run_period(context)
+    # The report's period: the run's, or the wider one whose changed days alone it runs (#26)
+    files = files_period(context)
     db = ledger.get()
-    days = period.export_ids
+    days = files.export_ids
+    stamp = outputs_stamp(export_settings, db.period_stamp(days))
     # Every consumer gets its own pass over the ledger, read a day at a time, so memory does
     # not grow with the period (a 60-day period may have 20,000+ calls).
     price = export_settings.price_per_minute_usd
@@ -79,13 +81,13 @@ def cost_report(
         stt_durations(db.iter_records(days)),
         coverage(db.iter_records(days)),
         # The same evidence as the transcripts check: the ledger and the stored files.
-        duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, period.days)),
+        duplicate_transcripts(db.iter_records(days), stored_transcript_keys(store, files.days)),
         cost_matches(db.iter_records(days), tariffs=prices),
     ]
     data = build_report_data(
         db.iter_records(days),
-        period_from=period.first.isoformat(),
-        period_to=period.last.isoformat(),
+        period_from=files.first.isoformat(),
+        period_to=files.last.isoformat(),
         forecast=plan,
         price_per_minute=price,
         usd_rub_rate=export_settings.usd_rub_rate,
@@ -108,11 +110,18 @@ def cost_report(
         language=export_settings.language,
         tariffs=prices,
     )
-    md_key = report_key(period.first, period.last, "md")
-    pdf_key = report_key(period.first, period.last, "pdf")
+    md_key = report_key(files.first, files.last, "md")
+    pdf_key = report_key(files.first, files.last, "pdf")
     markdown = render_markdown(data)
-    store.write_text(md_key, markdown)
-    store.write_bytes(pdf_key, render_pdf(data))
+    # Here, not at the top: fpdf (~1 s of import under load) only when a report is made;
+    # a `calltexts run` that finds nothing changed imports the assets and makes none (#26).
+    from calltexts_assets.report.pdf import render_pdf
+
+    run_id = context.run.run_id
+    db.record_deliverable(md_key, store.write_text(md_key, markdown).sha256, stamp, run_id)
+    db.record_deliverable(
+        pdf_key, store.write_bytes(pdf_key, render_pdf(data)).sha256, stamp, run_id
+    )
     covered = next(c for c in checks if c.name == "coverage")
     coverage_failed = not covered.passed and covered.severity == "error"
     for day in period.export_ids:  # the last asset of the graph: the days are done
@@ -130,7 +139,7 @@ def cost_report(
     )
     yield dg.MaterializeResult(
         metadata={
-            **run_totals(period, {**totals, "forecast_cost_usd": float(plan.cost_usd)}),
+            **run_totals(files, {**totals, "forecast_cost_usd": float(plan.cost_usd)}),
             # the report itself, readable on the asset's page (no phone number is in it;
             # scrubbed all the same, as every line that reaches the event log)
             "report": dg.MarkdownMetadataValue(scrub_text(markdown)),

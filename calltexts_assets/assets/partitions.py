@@ -85,6 +85,24 @@ def run_period(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
     return period_for_days(date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
 
 
+# Run tags of `calltexts run` when it runs only the days that changed (ops.export_plan): the
+# period whose registry, report and QA sample the run makes again, around the run's days.
+FILES_FROM_TAG = "calltexts/files_from"
+FILES_TO_TAG = "calltexts/files_to"
+
+
+def files_period(context: dg.AssetExecutionContext) -> RunPeriod:
+    """The period of the files a run writes for its range (registry, report, QA sample): the
+    run's own, or the wider one its tags name when it runs only a period's changed days."""
+    own = run_period(context)
+    tags = context.run.tags
+    first, last = tags.get(FILES_FROM_TAG), tags.get(FILES_TO_TAG)
+    if not first or not last:
+        return own
+    wider = period_for_days(date.fromisoformat(first), date.fromisoformat(last))
+    return wider if wider.first <= own.first and own.last <= wider.last else own
+
+
 def export_day(started_at: datetime, tz: str = PORTAL_TIMEZONE) -> str:
     """The partition (ledger run id) a call belongs to: its start date in the portal zone."""
     return started_at.astimezone(ZoneInfo(tz)).date().isoformat()
@@ -96,6 +114,11 @@ def range_tags(first: date, last: date) -> dict[str, str]:
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
     }
+
+
+def files_tags(period: RunPeriod) -> dict[str, str]:
+    """Run tags asking for `period`'s files from a run over some of its days."""
+    return {FILES_FROM_TAG: period.first.isoformat(), FILES_TO_TAG: period.last.isoformat()}
 
 
 def days_of_run_tags(tags: dict[str, str]) -> list[str]:

@@ -17,7 +17,12 @@ import dagster as dg
 
 from calltexts_assets.assets.checks import check_result, check_spec, table_preview
 from calltexts_assets.assets.figures import record_day_figures, run_totals, tariffs
-from calltexts_assets.assets.partitions import DAILY_SINGLE_RUN, RunPeriod, run_period
+from calltexts_assets.assets.partitions import (
+    DAILY_SINGLE_RUN,
+    RunPeriod,
+    files_period,
+    run_period,
+)
 from calltexts_assets.assets.summaries import (
     OFF_REASON,
     SummariesConfig,
@@ -36,7 +41,7 @@ from calltexts_assets.quality.checks import (
 )
 from calltexts_assets.registry.rows import PREVIEW_ROWS, registry_frame, write_registry_file
 from calltexts_assets.registry.xlsx import RegistryWorkbook
-from calltexts_assets.resources.export_settings import ExportSettings
+from calltexts_assets.resources.export_settings import ExportSettings, outputs_stamp
 from calltexts_assets.resources.ledger import LedgerResource
 from calltexts_assets.resources.openai import SummariserResource
 from calltexts_assets.resources.storage import StorageResource
@@ -115,12 +120,15 @@ def summaries_and_registry(
             # No materialization: the UI shows the summaries' days as missing, as they are.
             context.log.info(f"{OFF_REASON}: no summary written, summaries not materialized")
     if registry_csv.key in selected:
-        yield from _registry(context, period, storage, ledger, export_settings)
+        yield from _registry(
+            context, period, files_period(context), storage, ledger, export_settings
+        )
 
 
 def _registry(
     context: dg.AssetExecutionContext,
     period: RunPeriod,
+    files: RunPeriod,
     storage: StorageResource,
     ledger: LedgerResource,
     export_settings: ExportSettings,
@@ -129,7 +137,9 @@ def _registry(
     prices = tariffs(export_settings)  # each row priced by the models it names
     mark = export_settings.csv_decimal_mark
     store = storage.get()
-    key, xlsx_key = (registry_key(period.first, period.last, fmt) for fmt in ("csv", "xlsx"))
+    # `files`: the run's period, or the wider one whose changed days alone it runs (#26)
+    key, xlsx_key = (registry_key(files.first, files.last, fmt) for fmt in ("csv", "xlsx"))
+    stamp = outputs_stamp(export_settings, db.period_stamp(files.export_ids))
     work_dir = prepared_workdir(export_settings.work_dir, owner_name())
     # A 60-day registry is written, uploaded and validated through files, a day of rows at a
     # time: memory does not grow with the period. They hold phone numbers (personal data),
@@ -142,20 +152,24 @@ def _registry(
     ):
         with RegistryWorkbook(staged_xlsx, tmpdir=work_dir) as workbook:
             written = write_registry_file(
-                db.days(period.export_ids),
+                db.days(files.export_ids),
                 staged,
                 tariffs=prices,
                 decimal_mark=mark,
                 also=workbook.add_rows,
             )
-        store.write_stream(key, _chunks(staged))
+        written_csv = store.write_stream(key, _chunks(staged))
         if workbook.incomplete:
             context.log.warning(workbook.incomplete)
             store.delete(xlsx_key)  # an older, shorter workbook would pass for this one
+            xlsx_sha256 = ""  # left unwritten on purpose
         else:
-            store.write_stream(xlsx_key, _chunks(staged_xlsx))
+            xlsx_sha256 = store.write_stream(xlsx_key, _chunks(staged_xlsx)).sha256
         staged.seek(0)
         complete = registry_complete(staged, decimal_mark=mark)
+    run_id = context.run.run_id
+    db.record_deliverable(key, written_csv.sha256, stamp, run_id)
+    db.record_deliverable(xlsx_key, xlsx_sha256, stamp, run_id)
     record_day_figures(
         context,
         period,
@@ -165,7 +179,7 @@ def _registry(
     yield dg.MaterializeResult(
         asset_key=registry_csv.key,
         metadata={
-            **run_totals(period, {"rows": written.rows, "bytes": written.size}),
+            **run_totals(files, {"rows": written.rows, "bytes": written.size}),
             "path": dg.PathMetadataValue(store.uri(key)),
             **(
                 {"xlsx_not_written": workbook.incomplete}
@@ -176,7 +190,7 @@ def _registry(
         },
     )
     # Fresh single-pass iterators: the ledger is read again, a day at a time, per check.
-    yield check_result(duration_variance(db.iter_records(period.export_ids)))
-    yield check_result(stt_durations(db.iter_records(period.export_ids)))
+    yield check_result(duration_variance(db.iter_records(files.export_ids)))
+    yield check_result(stt_durations(db.iter_records(files.export_ids)))
     yield check_result(complete)
-    yield check_result(cost_matches(db.iter_records(period.export_ids), tariffs=prices))
+    yield check_result(cost_matches(db.iter_records(files.export_ids), tariffs=prices))

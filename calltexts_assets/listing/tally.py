@@ -20,6 +20,11 @@ def _digest(data: str) -> bytes:
     return hashlib.sha256(data.encode()).digest()
 
 
+def call_digest(call: Call) -> int:
+    """A listed call's own hash, as summed into a listing's fingerprint."""
+    return int.from_bytes(_digest(json.dumps(call.to_json(), sort_keys=True, ensure_ascii=False)))
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A statistic row that cannot be exported: the registry shows it with its fault."""
@@ -92,10 +97,30 @@ class Listing:
         if call.has_recording:
             self.recording_durations.append(call.duration_sec)
         # A sum of per-call hashes does not depend on the order the portal listed them in.
-        as_json = json.dumps(call.to_json(), sort_keys=True, ensure_ascii=False)
-        self._fingerprint = (self._fingerprint + int.from_bytes(_digest(as_json))) % _MOD
+        self._fingerprint = (self._fingerprint + call_digest(call)) % _MOD
 
     @property
     def fingerprint(self) -> str:
         """Stable hash of the listed calls: the data version of `call_list`."""
         return f"{self._fingerprint:064x}"[:32]
+
+
+class DayFingerprints:
+    """Each day's listing as one hash (its calls, as `Listing` counts them, and its rejected
+    rows), kept in the ledger by call_list: a re-run compares its own listing of the day
+    with it to tell whether the portal has anything new (`ops.export_plan`)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, int] = {}
+
+    def _add(self, day: str, value: int) -> None:
+        self._sums[day] = (self._sums.get(day, 0) + value) % _MOD
+
+    def add(self, day: str, call: Call) -> None:
+        self._add(day, call_digest(call))
+
+    def add_rejected(self, day: str, row: Rejected) -> None:
+        self._add(day, int.from_bytes(_digest(f"rejected\x00{row.call_id}\x00{row.code}")))
+
+    def of(self, day: str) -> str:
+        return f"{self._sums.get(day, 0):064x}"[:32]

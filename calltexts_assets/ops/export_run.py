@@ -12,14 +12,17 @@ from typing import Any, TextIO
 
 import dagster as dg
 
-from calltexts_assets.assets.partitions import RunPeriod, period_for_days, range_tags
+from calltexts_assets.assets.figures import minutes, usd
+from calltexts_assets.assets.partitions import RunPeriod, files_tags, period_for_days, range_tags
 from calltexts_assets.files.storage_keys import deliverable_keys
+from calltexts_assets.ops.export_plan import ExportPlan, plan_with_portal
 from calltexts_assets.orchestration.dead_runs import describe as describe_reaped
 from calltexts_assets.orchestration.dead_runs import process_tags, reap_dead_runs
 from calltexts_assets.orchestration.run_summary import finish_run, run_totals_by_asset
 from calltexts_assets.resources.ledger import ledger_for
-from calltexts_assets.runlog.log import log_file_name
+from calltexts_assets.runlog.log import log_file_name, scrub_text
 from calltexts_assets.settings import Settings, load_settings
+from calltexts_assets.state.ledger import Ledger, Status
 from calltexts_assets.state.progress import (
     PROGRESS_RECORD,
     ProgressWatch,
@@ -165,6 +168,51 @@ def _paths(
     return found
 
 
+def _period_totals(
+    totals: Mapping[str, Mapping[str, Any]], ledger: Ledger, period: RunPeriod, listed: int | None
+) -> dict[str, dict[str, Any]]:
+    """The run's totals with the period's figures from the ledger: a run of only the changed
+    days (or none) must still say what the whole period holds and costs."""
+    held = ledger.totals(period.export_ids)
+    shown = {name: dict(values) for name, values in totals.items()}
+    shown.setdefault("transcripts", {}).update(
+        transcribed_total=held.count(Status.TRANSCRIBED),
+        audio_minutes_total=minutes(held.transcribed_seconds),
+        cost_usd_total=usd(held.transcribed_cost),
+    )
+    if listed is not None:
+        shown.setdefault("call_list", {})["calls"] = listed
+    return shown
+
+
+def _plan(
+    defs: dg.Definitions,
+    period: RunPeriod,
+    ledger: Ledger,
+    storage: Any,
+    instance: dg.DagsterInstance,
+    summaries: bool,
+    out: TextIO,
+) -> ExportPlan | None:
+    """What changed since the last export (ops.export_plan); None when it cannot be told (the
+    portal refused the listing, say): then the whole period runs, and its run says why."""
+    try:
+        return plan_with_portal(period, defs, ledger, storage, instance, summaries=summaries)
+    except Exception as exc:
+        said = scrub_text(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        print(f"Could not tell what changed ({said}): running the whole period.", file=out)
+        return None
+
+
+def _print_files(ledger: Ledger, period: RunPeriod, paths: Mapping[str, str], out: TextIO) -> None:
+    recordings = ledger.stored_recordings(period.export_ids)
+    for name, path in paths.items():
+        print(f"{name}: {path}", file=out)
+    if recordings:
+        listed = ", ".join(f"{k}={v}" for k, v in recordings.items())
+        print(f"Recordings by source/format: {listed}", file=out)
+
+
 def run_export(
     period_from: date, period_to: date, *, summaries: bool = False, out: TextIO = sys.stdout
 ) -> int:
@@ -176,23 +224,50 @@ def run_export(
     period = period_for_days(period_from, period_to)
     # (The resources hold unresolved EnvVars outside a run: the ledger from the settings.)
     ledger = ledger_for(settings.ledger_url())
+    storage = defs.resources["storage"].get()  # type: ignore[index,union-attr]
+    wanted = summaries or settings.summaries_enabled
     print(f"Exporting {period.label} ({len(period.days)} days) in one run...", file=out)
     with dg.DagsterInstance.get() as instance:
         reaped = reap_dead_runs(instance)
         if reaped:
             print(describe_reaped(reaped), file=out, flush=True)  # before it may be killed
+        plan = _plan(defs, period, ledger, storage, instance, wanted, out)
+        if plan is not None and plan.nothing_to_do:
+            print(
+                f"No run launched: nothing changed since the last export of {period.label} "
+                f"({plan.calls} calls listed; the listing, every call's files, the registry, "
+                "the report and Dagster's materializations checked).",
+                file=out,
+            )
+            totals = _period_totals({}, ledger, period, plan.calls)["transcripts"]
+            print(
+                "Nothing new: every call of the period was already done (0 downloads, 0 "
+                f"transcriptions); {totals['transcribed_total']} transcripts stand.",
+                file=out,
+            )
+            print(
+                f"Period cost: ${totals['cost_usd_total']:.4f} for "
+                f"{totals['audio_minutes_total']} audio min of {totals['transcribed_total']} "
+                "transcribed calls.",
+                file=out,
+            )
+            _print_files(ledger, period, _paths(settings, period, storage, None), out)
+            return 0
+        first, last = plan.run_days if plan is not None else (period_from, period_to)
+        tags = range_tags(first, last)
+        if plan is not None:
+            print(f"Changed since the last export: {plan.describe()}", file=out, flush=True)
+            if (first, last) != (period.first, period.last):
+                tags |= files_tags(period)  # the whole period's registry, report, sample
         read = partial(snapshot, ledger, period.export_ids)
         before = read()
         with _progress(read, out):
             result = job.execute_in_process(
                 instance=instance,
-                tags={
-                    **range_tags(period_from, period_to),
-                    "actor": "calltexts run",
-                    **process_tags(),
-                },
+                tags={**tags, "actor": "calltexts run", **process_tags()},
                 run_config=export_run_config(summaries),
                 raise_on_error=False,
+                asset_selection=plan.asset_selection if plan is not None else None,
             )
         if out.isatty():
             print(file=out)
@@ -209,20 +284,16 @@ def run_export(
             totals=totals,
         )
         record = instance.get_run_record_by_id(result.run_id)
-    storage = defs.resources["storage"].get()  # type: ignore[index,union-attr]
     created = record.create_timestamp if record else None
-    for line in summary_lines(
-        result.run_id, result.success, period, totals, _paths(settings, period, storage, created)
-    ):
+    shown = _period_totals(totals, ledger, period, plan.calls if plan is not None else None)
+    paths = _paths(settings, period, storage, created)
+    for line in summary_lines(result.run_id, result.success, period, shown, paths):
         print(line, file=out)
     after = read()
     if after != before:  # a run that changed nothing has no progress to show
         final = describe(after, None).rsplit(" | ETA", 1)[0]
         print(f"{PERIOD_LABEL}{final}", file=out)
-    recordings = ledger.stored_recordings(period.export_ids)
-    if recordings:  # source/format: link/mp3 (CALL_RECORD_URL), drive/wav (Bitrix24 Drive)...
-        listed = ", ".join(f"{k}={v}" for k, v in recordings.items())
-        print(f"Recordings by source/format: {listed}", file=out)
+    _print_files(ledger, period, {}, out)
     for evaluation in result.get_asset_check_evaluations():
         verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import dagster as dg
 
 
@@ -51,3 +54,20 @@ class ExportSettings(dg.ConfigurableResource):
     # No defaults: a relative default would land in whatever folder the process runs in.
     work_dir: str  # spooled downloads and audio chunks (personal data)
     log_dir: str  # logs/call_export_<timestamp>.jsonl of every run
+
+    def outputs_fingerprint(self) -> str:
+        """A hash of the settings that shape the period's files (registry, report, QA
+        sample): a re-run after one of them changed makes the files again (#26)."""
+        shaping = (
+            "stt_model", "price_per_minute_usd", "billing_unit", "fallback_model",
+            "fallback_price_per_minute_usd", "fallback_billing_unit", "usd_rub_rate",
+            "budget_usd", "csv_decimal_mark", "mask_phones_in_transcripts", "language",
+            "stt_role_mode", "stt_send", "is_sandbox",
+        )  # fmt: skip
+        values = json.dumps({name: getattr(self, name) for name in shaping}, sort_keys=True)
+        return hashlib.sha256(values.encode()).hexdigest()
+
+
+def outputs_stamp(settings: ExportSettings, period_stamp: str) -> str:
+    """What a deliverable of a period was made from: the ledger's rows and the settings."""
+    return hashlib.sha256(f"{settings.outputs_fingerprint()}:{period_stamp}".encode()).hexdigest()

@@ -8,6 +8,7 @@ last touched a row is kept in `dagster_run_id`.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -52,6 +53,22 @@ call_exports = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("actor", sa.String(128)),
+    sa.Column("dagster_run_id", sa.String(64)),
+    # The day's listing as call_list last read it (listing.tally.DayFingerprints): a re-run
+    # whose listing of the day is the same has nothing new to find on the portal (#26).
+    sa.Column("listing_fingerprint", sa.String(64)),
+)
+
+# The period's files (registry, report, QA sample) as last written: their sha256, when, and
+# the stamp of what they were made from (`Ledger.period_stamp` and the settings that shape
+# them), so a re-run can tell they still stand without making them again (#26).
+deliverables = sa.Table(
+    "deliverables",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),  # "" : left unwritten on purpose
+    sa.Column("stamp", sa.String(64), nullable=False),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("dagster_run_id", sa.String(64)),
 )
 
@@ -250,6 +267,8 @@ class CallRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
+# What the summaries step writes: the QA sample, which may be drawn before it, shows none.
+SUMMARY_FIELDS = ("summary_path", "tags", "summary_sha256", "summary_written_at")
 
 
 def create_tables(tables: sa.MetaData, engine: sa.Engine) -> None:
@@ -431,6 +450,53 @@ class Ledger:
                 sa.select(call_exports).where(call_exports.c.run_id == run_id)
             ).first()
         return dict(row._mapping) if row else None
+
+    def set_listing_fingerprint(self, run_id: str, fingerprint: str) -> None:
+        stmt = (
+            sa.update(call_exports)
+            .where(call_exports.c.run_id == run_id)
+            .values(listing_fingerprint=fingerprint)
+        )
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def exports(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The `call_exports` rows of the given days that exist, by day, in one query."""
+        stmt = sa.select(call_exports).where(call_exports.c.run_id.in_(list(run_ids)))
+        with self.engine.connect() as conn:
+            return {row.run_id: dict(row._mapping) for row in conn.execute(stmt)}
+
+    # -- deliverables ----------------------------------------------------------------------
+
+    def record_deliverable(
+        self, key: str, sha256: str, stamp: str, dagster_run_id: str | None = None
+    ) -> None:
+        values = {
+            "sha256": sha256,
+            "stamp": stamp,
+            "written_at": _now(),
+            "dagster_run_id": dagster_run_id,
+        }
+        stmt = self._insert(deliverables).values(key=key, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["key"], set_=values)
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def deliverable(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(deliverables).where(deliverables.c.key == key)).first()
+        return dict(row._mapping) if row else None
+
+    def period_stamp(self, run_ids: Iterable[str], omit: Iterable[str] = ()) -> str:
+        """A hash of every row of the given days as the registry and the report read them
+        (claims and `updated_at` aside; `omit`: fields a file does not show): equal stamps,
+        equal files."""
+        kept = [name for name in _RECORD_FIELDS if name not in set(omit)]
+        digest = hashlib.sha256()
+        for record in self.iter_records(run_ids):
+            digest.update(repr([getattr(record, name) for name in kept]).encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
 
     # -- records ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from calltexts_sandbox.runtime import Sandbox
 from calltexts_tests.support.child_run import REPO_ROOT, ChildLayout
 from calltexts_tests.support.sandboxed import SANDBOX_START, sandbox_child_env
 
-NEEDLESS = ("openai", "boto3", "botocore", "dagster_aws", "fastapi", "uvicorn", "starlette")
+NEEDLESS = ("openai", "boto3", "botocore", "dagster_aws", "fastapi", "uvicorn", "starlette", "fpdf")
 # The CLI in-process, then the top-level packages it loaded, as the last line of output.
 _RUN_AND_LIST = """
 import json, sys

@@ -150,7 +150,8 @@ def test_calltexts_run_says_what_was_new_what_was_skipped_and_where_the_files_ar
     assert figures and all(line.startswith("Period (all runs): ") for line in figures), figures
     assert _progress_lines(first.stderr) == [], first.stderr
     assert _logged_progress(run_id)  # the asset's line at the end of its step, at least
-    # A re-run that changes nothing shows no progress figures at all, anywhere.
-    [run_again] = re.findall(r"^Run (\S+): succeeded", repeated, re.M)
+    # A re-run that changes nothing launches no run (#26), says so in one line and shows no
+    # progress figures at all, anywhere.
+    assert re.findall(r"^Run (\S+): ", repeated, re.M) == [], repeated
+    assert len(re.findall(r"^No run launched: nothing changed", repeated, re.M)) == 1, repeated
     assert _progress_lines(repeated) == [] and _progress_lines(again.stderr) == []
-    assert _logged_progress(run_again) == []
