@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.stop()
         if not args.keep:
             harness.remove_tree(work)
-    print("\norder                   wall/bound  run_export/bound  mean slots  last-5% slots  bound s")
+    header = "wall/bound  run_export/bound  mean slots  last-5% slots  bound s"
+    print(f"\n{'order':<23} {header}")
     for order, r in results.items():
         print(
             f"{order:<23} {r['wall'] / r['bound']:>10.3f}  {r['run'] / r['bound']:>16.3f}  "
