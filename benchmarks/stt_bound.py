@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                     tree=tree,
                 )
                 harness.print_run(fig, audio_minutes=load.audio_minutes)
+                right, total, _, _ = harness.role_accuracy(fig, load)
+                print(
+                    f"    ROLE ACCURACY (stereo calls, against the scripts): {right:,} of "
+                    f"{total:,} words under the right role = {right / max(total, 1):.4f}"
+                )
                 if spy is not None and spy.exists():
                     _print_spy(spy)
                 results[label] = _report(fig, latency, args.concurrency)
