@@ -3,6 +3,8 @@
     python benchmarks/stt_bound.py                                  # 10 days x 100 calls
     python benchmarks/stt_bound.py --days 3 --calls-per-day 50      # quick
     python benchmarks/stt_bound.py --orders longest_first           # one order only
+    python benchmarks/stt_bound.py --py-spy                         # where the CPU goes
+    python benchmarks/stt_bound.py --baseline-tree /tmp/base        # alternate with another tree
 
 The same period is exported once per call order (`CALLTEXTS_CALL_ORDER`: longest_first, day),
 each into a fresh ledger and storage, the way `calltexts run` does (a child process, one
@@ -33,9 +35,9 @@ from calltexts_sandbox.stt.app import SttEmulator
 
 ORDERS = ("longest_first", "day")
 # Whole recordings to the STT, so its time per call is its audio's: the sandbox's tone calls
-# hold no speech for the default model's turns (voice detection), which would send almost
-# nothing (benchmarks/turns.py).
-STT_ENV = {"WHISPER_MODEL": "whisper-1", "STT_ROLE_MODE": "energy"}
+# hold no speech for the default model's turns nor for STT_SEND=speech (voice detection), which
+# would send almost nothing (benchmarks/turns.py) and spend the run's CPU on the detector.
+STT_ENV = {"WHISPER_MODEL": "whisper-1", "STT_ROLE_MODE": "energy", "STT_SEND": "all"}
 
 
 class TimedStt(SttEmulator):
@@ -110,6 +112,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=harness.DEFAULT_CACHE)
     parser.add_argument("--workdir", type=Path, help="run roots here (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the run roots")
+    parser.add_argument(
+        "--py-spy", action="store_true", help="profile the pipeline's Python threads (py-spy)"
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout of the project: each order is run on it too, alternating with "
+        "this tree (same sandbox, same settings), for a before / after in one session",
+    )
     args = parser.parse_args(argv)
     args.orders = [o.strip() for o in args.orders.split(",") if o.strip()]
     unknown = set(args.orders) - set(ORDERS)
@@ -142,6 +153,16 @@ def _report(fig: RunFigures, latency_per_min: float, concurrency: int) -> dict[s
     return {"bound": bound, "wall": fig.wall_sec, "run": fig.run_sec, **slots}
 
 
+def _print_spy(raw: Path) -> None:
+    inclusive, leaves = harness.top_frames(raw, count=14)
+    print("    py-spy (pipeline's Python threads), project functions, inclusive:")
+    for name, share in inclusive:
+        print(f"      {share:6.1%}  {name}")
+    print("    py-spy, self time (leaf functions):")
+    for name, share in leaves:
+        print(f"      {share:6.1%}  {name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     latency = args.stt_latency_ms / 1000
@@ -163,33 +184,49 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="calltexts-sttbound-"))
     work.mkdir(parents=True, exist_ok=True)
     sandbox = harness.start_benchmark_sandbox(load, args.cache_dir, portal_rate=args.portal_rate)
+    trees: dict[str, Path | None] = {"": None}
+    if args.baseline_tree:
+        trees = {"": None, "baseline ": args.baseline_tree.resolve()}
     results: dict[str, dict[str, float]] = {}
     try:
         for order in args.orders:
-            print(f"\n{order}: one run of {args.days} days, CALLTEXTS_CALL_ORDER={order}")
-            fig = harness.run_export_child(
-                order,
-                sandbox,
-                work / order,
-                first,
-                last,
-                concurrency=args.concurrency,
-                stt_latency_per_min=latency,
-                requests_per_second=args.portal_rate,
-                stt_kind=TimedStt,
-                heard_cache=heard,
-                extra_env={**STT_ENV, "CALLTEXTS_CALL_ORDER": order},
-            )
-            harness.print_run(fig, audio_minutes=load.audio_minutes)
-            results[order] = _report(fig, latency, args.concurrency)
+            for name, tree in trees.items():
+                label = f"{name}{order}"
+                print(f"\n{label}: one run of {args.days} days, CALLTEXTS_CALL_ORDER={order}")
+                spy = work / f"{label.replace(' ', '_')}.pyspy.txt" if args.py_spy else None
+                fig = harness.run_export_child(
+                    label.replace(" ", "_"),
+                    sandbox,
+                    work / label.replace(" ", "_"),
+                    first,
+                    last,
+                    concurrency=args.concurrency,
+                    stt_latency_per_min=latency,
+                    requests_per_second=args.portal_rate,
+                    stt_kind=TimedStt,
+                    heard_cache=heard,
+                    extra_env={**STT_ENV, "CALLTEXTS_CALL_ORDER": order},
+                    py_spy=spy,
+                    tree=tree,
+                )
+                harness.print_run(fig, audio_minutes=load.audio_minutes)
+                right, total, _, _ = harness.role_accuracy(fig, load)
+                print(
+                    f"    ROLE ACCURACY (stereo calls, against the scripts): {right:,} of "
+                    f"{total:,} words under the right role = {right / max(total, 1):.4f}"
+                )
+                if spy is not None and spy.exists():
+                    _print_spy(spy)
+                results[label] = _report(fig, latency, args.concurrency)
     finally:
         sandbox.stop()
         if not args.keep:
             harness.remove_tree(work)
-    print("\norder          wall/bound  run_export/bound  mean slots  last-5% slots  bound s")
+    header = "wall/bound  run_export/bound  mean slots  last-5% slots  bound s"
+    print(f"\n{'order':<23} {header}")
     for order, r in results.items():
         print(
-            f"{order:<14} {r['wall'] / r['bound']:>10.3f}  {r['run'] / r['bound']:>16.3f}  "
+            f"{order:<23} {r['wall'] / r['bound']:>10.3f}  {r['run'] / r['bound']:>16.3f}  "
             f"{r.get('mean_busy', 0):>10.2f}  {r.get('tail_busy', 0):>13.2f}  {r['bound']:>7.1f}"
         )
     return 0

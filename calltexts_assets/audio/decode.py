@@ -167,10 +167,16 @@ def iter_pcm(
     *,
     block_sec: float = BLOCK_SEC,
     max_rate: int = 16_000,
+    reuse: bool = False,
 ) -> PcmBlocks:
     """Decode a recording in blocks of `block_sec`: in-process with libsndfile (MP3 via
     mpg123, FLAC, WAV, Ogg) at the file's own rate, else streamed out of an ffmpeg process
-    (other containers, e.g. m4a), resampled to at most `max_rate`."""
+    (other containers, e.g. m4a), resampled to at most `max_rate`.
+
+    `reuse`: libsndfile decodes every block into one array, each block a view of it that the
+    next block overwrites (for a reader done with a block before it asks for the next). A
+    fresh array per block costs the kernel a page fault per 4 KiB of it, which cost as much
+    CPU as the envelope's arithmetic."""
     path = Path(path)
     try:
         sound = soundfile.SoundFile(str(path))
@@ -178,7 +184,8 @@ def iter_pcm(
         sound = None
     if sound is not None:
         frames = max(1, int(block_sec * sound.samplerate))
-        return PcmBlocks(sound.samplerate, sound.channels, frames, _sndfile_blocks(sound, frames))
+        blocks = _sndfile_blocks(sound, frames, reuse=reuse)
+        return PcmBlocks(sound.samplerate, sound.channels, frames, blocks)
     info = info or probe(path)
     rate = min(info.sample_rate, max_rate)
     frames = max(1, int(block_sec * rate))
@@ -186,12 +193,15 @@ def iter_pcm(
     return PcmBlocks(rate, info.channels, frames, blocks)
 
 
-def _sndfile_blocks(sound: soundfile.SoundFile, frames: int) -> Iterator[np.ndarray]:
+def _sndfile_blocks(
+    sound: soundfile.SoundFile, frames: int, *, reuse: bool = False
+) -> Iterator[np.ndarray]:
     done = 0
     with sound:
+        out = np.empty((frames, sound.channels), dtype=np.float32) if reuse else None
         while True:
             try:
-                block = sound.read(frames, dtype="float32", always_2d=True)
+                block = sound.read(frames, dtype="float32", always_2d=True, out=out)
             except (soundfile.LibsndfileError, RuntimeError) as exc:
                 at = done / sound.samplerate
                 raise AudioError(

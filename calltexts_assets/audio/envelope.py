@@ -104,10 +104,19 @@ class Envelope:
         return float((first + (starts[best] + ends[best]) / 2) * FRAME_SEC)
 
 
-def _frame_rms(x: np.ndarray, frame: int) -> np.ndarray:
-    """RMS of each whole frame of `x` (n, channels), per channel: (n // frame, channels)."""
+def _frame_rms(x: np.ndarray, frame: int, scratch: np.ndarray | None = None) -> np.ndarray:
+    """RMS of each whole frame of `x` (n, channels), per channel: (n // frame, channels).
+
+    The channels are laid out one after the other first (into `scratch`, (channels, >= n *
+    frame) float32, when given: no fresh array per block), so that each frame's sum of
+    squares is one contiguous dot product."""
     n = len(x) // frame
-    columns = np.ascontiguousarray(x[: n * frame].T).reshape(x.shape[1], n, frame)
+    if scratch is None:
+        planar = np.ascontiguousarray(x[: n * frame].T)
+    else:
+        planar = scratch[: x.shape[1], : n * frame]
+        np.copyto(planar, x[: n * frame].T)
+    columns = planar.reshape(x.shape[1], n, frame)
     return np.sqrt(np.einsum("cij,cij->ci", columns, columns) / frame).T
 
 
@@ -136,11 +145,13 @@ class _Frames:
 def analyse(
     path: str | Path, info: AudioInfo | None = None, *, block_sec: float = BLOCK_SEC
 ) -> Envelope:
-    """The envelope of a recording, decoded a block at a time (see `decode.iter_pcm`)."""
-    pcm = iter_pcm(path, info, block_sec=block_sec)
+    """The envelope of a recording, decoded once, a block at a time (see
+    `decode.iter_pcm`), into the same two working arrays whatever its length."""
+    pcm = iter_pcm(path, info, block_sec=block_sec, reuse=True)
     frame = max(1, round(pcm.rate * FRAME_SEC))
     expected = math.ceil(info.duration_sec / FRAME_SEC) + 2 if info else 6000
     rms = _Frames(expected, pcm.channels)
+    scratch = np.empty((pcm.channels, pcm.block_frames + frame), dtype=np.float32)
     carry = np.zeros((0, pcm.channels), dtype=np.float32)
     total = 0
     together = apart = 0.0
@@ -149,8 +160,8 @@ def analyse(
         x = np.concatenate((carry, block)) if len(carry) else block
         usable = len(x) - len(x) % frame
         if usable:
-            rms.add(_frame_rms(x[:usable], frame))
-        carry = x[usable:]
+            rms.add(_frame_rms(x[:usable], frame, scratch))
+        carry = x[usable:].copy()  # `block` is overwritten by the next one
         if pcm.channels >= 2:
             sampled = block[::_DUAL_MONO_STRIDE, :2]
             together += float(np.sum(np.square(sampled[:, 0] + sampled[:, 1])))

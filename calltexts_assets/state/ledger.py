@@ -570,10 +570,19 @@ class Ledger:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(stmt)
 
-    def update(self, key: tuple[str, str, str], **values: Any) -> None:
+    def update(
+        self, key: tuple[str, str, str], *, release_claim_of: str | None = None, **values: Any
+    ) -> None:
+        """`release_claim_of`: the same statement drops that claimant's claim on the call (as
+        `release` does, one commit instead of two), leaving anyone else's."""
         unknown = set(values) - set(_RECORD_FIELDS)
         if unknown:
             raise ValueError(f"unknown ledger fields: {sorted(unknown)}")
+        if release_claim_of is not None:
+            c = call_records.c
+            mine = c.claimed_by == release_claim_of  # SET reads the row as it was
+            values["claimed_by"] = sa.case((mine, None), else_=c.claimed_by)
+            values["claimed_until"] = sa.case((mine, None), else_=c.claimed_until)
         stmt = sa.update(call_records).where(*_key_filter(key)).values(**values, updated_at=_now())
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(stmt).rowcount != 1:

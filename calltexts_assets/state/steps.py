@@ -171,15 +171,18 @@ class CallSteps:
             return CLAIMED_ELSEWHERE
         with self._lock:
             self._held.add(key)
+        released = False
         try:
             fresh = self.ledger.record(key)  # another run may have done it since it was read
             if fresh is None or not self._needed(fresh):
                 return DONE_ELSEWHERE
-            return self._one(fresh, work)
+            label, released = self._one(fresh, work)
+            return label
         finally:
             with self._lock:
                 self._held.discard(key)
-            self.ledger.release(key, self.run_id)
+            if not released:
+                self.ledger.release(key, self.run_id)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         while not stop.wait(self.lease_sec / 3):
@@ -187,9 +190,13 @@ class CallSteps:
                 held = list(self._held)
             self.ledger.renew(held, self.run_id, self._until())
 
-    def _one(self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]) -> str:
+    def _one(
+        self, record: CallRecord, work: Callable[[CallRecord], StepOutcome]
+    ) -> tuple[str, bool]:
+        """The call's outcome label, and whether the ledger update that recorded it also
+        released the call's claim (else the caller releases it)."""
         if self._fatal is not None:
-            return "not_started"
+            return "not_started", False
         started = time.monotonic()
         try:
             outcome = work(record)
@@ -197,13 +204,14 @@ class CallSteps:
             with self._lock:
                 self._fatal = self._fatal or exc
             self._log(record, "aborted", started, error_code(exc))
-            return "aborted"
+            return "aborted", False
         except Exception as exc:
             code = error_code(exc)
             self._warn(f"{self.stage} failed for call {record.call_id}: {code}")
             status = {"status": self.failure_status} if self.failure_status else {}
             self.ledger.update(
                 record.key,
+                release_claim_of=self.run_id,
                 **status,
                 error_code=code,
                 error_message=clean_message(exc),
@@ -211,11 +219,18 @@ class CallSteps:
                 dagster_run_id=self.run_id,
             )
             self._log(record, "failed", started, code)
-            return "failed"
+            return "failed", True
         # A call left as it was (already stored) is counted in stage_end only: a no-op
         # re-run of 60 days would otherwise log thousands of lines that say nothing.
         if outcome.updates:
-            self.ledger.update(record.key, **outcome.updates, dagster_run_id=self.run_id)
+            # The outcome and the end of the claim in one commit (a crash before it leaves
+            # the claim to expire or to be reaped, as before).
+            self.ledger.update(
+                record.key,
+                release_claim_of=self.run_id,
+                **outcome.updates,
+                dagster_run_id=self.run_id,
+            )
             self._log(record, outcome.label, started, outcome.updates.get("error_code"))
         with self._lock:
             self.bytes += outcome.bytes
@@ -225,7 +240,7 @@ class CallSteps:
                 value = float(outcome.updates.get(name) or 0.0)
                 self.sums[name] += value
                 self.sums_by_day[record.run_id][name] += value
-        return outcome.label
+        return outcome.label, bool(outcome.updates)
 
     def _rounds(self, records: Iterable[CallRecord]) -> Iterator[Iterable[CallRecord]]:
         """The calls to take up, round by round: first `records`, then, each after the round

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from calltexts_assets.audio import decode
+from calltexts_assets.audio import decode, envelope
 from calltexts_assets.audio.envelope import analyse
 
 RATE = 16_000
@@ -61,3 +61,32 @@ def test_ffmpeg_decodes_what_libsndfile_cannot_a_block_at_a_time(tmp_path: Path)
     assert max(sizes) <= pcm.block_frames and sum(sizes) == pytest.approx(3 * pcm.rate, rel=0.02)
     env = analyse(m4a)
     assert env.level_db(0.5, 2.5)[0] - env.level_db(0.5, 2.5)[1] == pytest.approx(9.5, abs=0.5)
+
+
+@pytest.mark.parametrize("block_sec", [10.0, 0.37, 0.3703])  # 0.3703 s: frames across blocks
+def test_the_envelope_is_the_same_however_the_recording_is_decoded(
+    tmp_path: Path, block_sec: float
+) -> None:
+    """Blocks decoded into one reused array give, bit for bit, the RMS of each 10 ms frame
+    of the whole signal at once, each channel apart; the decoded length and the dual mono
+    check are the whole file's."""
+    rng = np.random.default_rng(7)
+    left = np.concatenate([tone(1.234, 0.3, 500), 0.01 * rng.standard_normal(RATE)])
+    right = np.concatenate([0.02 * rng.standard_normal(RATE), tone(1.234, 0.1, 300)])
+    path = write(tmp_path, left, right)
+    samples, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    whole = envelope._frame_rms(samples, 160)
+    env = analyse(path, block_sec=block_sec)
+    expected = np.vstack([whole, np.sqrt(np.mean(np.square(samples[len(whole) * 160 :]), 0))])
+    assert env.rms.dtype == np.float16 and env.rms.shape == (224, 2)
+    assert np.array_equal(env.rms, expected.astype(np.float16))
+    assert env.duration_sec == pytest.approx(2.234) and not env.identical_channels
+    assert float(env.rms[50, 0]) == pytest.approx(0.3 / np.sqrt(2), rel=1e-3)
+    assert float(env.rms[200, 1]) == pytest.approx(0.1 / np.sqrt(2), rel=1e-3)
+
+
+def test_reused_blocks_are_views_of_one_array(tmp_path: Path) -> None:
+    path = write(tmp_path, tone(1, 0.3), tone(1, 0.1))
+    pcm = decode.iter_pcm(path, block_sec=0.25, reuse=True)
+    bases = {id(block.base) for block in pcm.blocks}
+    assert len(bases) == 1

@@ -175,6 +175,22 @@ def test_one_claim_wins_among_racing_runs(ledger: Ledger) -> None:
     assert ledger.claim(keys[0], "late-run", until)
 
 
+def test_an_update_may_end_its_own_claim_in_the_same_commit(ledger: Ledger) -> None:
+    """A step's outcome and the end of its claim are one statement; anyone else's claim
+    (taken over after this one expired) stays."""
+    ledger.upsert_listed(DAY, [call_from_row(_row(n)) for n in (1, 2)])
+    mine, theirs = (DAY, "call.1", "1001"), (DAY, "call.2", "1002")
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    assert ledger.claim(mine, "run-a", until) and ledger.claim(theirs, "run-b", until)
+    ledger.update(mine, release_claim_of="run-a", error_code="x")
+    ledger.update(theirs, release_claim_of="run-a", error_code="y")
+    assert ledger.claimants() == {"run-b"}
+    first, second = ledger.record(mine), ledger.record(theirs)
+    assert first is not None and first.error_code == "x"
+    assert second is not None and second.error_code == "y"
+    assert not ledger.claim(theirs, "run-c", until) and ledger.claim(mine, "run-c", until)
+
+
 def test_a_recording_attached_after_the_listing_replaces_the_no_recording_row(
     ledger: Ledger,
 ) -> None:
