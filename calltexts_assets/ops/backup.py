@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -65,7 +66,21 @@ def _libpq(settings: Settings, url: sa.URL) -> tuple[list[str], dict[str, str]]:
     if url.username:
         args += ["--username", url.username]
     env = settings.child_environment(**({"PGPASSWORD": url.password} if url.password else {}))
-    return [*args, "--dbname", url.database or "postgres"], env
+    schema = ledger_schema(url)
+    # A ledger kept in a schema of a shared database: that schema only, never the others'
+    # data (nor their locks: a dump of the whole database waits on every schema's tables).
+    scope = [f"--schema={schema}"] if schema else []
+    return [*args, *scope, "--dbname", url.database or "postgres"], env
+
+
+def ledger_schema(url: sa.URL) -> str | None:
+    """The schema the ledger's tables are created in: the first of the URL's search_path
+    (`?options=-csearch_path=<schema>`), None without one (the database is the ledger's)."""
+    options = url.query.get("options", "")
+    text = " ".join(options) if isinstance(options, tuple) else options
+    found = re.search(r"search_path\s*=\s*([^\s,]+)", text)
+    schema = found.group(1).strip("'") if found else ""
+    return schema if schema and schema != '"$user"' and schema != "$user" else None
 
 
 def _run(command: list[str], env: dict[str, str], what: str) -> None:

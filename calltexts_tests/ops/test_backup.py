@@ -4,6 +4,7 @@ same registry: SQLite (online backup) and PostgreSQL (pg_dump / pg_restore)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,21 @@ import pytest
 import sqlalchemy as sa
 
 from calltexts_assets.assets import all_assets
-from calltexts_assets.ops.backup import MANIFEST, BackupError, backup, restore
+from calltexts_assets.ops.backup import (
+    MANIFEST,
+    PG_DUMP,
+    BackupError,
+    backup,
+    ledger_schema,
+    restore,
+)
 from calltexts_assets.ops.cli import main
-from calltexts_assets.resources.ledger import LedgerResource
+from calltexts_assets.resources.ledger import LedgerResource, ledger_for
 from calltexts_assets.resources.storage import StorageResource
 from calltexts_assets.settings import Settings, load_settings
 from calltexts_assets.state.ledger import Status
 from calltexts_sandbox.runtime import Sandbox
+from calltexts_tests.support.databases import postgres_schema
 from calltexts_tests.support.sandboxed import materialize_range, sandbox_resources
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
@@ -119,3 +128,36 @@ def test_the_cli_backs_up_and_refuses_a_damaged_backup(
     assert main(["audit", "--since", "1d"]) == 0
     assert "No audit entries" in capsys.readouterr().out
     assert not (tmp_path / "fresh" / "ledger.sqlite").exists()
+
+
+@pytest.mark.postgres
+def test_a_ledger_in_a_schema_is_backed_up_and_restored_alone(tmp_path: Path) -> None:
+    """A ledger kept in a schema of a shared database (`?options=-csearch_path=...`): the
+    backup holds that schema only, and a restore leaves the database's other schemas as
+    they are (a dump of the whole database took, and could wait on, every one of them)."""
+    with postgres_schema("backup") as ledger_url, postgres_schema("neighbour") as other_url:
+        ledger_for(ledger_url)  # the ledger's tables, in its schema
+        neighbour = sa.create_engine(other_url)
+        with neighbour.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE their_rows (n int)"))
+            conn.execute(sa.text("INSERT INTO their_rows VALUES (1)"))
+        home = tmp_path / "home"
+        home.mkdir()
+        made = backup(_settings(home, ledger_url), tmp_path / "backups")
+
+        listed = subprocess.run(
+            ["pg_restore", "--list", str(made.path / PG_DUMP)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        # "<id>; <oid> <oid> TABLE <schema> <name> <owner>" (and "TABLE DATA <schema> ...")
+        entries = [line.split()[3:] for line in listed.splitlines() if not line.startswith(";")]
+        schemas = {e[2] if e[1] == "DATA" else e[1] for e in entries if e[0] == "TABLE"}
+        assert schemas == {ledger_schema(sa.make_url(ledger_url))}
+        assert str(ledger_schema(sa.make_url(other_url))) not in listed
+
+        with neighbour.begin() as conn:
+            conn.execute(sa.text("INSERT INTO their_rows VALUES (2)"))
+        restore(made.path, _settings(tmp_path / "restored", ledger_url))
+        with neighbour.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM their_rows")).scalar() == 2
+        neighbour.dispose()
