@@ -57,6 +57,10 @@ from calltexts_tests.support.child_run import ChildLayout, child_env, start_chil
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
 HEARD_CACHE = DEFAULT_CACHE.parent  # what the STT emulator hears in each recording
 SEED = 7  # the CLI's default sandbox seed
+# Whole recordings to the STT (STT_SEND=all), one request per call, so its time per call is
+# its audio's: the sandbox's tone calls hold no speech for the voice detector of the default
+# model's turns and of STT_SEND=speech, which would send almost nothing (benchmarks/turns.py).
+WHOLE_RECORDINGS = {"WHISPER_MODEL": "whisper-1", "STT_ROLE_MODE": "energy", "STT_SEND": "all"}
 
 
 # -- the period and its calls ---------------------------------------------------------------
@@ -152,10 +156,17 @@ def warm_audio_cache(
 
 
 def start_benchmark_sandbox(
-    workload: Workload, cache_dir: Path, *, portal_rate: float = 2.0, content: str = TONES
+    workload: Workload,
+    cache_dir: Path,
+    *,
+    portal_rate: float = 2.0,
+    content: str = TONES,
+    download_metered: bool = True,
 ) -> Sandbox:
     """Portal with its leaky bucket at `portal_rate` req/s (Bitrix24's 2), audio from the
-    cache. The STT server of each run is started by `fresh_stt` instead."""
+    cache; `download_metered`: Drive downloads pass the bucket too (the default, the
+    conservative reading of docs/specs/bitrix24_downloads.md). The STT server of each run is
+    started by `fresh_stt` instead."""
     spec = workload.spec
     return start_sandbox(
         seed=spec.seed,
@@ -163,7 +174,7 @@ def start_benchmark_sandbox(
         days=spec.days,
         calls_per_day=spec.calls_per_day,
         cache_dir=cache_dir,
-        portal_config={"rate_per_sec": portal_rate},
+        portal_config={"rate_per_sec": portal_rate, "download_metered": download_metered},
         content=content,
     )
 
