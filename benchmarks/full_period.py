@@ -84,31 +84,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def lower_bound(
-    fig: RunFigures,
-    *,
-    latency_per_min: float,
-    concurrency: int,
-    rps: float,
-    bandwidth: float,
-    downloads_rated: bool = True,
-) -> tuple[float, dict[str, float]]:
-    """max(STT latency / concurrency, REST requests / rate, download bytes / bandwidth). Drive
-    downloads count in the REST requests when they wait for a rate (`downloads_rated`: the
-    client paces them or the portal meters them); a refused request is not counted."""
-    stt_latency = latency_per_min * fig.stt["audio_seconds"] / 60
-    left_out = {"records"} if downloads_rated else {"records", "download"}
-    rest = sum(n for name, n in fig.portal["http_requests"].items() if name not in left_out)
-    rest -= fig.portal["rate_limited"]
-    label = "REST requests" if downloads_rated else "REST requests but Drive downloads"
-    parts = {
-        "STT latency / concurrency": stt_latency / concurrency,
-        f"{label} / {rps:g} rps": rest / rps,
-        "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
-    }
-    return max(parts.values()), parts
-
-
 def _projection(args: argparse.Namespace, fig: RunFigures, bound: float) -> None:
     """The run's wall time at the real STT's latency: the STT bound at that latency, divided
     by the efficiency measured against the bound here; and the concurrency the SLA needs."""
@@ -205,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print("    py-spy, self time (leaf functions):")
             for name, share in leaves:
                 print(f"      {share:6.1%}  {name}")
-        bound, parts = lower_bound(
+        bound, parts = harness.lower_bound(
             full,
             latency_per_min=latency,
             concurrency=args.concurrency,

@@ -479,6 +479,66 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+@dataclass
+class ScriptFigures:
+    """A plain script run as a child: its wall time, its CPU (with its own children) from
+    wait4, its peak RSS (sampled: wait4's counts the parent's pages the fork shared before
+    the exec), and the machine's mean 1-minute load average meanwhile."""
+
+    wall_sec: float
+    cpu_sec: float
+    peak_rss_mib: float
+    exit_code: int
+    load_average: float
+
+
+def run_script_child(cmd: list[str], env: dict[str, str], log_path: Path) -> ScriptFigures:
+    with log_path.open("wb") as log:
+        started = time.monotonic()
+        child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sampler = _RssSampler(child.pid)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - started
+        sampler.stop()
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return ScriptFigures(
+        wall_sec=wall,
+        cpu_sec=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=sampler.peak / 2**20,
+        exit_code=child.returncode,
+        load_average=sum(sampler.loads) / len(sampler.loads) if sampler.loads else 0.0,
+    )
+
+
+# -- the bound of a run -----------------------------------------------------------------------
+
+
+def lower_bound(
+    fig: RunFigures,
+    *,
+    latency_per_min: float,
+    concurrency: int,
+    rps: float,
+    bandwidth: float,
+    downloads_rated: bool = True,
+) -> tuple[float, dict[str, float]]:
+    """max(STT latency / concurrency, REST requests / rate, download bytes / bandwidth). Drive
+    downloads count in the REST requests when they wait for a rate (`downloads_rated`: the
+    client paces them or the portal meters them); a refused request is not counted."""
+    stt_latency = latency_per_min * fig.stt["audio_seconds"] / 60
+    left_out = {"records"} if downloads_rated else {"records", "download"}
+    rest = sum(n for name, n in fig.portal["http_requests"].items() if name not in left_out)
+    rest -= fig.portal["rate_limited"]
+    label = "REST requests" if downloads_rated else "REST requests but Drive downloads"
+    parts = {
+        "STT latency / concurrency": stt_latency / concurrency,
+        f"{label} / {rps:g} rps": rest / rps,
+        "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
+    }
+    return max(parts.values()), parts
+
+
 # -- loopback bandwidth -----------------------------------------------------------------------
 
 
