@@ -3,6 +3,7 @@
     python benchmarks/full_period.py                       # 60 days x 150 calls
     python benchmarks/full_period.py --days 3 --calls-per-day 50   # quick
     python benchmarks/full_period.py --stt-latency-ms 300  # STT, not CPU, dominates
+    python benchmarks/full_period.py --no-download-metered --no-pace-downloads  # #26 goal 4
 
 One `calltexts run`-style run (export_run.run_export: one Dagster run over the range,
 range tags) in a child process against the SANDBOX (Bitrix24 emulator limited to 2 req/s,
@@ -11,6 +12,10 @@ upload). Then a no-op re-run of the same range, then the sequential baseline: on
 at concurrency 1 (one download and one STT request at a time: each stage goes one call at a
 time, as simple scripts do, the next download overlapping the current transcription) and at
 --concurrency.
+Drive downloads (the portal's /rest/ path) are paced by the client and metered by the
+portal by default; `--no-pace-downloads` runs the export with BITRIX24_PACE_DOWNLOADS=false
+and `--no-download-metered` serves them outside the portal's leaky bucket (the two readings
+of docs/specs/bitrix24_downloads.md).
 Recordings are rendered into an on-disk cache first (joined from pre-encoded MP3 frames:
 seconds; timed apart, not part of the pipeline's wall time).
 """
@@ -44,6 +49,19 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--baseline-days", type=int, default=1)
     parser.add_argument(
+        "--pace-downloads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="BITRIX24_PACE_DOWNLOADS of the export runs (default: true, the product's)",
+    )
+    parser.add_argument(
+        "--download-metered",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether the sandbox portal meters Drive downloads in its leaky bucket "
+        "(default: yes, the conservative reading of docs/specs/bitrix24_downloads.md)",
+    )
+    parser.add_argument(
         "--real-latency-sec",
         type=float,
         default=30.0,
@@ -64,20 +82,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--py-spy", action="store_true", help="profile the backfill's Python threads (py-spy)"
     )
     return parser.parse_args(argv)
-
-
-def lower_bound(
-    fig: RunFigures, *, latency_per_min: float, concurrency: int, rps: float, bandwidth: float
-) -> tuple[float, dict[str, float]]:
-    """max(STT latency / concurrency, REST requests / rate, download bytes / bandwidth)."""
-    stt_latency = latency_per_min * fig.stt["audio_seconds"] / 60
-    rest = sum(n for name, n in fig.portal["http_requests"].items() if name != "records")
-    parts = {
-        "STT latency / concurrency": stt_latency / concurrency,
-        f"REST requests / {rps:g} rps": rest / rps,
-        "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
-    }
-    return max(parts.values()), parts
 
 
 def _projection(args: argparse.Namespace, fig: RunFigures, bound: float) -> None:
@@ -122,8 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"settings: concurrency {args.concurrency}; Bitrix24 portal limit 2 req/s (burst 50), "
         f"client limiter 2 req/s; STT latency {args.stt_latency_ms:g} ms per audio minute; "
-        "real retry waits (scale 1)"
+        f"real retry waits (scale 1); {harness.WHOLE_RECORDINGS}"
     )
+    print(
+        f"Drive downloads: BITRIX24_PACE_DOWNLOADS={str(args.pace_downloads).lower()}; the "
+        f"portal {'meters' if args.download_metered else 'does NOT meter'} them"
+    )
+    # whisper-1 + energy: the tone calls hold no speech for the default model's turns
+    run_env = {
+        **harness.WHOLE_RECORDINGS,
+        "BITRIX24_PACE_DOWNLOADS": str(args.pace_downloads).lower(),
+    }
+    downloads_rated = args.pace_downloads or args.download_metered
 
     warm_sec, rendered, listened = harness.warm_audio_cache(
         everything, args.cache_dir, workers=max(1, harness.os.cpu_count() or 1)
@@ -140,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="calltexts-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    sandbox = harness.start_benchmark_sandbox(everything, args.cache_dir)
+    sandbox = harness.start_benchmark_sandbox(
+        everything, args.cache_dir, download_metered=args.download_metered
+    )
     try:
         print(f"\n1) backfill of {args.days} days, one run, concurrency {args.concurrency}")
         full = harness.run_export_child(
@@ -153,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             stt_latency_per_min=latency,
             py_spy=work / "backfill.pyspy.txt" if args.py_spy else None,
             heard_cache=heard,
+            extra_env=run_env,
         )
         harness.print_run(full, audio_minutes=main_load.audio_minutes)
         if args.py_spy and (work / "backfill.pyspy.txt").exists():
@@ -163,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             print("    py-spy, self time (leaf functions):")
             for name, share in leaves:
                 print(f"      {share:6.1%}  {name}")
-        bound, parts = lower_bound(
-            full, latency_per_min=latency, concurrency=args.concurrency, rps=2, bandwidth=bandwidth
+        bound, parts = harness.lower_bound(
+            full,
+            latency_per_min=latency,
+            concurrency=args.concurrency,
+            rps=2,
+            bandwidth=bandwidth,
+            downloads_rated=downloads_rated,
         )
         terms = ", ".join(f"{k} {v:,.1f} s" for k, v in parts.items())
         print(f"    lower bound = max({terms})")
@@ -199,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             stt_latency_per_min=latency,
             heard_cache=heard,
+            extra_env=run_env,
         )
         harness.print_run(again, audio_minutes=0)
         downloads = again.portal["http_requests"].get("records", 0)
@@ -229,6 +252,7 @@ def _baseline(
     heard: harness.HeardCache | None,
 ) -> None:
     base_last = first - timedelta(days=1)
+    env = {**harness.WHOLE_RECORDINGS, "BITRIX24_PACE_DOWNLOADS": str(args.pace_downloads).lower()}
     load = Workload.seed(base_first, args.baseline_days, args.calls_per_day)
     print(
         f"\n3) sequential baseline on a SUBSET: {args.baseline_days} other days "
@@ -244,6 +268,7 @@ def _baseline(
         concurrency=1,
         stt_latency_per_min=latency,
         heard_cache=heard,
+        extra_env=env,
     )
     harness.print_run(seq, audio_minutes=load.audio_minutes)
     print(f"    throughput: {throughput(seq, load.audio_minutes)}")
@@ -257,6 +282,7 @@ def _baseline(
         concurrency=args.concurrency,
         stt_latency_per_min=latency,
         heard_cache=heard,
+        extra_env=env,
     )
     harness.print_run(same, audio_minutes=load.audio_minutes)
     print(f"    throughput: {throughput(same, load.audio_minutes)}")

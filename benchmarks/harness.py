@@ -57,6 +57,10 @@ from calltexts_tests.support.child_run import ChildLayout, child_env, start_chil
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "audio"
 HEARD_CACHE = DEFAULT_CACHE.parent  # what the STT emulator hears in each recording
 SEED = 7  # the CLI's default sandbox seed
+# Whole recordings to the STT (STT_SEND=all), one request per call, so its time per call is
+# its audio's: the sandbox's tone calls hold no speech for the voice detector of the default
+# model's turns and of STT_SEND=speech, which would send almost nothing (benchmarks/turns.py).
+WHOLE_RECORDINGS = {"WHISPER_MODEL": "whisper-1", "STT_ROLE_MODE": "energy", "STT_SEND": "all"}
 
 
 # -- the period and its calls ---------------------------------------------------------------
@@ -152,10 +156,17 @@ def warm_audio_cache(
 
 
 def start_benchmark_sandbox(
-    workload: Workload, cache_dir: Path, *, portal_rate: float = 2.0, content: str = TONES
+    workload: Workload,
+    cache_dir: Path,
+    *,
+    portal_rate: float = 2.0,
+    content: str = TONES,
+    download_metered: bool = True,
 ) -> Sandbox:
     """Portal with its leaky bucket at `portal_rate` req/s (Bitrix24's 2), audio from the
-    cache. The STT server of each run is started by `fresh_stt` instead."""
+    cache; `download_metered`: Drive downloads pass the bucket too (the default, the
+    conservative reading of docs/specs/bitrix24_downloads.md). The STT server of each run is
+    started by `fresh_stt` instead."""
     spec = workload.spec
     return start_sandbox(
         seed=spec.seed,
@@ -163,7 +174,7 @@ def start_benchmark_sandbox(
         days=spec.days,
         calls_per_day=spec.calls_per_day,
         cache_dir=cache_dir,
-        portal_config={"rate_per_sec": portal_rate},
+        portal_config={"rate_per_sec": portal_rate, "download_metered": download_metered},
         content=content,
     )
 
@@ -466,6 +477,66 @@ def top_frames(raw: Path, count: int = 8) -> tuple[list[tuple[str, float]], ...]
 
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+@dataclass
+class ScriptFigures:
+    """A plain script run as a child: its wall time, its CPU (with its own children) from
+    wait4, its peak RSS (sampled: wait4's counts the parent's pages the fork shared before
+    the exec), and the machine's mean 1-minute load average meanwhile."""
+
+    wall_sec: float
+    cpu_sec: float
+    peak_rss_mib: float
+    exit_code: int
+    load_average: float
+
+
+def run_script_child(cmd: list[str], env: dict[str, str], log_path: Path) -> ScriptFigures:
+    with log_path.open("wb") as log:
+        started = time.monotonic()
+        child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sampler = _RssSampler(child.pid)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - started
+        sampler.stop()
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return ScriptFigures(
+        wall_sec=wall,
+        cpu_sec=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=sampler.peak / 2**20,
+        exit_code=child.returncode,
+        load_average=sum(sampler.loads) / len(sampler.loads) if sampler.loads else 0.0,
+    )
+
+
+# -- the bound of a run -----------------------------------------------------------------------
+
+
+def lower_bound(
+    fig: RunFigures,
+    *,
+    latency_per_min: float,
+    concurrency: int,
+    rps: float,
+    bandwidth: float,
+    downloads_rated: bool = True,
+) -> tuple[float, dict[str, float]]:
+    """max(STT latency / concurrency, REST requests / rate, download bytes / bandwidth). Drive
+    downloads count in the REST requests when they wait for a rate (`downloads_rated`: the
+    client paces them or the portal meters them); a refused request is not counted."""
+    stt_latency = latency_per_min * fig.stt["audio_seconds"] / 60
+    left_out = {"records"} if downloads_rated else {"records", "download"}
+    rest = sum(n for name, n in fig.portal["http_requests"].items() if name not in left_out)
+    rest -= fig.portal["rate_limited"]
+    label = "REST requests" if downloads_rated else "REST requests but Drive downloads"
+    parts = {
+        "STT latency / concurrency": stt_latency / concurrency,
+        f"{label} / {rps:g} rps": rest / rps,
+        "download bytes / loopback bandwidth": fig.download_bytes / bandwidth,
+    }
+    return max(parts.values()), parts
 
 
 # -- loopback bandwidth -----------------------------------------------------------------------

@@ -34,10 +34,7 @@ from harness import RunFigures, Workload
 from calltexts_sandbox.stt.app import SttEmulator
 
 ORDERS = ("longest_first", "day")
-# Whole recordings to the STT, so its time per call is its audio's: the sandbox's tone calls
-# hold no speech for the default model's turns nor for STT_SEND=speech (voice detection), which
-# would send almost nothing (benchmarks/turns.py) and spend the run's CPU on the detector.
-STT_ENV = {"WHISPER_MODEL": "whisper-1", "STT_ROLE_MODE": "energy", "STT_SEND": "all"}
+STT_ENV = harness.WHOLE_RECORDINGS
 
 
 class TimedStt(SttEmulator):

@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
         help="which server the STT emulator answers as (models Systran/... and ggml-... "
         "are answered as speaches and LocalAI whatever this says)",
     )
+    serve.add_argument(
+        "--download-metered",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether the portal counts Drive downloads in its request-rate limit like REST "
+        "calls (default: yes; undocumented for Bitrix24, docs/specs/bitrix24_downloads.md)",
+    )
     _add_sandbox_args(serve, days=60, calls_per_day=150)
     _add_content_arg(serve, "--content", default="tones")  # the stack's smoke test: tones
     seed = sandbox_commands.add_parser("seed", help="re-seed a running sandbox portal")
@@ -264,8 +271,11 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         public_host=args.public_host,
         storage_port=args.storage_port,
         content=content,
+        portal_config={"download_metered": args.download_metered},
     )
     print(f"SANDBOX Bitrix24 portal: {sandbox.portal_url}")
+    if not args.download_metered:
+        print("Drive downloads are not counted in the portal's request-rate limit")
     print(f"SANDBOX STT server:      {sandbox.stt_url}")
     print("Use these variables:")
     for name, value in (sandbox.environment() | sandbox.model_defaults(content)).items():

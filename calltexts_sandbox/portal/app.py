@@ -8,7 +8,7 @@ The portal (`create_portal_app`):
   NO_AUTH_FOUND, an unknown token invalid_token, an expired one expired_token (401 each);
   a method outside the granted scopes insufficient_scope (inside a batch: that command).
 - `/rest/download.json?auth=..&token=disk|..` and `/rest/<user>/<code>/download/?token=..`:
-  the Drive files' DOWNLOAD_URL.
+  the Drive files' DOWNLOAD_URL, in the leaky bucket unless `download_metered` is off.
 - `/oauth/token/`: the authorization server's refresh (point BITRIX24_OAUTH_SERVER here).
 - `/_sandbox/faults` (GET list, POST add, DELETE clear), `/_sandbox/stats` (GET),
   `/_sandbox/reset-stats` (POST), `/_sandbox/seed` (POST `{seed,start,days,calls_per_day,tz}`
@@ -152,12 +152,15 @@ async def _serve_recording(portal: Portal, record_id: str | None) -> Response:
 async def _drive_download(request: Request, portal: Portal, segments: list[str]) -> Response:
     """A Drive file's DOWNLOAD_URL: the caller's credentials are checked as for any REST
     call (an OAuth link dies with its token), then the link's signature (docs §2). Counted
-    as `download` (a REST request) and, served or not, as one of the `records`."""
+    as `download` (a REST request) and, served or not, as one of the `records`; it takes a
+    place in the leaky bucket only when `download_metered` (the default)."""
     portal._count("download")
     try:
         params = dict(request.query_params)
         caller = portal.caller([*segments[:-1], "download"], params, str(request.base_url))
-        if not portal._admit(caller.app_key):  # the download handler is a REST call
+        # The download handler is a REST call: metered unless the portal is told it is not
+        # (`PortalConfig.download_metered`; docs/specs/bitrix24_downloads.md).
+        if portal.config.download_metered and not portal._admit(caller.app_key):
             return json_response(
                 503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
             )

@@ -87,6 +87,10 @@ class PortalConfig:
     lines_visible: bool = True
     rate_per_sec: float = 2.0  # leaky bucket per application; <= 0 disables it
     burst: int = 50  # bucket size; Bitrix24's standard plans use 50
+    # Whether a Drive download (`/rest/…/download`) passes the leaky bucket like a REST
+    # request: the portal's behaviour is documented nowhere (docs/specs/bitrix24_downloads.md);
+    # True, the conservative reading, by default; False models a portal that does not meter it.
+    download_metered: bool = True
     operating_limit_sec: float = 480.0  # per method and application (the docs' example)
     operating_window_sec: float = 600.0
     operating_cost_sec: dict[str, float] = field(default_factory=dict)  # running time added

@@ -22,6 +22,7 @@ from calltexts_tests.sandbox.portal_support import (
     CODE,
     START,
     Served,
+    as_served,
     fake_audio,
     make_client,
     midnight,
@@ -118,6 +119,44 @@ def test_a_download_url_works_only_with_the_credentials_it_was_made_for(
     time.sleep(1.1)  # the token behind the link has expired: so has the link
     expired = httpx.get(url)
     assert (expired.status_code, expired.json()["error"]) == (401, "expired_token")
+
+
+@pytest.mark.parametrize("metered", [True, False])
+def test_drive_downloads_pass_the_leaky_bucket_only_when_metered(
+    serve: Callable[..., Served], metered: bool
+) -> None:
+    """`download_metered` (docs/specs/bitrix24_downloads.md): metered, a Drive download takes
+    a place in the bucket like a REST call and is refused QUERY_LIMIT_EXCEEDED when it is
+    full; not metered, downloads are served past a full bucket and leave it as it was. REST
+    calls are metered either way, links on the storage host never. The clock stands still:
+    the bucket never drains."""
+    rows = recorded(generate_rows(6, START, 1, 60))
+    drive_row = rows[0]
+    link_row = next(r for r in rows if r["CALL_RECORD_URL"])
+    config = PortalConfig(rate_per_sec=2.0, burst=3, download_metered=metered)
+    served = serve(rows, config=config, clock=lambda: 0.0)
+    assert PortalConfig().download_metered is True  # the conservative default
+    with httpx.Client() as raw:
+        drive = raw.post(
+            f"{served.url}{API}/disk.file.get.json", data={"id": drive_row["RECORD_FILE_ID"]}
+        )
+        url = drive.json()["result"]["DOWNLOAD_URL"]  # 1 of 3 places taken
+        downloads = [raw.get(url) for _ in range(5)]
+        rest = [raw.post(f"{served.url}{API}/server.time.json").status_code for _ in range(3)]
+        link = raw.get(as_served([link_row], served)[0]["CALL_RECORD_URL"])
+    statuses = [d.status_code for d in downloads]
+    if metered:
+        assert statuses == [200, 200, 503, 503, 503]
+        assert downloads[2].json()["error"] == "QUERY_LIMIT_EXCEEDED"
+        assert rest == [503, 503, 503]  # the downloads filled the bucket
+        assert served.portal.stats()["rate_limited"] == 6
+    else:
+        assert statuses == [200] * 5
+        assert all(d.content == audio_of(drive_row) for d in downloads)
+        assert rest == [200, 200, 503]  # the bucket holds only the REST calls
+        assert served.portal.stats()["rate_limited"] == 1
+    assert link.status_code == 200 and link.content == audio_of(link_row)
+    assert served.portal.stats()["http_requests"]["download"] == 5
 
 
 def test_recording_downloads_missing_and_truncated(serve: Callable[..., Served]) -> None:

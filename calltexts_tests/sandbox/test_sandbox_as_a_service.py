@@ -48,3 +48,25 @@ def test_with_a_public_name_links_and_variables_name_it() -> None:
         assert recording.status_code == 200 and len(recording.content) > 1000
     finally:
         sandbox.stop()
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("flags", "metered"), [([], True), (["--no-download-metered"], False)])
+def test_serve_passes_download_metering_to_the_portal(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], metered: bool
+) -> None:
+    """`calltexts sandbox serve --no-download-metered`: the portal's `download_metered`
+    (docs/specs/bitrix24_downloads.md); metered unless told."""
+    seen: dict[str, object] = {}
+
+    def started(**kwargs: object) -> None:
+        seen.update(kwargs)
+        raise _Started
+
+    monkeypatch.setattr("calltexts_sandbox.runtime.start_sandbox", started)
+    with pytest.raises(_Started):
+        main(["sandbox", "serve", *flags])
+    assert seen["portal_config"] == {"download_metered": metered}
