@@ -26,7 +26,6 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -173,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         harness.print_run(full, audio_minutes=main_load.audio_minutes)
         if args.py_spy and (work / "backfill.pyspy.txt").exists():
-            inclusive, leaves = harness.top_frames(work / "backfill.pyspy.txt")
-            print("    py-spy (pipeline's Python threads), project functions, inclusive:")
-            for name, share in inclusive:
-                print(f"      {share:6.1%}  {name}")
-            print("    py-spy, self time (leaf functions):")
-            for name, share in leaves:
-                print(f"      {share:6.1%}  {name}")
+            harness.print_top_frames(work / "backfill.pyspy.txt")
         bound, parts = harness.lower_bound(
             full,
             latency_per_min=latency,
@@ -303,7 +296,4 @@ def _baseline(
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    code = main()
-    print(f"\nbenchmark finished in {time.monotonic() - started:,.0f} s")
-    sys.exit(code)
+    harness.run_main(main)

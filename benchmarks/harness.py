@@ -21,12 +21,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/<script>.py`
@@ -473,6 +473,25 @@ def top_frames(raw: Path, count: int = 8) -> tuple[list[tuple[str, float]], ...]
         return [(name, n / samples) for name, n in top]
 
     return (ranked(inclusive), ranked(leaves)) if samples else ([], [])
+
+
+def print_top_frames(raw: Path, count: int = 8) -> None:
+    """py-spy's collapsed stacks of a child, as `top_frames` ranks them."""
+    inclusive, leaves = top_frames(raw, count)
+    print("    py-spy (pipeline's Python threads), project functions, inclusive:")
+    for name, share in inclusive:
+        print(f"      {share:6.1%}  {name}")
+    print("    py-spy, self time (leaf functions):")
+    for name, share in leaves:
+        print(f"      {share:6.1%}  {name}")
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """A benchmark's entry point: its exit code, after its wall time."""
+    started = time.monotonic()
+    code = main()
+    print(f"\nbenchmark finished in {time.monotonic() - started:,.0f} s")
+    sys.exit(code)
 
 
 def _days(first: date, last: date) -> list[date]:

@@ -150,16 +150,6 @@ def _report(fig: RunFigures, latency_per_min: float, concurrency: int) -> dict[s
     return {"bound": bound, "wall": fig.wall_sec, "run": fig.run_sec, **slots}
 
 
-def _print_spy(raw: Path) -> None:
-    inclusive, leaves = harness.top_frames(raw, count=14)
-    print("    py-spy (pipeline's Python threads), project functions, inclusive:")
-    for name, share in inclusive:
-        print(f"      {share:6.1%}  {name}")
-    print("    py-spy, self time (leaf functions):")
-    for name, share in leaves:
-        print(f"      {share:6.1%}  {name}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     latency = args.stt_latency_ms / 1000
@@ -213,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{total:,} words under the right role = {right / max(total, 1):.4f}"
                 )
                 if spy is not None and spy.exists():
-                    _print_spy(spy)
+                    harness.print_top_frames(spy, count=14)
                 results[label] = _report(fig, latency, args.concurrency)
     finally:
         sandbox.stop()
@@ -230,7 +220,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    code = main()
-    print(f"\nbenchmark finished in {time.monotonic() - started:,.0f} s")
-    sys.exit(code)
+    harness.run_main(main)

@@ -25,7 +25,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,7 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    code = main()
-    print(f"\nbenchmark finished in {time.monotonic() - started:,.0f} s")
-    sys.exit(code)
+    harness.run_main(main)
