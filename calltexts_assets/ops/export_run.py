@@ -90,17 +90,23 @@ def summary_lines(
     paths: Mapping[str, str],
 ) -> list[str]:
     """What the run did (new work, what was already done, its cost) and where its files are."""
-    audio, texts = totals.get("raw_audio", {}), totals.get("transcripts", {})
     listed = totals.get("call_list", {})
+    header = (
+        f"Run {run_id}: {'succeeded' if succeeded else 'FAILED'} | {period.label}: "
+        f"{listed.get('calls', 0)} calls listed"
+    )
+    return [header, *work_lines(totals), *(f"{name}: {path}" for name, path in paths.items())]
+
+
+def work_lines(totals: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """New work, work already done or re-made for free, and the period's cost."""
+    audio, texts = totals.get("raw_audio", {}), totals.get("transcripts", {})
+    lines: list[str] = []
     new = {
         "downloaded": audio.get("downloaded", 0),
         "transcribed": texts.get("transcribed_now", 0),
         "failed": audio.get("failed", 0) + texts.get("failed_now", 0),
     }
-    lines = [
-        f"Run {run_id}: {'succeeded' if succeeded else 'FAILED'} | {period.label}: "
-        f"{listed.get('calls', 0)} calls listed"
-    ]
     summaries = totals.get("summaries", {})
     free = {
         "remade": (texts.get("transcripts_remade", 0), summaries.get("summaries_remade", 0)),
@@ -146,7 +152,6 @@ def summary_lines(
         f"{texts.get('audio_minutes_total', 0)} audio min of {texts.get('transcribed_total', 0)} "
         "transcribed calls."
     )
-    lines += [f"{name}: {path}" for name, path in paths.items()]
     return lines
 
 
@@ -239,18 +244,8 @@ def run_export(
                 "the report and Dagster's materializations checked).",
                 file=out,
             )
-            totals = _period_totals({}, ledger, period, plan.calls)["transcripts"]
-            print(
-                "Nothing new: every call of the period was already done (0 downloads, 0 "
-                f"transcriptions); {totals['transcribed_total']} transcripts stand.",
-                file=out,
-            )
-            print(
-                f"Period cost: ${totals['cost_usd_total']:.4f} for "
-                f"{totals['audio_minutes_total']} audio min of {totals['transcribed_total']} "
-                "transcribed calls.",
-                file=out,
-            )
+            for line in work_lines(_period_totals({}, ledger, period, plan.calls)):
+                print(line, file=out)  # "Nothing new", the period's cost
             _print_files(ledger, period, _paths(settings, period, storage, None), out)
             return 0
         first, last = plan.run_days if plan is not None else (period_from, period_to)
