@@ -116,12 +116,11 @@ def call_work(
 
 def stale_files(period: RunPeriod, ledger: Ledger, store: Storage, settings: ExportSettings) -> str:
     """Why the period's registry, report or QA sample must be made again ("" : they stand)."""
-    days = period.export_ids
-    stamp = outputs_stamp(settings, ledger.period_stamp(days))
-    files = dict.fromkeys(deliverable_keys(period.first, period.last).values(), stamp)
-    files[qa_sample_key(period.first, period.last)] = outputs_stamp(
-        settings, ledger.period_stamp(days, SUMMARY_FIELDS)
+    rows, rows_but_summaries = ledger.period_stamps(period.export_ids, (), SUMMARY_FIELDS)
+    files = dict.fromkeys(
+        deliverable_keys(period.first, period.last).values(), outputs_stamp(settings, rows)
     )
+    files[qa_sample_key(period.first, period.last)] = outputs_stamp(settings, rows_but_summaries)
     for key, expected in files.items():
         name = key.rsplit("/", 1)[-1]
         kept = ledger.deliverable(key)

@@ -491,12 +491,17 @@ class Ledger:
         """A hash of every row of the given days as the registry and the report read them
         (claims and `updated_at` aside; `omit`: fields a file does not show): equal stamps,
         equal files."""
-        kept = [name for name in _RECORD_FIELDS if name not in set(omit)]
-        digest = hashlib.sha256()
+        return self.period_stamps(run_ids, omit)[0]
+
+    def period_stamps(self, run_ids: Iterable[str], *omits: Iterable[str]) -> list[str]:
+        """`period_stamp` for each of `omits`, in one pass over the rows."""
+        kept = [[n for n in _RECORD_FIELDS if n not in set(omit)] for omit in omits]
+        digests = [hashlib.sha256() for _ in kept]
         for record in self.iter_records(run_ids):
-            digest.update(repr([getattr(record, name) for name in kept]).encode())
-            digest.update(b"\n")
-        return digest.hexdigest()
+            for digest, names in zip(digests, kept, strict=True):
+                digest.update(repr([getattr(record, name) for name in names]).encode())
+                digest.update(b"\n")
+        return [digest.hexdigest() for digest in digests]
 
     # -- records ---------------------------------------------------------------------------
 
